@@ -1,0 +1,47 @@
+# The two set-up commands are `make demo` and `make test`; everything else is optional.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+export MLOPS_DATA_HOME ?= $(CURDIR)/.data
+export DAGSTER_HOME ?= $(MLOPS_DATA_HOME)/dagster
+
+.PHONY: install demo dev test lint format validate benchmark clean
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install  ## materialize the whole asset graph on the embedded defaults
+	$(BIN)/python -m orchestration.demo
+
+dev: install  ## Dagster UI + daemon on http://127.0.0.1:3000 (schedules and sensors run)
+	$(BIN)/python -m orchestration.instance
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+test: install  ## lint, then the whole suite
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m orchestration.instance
+	$(BIN)/dagster definitions validate -w workspace.yaml
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+benchmark: install  ## validation throughput on 1M generated demand rows
+	$(BIN)/python benchmarks/validation_throughput.py
+
+clean:
+	rm -rf $(VENV) .data dbt_project/target dbt_project/logs

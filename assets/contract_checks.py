@@ -1,0 +1,104 @@
+"""The blocking checks every validated asset carries, shared by both domains.
+
+They run inside the validating step (they judge the drop that step just split), and a failing
+one stops everything downstream of the asset in the same run.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandera.errors
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey
+
+from ml.contracts import Contract
+from ml.validation import ValidationOutcome
+
+CHECKS = {
+    "rows_reconcile": "Rows in = valid + quarantined, for this drop: nothing is lost.",
+    "schema_conforms": "Every valid row passes the pandera contract again.",
+    "null_rates_within_limits": "No column of the drop is emptier than the contract tolerates.",
+    "no_duplicate_keys": "No record key appears twice in the whole validated table.",
+    "fresh": "The newest record is within the source's declared cadence (live feeds only).",
+}
+
+
+def contract_check_specs(asset: str) -> list[AssetCheckSpec]:
+    return [
+        AssetCheckSpec(name, asset=asset, description=description, blocking=True)
+        for name, description in CHECKS.items()
+    ]
+
+
+def contract_check_results(
+    asset: str,
+    contract: Contract,
+    outcome: ValidationOutcome,
+    *,
+    duplicate_keys_in_table: int,
+    newest: datetime | None,
+    max_age_days: float | None,
+    now: datetime | None = None,
+) -> list[AssetCheckResult]:
+    key = AssetKey(asset)
+
+    def result(name: str, passed: bool, **metadata: object) -> AssetCheckResult:
+        return AssetCheckResult(
+            asset_key=key,
+            check_name=name,
+            passed=bool(passed),
+            severity=AssetCheckSeverity.ERROR,
+            metadata=metadata,
+        )
+
+    try:
+        contract.schema.validate(outcome.valid.select(contract.columns), lazy=True)
+        schema_problem = ""
+    except pandera.errors.SchemaErrors as errors:
+        schema_problem = str(errors.failure_cases.head(5))
+
+    over_limit = {
+        column: round(rate, 4)
+        for column, rate in outcome.null_rates.items()
+        if rate > contract.max_null_rate.get(column, 1.0)
+    }
+    return [
+        result(
+            "rows_reconcile",
+            outcome.reconciles,
+            rows_in=outcome.rows_in,
+            valid=outcome.valid.height,
+            quarantined=outcome.quarantine.height,
+        ),
+        result("schema_conforms", not schema_problem, problem=schema_problem or "none"),
+        result(
+            "null_rates_within_limits",
+            not over_limit,
+            over_limit=str(over_limit or "none"),
+            null_rates=str({c: round(r, 4) for c, r in outcome.null_rates.items()}),
+        ),
+        result(
+            "no_duplicate_keys",
+            duplicate_keys_in_table == 0,
+            duplicate_keys=duplicate_keys_in_table,
+            key=", ".join(contract.key),
+        ),
+        _freshness(result, newest, max_age_days, now or datetime.now(UTC)),
+    ]
+
+
+def _freshness(result, newest: datetime | None, max_age_days: float | None, now: datetime):
+    if max_age_days is None:
+        return result("fresh", True, status="not applicable: the source declares no cadence")
+    if newest is None:
+        return result("fresh", False, status="no valid record to date the drop by")
+    if newest.tzinfo is None:
+        newest = newest.replace(tzinfo=UTC)
+    age = now - newest
+    return result(
+        "fresh",
+        age <= timedelta(days=max_age_days),
+        newest=newest.isoformat(),
+        age_days=round(age.total_seconds() / 86400, 2),
+        max_age_days=max_age_days,
+    )

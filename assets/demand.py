@@ -1,0 +1,223 @@
+"""Retail demand: the configured source → raw rows per period → validated + quarantined rows."""
+
+from datetime import UTC, date, datetime
+
+import matplotlib.pyplot as plt
+import polars as pl
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    AssetSpec,
+    BackfillPolicy,
+    DailyPartitionsDefinition,
+    MaterializeResult,
+    TimeWindowPartitionsDefinition,
+    WeeklyPartitionsDefinition,
+    asset,
+    multi_asset,
+)
+
+from assets.contract_checks import contract_check_results, contract_check_specs
+from assets.metadata import column_schema, counts_table, picture, preview
+from assets.requests import DUCKDB_POOL
+from ml.calendar import calendar_days as build_calendar
+from ml.contracts import DEMAND_CONTRACT
+from ml.ingestion import IngestionError
+from ml.sources import DemandSource, map_demand_rows, read_demand_files
+from ml.validation import RAW_ROW_ID, validate_against_contract
+from orchestration.resources import DataHome, Warehouse
+
+GROUP = "demand"
+OWNERS = ["team:demand"]
+CALENDAR_RANGE = (date(1985, 1, 1), date(2035, 12, 31))
+
+
+def demand_partitions(source: DemandSource) -> TimeWindowPartitionsDefinition:
+    """Partitions follow the source's frequency: daily, or weekly on the source's weekday."""
+    end = source.end.isoformat() if source.end else None
+    if source.freq == "D":
+        return DailyPartitionsDefinition(start_date=source.start.isoformat(), end_date=end)
+    if source.freq == "W":
+        return WeeklyPartitionsDefinition(
+            start_date=source.start.isoformat(),
+            end_date=end,
+            day_offset=source.start.isoweekday() % 7,
+        )
+    raise ValueError(f"demand source {source.name!r}: unsupported frequency {source.freq!r}")
+
+
+def _units_picture(valid: pl.DataFrame):
+    totals = valid.group_by("period_start").agg(pl.col("units").sum()).sort("period_start")
+    figure, axis = plt.subplots(figsize=(8, 2.8))
+    axis.plot(totals["period_start"].to_list(), totals["units"].to_list(), color="#4f7cac")
+    axis.set_title("units sold, all series")
+    figure.autofmt_xdate()
+    return picture(figure, "Total units per period")
+
+
+def build_demand_assets(source: DemandSource) -> list[AssetsDefinition]:
+    """The demand assets for one deployment's source (its frequency fixes the partitions)."""
+    partitions = demand_partitions(source)
+
+    @asset(
+        name="raw_demand",
+        partitions_def=partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        group_name=GROUP,
+        owners=OWNERS,
+        code_version="1",
+        kinds={"python", "parquet"},
+        description=(
+            f"Demand rows of source {source.name!r} ({source.format} format, {source.uri}) "
+            "exactly as read, one partition per period; a backfill reads the source once."
+        ),
+    )
+    def raw_demand(context: AssetExecutionContext, data_home: DataHome) -> MaterializeResult:
+        window = context.partition_time_window
+        rows = read_demand_files(source)
+        period = pl.col("_period_start")
+        in_window = rows.filter((period >= window.start.date()) & (period < window.end.date()))
+        for key in context.partition_keys:
+            part = partitions.time_window_for_partition_key(key)
+            path = data_home.raw_partition_path("demand", key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            in_window.filter(
+                (period >= part.start.date()) & (period < part.end.date())
+            ).write_parquet(path)
+        first, last = (
+            partitions.get_first_partition_window(),
+            partitions.get_last_partition_window(),
+        )
+        outside = (
+            rows.filter((period < first.start.date()) | (period >= last.end.date())).height
+            if first and last
+            else 0
+        )
+        return MaterializeResult(
+            metadata={
+                "dagster/row_count": in_window.height,
+                "partitions": len(context.partition_keys),
+                "empty_partitions": sum(
+                    1
+                    for key in context.partition_keys
+                    if in_window.filter(
+                        period == partitions.time_window_for_partition_key(key).start.date()
+                    ).is_empty()
+                ),
+                "source_rows_outside_all_partitions": outside,
+                "files": ", ".join(rows["_file"].unique(maintain_order=True).to_list()),
+                "dagster/column_schema": column_schema(in_window),
+                "preview": preview(in_window),
+            }
+        )
+
+    @multi_asset(
+        name="validate_demand",
+        specs=[
+            AssetSpec(
+                "validated_demand",
+                deps=[raw_demand],
+                group_name=GROUP,
+                owners=OWNERS,
+                code_version="1",
+                kinds={"python", "duckdb"},
+                description=(
+                    "Demand rows that meet the contract: one row per store, item and period, "
+                    "units ≥ 0, promotion shares in [0, 1]; extra source columns as JSON."
+                ),
+            ),
+            AssetSpec(
+                "quarantine_demand",
+                deps=[raw_demand],
+                group_name=GROUP,
+                owners=OWNERS,
+                code_version="1",
+                kinds={"python", "duckdb"},
+                description="Demand rows that failed the contract, with reasons and raw record.",
+            ),
+        ],
+        partitions_def=partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        check_specs=contract_check_specs("validated_demand"),
+        pool=DUCKDB_POOL,
+    )
+    def validate_demand(context: AssetExecutionContext, data_home: DataHome, warehouse: Warehouse):
+        window = context.partition_time_window
+        paths = [data_home.raw_partition_path("demand", k) for k in context.partition_keys]
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise IngestionError(
+                f"no raw copy for {len(missing)} partition(s) (first: {missing[0]}); "
+                "materialize raw_demand for them first"
+            )
+        raw = pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed")
+        mapped = map_demand_rows(raw, source)
+        outcome = validate_against_contract(mapped, DEMAND_CONTRACT, carry=("extra_covariates",))
+        periods = raw.select(mapped[RAW_ROW_ID], pl.col("_period_start").alias("period_start"))
+        quarantine = outcome.quarantine.join(periods, on=RAW_ROW_ID, how="left").with_columns(
+            pl.lit(datetime.now(UTC)).alias("quarantined_at")
+        )
+        bounds = [window.start.date(), window.end.date()]
+        where = "period_start >= ? and period_start < ?"
+        warehouse.replace_rows("validated_demand", outcome.valid, where, bounds)
+        warehouse.replace_rows("quarantine_demand", quarantine, where, bounds)
+        stats = warehouse.query(
+            "select count(*) - count(distinct (store, item, period_start)) as duplicates, "
+            "max(period_start) as newest from validated_demand"
+        ).row(0, named=True)
+        newest = stats["newest"]
+        series = outcome.valid.select("store", "item").n_unique()
+        yield MaterializeResult(
+            asset_key="validated_demand",
+            metadata={
+                "dagster/row_count": outcome.valid.height,
+                "rows_in": outcome.rows_in,
+                "quarantined": outcome.quarantine.height,
+                "series": series,
+                "periods": f"{window.start.date()} → {window.end.date()} (exclusive)",
+                "dagster/column_schema": column_schema(outcome.valid),
+                "preview": preview(outcome.valid),
+                "units": _units_picture(outcome.valid) if outcome.valid.height else "no rows",
+            },
+        )
+        yield MaterializeResult(
+            asset_key="quarantine_demand",
+            metadata={
+                "dagster/row_count": quarantine.height,
+                "reasons": counts_table(outcome.reason_counts(), "failing check"),
+                "preview": preview(quarantine.drop("raw_record")),
+            },
+        )
+        yield from contract_check_results(
+            "validated_demand",
+            DEMAND_CONTRACT,
+            outcome,
+            duplicate_keys_in_table=int(stats["duplicates"]),
+            newest=datetime.combine(newest, datetime.min.time(), UTC) if newest else None,
+            max_age_days=source.max_age_days,
+        )
+
+    return [raw_demand, validate_demand]
+
+
+@asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    code_version="1",
+    kinds={"python", "duckdb"},
+    pool=DUCKDB_POOL,
+    description=(
+        "One row per day 1985–2035 with weekday, ISO week, month and US public holidays "
+        "(the `holidays` package): the calendar features of the demand mart."
+    ),
+)
+def calendar_days(warehouse: Warehouse) -> MaterializeResult:
+    frame = build_calendar(*CALENDAR_RANGE)
+    warehouse.replace_rows("calendar_days", frame, "true", [])
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": frame.height,
+            "holidays": int(frame["is_holiday"].sum()),
+            "dagster/column_schema": column_schema(frame),
+        }
+    )

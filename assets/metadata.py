@@ -1,0 +1,59 @@
+"""What a person sees on an asset in the Dagster UI: counts, the schema, a preview, a picture."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import polars as pl
+from dagster import MetadataValue, TableColumn, TableSchema
+
+PREVIEW_ROWS = 10
+
+
+def column_schema(frame: pl.DataFrame) -> TableSchema:
+    return TableSchema(
+        columns=[TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()]
+    )
+
+
+def preview(frame: pl.DataFrame, rows: int = PREVIEW_ROWS) -> MetadataValue:
+    """The first rows as a markdown table, long cells shortened."""
+    if frame.is_empty():
+        return MetadataValue.md("_no rows_")
+    head = frame.head(rows).with_columns(
+        pl.col(c).cast(pl.Utf8).str.slice(0, 80).str.replace_all(r"\|", "\\|")
+        for c in frame.columns
+    )
+    lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
+    lines += ["| " + " | ".join("" if v is None else v for v in row) + " |" for row in head.rows()]
+    return MetadataValue.md("\n".join(lines))
+
+
+def counts_table(counts: Mapping[str, int], key: str, value: str = "rows") -> MetadataValue:
+    lines = [f"| {key} | {value} |", "|---|---|"]
+    lines += [f"| {name} | {count:,} |" for name, count in counts.items()]
+    return MetadataValue.md("\n".join(lines) if counts else "_none_")
+
+
+def picture(figure: plt.Figure, caption: str) -> MetadataValue:
+    """A matplotlib figure embedded as an image in markdown (the UI shows it inline)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(figure)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return MetadataValue.md(f"**{caption}**\n\n![{caption}](data:image/png;base64,{encoded})")
+
+
+def bar_chart(counts: Mapping[str, int], title: str, limit: int = 30) -> MetadataValue:
+    items = sorted(counts.items(), key=lambda kv: kv[1], reverse=True)[:limit]
+    figure, axis = plt.subplots(figsize=(8, max(2.0, 0.22 * len(items) + 1)))
+    axis.barh([k for k, _ in reversed(items)], [v for _, v in reversed(items)], color="#4f7cac")
+    axis.set_title(title)
+    axis.tick_params(axis="y", labelsize=7)
+    return picture(figure, title)

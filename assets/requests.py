@@ -1,0 +1,176 @@
+"""Customer requests: each file drop → raw copy → validated rows + quarantined rows."""
+
+from datetime import UTC, datetime
+
+import matplotlib.pyplot as plt
+import polars as pl
+from dagster import (
+    AssetExecutionContext,
+    AssetSpec,
+    DynamicPartitionsDefinition,
+    MaterializeResult,
+    asset,
+    multi_asset,
+)
+
+from assets.contract_checks import contract_check_results, contract_check_specs
+from assets.metadata import bar_chart, column_schema, counts_table, picture, preview
+from ml.contracts import request_contract
+from ml.ingestion import IngestionError, load_drop, read_drop, redrops_of
+from ml.sources import map_request_drop
+from ml.validation import validate_against_contract
+from orchestration.resources import DataHome, RequestIntake, Warehouse
+
+GROUP = "requests"
+OWNERS = ["team:requests"]
+DUCKDB_POOL = "duckdb_writer"
+
+request_drops = DynamicPartitionsDefinition(name="request_drops")
+"""One partition per dropped file, keyed `<source>-<content hash>`: the same bytes, the same key."""
+
+
+@asset(
+    partitions_def=request_drops,
+    group_name=GROUP,
+    owners=OWNERS,
+    code_version="1",
+    kinds={"python", "parquet"},
+    description=(
+        "Each dropped request file exactly as read (every column as text, with its line number), "
+        "one partition per drop. Dropping identical content again is recorded, not re-ingested."
+    ),
+)
+def raw_requests(context: AssetExecutionContext, data_home: DataHome) -> MaterializeResult:
+    drop = load_drop(context.partition_key, data_home.drop_registry_dir)
+    raw = read_drop(drop)
+    path = data_home.raw_partition_path("requests", drop.drop_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_parquet(path)
+    redrops = redrops_of(drop.drop_id, data_home.drop_registry_dir)
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": raw.height,
+            "source": drop.source,
+            "file": drop.uri,
+            "sha256": drop.sha256,
+            "size_bytes": drop.size_bytes,
+            "registered_at": drop.registered_at,
+            "identical_redrops": len(redrops),
+            "redropped_as": ", ".join(r["uri"] for r in redrops) or "none",
+            "dagster/column_schema": column_schema(raw),
+            "preview": preview(raw),
+        }
+    )
+
+
+def _text_length_picture(valid: pl.DataFrame):
+    figure, axis = plt.subplots(figsize=(6, 2.5))
+    axis.hist(valid["text"].str.len_chars().to_numpy(), bins=40, color="#4f7cac")
+    axis.set_xlabel("characters")
+    axis.set_title("text length")
+    return picture(figure, "Text length of valid requests")
+
+
+@multi_asset(
+    specs=[
+        AssetSpec(
+            "validated_requests",
+            deps=[raw_requests],
+            group_name=GROUP,
+            owners=OWNERS,
+            code_version="1",
+            kinds={"python", "duckdb"},
+            description=(
+                "Requests that meet the contract (pandera on polars), typed, one row per "
+                "request_id across all drops; `intent` is empty until labeled."
+            ),
+        ),
+        AssetSpec(
+            "quarantine_requests",
+            deps=[raw_requests],
+            group_name=GROUP,
+            owners=OWNERS,
+            code_version="1",
+            kinds={"python", "duckdb"},
+            description=(
+                "Request rows that failed the contract, with every failing check named and the "
+                "raw record kept; duplicates point at the row they repeat."
+            ),
+        ),
+    ],
+    partitions_def=request_drops,
+    check_specs=contract_check_specs("validated_requests"),
+    pool=DUCKDB_POOL,
+)
+def validate_requests(
+    context: AssetExecutionContext,
+    data_home: DataHome,
+    warehouse: Warehouse,
+    request_intake: RequestIntake,
+):
+    drop = load_drop(context.partition_key, data_home.drop_registry_dir)
+    raw_path = data_home.raw_partition_path("requests", drop.drop_id)
+    if not raw_path.exists():
+        raise IngestionError(
+            f"no raw copy of drop {drop.drop_id} at {raw_path}; materialize raw_requests first"
+        )
+    mapped = map_request_drop(pl.read_parquet(raw_path), drop)
+    taxonomy = request_intake.taxonomy()
+    contract = request_contract(taxonomy.intents)
+    earlier = (
+        warehouse.query(
+            "select request_id, raw_row_id from validated_requests where drop_id <> ?",
+            [drop.drop_id],
+        )
+        if warehouse.table_exists("validated_requests")
+        else None
+    )
+    outcome = validate_against_contract(
+        mapped.frame, contract, carry=("drop_id",), existing_keys=earlier
+    )
+    quarantine = outcome.quarantine.with_columns(
+        pl.lit(drop.drop_id).alias("drop_id"),
+        pl.lit(datetime.now(UTC)).alias("quarantined_at"),
+    )
+    warehouse.replace_rows("validated_requests", outcome.valid, "drop_id = ?", [drop.drop_id])
+    warehouse.replace_rows("quarantine_requests", quarantine, "drop_id = ?", [drop.drop_id])
+    duplicates = warehouse.query(
+        "select count(*) - count(distinct request_id) as n from validated_requests"
+    )["n"][0]
+    intents = outcome.valid.group_by(pl.col("intent").fill_null("(unlabeled)")).len()
+    intent_counts = dict(zip(intents["intent"], intents["len"], strict=True))
+    yield MaterializeResult(
+        asset_key="validated_requests",
+        metadata={
+            "dagster/row_count": outcome.valid.height,
+            "rows_in": outcome.rows_in,
+            "quarantined": outcome.quarantine.height,
+            "taxonomy": f"{taxonomy.name} v{taxonomy.version} ({len(taxonomy.intents)} intents)",
+            "ignored_columns": ", ".join(mapped.ignored_columns) or "none",
+            "labeled_share": round(
+                1 - intent_counts.get("(unlabeled)", 0) / max(outcome.valid.height, 1), 4
+            ),
+            "dagster/column_schema": column_schema(outcome.valid),
+            "preview": preview(outcome.valid),
+            "intents": bar_chart(intent_counts, "Requests per intent (top 30)"),
+            "text_length": _text_length_picture(outcome.valid)
+            if outcome.valid.height
+            else "no rows",
+        },
+    )
+    yield MaterializeResult(
+        asset_key="quarantine_requests",
+        metadata={
+            "dagster/row_count": quarantine.height,
+            "reasons": counts_table(outcome.reason_counts(), "failing check"),
+            "preview": preview(quarantine.drop("raw_record")),
+        },
+    )
+    yield from contract_check_results(
+        "validated_requests",
+        contract,
+        outcome,
+        duplicate_keys_in_table=int(duplicates),
+        newest=outcome.valid["received_at"].max(),
+        max_age_days=request_intake.max_age_days,
+    )

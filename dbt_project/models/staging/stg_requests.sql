@@ -1,0 +1,10 @@
+select
+    request_id,
+    text,
+    intent,
+    source,
+    received_at,
+    drop_id,
+    raw_row_id,
+    {{ text_key('text') }} as text_key
+from {{ source('warehouse', 'validated_requests') }}

@@ -1,0 +1,83 @@
+"""One settings module: every path the platform reads or writes, resolved from the environment.
+
+The embedded default needs no configuration: everything lives under one data home (a git-ignored
+folder in the checkout); production changes only environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ml.taxonomy import SYNTHETIC_TAXONOMY_PATH
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+
+
+def _path_from_env(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser().resolve() if value else default.resolve()
+
+
+def _float_from_env(name: str) -> float | None:
+    value = os.environ.get(name)
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError as error:
+        raise ValueError(f"{name}={value!r}: expected a number of days") from error
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where things live. Build it with `Settings.from_env()`; tests pass their own."""
+
+    data_home: Path
+    shared_data: Path
+    warehouse_path: Path
+    dagster_home: Path
+    intent_taxonomy: Path = SYNTHETIC_TAXONOMY_PATH
+    """The one intent taxonomy of this deployment (generator, labeling and models share it)."""
+    request_max_age_days: float | None = None
+    """Cadence promise of a live request feed; None: drops are not checked for freshness."""
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        data_home = _path_from_env("MLOPS_DATA_HOME", PROJECT_ROOT / ".data")
+        return cls(
+            data_home=data_home,
+            shared_data=_path_from_env(
+                "MLOPS_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"
+            ),
+            warehouse_path=_path_from_env("MLOPS_WAREHOUSE_PATH", data_home / "warehouse.duckdb"),
+            dagster_home=_path_from_env("DAGSTER_HOME", data_home / "dagster"),
+            intent_taxonomy=_path_from_env("MLOPS_INTENT_TAXONOMY", SYNTHETIC_TAXONOMY_PATH),
+            request_max_age_days=_float_from_env("MLOPS_REQUESTS_MAX_AGE_DAYS"),
+        )
+
+    @property
+    def drops_dir(self) -> Path:
+        """Where new request files are dropped (one sub-folder per source)."""
+        return self.data_home / "drops"
+
+    @property
+    def raw_dir(self) -> Path:
+        """Immutable raw copies of every ingested partition, as read (all strings)."""
+        return self.data_home / "raw"
+
+    def moved_to(self, data_home: Path) -> Settings:
+        """The same deployment with every written path under another data home."""
+        return replace(
+            self,
+            data_home=data_home,
+            warehouse_path=data_home / "warehouse.duckdb",
+            dagster_home=data_home / "dagster",
+        )
+
+    @property
+    def drop_registry_dir(self) -> Path:
+        """One JSON manifest per registered drop: what was read, from where, with which hash."""
+        return self.data_home / "drop_registry"

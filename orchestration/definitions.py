@@ -1,0 +1,36 @@
+"""The one code location: assets of every domain, their checks, jobs, schedules, sensors and
+resources, merged here and nowhere else."""
+
+from dagster import Definitions
+
+from assets.demand import build_demand_assets, calendar_days
+from assets.requests import raw_requests, validate_requests
+from assets.warehouse_models import warehouse_dbt_models
+from ml.settings import Settings
+from ml.sources import DemandSource, demand_source_from_env
+from orchestration.jobs import demand_ingest_job, request_ingest_job, warehouse_job
+from orchestration.resources import build_resources
+from orchestration.schedules import build_demand_schedules
+from orchestration.sensors import request_drop_sensor
+
+
+def build_definitions(settings: Settings, demand_source: DemandSource) -> Definitions:
+    return Definitions(
+        assets=[
+            raw_requests,
+            validate_requests,
+            *build_demand_assets(demand_source),
+            calendar_days,
+            warehouse_dbt_models,
+        ],
+        jobs=[request_ingest_job, demand_ingest_job, warehouse_job],
+        schedules=build_demand_schedules(demand_source, demand_ingest_job),
+        sensors=[request_drop_sensor],
+        resources=build_resources(settings),
+    )
+
+
+_settings = Settings.from_env()
+defs = build_definitions(
+    _settings, demand_source_from_env(_settings.data_home, _settings.shared_data)
+)

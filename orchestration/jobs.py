@@ -1,0 +1,25 @@
+"""Jobs: the named selections a person, a schedule or a sensor launches."""
+
+from dagster import AssetSelection, define_asset_job
+
+from assets.demand import calendar_days
+from assets.warehouse_models import warehouse_dbt_models
+
+request_ingest_job = define_asset_job(
+    "request_ingest_job",
+    selection=AssetSelection.assets("raw_requests", "validated_requests", "quarantine_requests"),
+    description="Read one request drop and validate it (one partition per dropped file).",
+)
+
+warehouse_job = define_asset_job(
+    "warehouse_job",
+    selection=AssetSelection.assets(calendar_days, warehouse_dbt_models),
+    description="The calendar and every dbt model and test over the validated data.",
+)
+
+
+demand_ingest_job = define_asset_job(
+    "demand_ingest_job",
+    selection=AssetSelection.assets("raw_demand", "validated_demand", "quarantine_demand"),
+    description="Read the demand source for the selected periods and validate them.",
+)

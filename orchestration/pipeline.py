@@ -1,0 +1,108 @@
+"""Run the platform's jobs in-process against an instance, in dependency order: the path
+`make demo` takes, and the one the integration tests take."""
+
+from dataclasses import dataclass, field
+
+from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
+
+from assets.requests import request_drops
+from ml.ingestion import DropRegistration, register_drop
+from orchestration.resources import DataHome
+from orchestration.sensors import scan_request_drops
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+
+@dataclass
+class PipelineRun:
+    results: dict[str, ExecuteInProcessResult] = field(default_factory=dict)
+    redrops: list[str] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return all(result.success for result in self.results.values())
+
+    def check_outcomes(self) -> tuple[int, int]:
+        """(passed, failed) asset-check evaluations over every run."""
+        evaluations = [
+            evaluation
+            for result in self.results.values()
+            for evaluation in result.get_asset_check_evaluations()
+        ]
+        passed = sum(1 for evaluation in evaluations if evaluation.passed)
+        return passed, len(evaluations) - passed
+
+
+def ingest_request_drops(
+    defs: Definitions, instance: DagsterInstance, data_home: DataHome, run: PipelineRun
+) -> None:
+    """Register the files in the drops folder and ingest every drop not yet validated."""
+    _ingest(defs, instance, scan_request_drops(data_home, {}).registrations, run)
+
+
+def ingest_request_file(
+    defs: Definitions,
+    instance: DagsterInstance,
+    data_home: DataHome,
+    uri: str,
+    source: str,
+    run: PipelineRun,
+) -> None:
+    """Ingest one file where it lies (any fsspec URI), as a drop of `source`."""
+    _ingest(defs, instance, [register_drop(uri, source, data_home.drop_registry_dir)], run)
+
+
+def _ingest(
+    defs: Definitions,
+    instance: DagsterInstance,
+    registrations: list[DropRegistration],
+    run: PipelineRun,
+) -> None:
+    """One run per drop not yet validated: a drop whose earlier run failed is retried, a
+    validated one is left alone, and known content under a new name is only recorded."""
+    job = defs.resolve_job_def("request_ingest_job")
+    validated = instance.get_materialized_partitions(AssetKey("validated_requests"))
+    for registration in registrations:
+        drop_id = registration.drop.drop_id
+        if registration.is_redrop:
+            run.redrops.append(registration.seen_uri)
+        if drop_id in validated or f"requests {drop_id}" in run.results:
+            continue
+        if not instance.has_dynamic_partition(request_drops.name, drop_id):
+            instance.add_dynamic_partitions(request_drops.name, [drop_id])
+        run.results[f"requests {drop_id}"] = job.execute_in_process(
+            instance=instance, partition_key=drop_id, raise_on_error=False
+        )
+
+
+def ingest_demand(defs: Definitions, instance: DagsterInstance, run: PipelineRun) -> None:
+    """Every demand partition in one run (the assets' single-run backfill policy)."""
+    job = defs.resolve_job_def("demand_ingest_job")
+    keys = job.partitions_def.get_partition_keys(dynamic_partitions_store=instance)
+    run.results["demand"] = job.execute_in_process(
+        instance=instance, tags={RANGE_START: keys[0], RANGE_END: keys[-1]}, raise_on_error=False
+    )
+
+
+def build_warehouse(defs: Definitions, instance: DagsterInstance, run: PipelineRun) -> None:
+    run.results["warehouse"] = defs.resolve_job_def("warehouse_job").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+
+
+def run_platform(
+    defs: Definitions,
+    instance: DagsterInstance,
+    data_home: DataHome,
+    request_files: list[tuple[str, str]] = (),
+) -> PipelineRun:
+    """Everything in dependency order: request drops (and `(source, uri)` files read in place),
+    every demand period, then the calendar and the dbt models."""
+    run = PipelineRun()
+    for source, uri in request_files:
+        ingest_request_file(defs, instance, data_home, uri, source, run)
+    ingest_request_drops(defs, instance, data_home, run)
+    ingest_demand(defs, instance, run)
+    build_warehouse(defs, instance, run)
+    return run

@@ -1,0 +1,139 @@
+"""Thin resources over the data home and the DuckDB warehouse. Configured from the environment
+(see `.env.example`); the embedded default needs no server.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import polars as pl
+from dagster import ConfigurableResource
+from dagster_dbt import DbtCliResource
+
+from ml.settings import DBT_PROJECT_DIR, Settings
+from ml.taxonomy import Taxonomy, load_taxonomy
+
+LOCK_WAIT_SECONDS = 60.0
+
+
+class DataHome(ConfigurableResource):
+    """Every file the platform writes lives under this folder (production: a mounted volume)."""
+
+    path: str
+
+    @property
+    def root(self) -> Path:
+        return Path(self.path)
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def drop_registry_dir(self) -> Path:
+        return self.root / "drop_registry"
+
+    def raw_partition_path(self, domain: str, partition_key: str) -> Path:
+        """The immutable raw copy of one partition, exactly as read (all text)."""
+        return self.raw_dir / domain / f"{partition_key}.parquet"
+
+
+class Warehouse(ConfigurableResource):
+    """The DuckDB warehouse. DuckDB allows one writing process per file, so connections are
+    opened only for the statement at hand, and writers wait briefly for a held lock."""
+
+    path: str
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                connection = duckdb.connect(self.path, read_only=read_only)
+                break
+            except duckdb.IOException as error:
+                if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    def table_exists(self, table: str) -> bool:
+        if not Path(self.path).exists():
+            return False
+        with self.connect(read_only=True) as con:
+            found = con.execute(
+                "select count(*) from information_schema.tables where table_name = ?", [table]
+            ).fetchone()
+        return bool(found and found[0])
+
+    def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
+        with self.connect(read_only=True) as con:
+            return pl.from_arrow(con.sql(sql, params=params or None).to_arrow_table())
+
+    def replace_rows(self, table: str, frame: pl.DataFrame, where: str, params: list) -> None:
+        """Delete the rows `where` selects and insert `frame`, in one transaction: re-running a
+        partition replaces it, never duplicates it."""
+        with self.connect() as con:
+            con.register("incoming", frame.to_arrow())
+            con.execute("begin transaction")
+            con.execute(f"create table if not exists {table} as select * from incoming limit 0")
+            con.execute(f"delete from {table} where {where}", params)
+            con.execute(f"insert into {table} by name select * from incoming")
+            con.execute("commit")
+
+    @contextmanager
+    def dbt_environment(self) -> Iterator[None]:
+        """dbt reads the warehouse path from MLOPS_WAREHOUSE_PATH (see dbt_project/profiles.yml)."""
+        previous = os.environ.get("MLOPS_WAREHOUSE_PATH")
+        os.environ["MLOPS_WAREHOUSE_PATH"] = self.path
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop("MLOPS_WAREHOUSE_PATH", None)
+            else:
+                os.environ["MLOPS_WAREHOUSE_PATH"] = previous
+
+
+class RequestIntake(ConfigurableResource):
+    """What request drops are checked against: the intent taxonomy and the feed's cadence."""
+
+    taxonomy_path: str
+    max_age_days: float | None = None
+    """A live feed promises its newest request is at most this old; None for static files."""
+
+    def taxonomy(self) -> Taxonomy:
+        return load_taxonomy(Path(self.taxonomy_path))
+
+
+def dbt_executable() -> str:
+    """The dbt installed beside this Python, so a venv works without being on PATH."""
+    beside = Path(sys.executable).parent / "dbt"
+    return str(beside) if beside.exists() else "dbt"
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    """The resources of one deployment, all from `Settings` (the environment)."""
+    return {
+        "data_home": DataHome(path=str(settings.data_home)),
+        "warehouse": Warehouse(path=str(settings.warehouse_path)),
+        "request_intake": RequestIntake(
+            taxonomy_path=str(settings.intent_taxonomy),
+            max_age_days=settings.request_max_age_days,
+        ),
+        "dbt": DbtCliResource(
+            project_dir=str(DBT_PROJECT_DIR),
+            profiles_dir=str(DBT_PROJECT_DIR),
+            dbt_executable=dbt_executable(),
+        ),
+    }

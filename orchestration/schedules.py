@@ -1,0 +1,15 @@
+"""Schedules: the platform's clock."""
+
+from dagster import ScheduleDefinition, build_schedule_from_partitioned_job
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from ml.sources import DemandSource
+
+
+def build_demand_schedules(
+    source: DemandSource, demand_ingest_job: UnresolvedAssetJobDefinition
+) -> list[ScheduleDefinition]:
+    """A live feed is ingested as each period closes; a historical file has nothing to wait for."""
+    if source.end is not None:
+        return []
+    return [build_schedule_from_partitioned_job(demand_ingest_job, name="demand_ingest_schedule")]

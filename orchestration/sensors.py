@@ -1,0 +1,79 @@
+"""Sensors: the platform reacting to the world (new files dropped)."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from dagster import (
+    AssetObservation,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from assets.requests import request_drops
+from ml.ingestion import DropRegistration, discover_drop_files, register_drop
+from orchestration.jobs import request_ingest_job
+from orchestration.resources import DataHome
+
+
+@dataclass(frozen=True)
+class DropScan:
+    registrations: list[DropRegistration]
+    cursor: dict[str, str]
+
+
+def scan_request_drops(data_home: DataHome, cursor: dict[str, str]) -> DropScan:
+    """Register every file under drops/requests/<source>/ not seen with this size and mtime."""
+    seen = dict(cursor)
+    registrations = []
+    for source, uri in discover_drop_files(data_home.root / "drops" / "requests"):
+        stat = Path(uri).stat()
+        stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+        if seen.get(uri) == stamp:
+            continue
+        registrations.append(register_drop(uri, source, data_home.drop_registry_dir))
+        seen[uri] = stamp
+    return DropScan(registrations, seen)
+
+
+@sensor(
+    job=request_ingest_job,
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "Watches drops/requests/<source>/ under the data home; each new file becomes a partition "
+        "of raw_requests and one ingest run. Identical content dropped again is recorded only."
+    ),
+)
+def request_drop_sensor(context: SensorEvaluationContext, data_home: DataHome):
+    scan = scan_request_drops(data_home, json.loads(context.cursor or "{}"))
+    if not scan.registrations:
+        return SkipReason("no new or changed files in the drops folder")
+    new, runs, observations = [], [], []
+    for registration in scan.registrations:
+        drop_id = registration.drop.drop_id
+        known = context.instance.has_dynamic_partition(request_drops.name, drop_id)
+        if registration.is_new or not known:
+            new.append(drop_id)
+            runs.append(RunRequest(partition_key=drop_id, run_key=drop_id))
+        elif registration.is_redrop:
+            observations.append(
+                AssetObservation(
+                    asset_key="raw_requests",
+                    partition=drop_id,
+                    metadata={
+                        "redropped_as": registration.seen_uri,
+                        "note": "identical content dropped again; not re-ingested",
+                    },
+                )
+            )
+    return SensorResult(
+        run_requests=runs,
+        dynamic_partitions_requests=[request_drops.build_add_request(new)] if new else [],
+        asset_events=observations,
+        cursor=json.dumps(scan.cursor),
+    )

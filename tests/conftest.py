@@ -1,0 +1,65 @@
+"""Session-wide fixtures: a private data home per test, the public datasets, small demo data."""
+
+import os
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from ml.settings import PROJECT_ROOT, Settings
+from ml.sources import DemandSource
+from ml.synthetic import generate_demand, generate_requests
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A fresh, private data home; the environment points at it as a deployment's would."""
+    home = tmp_path / "data_home"
+    monkeypatch.setenv("MLOPS_DATA_HOME", str(home))
+    monkeypatch.setenv("MLOPS_WAREHOUSE_PATH", str(home / "warehouse.duckdb"))
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The public datasets, read in place. Missing data fails under CI and skips elsewhere."""
+    path = Path(os.environ.get("MLOPS_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+    if not (path / "banking77" / "train.csv").exists():
+        message = f"the public datasets are not at {path} (set MLOPS_SHARED_DATA)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def write_request_drop(settings: Settings, name: str, rows: int, seed: int) -> Path:
+    """A small synthetic drop in the drops folder, as an upstream export would land."""
+    folder = settings.drops_dir / "requests" / "synthetic"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    generate_requests(
+        rows, seed=seed, start=start, end=datetime(2025, 3, 31, tzinfo=UTC)
+    ).write_csv(path)
+    return path
+
+
+SMALL_DEMAND = {"stores": 2, "items": 3, "start": date(2025, 1, 1), "end": date(2025, 2, 28)}
+
+
+def small_demand_source(settings: Settings, **overrides: object) -> DemandSource:
+    """A daily demand source over two months of generated data (a few hundred rows)."""
+    folder = settings.data_home / "sources" / "demand"
+    folder.mkdir(parents=True, exist_ok=True)
+    generate_demand(**SMALL_DEMAND, seed=3).write_csv(folder / "demand.csv")
+    fields: dict[str, object] = {
+        "name": "synthetic",
+        "uri": str(folder),
+        "format": "contract",
+        "freq": "D",
+        "start": SMALL_DEMAND["start"],
+        "end": date(2025, 3, 1),
+    }
+    fields.update(overrides)
+    return DemandSource(**fields)
