@@ -18,7 +18,7 @@ import polars as pl
 from ml.contracts import DEMAND_CONTRACT
 from ml.ingestion import ROW_COLUMN, Drop, IngestionError, discover_drop_files, read_raw_table
 from ml.ingestion import require_columns as require_file_columns
-from ml.validation import RAW_RECORD, RAW_ROW_ID, parse_column, raw_record_json
+from ml.validation import RAW_RECORD, RAW_ROW_ID, parse_column, raw_record
 
 # --- requests -------------------------------------------------------------------------------
 
@@ -81,7 +81,7 @@ def map_request_drop(raw: pl.DataFrame, drop: Drop) -> MappedDrop:
         source.alias("source"),
         received_at.alias("received_at"),
         pl.format(f"{drop.drop_id}:{{}}", ROW_COLUMN).alias(RAW_ROW_ID),
-        raw_record_json(raw).alias(RAW_RECORD),
+        raw_record(raw).alias(RAW_RECORD),
         pl.col(ROW_COLUMN),
         pl.lit(drop.drop_id).alias("drop_id"),
     )
@@ -285,6 +285,6 @@ def map_demand_rows(raw: pl.DataFrame, source: DemandSource) -> pl.DataFrame:
     file_names = raw["_file"].str.split("/").list.last()
     return mapped.with_columns(
         (file_names + ":" + raw[ROW_COLUMN].cast(pl.Utf8)).alias(RAW_ROW_ID),
-        originals.select(raw_record_json(originals)).to_series().alias(RAW_RECORD),
+        originals.select(raw_record(originals)).to_series().alias(RAW_RECORD),
         raw[ROW_COLUMN],
     )

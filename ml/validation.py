@@ -55,9 +55,9 @@ class ValidationOutcome:
         return dict(zip(kinds["reason"].to_list(), kinds["len"].to_list(), strict=True))
 
 
-def raw_record_json(frame: pl.DataFrame, exclude: tuple[str, ...] = (ROW_COLUMN,)) -> pl.Expr:
-    """The row exactly as read, kept with a quarantined row so nothing is lost."""
-    return pl.struct([c for c in frame.columns if c not in exclude]).struct.json_encode()
+def raw_record(frame: pl.DataFrame, exclude: tuple[str, ...] = (ROW_COLUMN,)) -> pl.Expr:
+    """The row exactly as read; a quarantined row keeps it (as JSON) so nothing is lost."""
+    return pl.struct([c for c in frame.columns if c not in exclude])
 
 
 def _datetime_utc(column: pl.Expr) -> pl.Expr:
@@ -192,31 +192,42 @@ def validate_against_contract(
     )
     key = list(contract.key)
     indexed = parsed.with_row_index("index").with_columns(pl.col("index").cast(pl.Int32))
-    checked = indexed.join(reasons, on="index", how="left")
-    passing = checked.filter(pl.col("reasons").is_null())
-    first_of_key = pl.col(RAW_ROW_ID).first().over(key)
-    passing = passing.with_columns(
-        pl.when(pl.int_range(pl.len()).over(key) > 0).then(first_of_key).alias("duplicate_of")
+    is_failed = pl.col("index").is_in(reasons["index"].implode())
+    # Every-row work is one pass each (a mask, a key hash); joins touch repeated keys only.
+    passing = indexed.filter(~is_failed).with_columns(
+        pl.struct(key).is_first_distinct().alias("_first")
     )
+    repeated = passing.filter(~pl.col("_first"))
+    passing = passing.with_columns(pl.lit(None, dtype=pl.Utf8).alias("duplicate_of"))
+    if repeated.height:
+        lead = key[0]
+        firsts = passing.filter(
+            pl.col("_first") & pl.col(lead).is_in(repeated[lead].unique().implode())
+        ).select(*key, pl.col(RAW_ROW_ID).alias("duplicate_of"))
+        duplicate_of = repeated.join(firsts, on=key)
+        passing = pl.concat(
+            [passing.filter(pl.col("_first")), duplicate_of.select(passing.columns)]
+        )
     if existing_keys is not None and existing_keys.height:
         earlier = existing_keys.select(*key, pl.col(RAW_ROW_ID).alias("_earlier_row"))
         passing = (
-            passing.join(earlier, on=key, how="left", nulls_equal=False)
+            passing.join(earlier, on=key, how="left", nulls_equal=False, maintain_order="left")
             .with_columns(pl.coalesce("_earlier_row", "duplicate_of").alias("duplicate_of"))
             .drop("_earlier_row")
         )
-    passing = passing.with_columns(
-        pl.when(pl.col("duplicate_of").is_not_null())
-        .then(pl.format("duplicate of row {}", "duplicate_of"))
-        .alias("reasons")
+    is_duplicate = pl.col("duplicate_of").is_not_null()
+    duplicates = passing.filter(is_duplicate).with_columns(
+        pl.format("duplicate of row {}", "duplicate_of").alias("reasons")
     )
-    failed = checked.filter(pl.col("reasons").is_not_null()).with_columns(
-        pl.lit(None, dtype=pl.Utf8).alias("duplicate_of")
+    failed = (
+        indexed.filter(is_failed)
+        .join(reasons, on="index")
+        .with_columns(pl.lit(None, dtype=pl.Utf8).alias("duplicate_of"))
     )
     quarantined = pl.concat(
-        [failed.select(passing.columns), passing.filter(pl.col("reasons").is_not_null())]
+        [failed, duplicates.select(failed.columns)], how="vertical_relaxed"
     ).sort("index")
-    valid = passing.filter(pl.col("reasons").is_null()).sort("index")
+    valid = passing.filter(~is_duplicate).drop("_first")
     return ValidationOutcome(
         valid=valid.select(*contract.columns, RAW_ROW_ID, *carry),
         quarantine=quarantined.select(
@@ -224,7 +235,7 @@ def validate_against_contract(
             pl.col(ROW_COLUMN).alias("row_number"),
             "reasons",
             "duplicate_of",
-            RAW_RECORD,
+            pl.col(RAW_RECORD).struct.json_encode(),
         ),
         rows_in=frame.height,
         null_rates=null_rates(frame, contract.columns),

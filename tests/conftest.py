@@ -1,6 +1,8 @@
 """Session-wide fixtures: a private data home per test, the public datasets, small demo data."""
 
 import os
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -63,3 +65,37 @@ def small_demand_source(settings: Settings, **overrides: object) -> DemandSource
     }
     fields.update(overrides)
     return DemandSource(**fields)
+
+
+def postgres_admin_url() -> str:
+    return os.environ.get(
+        "MLOPS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A database of its own on the machine's PostgreSQL, created and dropped by this session."""
+    import psycopg2
+
+    admin = postgres_admin_url()
+    try:
+        connection = psycopg2.connect(admin, connect_timeout=5)
+    except psycopg2.OperationalError as error:
+        message = f"PostgreSQL is not reachable at {admin} ({error}); set MLOPS_TEST_POSTGRES_URL"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    connection.autocommit = True
+    name = f"mlops_test_{uuid.uuid4().hex[:12]}"
+    with connection.cursor() as cursor:
+        cursor.execute(f'create database "{name}"')
+    try:
+        yield f"{admin.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity where datname = %s", [name]
+            )
+            cursor.execute(f'drop database if exists "{name}"')
+        connection.close()
