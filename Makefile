@@ -4,10 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
+# Optional overrides (see .env.example); `dagster dev` reads .env by itself too.
+ifneq (,$(wildcard .env))
+include .env
+export
+endif
 export MLOPS_DATA_HOME ?= $(CURDIR)/.data
-export DAGSTER_HOME ?= $(MLOPS_DATA_HOME)/dagster
+export DAGSTER_HOME ?= $(abspath $(MLOPS_DATA_HOME))/dagster
 
-.PHONY: install demo dev test lint format validate benchmark clean
+.PHONY: install demo demo-real dev test lint format benchmark clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +25,9 @@ install: $(STAMP)
 
 demo: install  ## materialize the whole asset graph on the embedded defaults
 	$(BIN)/python -m orchestration.demo
+
+demo-real: install  ## the same graph on ../shared/data (banking77, orange juice), read in place
+	$(BIN)/python -m orchestration.demo --real
 
 dev: install  ## Dagster UI + daemon on http://127.0.0.1:3000 (schedules and sensors run)
 	$(BIN)/python -m orchestration.instance

@@ -11,7 +11,7 @@ from ml.sources import DemandSource, demand_source_from_env
 from orchestration.jobs import demand_ingest_job, request_ingest_job, warehouse_job
 from orchestration.resources import build_resources
 from orchestration.schedules import build_demand_schedules
-from orchestration.sensors import request_drop_sensor
+from orchestration.sensors import request_drop_sensor, warehouse_automation_sensor
 
 
 def build_definitions(settings: Settings, demand_source: DemandSource) -> Definitions:
@@ -25,7 +25,7 @@ def build_definitions(settings: Settings, demand_source: DemandSource) -> Defini
         ],
         jobs=[request_ingest_job, demand_ingest_job, warehouse_job],
         schedules=build_demand_schedules(demand_source, demand_ingest_job),
-        sensors=[request_drop_sensor],
+        sensors=[request_drop_sensor, warehouse_automation_sensor],
         resources=build_resources(settings),
     )
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from dagster import (
     AssetObservation,
+    AssetSelection,
+    AutomationConditionSensorDefinition,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -15,6 +17,7 @@ from dagster import (
 )
 
 from assets.requests import request_drops
+from assets.warehouse_models import warehouse_dbt_models
 from ml.ingestion import DropRegistration, discover_drop_files, register_drop
 from orchestration.jobs import request_ingest_job
 from orchestration.resources import DataHome
@@ -77,3 +80,15 @@ def request_drop_sensor(context: SensorEvaluationContext, data_home: DataHome):
         asset_events=observations,
         cursor=json.dumps(scan.cursor),
     )
+
+
+warehouse_automation_sensor = AutomationConditionSensorDefinition(
+    "warehouse_automation_sensor",
+    target=AssetSelection.assets(warehouse_dbt_models),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description=(
+        "Rebuilds the dbt models once new validated data lands, unless a blocking check upstream "
+        "failed (their automation condition)."
+    ),
+)

@@ -1,0 +1,45 @@
+"""The code location a person opens in the UI: one graph, two domains, every asset explained."""
+
+from dagster import AssetKey
+
+from ml.settings import Settings
+from orchestration.definitions import build_definitions
+from tests.conftest import small_demand_source
+
+
+def test_every_asset_has_a_description_a_domain_an_owner_and_a_code_version(
+    settings: Settings,
+) -> None:
+    graph = build_definitions(settings, small_demand_source(settings)).resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        name = key.to_user_string()
+        assert node.description, f"{name} has no description"
+        assert node.group_name in {"requests", "demand"}, f"{name} is in group {node.group_name}"
+        assert node.owners, f"{name} has no owner"
+        assert node.code_version, f"{name} has no code version"
+
+
+def test_the_graph_runs_raw_to_validated_to_dbt_marts_for_both_domains(settings: Settings) -> None:
+    graph = build_definitions(settings, small_demand_source(settings)).resolve_asset_graph()
+
+    def upstream(name: str) -> set[str]:
+        return {key.to_user_string() for key in graph.get(AssetKey(name)).parent_keys}
+
+    assert upstream("validated_requests") == {"raw_requests"}
+    assert upstream("stg_requests") == {"validated_requests"}
+    assert upstream("request_splits") == {"stg_requests", "split_assignments"}
+    assert upstream("validated_demand") == {"raw_demand"}
+    assert upstream("stg_demand") == {"validated_demand"}
+    assert upstream("mart_demand") == {"stg_demand", "calendar_days"}
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    for asset in ("validated_requests", "validated_demand"):
+        for check in (
+            "rows_reconcile",
+            "schema_conforms",
+            "null_rates_within_limits",
+            "no_duplicate_keys",
+            "fresh",
+        ):
+            assert (asset, check) in checks
+    assert ("request_splits", "no_text_key_straddles_splits") in checks
