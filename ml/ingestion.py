@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import fsspec
+import fsspec.implementations.local
 import polars as pl
 
 ROW_COLUMN = "_row"
@@ -221,15 +222,44 @@ def read_drop(drop: Drop) -> pl.DataFrame:
     return read_raw_table(drop.uri, data)
 
 
-def discover_drop_files(root: Path) -> list[tuple[str, str]]:
-    """(source, uri) for every supported file under `root/<source>/`, in a stable order."""
-    if not root.exists():
+@dataclass(frozen=True)
+class FoundFile:
+    uri: str
+    relative_parts: tuple[str, ...]
+    """Its path below the folder that was listed, split into parts."""
+    stamp: str
+    """Size and modification mark: a file whose stamp is unchanged need not be read again."""
+
+
+def list_supported_files(root: str) -> list[FoundFile]:
+    """Every CSV or Parquet file below `root` (a path or any fsspec URI), in a stable order."""
+    fs, path = fsspec.core.url_to_fs(root)
+    if not fs.exists(path) or not fs.isdir(path):
         return []
+    local = isinstance(fs, fsspec.implementations.local.LocalFileSystem)
     found = []
-    for path in sorted(root.glob("*/**/*")):
-        if path.is_file() and _suffix(path.name) in SUPPORTED_SUFFIXES:
-            found.append((path.relative_to(root).parts[0], str(path)))
+    for name, info in sorted(fs.find(path, detail=True).items()):
+        if _suffix(name) not in SUPPORTED_SUFFIXES:
+            continue
+        modified = next(
+            (info[k] for k in ("mtime", "LastModified", "ETag", "created") if info.get(k)), ""
+        )
+        relative = name[len(path.rstrip("/")) + 1 :]
+        found.append(
+            FoundFile(
+                uri=name if local else fs.unstrip_protocol(name),
+                relative_parts=tuple(relative.split("/")),
+                stamp=f"{info.get('size')}:{modified}",
+            )
+        )
     return found
+
+
+def discover_drop_files(root: str) -> list[tuple[str, FoundFile]]:
+    """(source, file) for every supported file under `root/<source>/`."""
+    return [
+        (f.relative_parts[0], f) for f in list_supported_files(root) if len(f.relative_parts) > 1
+    ]
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -39,6 +39,8 @@ class Settings:
     shared_data: Path
     warehouse_path: Path
     dagster_home: Path
+    request_drops_uri: str
+    """Where request files are dropped, one sub-folder per source (a path or fsspec URI)."""
     intent_taxonomy: Path = SYNTHETIC_TAXONOMY_PATH
     """The one intent taxonomy of this deployment (generator, labeling and models share it)."""
     request_max_age_days: float | None = None
@@ -55,13 +57,11 @@ class Settings:
             warehouse_path=_path_from_env("MLOPS_WAREHOUSE_PATH", data_home / "warehouse.duckdb"),
             dagster_home=_path_from_env("DAGSTER_HOME", data_home / "dagster"),
             intent_taxonomy=_path_from_env("MLOPS_INTENT_TAXONOMY", SYNTHETIC_TAXONOMY_PATH),
+            request_drops_uri=os.environ.get(
+                "MLOPS_REQUEST_DROPS_URI", str(data_home / "drops" / "requests")
+            ),
             request_max_age_days=_float_from_env("MLOPS_REQUESTS_MAX_AGE_DAYS"),
         )
-
-    @property
-    def drops_dir(self) -> Path:
-        """Where new request files are dropped (one sub-folder per source)."""
-        return self.data_home / "drops"
 
     @property
     def raw_dir(self) -> Path:
@@ -75,6 +75,7 @@ class Settings:
             data_home=data_home,
             warehouse_path=data_home / "warehouse.duckdb",
             dagster_home=data_home / "dagster",
+            request_drops_uri=str(data_home / "drops" / "requests"),
         )
 
     @property

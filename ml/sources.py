@@ -13,10 +13,11 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 
+import fsspec
 import polars as pl
 
 from ml.contracts import DEMAND_CONTRACT
-from ml.ingestion import ROW_COLUMN, Drop, IngestionError, discover_drop_files, read_raw_table
+from ml.ingestion import ROW_COLUMN, Drop, IngestionError, list_supported_files, read_raw_table
 from ml.ingestion import require_columns as require_file_columns
 from ml.validation import RAW_RECORD, RAW_ROW_ID, parse_column, raw_record
 
@@ -241,10 +242,11 @@ def demand_source_from_env(data_home: Path, shared_data: Path) -> DemandSource:
 
 
 def demand_files(source: DemandSource) -> list[str]:
-    """The file, or every supported file in the folder (sorted, so rows keep a stable order)."""
-    path = Path(source.uri)
-    if "://" not in source.uri and path.is_dir():
-        files = [uri for _, uri in discover_drop_files(path.parent) if Path(uri).parent == path]
+    """The file, or every supported file in the folder (sorted, so rows keep a stable order);
+    `uri` is a path or any fsspec URI."""
+    fs, path = fsspec.core.url_to_fs(source.uri)
+    if fs.isdir(path):
+        files = [found.uri for found in list_supported_files(source.uri)]
         if not files:
             raise IngestionError(f"{source.uri}: no CSV or Parquet files in the demand folder")
         return files

@@ -3,20 +3,28 @@ defaults, and say what was built and where to look. `--real` does the same on th
 datasets (banking77 requests, Dominick's orange-juice demand), read in place."""
 
 import argparse
+import contextlib
 import sys
 import time
+import warnings
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from ml.ingestion import IngestionError
-from ml.settings import Settings
-from ml.sources import DemandSource, demand_source_from_env, orange_juice_source
-from ml.synthetic import generate_demand, generate_requests
-from orchestration.definitions import build_definitions
-from orchestration.instance import open_instance
-from orchestration.pipeline import run_platform
-from orchestration.resources import DataHome, Warehouse
+from dagster import BetaWarning, PreviewWarning
+
+# The demo talks to a person: API-maturity warnings of Dagster belong in the developer's log.
+warnings.filterwarnings("ignore", category=BetaWarning)
+warnings.filterwarnings("ignore", category=PreviewWarning)
+
+from ml.ingestion import IngestionError  # noqa: E402
+from ml.settings import Settings  # noqa: E402
+from ml.sources import DemandSource, demand_source_from_env, orange_juice_source  # noqa: E402
+from ml.synthetic import generate_demand, generate_requests  # noqa: E402
+from orchestration.definitions import build_definitions  # noqa: E402
+from orchestration.instance import open_instance  # noqa: E402
+from orchestration.pipeline import run_platform  # noqa: E402
+from orchestration.resources import DataHome, Warehouse  # noqa: E402
 
 DEMO_REQUEST_DROPS = (
     # (file, rows, seed, first moment, last moment): two drops, as if two exports arrived.
@@ -47,7 +55,7 @@ DEMO_DEMAND = {
 def write_demo_sources(settings: Settings) -> list[Path]:
     """The seeded generator's files, written once; an existing file is left as it is."""
     written = []
-    request_dir = settings.drops_dir / "requests" / "synthetic"
+    request_dir = Path(settings.request_drops_uri) / "synthetic"
     request_dir.mkdir(parents=True, exist_ok=True)
     for name, rows, seed, start, end in DEMO_REQUEST_DROPS:
         path = request_dir / name
@@ -115,9 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     defs = build_definitions(settings, demand_source)
     instance = open_instance(settings)
     print("Materializing the asset graph (request drops → demand periods → warehouse)…")
-    run = run_platform(defs, instance, DataHome(path=str(settings.data_home)), request_files)
-    for name, result in run.results.items():
-        print(f"  {'ok  ' if result.success else 'FAIL'} {name}")
+    log_path = settings.data_home / "logs" / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    terminal = sys.stdout
+
+    def report(line: str) -> None:
+        print(line, file=terminal, flush=True)
+
+    print(f"  (run output: {log_path})")
+    with log_path.open("w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+        run = run_platform(
+            defs, instance, DataHome(path=str(settings.data_home)), request_files, report=report
+        )
     for uri in run.redrops:
         print(f"  no-op: {uri} holds content already ingested")
     passed, failed = run.check_outcomes()
@@ -131,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  make dev     Dagster UI + daemon on http://127.0.0.1:3000\n"
         f"  instance     DAGSTER_HOME={settings.dagster_home}\n"
         f"  warehouse    {settings.warehouse_path}\n"
-        f"  new data     drop request files into {settings.drops_dir / 'requests'}/<source>/"
+        f"  new data     drop request files into {settings.request_drops_uri}/<source>/"
     )
     return 0 if run.success else 1
 

@@ -1,6 +1,7 @@
 """Run the platform's jobs in-process against an instance, in dependency order: the path
 `make demo` takes, and the one the integration tests take."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
@@ -10,6 +11,8 @@ from ml.ingestion import DropRegistration, register_drop
 from orchestration.resources import DataHome
 from orchestration.sensors import scan_request_drops
 
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+"""Runs log to the instance (the UI shows everything); the terminal gets warnings and errors."""
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
@@ -18,6 +21,12 @@ RANGE_END = "dagster/asset_partition_range_end"
 class PipelineRun:
     results: dict[str, ExecuteInProcessResult] = field(default_factory=dict)
     redrops: list[str] = field(default_factory=list)
+    report: Callable[[str], None] = lambda line: None
+    """Called with one line per finished run (the demo prints them as progress)."""
+
+    def record(self, name: str, result: ExecuteInProcessResult, detail: str = "") -> None:
+        self.results[name] = result
+        self.report(f"  {'ok  ' if result.success else 'FAIL'} {name} {detail}".rstrip())
 
     @property
     def success(self) -> bool:
@@ -38,7 +47,8 @@ def ingest_request_drops(
     defs: Definitions, instance: DagsterInstance, data_home: DataHome, run: PipelineRun
 ) -> None:
     """Register the files in the drops folder and ingest every drop not yet validated."""
-    _ingest(defs, instance, scan_request_drops(data_home, {}).registrations, run)
+    intake = defs.resources["request_intake"]
+    _ingest(defs, instance, scan_request_drops(data_home, intake, {}).registrations, run)
 
 
 def ingest_request_file(
@@ -71,8 +81,11 @@ def _ingest(
             continue
         if not instance.has_dynamic_partition(request_drops.name, drop_id):
             instance.add_dynamic_partitions(request_drops.name, [drop_id])
-        run.results[f"requests {drop_id}"] = job.execute_in_process(
-            instance=instance, partition_key=drop_id, raise_on_error=False
+        run.record(
+            f"requests {drop_id}",
+            job.execute_in_process(
+                run_config=QUIET, instance=instance, partition_key=drop_id, raise_on_error=False
+            ),
         )
 
 
@@ -80,14 +93,24 @@ def ingest_demand(defs: Definitions, instance: DagsterInstance, run: PipelineRun
     """Every demand partition in one run (the assets' single-run backfill policy)."""
     job = defs.resolve_job_def("demand_ingest_job")
     keys = job.partitions_def.get_partition_keys(dynamic_partitions_store=instance)
-    run.results["demand"] = job.execute_in_process(
-        instance=instance, tags={RANGE_START: keys[0], RANGE_END: keys[-1]}, raise_on_error=False
+    run.record(
+        "demand",
+        job.execute_in_process(
+            run_config=QUIET,
+            instance=instance,
+            tags={RANGE_START: keys[0], RANGE_END: keys[-1]},
+            raise_on_error=False,
+        ),
+        f"{keys[0]} … {keys[-1]} ({len(keys)} partitions)",
     )
 
 
 def build_warehouse(defs: Definitions, instance: DagsterInstance, run: PipelineRun) -> None:
-    run.results["warehouse"] = defs.resolve_job_def("warehouse_job").execute_in_process(
-        instance=instance, raise_on_error=False
+    run.record(
+        "warehouse",
+        defs.resolve_job_def("warehouse_job").execute_in_process(
+            run_config=QUIET, instance=instance, raise_on_error=False
+        ),
     )
 
 
@@ -96,10 +119,11 @@ def run_platform(
     instance: DagsterInstance,
     data_home: DataHome,
     request_files: list[tuple[str, str]] = (),
+    report: Callable[[str], None] = lambda line: None,
 ) -> PipelineRun:
     """Everything in dependency order: request drops (and `(source, uri)` files read in place),
     every demand period, then the calendar and the dbt models."""
-    run = PipelineRun()
+    run = PipelineRun(report=report)
     for source, uri in request_files:
         ingest_request_file(defs, instance, data_home, uri, source, run)
     ingest_request_drops(defs, instance, data_home, run)

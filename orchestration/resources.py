@@ -106,8 +106,10 @@ class Warehouse(ConfigurableResource):
 
 
 class RequestIntake(ConfigurableResource):
-    """What request drops are checked against: the intent taxonomy and the feed's cadence."""
+    """Where request drops land, and what they are checked against."""
 
+    drops_uri: str
+    """The folder watched for drops, one sub-folder per source (a path or any fsspec URI)."""
     taxonomy_path: str
     max_age_days: float | None = None
     """A live feed promises its newest request is at most this old; None for static files."""
@@ -128,6 +130,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "data_home": DataHome(path=str(settings.data_home)),
         "warehouse": Warehouse(path=str(settings.warehouse_path)),
         "request_intake": RequestIntake(
+            drops_uri=settings.request_drops_uri,
             taxonomy_path=str(settings.intent_taxonomy),
             max_age_days=settings.request_max_age_days,
         ),

@@ -2,7 +2,6 @@
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from dagster import (
     AssetObservation,
@@ -20,7 +19,7 @@ from assets.requests import request_drops
 from assets.warehouse_models import warehouse_dbt_models
 from ml.ingestion import DropRegistration, discover_drop_files, register_drop
 from orchestration.jobs import request_ingest_job
-from orchestration.resources import DataHome
+from orchestration.resources import DataHome, RequestIntake
 
 
 @dataclass(frozen=True)
@@ -29,17 +28,17 @@ class DropScan:
     cursor: dict[str, str]
 
 
-def scan_request_drops(data_home: DataHome, cursor: dict[str, str]) -> DropScan:
-    """Register every file under drops/requests/<source>/ not seen with this size and mtime."""
+def scan_request_drops(
+    data_home: DataHome, request_intake: RequestIntake, cursor: dict[str, str]
+) -> DropScan:
+    """Register every file under `<drops>/<source>/` not yet seen with this size and stamp."""
     seen = dict(cursor)
     registrations = []
-    for source, uri in discover_drop_files(data_home.root / "drops" / "requests"):
-        stat = Path(uri).stat()
-        stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
-        if seen.get(uri) == stamp:
+    for source, found in discover_drop_files(request_intake.drops_uri):
+        if seen.get(found.uri) == found.stamp:
             continue
-        registrations.append(register_drop(uri, source, data_home.drop_registry_dir))
-        seen[uri] = stamp
+        registrations.append(register_drop(found.uri, source, data_home.drop_registry_dir))
+        seen[found.uri] = found.stamp
     return DropScan(registrations, seen)
 
 
@@ -48,12 +47,15 @@ def scan_request_drops(data_home: DataHome, cursor: dict[str, str]) -> DropScan:
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
     description=(
-        "Watches drops/requests/<source>/ under the data home; each new file becomes a partition "
-        "of raw_requests and one ingest run. Identical content dropped again is recorded only."
+        "Watches the request drops folder (<drops>/<source>/, any fsspec URI); each new file "
+        "becomes a partition of raw_requests and one ingest run. Identical content dropped "
+        "again is recorded only."
     ),
 )
-def request_drop_sensor(context: SensorEvaluationContext, data_home: DataHome):
-    scan = scan_request_drops(data_home, json.loads(context.cursor or "{}"))
+def request_drop_sensor(
+    context: SensorEvaluationContext, data_home: DataHome, request_intake: RequestIntake
+):
+    scan = scan_request_drops(data_home, request_intake, json.loads(context.cursor or "{}"))
     if not scan.registrations:
         return SkipReason("no new or changed files in the drops folder")
     new, runs, observations = [], [], []

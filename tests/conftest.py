@@ -37,7 +37,7 @@ def shared_data() -> Path:
 
 def write_request_drop(settings: Settings, name: str, rows: int, seed: int) -> Path:
     """A small synthetic drop in the drops folder, as an upstream export would land."""
-    folder = settings.drops_dir / "requests" / "synthetic"
+    folder = Path(settings.request_drops_uri) / "synthetic"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     start = datetime(2025, 1, 1, tzinfo=UTC)

@@ -6,24 +6,26 @@ import shutil
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
 
 from ml.settings import Settings
-from orchestration.resources import DataHome
+from orchestration.resources import build_resources
 from orchestration.sensors import request_drop_sensor
 from tests.conftest import write_request_drop
 
 
-def tick(instance: DagsterInstance, data_home: DataHome, cursor: str | None):
+def tick(instance: DagsterInstance, settings: Settings, cursor: str | None):
+    resources = build_resources(settings)
     context = build_sensor_context(
-        instance=instance, cursor=cursor, resources={"data_home": data_home}
+        instance=instance,
+        cursor=cursor,
+        resources={k: resources[k] for k in ("data_home", "request_intake")},
     )
     return request_drop_sensor(context)
 
 
 def test_a_new_drop_requests_one_run_and_a_redrop_is_only_observed(settings: Settings) -> None:
     instance = DagsterInstance.ephemeral()
-    data_home = DataHome(path=str(settings.data_home))
     path = write_request_drop(settings, "jan.csv", rows=50, seed=1)
 
-    first = tick(instance, data_home, None)
+    first = tick(instance, settings, None)
     assert isinstance(first, SensorResult)
     (run,) = first.run_requests
     (added,) = first.dynamic_partitions_requests
@@ -31,10 +33,10 @@ def test_a_new_drop_requests_one_run_and_a_redrop_is_only_observed(settings: Set
     assert run.partition_key.startswith("synthetic-")
     instance.add_dynamic_partitions("request_drops", added.partition_keys)
 
-    assert isinstance(tick(instance, data_home, first.cursor), SkipReason)
+    assert isinstance(tick(instance, settings, first.cursor), SkipReason)
 
     shutil.copy(path, path.with_name("jan_copy.csv"))
-    third = tick(instance, data_home, first.cursor)
+    third = tick(instance, settings, first.cursor)
     assert third.run_requests == [] and third.dynamic_partitions_requests == []
     (observation,) = third.asset_events
     assert observation.partition == run.partition_key

@@ -143,7 +143,7 @@ def test_ui_metadata_has_counts_schema_preview_and_pictures(platform: Platform) 
 def test_reingesting_is_idempotent_and_a_redrop_is_a_recorded_no_op(platform: Platform) -> None:
     before = platform.count("select count(*) from validated_requests")
     demand_before = platform.count("select count(*) from validated_demand")
-    drops = platform.settings.drops_dir / "requests" / "synthetic"
+    drops = Path(platform.settings.request_drops_uri) / "synthetic"
     shutil.copy(drops / "jan.csv", drops / "jan_again.csv")
     run = PipelineRun()
     ingest_request_drops(platform.defs, platform.instance, platform.data_home, run)
@@ -178,7 +178,7 @@ def step_errors(result) -> str:
 
 
 def test_a_malformed_drop_fails_its_run_naming_the_file_and_line(settings: Settings) -> None:
-    folder = settings.drops_dir / "requests" / "synthetic"
+    folder = Path(settings.request_drops_uri) / "synthetic"
     folder.mkdir(parents=True)
     (folder / "broken.csv").write_text("request_id,text\nr1,hello\nr2,one,too many\n")
     defs, instance = ingest_only(settings)
@@ -195,7 +195,7 @@ def test_a_malformed_drop_fails_its_run_naming_the_file_and_line(settings: Setti
 def test_a_drop_with_too_many_empty_texts_is_blocked_by_its_null_rate_check(
     settings: Settings,
 ) -> None:
-    folder = settings.drops_dir / "requests" / "synthetic"
+    folder = Path(settings.request_drops_uri) / "synthetic"
     folder.mkdir(parents=True)
     rows = "".join(f"r{i},{'' if i % 3 == 0 else 'text number ' + str(i)}\n" for i in range(30))
     (folder / "sparse.csv").write_text("request_id,text\n" + rows)
@@ -252,6 +252,6 @@ def test_settings_that_point_nowhere_are_named(
     monkeypatch.setenv("MLOPS_REQUESTS_MAX_AGE_DAYS", "soon")
     with pytest.raises(ValueError, match="MLOPS_REQUESTS_MAX_AGE_DAYS='soon'"):
         Settings.from_env()
-    intake = RequestIntake(taxonomy_path=str(tmp_path / "missing.json"))
+    intake = RequestIntake(drops_uri=str(tmp_path), taxonomy_path=str(tmp_path / "missing.json"))
     with pytest.raises(ValueError, match=r"missing\.json: taxonomy file not found"):
         intake.taxonomy()

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import fsspec
 import polars as pl
 import pytest
 
@@ -120,8 +121,19 @@ def test_drops_are_discovered_per_source_folder(tmp_path: Path) -> None:
     write(tmp_path / "synthetic" / "2025" / "jan.parquet", b"x")
     write(tmp_path / "synthetic" / "notes.txt", b"x")
     write(tmp_path / "loose.csv", b"x")
-    found = discover_drop_files(tmp_path)
-    assert [(source, Path(uri).name) for source, uri in found] == [
+    found = discover_drop_files(str(tmp_path))
+    assert [(source, Path(f.uri).name) for source, f in found] == [
         ("banking77", "train.csv"),
         ("synthetic", "jan.parquet"),
     ]
+    assert found[0][1].stamp.startswith("1:")
+    assert discover_drop_files(str(tmp_path / "absent")) == []
+
+
+def test_drops_on_any_fsspec_filesystem_are_found_registered_and_read(tmp_path: Path) -> None:
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/bucket/drops/banking77/jan.csv", b"text,category\nmy card,card_lost\n")
+    ((source, found),) = discover_drop_files("memory://bucket/drops")
+    assert (source, found.uri) == ("banking77", "memory:///bucket/drops/banking77/jan.csv")
+    drop = register_drop(found.uri, source, tmp_path / "registry").drop
+    assert read_drop(drop)["category"].to_list() == ["card_lost"]

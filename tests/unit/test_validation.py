@@ -1,8 +1,10 @@
 """Validation: every row ends up valid or quarantined with its reasons; nothing is lost."""
 
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
+import fsspec
 import pandera.errors
 import polars as pl
 import pytest
@@ -159,6 +161,21 @@ def test_demand_missing_required_columns_is_refused(tmp_path: Path) -> None:
     source = contract_demand(tmp_path, "store,period_start,units\nS1,2025-01-01,4\n")
     with pytest.raises(IngestionError, match=r"missing required column\(s\) \['item'\]"):
         read_demand_files(source)
+
+
+def test_a_demand_folder_on_any_fsspec_filesystem_is_read_file_by_file() -> None:
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/feed/2025-01.csv", b"store,item,period_start,units\nS1,I1,2025-01-31,4\n")
+    memory.pipe("/feed/2025-02.csv", b"store,item,period_start,units\nS1,I1,2025-02-01,5\n")
+    memory.pipe("/feed/README.md", b"not data")
+    source = DemandSource("t", "memory://feed", "contract", "D", date(2025, 1, 1))
+    rows = read_demand_files(source)
+    assert rows["units"].to_list() == ["4", "5"]
+    assert rows["_file"].to_list() == ["memory:///feed/2025-01.csv", "memory:///feed/2025-02.csv"]
+    with pytest.raises(IngestionError, match="no CSV or Parquet files in the demand folder"):
+        memory.mkdir("/empty_feed")
+        memory.pipe("/empty_feed/notes.txt", b"x")
+        read_demand_files(replace(source, uri="memory://empty_feed"))
 
 
 def test_orange_juice_weeks_map_to_real_dates_and_units() -> None:
