@@ -7,7 +7,6 @@ import polars as pl
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
-    AssetSpec,
     BackfillPolicy,
     DailyPartitionsDefinition,
     MaterializeResult,
@@ -17,8 +16,13 @@ from dagster import (
     multi_asset,
 )
 
-from assets.contract_checks import contract_check_results, contract_check_specs
-from assets.metadata import column_schema, counts_table, picture, preview
+from assets.contract_outputs import (
+    contract_check_results,
+    contract_check_specs,
+    validation_results,
+    validation_specs,
+)
+from assets.metadata import column_schema, picture, preview
 from assets.requests import DUCKDB_POOL
 from ml.calendar import calendar_days as build_calendar
 from ml.contracts import DEMAND_CONTRACT
@@ -113,29 +117,14 @@ def build_demand_assets(source: DemandSource) -> list[AssetsDefinition]:
 
     @multi_asset(
         name="validate_demand",
-        specs=[
-            AssetSpec(
-                "validated_demand",
-                deps=[raw_demand],
-                group_name=GROUP,
-                owners=OWNERS,
-                code_version="1",
-                kinds={"python", "duckdb"},
-                description=(
-                    "Demand rows that meet the contract: one row per store, item and period, "
-                    "units ≥ 0, promotion shares in [0, 1]; extra source columns as JSON."
-                ),
-            ),
-            AssetSpec(
-                "quarantine_demand",
-                deps=[raw_demand],
-                group_name=GROUP,
-                owners=OWNERS,
-                code_version="1",
-                kinds={"python", "duckdb"},
-                description="Demand rows that failed the contract, with reasons and raw record.",
-            ),
-        ],
+        specs=validation_specs(
+            "demand",
+            raw_demand,
+            GROUP,
+            OWNERS,
+            "Demand rows that meet the contract: one row per store, item and period, units ≥ 0, "
+            "promotion shares in [0, 1]; extra source columns as JSON.",
+        ),
         partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run(),
         check_specs=contract_check_specs("validated_demand"),
@@ -167,25 +156,14 @@ def build_demand_assets(source: DemandSource) -> list[AssetsDefinition]:
         ).row(0, named=True)
         newest = stats["newest"]
         series = outcome.valid.select("store", "item").n_unique()
-        yield MaterializeResult(
-            asset_key="validated_demand",
-            metadata={
-                "dagster/row_count": outcome.valid.height,
-                "rows_in": outcome.rows_in,
-                "quarantined": outcome.quarantine.height,
+        yield from validation_results(
+            "demand",
+            outcome,
+            quarantine,
+            {
                 "series": series,
                 "periods": f"{window.start.date()} → {window.end.date()} (exclusive)",
-                "dagster/column_schema": column_schema(outcome.valid),
-                "preview": preview(outcome.valid),
                 "units": _units_picture(outcome.valid) if outcome.valid.height else "no rows",
-            },
-        )
-        yield MaterializeResult(
-            asset_key="quarantine_demand",
-            metadata={
-                "dagster/row_count": quarantine.height,
-                "reasons": counts_table(outcome.reason_counts(), "failing check"),
-                "preview": preview(quarantine.drop("raw_record")),
             },
         )
         yield from contract_check_results(

@@ -6,15 +6,19 @@ import matplotlib.pyplot as plt
 import polars as pl
 from dagster import (
     AssetExecutionContext,
-    AssetSpec,
     DynamicPartitionsDefinition,
     MaterializeResult,
     asset,
     multi_asset,
 )
 
-from assets.contract_checks import contract_check_results, contract_check_specs
-from assets.metadata import bar_chart, column_schema, counts_table, picture, preview
+from assets.contract_outputs import (
+    contract_check_results,
+    contract_check_specs,
+    validation_results,
+    validation_specs,
+)
+from assets.metadata import bar_chart, column_schema, picture, preview
 from ml.contracts import request_contract
 from ml.ingestion import IngestionError, load_drop, read_drop, redrops_of
 from ml.sources import map_request_drop
@@ -72,32 +76,14 @@ def _text_length_picture(valid: pl.DataFrame):
 
 
 @multi_asset(
-    specs=[
-        AssetSpec(
-            "validated_requests",
-            deps=[raw_requests],
-            group_name=GROUP,
-            owners=OWNERS,
-            code_version="1",
-            kinds={"python", "duckdb"},
-            description=(
-                "Requests that meet the contract (pandera on polars), typed, one row per "
-                "request_id across all drops; `intent` is empty until labeled."
-            ),
-        ),
-        AssetSpec(
-            "quarantine_requests",
-            deps=[raw_requests],
-            group_name=GROUP,
-            owners=OWNERS,
-            code_version="1",
-            kinds={"python", "duckdb"},
-            description=(
-                "Request rows that failed the contract, with every failing check named and the "
-                "raw record kept; duplicates point at the row they repeat."
-            ),
-        ),
-    ],
+    specs=validation_specs(
+        "requests",
+        raw_requests,
+        GROUP,
+        OWNERS,
+        "Requests that meet the contract (pandera on polars), typed, one row per request_id "
+        "across all drops; `intent` is empty until labeled.",
+    ),
     partitions_def=request_drops,
     check_specs=contract_check_specs("validated_requests"),
     pool=DUCKDB_POOL,
@@ -139,31 +125,20 @@ def validate_requests(
     )["n"][0]
     intents = outcome.valid.group_by(pl.col("intent").fill_null("(unlabeled)")).len()
     intent_counts = dict(zip(intents["intent"], intents["len"], strict=True))
-    yield MaterializeResult(
-        asset_key="validated_requests",
-        metadata={
-            "dagster/row_count": outcome.valid.height,
-            "rows_in": outcome.rows_in,
-            "quarantined": outcome.quarantine.height,
+    yield from validation_results(
+        "requests",
+        outcome,
+        quarantine,
+        {
             "taxonomy": f"{taxonomy.name} v{taxonomy.version} ({len(taxonomy.intents)} intents)",
             "ignored_columns": ", ".join(mapped.ignored_columns) or "none",
             "labeled_share": round(
                 1 - intent_counts.get("(unlabeled)", 0) / max(outcome.valid.height, 1), 4
             ),
-            "dagster/column_schema": column_schema(outcome.valid),
-            "preview": preview(outcome.valid),
             "intents": bar_chart(intent_counts, "Requests per intent (top 30)"),
             "text_length": _text_length_picture(outcome.valid)
             if outcome.valid.height
             else "no rows",
-        },
-    )
-    yield MaterializeResult(
-        asset_key="quarantine_requests",
-        metadata={
-            "dagster/row_count": quarantine.height,
-            "reasons": counts_table(outcome.reason_counts(), "failing check"),
-            "preview": preview(quarantine.drop("raw_record")),
         },
     )
     yield from contract_check_results(

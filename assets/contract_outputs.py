@@ -1,7 +1,8 @@
-"""The blocking checks every validated asset carries, shared by both domains.
+"""What every validating step emits, in both domains: the validated and quarantine assets, their
+materializations, and the blocking checks on the validated asset.
 
-They run inside the validating step (they judge the drop that step just split), and a failing
-one stops everything downstream of the asset in the same run.
+The checks run inside the validating step (they judge the drop that step just split), and a
+failing one stops everything downstream of the asset in the same run.
 """
 
 from __future__ import annotations
@@ -9,8 +10,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pandera.errors
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetKey,
+    AssetsDefinition,
+    AssetSpec,
+    MaterializeResult,
+)
 
+from assets.metadata import column_schema, counts_table, preview
 from ml.contracts import Contract
 from ml.validation import ValidationOutcome
 
@@ -21,6 +31,59 @@ CHECKS = {
     "no_duplicate_keys": "No record key appears twice in the whole validated table.",
     "fresh": "The newest record is within the source's declared cadence (live feeds only).",
 }
+
+
+def validation_specs(
+    domain: str, raw: AssetsDefinition, group: str, owners: list[str], validated_description: str
+) -> list[AssetSpec]:
+    """`validated_<domain>` and `quarantine_<domain>`, both read from the raw asset."""
+
+    def spec(name: str, description: str) -> AssetSpec:
+        return AssetSpec(
+            name,
+            deps=[raw],
+            group_name=group,
+            owners=owners,
+            code_version="1",
+            kinds={"python", "duckdb"},
+            description=description,
+        )
+
+    return [
+        spec(f"validated_{domain}", validated_description),
+        spec(
+            f"quarantine_{domain}",
+            f"{domain.capitalize()} rows that failed the contract, with every failing check "
+            "named and the raw record kept as JSON; duplicates point at the row they repeat.",
+        ),
+    ]
+
+
+def validation_results(
+    domain: str, outcome: ValidationOutcome, quarantine, metadata: dict[str, object]
+) -> list[MaterializeResult]:
+    """The two materializations, with the counts, schema and preview a person looks at."""
+    return [
+        MaterializeResult(
+            asset_key=f"validated_{domain}",
+            metadata={
+                "dagster/row_count": outcome.valid.height,
+                "rows_in": outcome.rows_in,
+                "quarantined": outcome.quarantine.height,
+                **metadata,
+                "dagster/column_schema": column_schema(outcome.valid),
+                "preview": preview(outcome.valid),
+            },
+        ),
+        MaterializeResult(
+            asset_key=f"quarantine_{domain}",
+            metadata={
+                "dagster/row_count": quarantine.height,
+                "reasons": counts_table(outcome.reason_counts(), "failing check"),
+                "preview": preview(quarantine.drop("raw_record")),
+            },
+        ),
+    ]
 
 
 def contract_check_specs(asset: str) -> list[AssetCheckSpec]:
