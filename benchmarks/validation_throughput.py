@@ -87,19 +87,25 @@ def platform_validation(mapped: pl.DataFrame) -> tuple[int, int]:
     return outcome.valid.height, outcome.quarantine.height
 
 
-def timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
-    seconds, result = [], None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = fn()
-        seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds), result
+def timed_side_by_side(
+    ways: dict[str, Callable[[], object]], rounds: int
+) -> tuple[dict[str, float], dict[str, object]]:
+    """Median seconds per way, the ways interleaved round by round so that the machine's drift
+    falls on all of them alike."""
+    seconds: dict[str, list[float]] = {name: [] for name in ways}
+    outcomes: dict[str, object] = {}
+    for _ in range(rounds):
+        for name, fn in ways.items():
+            started = time.perf_counter()
+            outcomes[name] = fn()
+            seconds[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in seconds.items()}, outcomes
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
 
     print(f"generating {args.rows:,} demand rows …", flush=True)
@@ -109,16 +115,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "demand.parquet"
         mapped.drop("raw_record").write_parquet(path)
-        timings: dict[str, float] = {}
-        outcomes: dict[str, object] = {}
         ways = {
             "scan": lambda: pl.scan_parquet(path).collect().height,
             "polars": lambda: plain_polars_checks(mapped),
             "platform": lambda: platform_validation(mapped),
         }
-        for name, fn in ways.items():
-            print(f"timing {name} ({args.repeats}×) …", flush=True)
-            timings[name], outcomes[name] = timed(fn, args.repeats)
+        print(f"timing {', '.join(ways)} side by side, {args.rounds} rounds …", flush=True)
+        timings, outcomes = timed_side_by_side(ways, args.rounds)
 
     print(f"\n{'way':<10}{'seconds':>10}{'rows/s':>14}   valid / quarantined")
     for name, seconds in timings.items():

@@ -193,30 +193,36 @@ def validate_against_contract(
     key = list(contract.key)
     indexed = parsed.with_row_index("index").with_columns(pl.col("index").cast(pl.Int32))
     is_failed = pl.col("index").is_in(reasons["index"].implode())
-    # Every-row work is one pass each (a mask, a key hash); joins touch repeated keys only.
-    passing = indexed.filter(~is_failed).with_columns(
-        pl.struct(key).is_first_distinct().alias("_first")
-    )
-    repeated = passing.filter(~pl.col("_first"))
-    passing = passing.with_columns(pl.lit(None, dtype=pl.Utf8).alias("duplicate_of"))
+    # Duplicates are found on a narrow frame (index, key, row id); the wide frame, which carries
+    # the raw records, is filtered once for the valid rows and once for the few failures.
+    candidates = indexed.select("index", *key, RAW_ROW_ID).filter(~is_failed)
+    is_first = candidates.select(pl.struct(key).is_first_distinct()).to_series()
+    repeated = candidates.filter(~is_first)
+    duplicates = pl.DataFrame(schema={"index": pl.Int32, "duplicate_of": pl.Utf8})
     if repeated.height:
         lead = key[0]
-        firsts = passing.filter(
-            pl.col("_first") & pl.col(lead).is_in(repeated[lead].unique().implode())
-        ).select(*key, pl.col(RAW_ROW_ID).alias("duplicate_of"))
-        duplicate_of = repeated.join(firsts, on=key)
-        passing = pl.concat(
-            [passing.filter(pl.col("_first")), duplicate_of.select(passing.columns)]
-        )
+        firsts = candidates.filter(is_first & pl.col(lead).is_in(repeated[lead].unique().implode()))
+        duplicates = repeated.join(
+            firsts.select(*key, pl.col(RAW_ROW_ID).alias("duplicate_of")), on=key
+        ).select("index", "duplicate_of")
     if existing_keys is not None and existing_keys.height:
-        earlier = existing_keys.select(*key, pl.col(RAW_ROW_ID).alias("_earlier_row"))
-        passing = (
-            passing.join(earlier, on=key, how="left", nulls_equal=False, maintain_order="left")
-            .with_columns(pl.coalesce("_earlier_row", "duplicate_of").alias("duplicate_of"))
-            .drop("_earlier_row")
+        earlier = (
+            candidates.filter(is_first)
+            .join(existing_keys.select(*key, pl.col(RAW_ROW_ID).alias("duplicate_of")), on=key)
+            .select("index", "duplicate_of")
         )
-    is_duplicate = pl.col("duplicate_of").is_not_null()
-    duplicates = passing.filter(is_duplicate).with_columns(
+        # A row repeating an earlier drop points there, like every repeat of it in this drop.
+        earlier_of_repeats = repeated.join(
+            existing_keys.select(*key, pl.col(RAW_ROW_ID).alias("duplicate_of")), on=key
+        ).select("index", "duplicate_of")
+        duplicates = pl.concat(
+            [
+                duplicates.join(earlier_of_repeats, on="index", how="anti"),
+                earlier_of_repeats,
+                earlier,
+            ]
+        )
+    duplicate_rows = indexed.join(duplicates, on="index").with_columns(
         pl.format("duplicate of row {}", "duplicate_of").alias("reasons")
     )
     failed = (
@@ -225,9 +231,9 @@ def validate_against_contract(
         .with_columns(pl.lit(None, dtype=pl.Utf8).alias("duplicate_of"))
     )
     quarantined = pl.concat(
-        [failed, duplicates.select(failed.columns)], how="vertical_relaxed"
+        [failed, duplicate_rows.select(failed.columns)], how="vertical_relaxed"
     ).sort("index")
-    valid = passing.filter(~is_duplicate).drop("_first")
+    valid = indexed.filter(~is_failed & ~pl.col("index").is_in(duplicates["index"].implode()))
     return ValidationOutcome(
         valid=valid.select(*contract.columns, RAW_ROW_ID, *carry),
         quarantine=quarantined.select(
