@@ -12,7 +12,7 @@ endif
 export MLOPS_DATA_HOME ?= $(CURDIR)/.data
 export DAGSTER_HOME ?= $(abspath $(MLOPS_DATA_HOME))/dagster
 
-.PHONY: install demo demo-real dev test lint format benchmark clean
+.PHONY: install demo demo-real dev labelstudio test lint format benchmark clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ dev: install  ## Dagster UI + daemon on http://127.0.0.1:3000 (schedules and sen
 	$(BIN)/python -m orchestration.instance
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+labelstudio: install  ## the Label Studio server (its own venv, data under the data home) on :8080
+	$(BIN)/python -m orchestration.labelstudio
+
 test: install  ## lint, then the whole suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -52,4 +55,4 @@ benchmark: install  ## validation throughput on 1M generated demand rows
 	$(BIN)/python benchmarks/validation_throughput.py
 
 clean:
-	rm -rf $(VENV) .data dbt_project/target dbt_project/logs
+	rm -rf $(VENV) .venv-labelstudio .data dbt_project/target dbt_project/logs

@@ -1,6 +1,8 @@
 """Session-wide fixtures: a private data home per test, the public datasets, small demo data."""
 
 import os
+import secrets
+import socket
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -11,6 +13,8 @@ import pytest
 from ml.settings import PROJECT_ROOT, Settings
 from ml.sources import DemandSource
 from ml.synthetic import generate_demand, generate_requests
+from orchestration.labelstudio import LabelStudioConfig, LabelStudioServer, start_server
+from orchestration.labelstudio_client import LabelStudioClient
 
 
 @pytest.fixture
@@ -99,3 +103,33 @@ def postgres_database() -> Iterator[str]:
             )
             cursor.execute(f'drop database if exists "{name}"')
         connection.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
+    """The real Label Studio server, in its own venv, started once for the whole session."""
+    config = LabelStudioConfig(
+        venv=Path(os.environ.get("MLOPS_LABEL_STUDIO_VENV", PROJECT_ROOT / ".venv-labelstudio")),
+        data_dir=tmp_path_factory.mktemp("labelstudio"),
+        port=free_port(),
+        username="admin@tests.local",
+        password=secrets.token_hex(8),
+        token=secrets.token_hex(20),
+    )
+    server = start_server(config)
+    print(f"\nLabel Studio started in {server.started_in_seconds:.1f} s on {config.url}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def label_studio_admin(label_studio: LabelStudioServer) -> LabelStudioClient:
+    return LabelStudioClient(label_studio.config.url, label_studio.config.token)

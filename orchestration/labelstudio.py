@@ -1,0 +1,189 @@
+"""The Label Studio server: installed into a virtual environment of its own (its pins clash with
+ours), started on localhost with its data under the data home, stopped cleanly.
+
+`make labelstudio` runs it in the foreground; the tests and the demo start the same server.
+The admin token comes from MLOPS_LABEL_STUDIO_TOKEN, or is generated once and kept (mode 0600)
+in the data home; it is never printed or logged.
+"""
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from ml.settings import PROJECT_ROOT, Settings
+
+LABEL_STUDIO_VERSION = "1.23.2"
+START_TIMEOUT_SECONDS = 240.0
+
+
+@dataclass(frozen=True)
+class LabelStudioConfig:
+    venv: Path
+    data_dir: Path
+    port: int
+    username: str
+    password: str
+    token: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, port: int | None = None) -> "LabelStudioConfig":
+        data_dir = settings.data_home / "labelstudio"
+        return cls(
+            venv=Path(
+                os.environ.get("MLOPS_LABEL_STUDIO_VENV", PROJECT_ROOT / ".venv-labelstudio")
+            ),
+            data_dir=data_dir,
+            port=port or int(os.environ.get("MLOPS_LABEL_STUDIO_PORT", "8080")),
+            username=os.environ.get("MLOPS_LABEL_STUDIO_USERNAME", "admin@localhost.local"),
+            password=os.environ.get("MLOPS_LABEL_STUDIO_PASSWORD")
+            or _kept_secret(data_dir, "admin_password", 16),
+            token=os.environ.get("MLOPS_LABEL_STUDIO_TOKEN")
+            or _kept_secret(data_dir, "admin_token", 20),
+        )
+
+
+def _kept_secret(folder: Path, name: str, size: int) -> str:
+    """A random secret made once per data home and reused, readable by its owner only."""
+    path = folder / f".{name}"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    folder.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(size)
+    path.write_text(value, encoding="utf-8")
+    path.chmod(0o600)
+    return value
+
+
+def ensure_installed(venv: Path) -> Path:
+    """The `label-studio` executable, installing the pinned server into `venv` on first use."""
+    executable = venv / "bin" / "label-studio"
+    stamp = venv / f".installed-{LABEL_STUDIO_VERSION}"
+    if executable.exists() and stamp.exists():
+        return executable
+    print(
+        f"installing label-studio {LABEL_STUDIO_VERSION} into {venv} (once, about a minute)…",
+        flush=True,
+    )
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, f"label-studio=={LABEL_STUDIO_VERSION}"], check=True)
+    stamp.touch()
+    return executable
+
+
+def server_environment(config: LabelStudioConfig) -> dict[str, str]:
+    return {
+        **os.environ,
+        "LABEL_STUDIO_BASE_DATA_DIR": str(config.data_dir),
+        "LATEST_VERSION_CHECK": "false",
+        # A task fetched from the labeling stream stays locked to its annotator this long.
+        "TASK_LOCK_TTL": os.environ.get("MLOPS_LABEL_STUDIO_TASK_LOCK_TTL", "600"),
+    }
+
+
+def server_command(config: LabelStudioConfig, executable: Path) -> list[str]:
+    return [
+        str(executable),
+        "start",
+        "--no-browser",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(config.port),
+        "--data-dir",
+        str(config.data_dir),
+        "--username",
+        config.username,
+        "--password",
+        config.password,
+        "--user-token",
+        config.token,
+        "--enable-legacy-api-token",
+    ]
+
+
+def is_up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return b"UP" in response.read()
+    except OSError:
+        return False
+
+
+@dataclass
+class LabelStudioServer:
+    config: LabelStudioConfig
+    process: subprocess.Popen
+    log_path: Path
+    started_in_seconds: float
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(config: LabelStudioConfig) -> LabelStudioServer:
+    """Start the server in the background and wait until /health says UP."""
+    if is_up(config.url):
+        raise RuntimeError(f"something already answers on {config.url}; choose another port")
+    executable = ensure_installed(config.venv)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = config.data_dir / "server.log"
+    started = time.monotonic()
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            server_command(config, executable),
+            env=server_environment(config),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = LabelStudioServer(config, process, log_path, 0.0)
+    while not is_up(config.url):
+        if process.poll() is not None or time.monotonic() - started > START_TIMEOUT_SECONDS:
+            server.stop()
+            tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+            raise RuntimeError(
+                f"Label Studio did not come up on {config.url} within "
+                f"{START_TIMEOUT_SECONDS:.0f} s (exit code {process.poll()}); "
+                f"log {log_path}:\n{tail}"
+            )
+        time.sleep(1)
+    server.started_in_seconds = time.monotonic() - started
+    return server
+
+
+def main() -> int:
+    config = LabelStudioConfig.from_settings(Settings.from_env())
+    server = start_server(config)
+    print(
+        f"Label Studio is up on {config.url} after {server.started_in_seconds:.0f} s "
+        f"(admin {config.username}; password and token in {config.data_dir}, mode 0600). "
+        "Ctrl-C stops it.",
+        flush=True,
+    )
+    try:
+        server.process.wait()
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
