@@ -35,9 +35,12 @@ def preview(frame: pl.DataFrame, rows: int = PREVIEW_ROWS) -> MetadataValue:
     return MetadataValue.md("\n".join(lines))
 
 
-def counts_table(counts: Mapping[str, int], key: str, value: str = "rows") -> MetadataValue:
+def counts_table(counts: Mapping[str, object], key: str, value: str = "rows") -> MetadataValue:
     lines = [f"| {key} | {value} |", "|---|---|"]
-    lines += [f"| {name} | {count:,} |" for name, count in counts.items()]
+    lines += [
+        f"| {name} | {count:,} |" if isinstance(count, int) else f"| {name} | {count} |"
+        for name, count in counts.items()
+    ]
     return MetadataValue.md("\n".join(lines) if counts else "_none_")
 
 

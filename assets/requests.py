@@ -1,5 +1,6 @@
 """Customer requests: each file drop → raw copy → validated rows + quarantined rows."""
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import matplotlib.pyplot as plt
@@ -118,6 +119,15 @@ def validate_requests(
         pl.lit(drop.drop_id).alias("drop_id"),
         pl.lit(datetime.now(UTC)).alias("quarantined_at"),
     )
+    if drop.source in request_intake.hidden_label_sources:
+        # The labels go aside; the requests enter as unlabeled work for the annotation loop.
+        hidden = outcome.valid.filter(pl.col("intent").is_not_null()).select(
+            "request_id", "intent", "source", "drop_id"
+        )
+        warehouse.replace_rows("hidden_labels", hidden, "drop_id = ?", [drop.drop_id])
+        outcome = replace(
+            outcome, valid=outcome.valid.with_columns(pl.lit(None, dtype=pl.Utf8).alias("intent"))
+        )
     warehouse.replace_rows("validated_requests", outcome.valid, "drop_id = ?", [drop.drop_id])
     warehouse.replace_rows("quarantine_requests", quarantine, "drop_id = ?", [drop.drop_id])
     duplicates = warehouse.query(
@@ -132,6 +142,7 @@ def validate_requests(
         {
             "taxonomy": f"{taxonomy.name} v{taxonomy.version} ({len(taxonomy.intents)} intents)",
             "ignored_columns": ", ".join(mapped.ignored_columns) or "none",
+            "labels_hidden": drop.source in request_intake.hidden_label_sources,
             "labeled_share": round(
                 1 - intent_counts.get("(unlabeled)", 0) / max(outcome.valid.height, 1), 4
             ),

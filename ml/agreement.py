@@ -151,3 +151,8 @@ def batch_agreement(annotations: Iterable[Annotation], taxonomy: Sequence[str]) 
         excluded=excluded,
         single_tasks=singles,
     )
+
+
+def doubly_annotated(annotations: Iterable[Annotation]) -> bool:
+    """Two different people have answered (skips do not count): the task is done."""
+    return len({a.annotator for a in annotations if not a.cancelled}) >= 2

@@ -44,6 +44,10 @@ class Settings:
     intent_taxonomy: Path = SYNTHETIC_TAXONOMY_PATH
     """The one intent taxonomy of this deployment (generator, labeling and models share it)."""
     request_max_age_days: float | None = None
+    label_studio_url: str = "http://127.0.0.1:8080"
+    hidden_label_sources: tuple[str, ...] = ("synthetic_unlabeled",)
+    """Sources ingested with their labels hidden: the labels are kept aside (for simulated
+    annotators and for measuring annotation quality), the requests arrive unlabeled."""
     """Cadence promise of a live request feed; None: drops are not checked for freshness."""
 
     @classmethod
@@ -61,6 +65,14 @@ class Settings:
                 "MLOPS_REQUEST_DROPS_URI", str(data_home / "drops" / "requests")
             ),
             request_max_age_days=_float_from_env("MLOPS_REQUESTS_MAX_AGE_DAYS"),
+            label_studio_url=os.environ.get("MLOPS_LABEL_STUDIO_URL", "http://127.0.0.1:8080"),
+            hidden_label_sources=tuple(
+                name.strip()
+                for name in os.environ.get(
+                    "MLOPS_HIDDEN_LABEL_SOURCES", "synthetic_unlabeled"
+                ).split(",")
+                if name.strip()
+            ),
         )
 
     @property

@@ -3,15 +3,28 @@ resources, merged here and nowhere else."""
 
 from dagster import Definitions
 
+from assets.annotation import annotated_batch, annotation_batch, annotation_candidates
 from assets.demand import build_demand_assets, calendar_days
 from assets.requests import raw_requests, validate_requests
 from assets.warehouse_models import warehouse_dbt_models
 from ml.settings import Settings
 from ml.sources import DemandSource, demand_source_from_env
-from orchestration.jobs import demand_ingest_job, request_ingest_job, warehouse_job
+from orchestration.jobs import (
+    annotated_batch_job,
+    annotation_batch_job,
+    annotation_candidates_job,
+    demand_ingest_job,
+    request_ingest_job,
+    warehouse_job,
+)
 from orchestration.resources import build_resources
 from orchestration.schedules import build_demand_schedules
-from orchestration.sensors import request_drop_sensor, warehouse_automation_sensor
+from orchestration.sensors import (
+    annotation_batch_sensor,
+    annotation_complete_sensor,
+    request_drop_sensor,
+    warehouse_automation_sensor,
+)
 
 
 def build_definitions(settings: Settings, demand_source: DemandSource) -> Definitions:
@@ -22,10 +35,25 @@ def build_definitions(settings: Settings, demand_source: DemandSource) -> Defini
             *build_demand_assets(demand_source),
             calendar_days,
             warehouse_dbt_models,
+            annotation_candidates,
+            annotation_batch,
+            annotated_batch,
         ],
-        jobs=[request_ingest_job, demand_ingest_job, warehouse_job],
+        jobs=[
+            request_ingest_job,
+            demand_ingest_job,
+            warehouse_job,
+            annotation_candidates_job,
+            annotation_batch_job,
+            annotated_batch_job,
+        ],
         schedules=build_demand_schedules(demand_source, demand_ingest_job),
-        sensors=[request_drop_sensor, warehouse_automation_sensor],
+        sensors=[
+            request_drop_sensor,
+            warehouse_automation_sensor,
+            annotation_batch_sensor,
+            annotation_complete_sensor,
+        ],
         resources=build_resources(settings),
     )
 

@@ -2,6 +2,7 @@
 
 from dagster import AssetSelection, define_asset_job
 
+from assets.annotation import annotated_batch, annotation_batch, annotation_candidates
 from assets.demand import calendar_days
 from assets.warehouse_models import warehouse_dbt_models
 
@@ -22,4 +23,22 @@ demand_ingest_job = define_asset_job(
     "demand_ingest_job",
     selection=AssetSelection.assets("raw_demand", "validated_demand", "quarantine_demand"),
     description="Read the demand source for the selected periods and validate them.",
+)
+
+annotation_candidates_job = define_asset_job(
+    "annotation_candidates_job",
+    selection=AssetSelection.assets(annotation_candidates),
+    description="Pick the next batch of unlabeled requests for annotation.",
+)
+
+annotation_batch_job = define_asset_job(
+    "annotation_batch_job",
+    selection=AssetSelection.assets(annotation_batch),
+    description="Create a batch's tasks in Label Studio.",
+)
+
+annotated_batch_job = define_asset_job(
+    "annotated_batch_job",
+    selection=AssetSelection.assets(annotated_batch),
+    description="Collect a completed batch's annotations and gate it on Cohen's kappa.",
 )

@@ -93,13 +93,14 @@ class LabelStudioClient:
 
     # --- projects and tasks -----------------------------------------------------------------
 
+    def find_project(self, title: str) -> int | None:
+        projects = self.call("list projects", lambda: list(self.sdk.projects.list(title=title)))
+        return next((project.id for project in projects if project.title == title), None)
+
     def ensure_project(self, title: str, taxonomy: Taxonomy) -> int:
         """The project with this title, created once for double annotation."""
-        for project in self.call(
-            "list projects", lambda: list(self.sdk.projects.list(title=title))
-        ):
-            if project.title == title:
-                return project.id
+        if (existing := self.find_project(title)) is not None:
+            return existing
         created = self.call(
             f"create project {title!r}",
             lambda: self.sdk.projects.create(

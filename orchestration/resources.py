@@ -15,9 +15,11 @@ import duckdb
 import polars as pl
 from dagster import ConfigurableResource
 from dagster_dbt import DbtCliResource
+from pydantic import Field
 
 from ml.settings import DBT_PROJECT_DIR, Settings
 from ml.taxonomy import Taxonomy, load_taxonomy
+from orchestration.labelstudio_client import LabelStudioClient
 
 LOCK_WAIT_SECONDS = 60.0
 
@@ -113,9 +115,31 @@ class RequestIntake(ConfigurableResource):
     taxonomy_path: str
     max_age_days: float | None = None
     """A live feed promises its newest request is at most this old; None for static files."""
+    hidden_label_sources: list[str] = Field(default_factory=list)
+    """Sources whose labels are kept aside at ingestion: their requests arrive unlabeled."""
 
     def taxonomy(self) -> Taxonomy:
         return load_taxonomy(Path(self.taxonomy_path))
+
+
+class LabelStudioResource(ConfigurableResource):
+    """The Label Studio server annotators work in. Its admin token is read when needed from the
+    environment variable, else from the file the local server keeps; never held in config."""
+
+    url: str
+    token_env_var: str = "MLOPS_LABEL_STUDIO_TOKEN"
+    token_file: str = ""
+
+    def client(self) -> LabelStudioClient:
+        token = os.environ.get(self.token_env_var, "")
+        if not token and self.token_file and Path(self.token_file).exists():
+            token = Path(self.token_file).read_text(encoding="utf-8").strip()
+        if not token:
+            raise PermissionError(
+                f"no Label Studio token: set {self.token_env_var} (or start the local server "
+                "with `make labelstudio`, which keeps one in the data home)"
+            )
+        return LabelStudioClient(self.url, token)
 
 
 def dbt_executable() -> str:
@@ -133,6 +157,11 @@ def build_resources(settings: Settings) -> dict[str, object]:
             drops_uri=settings.request_drops_uri,
             taxonomy_path=str(settings.intent_taxonomy),
             max_age_days=settings.request_max_age_days,
+            hidden_label_sources=list(settings.hidden_label_sources),
+        ),
+        "label_studio": LabelStudioResource(
+            url=settings.label_studio_url,
+            token_file=str(settings.data_home / "labelstudio" / ".admin_token"),
         ),
         "dbt": DbtCliResource(
             project_dir=str(DBT_PROJECT_DIR),

@@ -4,9 +4,11 @@ import json
 from dataclasses import dataclass
 
 from dagster import (
+    AssetKey,
     AssetObservation,
     AssetSelection,
     AutomationConditionSensorDefinition,
+    DagsterInstance,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -15,11 +17,14 @@ from dagster import (
     sensor,
 )
 
+from assets.annotation import annotation_batches, project_title
 from assets.requests import request_drops
 from assets.warehouse_models import warehouse_dbt_models
+from ml.agreement import doubly_annotated
 from ml.ingestion import DropRegistration, discover_drop_files, register_drop
-from orchestration.jobs import request_ingest_job
-from orchestration.resources import DataHome, RequestIntake
+from orchestration.jobs import annotated_batch_job, annotation_batch_job, request_ingest_job
+from orchestration.labelstudio_client import LabelStudioClient
+from orchestration.resources import DataHome, LabelStudioResource, RequestIntake
 
 
 @dataclass(frozen=True)
@@ -94,3 +99,58 @@ warehouse_automation_sensor = AutomationConditionSensorDefinition(
         "failed (their automation condition)."
     ),
 )
+
+
+def batches_to_send(instance: DagsterInstance) -> list[str]:
+    """Batches registered but not yet created in Label Studio."""
+    registered = instance.get_dynamic_partitions(annotation_batches.name)
+    sent = instance.get_materialized_partitions(AssetKey("annotation_batch"))
+    return sorted(set(registered) - sent)
+
+
+def completed_batches(instance: DagsterInstance, client: LabelStudioClient) -> list[str]:
+    """Batches in Label Studio, not yet collected, whose every task two people have answered."""
+    sent = instance.get_materialized_partitions(AssetKey("annotation_batch"))
+    collected = instance.get_materialized_partitions(AssetKey("annotated_batch"))
+    complete = []
+    for batch_id in sorted(sent - collected):
+        project = client.find_project(project_title(batch_id))
+        tasks = client.tasks(project) if project is not None else []
+        if tasks and all(doubly_annotated(task.annotations) for task in tasks):
+            complete.append(batch_id)
+    return complete
+
+
+@sensor(
+    job=annotation_batch_job,
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Creates each newly registered annotation batch's tasks in Label Studio.",
+)
+def annotation_batch_sensor(context: SensorEvaluationContext):
+    batches = batches_to_send(context.instance)
+    if not batches:
+        return SkipReason("no new annotation batch")
+    return [RunRequest(partition_key=b, run_key=f"send:{b}") for b in batches]
+
+
+@sensor(
+    job=annotated_batch_job,
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "Notices when every task of a batch has two annotations by distinct people and "
+        "launches its collection and kappa gate, once per batch (cursor and run key)."
+    ),
+)
+def annotation_complete_sensor(context: SensorEvaluationContext, label_studio: LabelStudioResource):
+    fired = set(json.loads(context.cursor or "[]"))
+    complete = [
+        b for b in completed_batches(context.instance, label_studio.client()) if b not in fired
+    ]
+    if not complete:
+        return SkipReason("no newly completed annotation batch")
+    return SensorResult(
+        run_requests=[RunRequest(partition_key=b, run_key=f"annotated:{b}") for b in complete],
+        cursor=json.dumps(sorted(fired | set(complete))),
+    )

@@ -57,8 +57,11 @@ def test_the_whole_graph_materializes_with_every_check_passing(platform: Platfor
     assert platform.run.success, {n: r.success for n, r in platform.run.results.items()}
     passed, failed = platform.run.check_outcomes()
     assert failed == 0 and passed >= 29
+    # The annotation loop needs Label Studio and people: tests/integration/test_annotation_loop.py.
+    annotation = {"annotation_candidates", "annotation_batch", "annotated_batch"}
     for key in platform.defs.resolve_asset_graph().get_all_asset_keys():
-        assert platform.instance.get_latest_materialization_event(key) is not None, key
+        if key.to_user_string() not in annotation:
+            assert platform.instance.get_latest_materialization_event(key) is not None, key
 
 
 def test_every_row_of_every_drop_is_valid_or_quarantined(platform: Platform) -> None:

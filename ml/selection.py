@@ -1,0 +1,75 @@
+"""Which unlabeled requests go to annotation next.
+
+Cold start (no model yet): a random sample stratified by source, each source in proportion to
+its unlabeled pool. Once a model scores the pool (a `margin` column: top-1 minus top-2
+probability), the smallest margins go first. Either way: one request per normalized text, and
+never a text that is already out for annotation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import polars as pl
+
+POOL_COLUMNS = ("request_id", "text", "text_key", "source")
+
+
+def _shuffle_key(seed: int, request_id: str) -> str:
+    return hashlib.sha256(f"{seed}:{request_id}".encode()).hexdigest()
+
+
+def proportional_allocation(available: dict[str, int], n: int) -> dict[str, int]:
+    """Split `n` across strata in proportion to what each has (largest remainder), never more
+    than a stratum holds."""
+    total = sum(available.values())
+    if total <= n:
+        return dict(available)
+    exact = {name: n * count / total for name, count in available.items()}
+    allocation = {name: int(share) for name, share in exact.items()}
+    leftover = n - sum(allocation.values())
+    by_remainder = sorted(
+        exact, key=lambda name: (exact[name] - allocation[name], name), reverse=True
+    )
+    for name in by_remainder[:leftover]:
+        allocation[name] += 1
+    return allocation
+
+
+def pick_candidates(
+    pool: pl.DataFrame, out_for_annotation: pl.DataFrame, n: int, seed: int
+) -> pl.DataFrame:
+    """The next `n` requests to annotate, with the strategy that chose each."""
+    missing = [c for c in POOL_COLUMNS if c not in pool.columns]
+    if missing:
+        raise ValueError(f"the candidate pool lacks columns {missing}")
+    if n < 1:
+        raise ValueError(f"a batch needs at least one item, got batch size {n}")
+    fresh = pool.filter(
+        ~pl.col("request_id").is_in(out_for_annotation["request_id"].implode())
+        & ~pl.col("text_key").is_in(out_for_annotation["text_key"].implode())
+    )
+    ordered = fresh.with_columns(
+        pl.col("request_id")
+        .map_elements(lambda rid: _shuffle_key(seed, rid), return_dtype=pl.Utf8)
+        .alias("_order")
+    ).sort("_order")
+    one_per_text = ordered.unique("text_key", keep="first", maintain_order=True)
+    if "margin" in one_per_text.columns and one_per_text["margin"].is_not_null().any():
+        chosen = one_per_text.sort("margin", nulls_last=True).head(n)
+        strategy = "smallest margin"
+    else:
+        counts = one_per_text.group_by("source").len()
+        allocation = proportional_allocation(
+            dict(zip(counts["source"], counts["len"], strict=True)), n
+        )
+        chosen = pl.concat(
+            [
+                one_per_text.filter(pl.col("source") == source).head(k)
+                for source, k in sorted(allocation.items())
+                if k
+            ]
+            or [one_per_text.head(0)]
+        ).sort("_order")
+        strategy = "stratified random (cold start)"
+    return chosen.select(*POOL_COLUMNS).with_columns(pl.lit(strategy).alias("strategy"))

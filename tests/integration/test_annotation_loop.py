@@ -1,0 +1,180 @@
+"""The annotation loop with a real Label Studio: candidates → batch → two annotators → the
+sensor fires once → kappa gate. A low-agreement batch is never merged: it comes back."""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    Definitions,
+    SensorResult,
+    SkipReason,
+    build_sensor_context,
+)
+
+from ml.settings import Settings
+from ml.synthetic import generate_requests
+from ml.taxonomy import synthetic_taxonomy
+from orchestration.definitions import build_definitions
+from orchestration.labelstudio import LabelStudioServer
+from orchestration.labelstudio_client import LabelStudioClient
+from orchestration.pipeline import run_platform
+from orchestration.resources import DataHome, Warehouse, build_resources
+from orchestration.sensors import annotation_complete_sensor, batches_to_send, completed_batches
+from orchestration.simulated_annotators import simulated_annotator
+from tests.conftest import small_demand_source
+
+
+@dataclass
+class Loop:
+    settings: Settings
+    defs: Definitions
+    instance: DagsterInstance
+    admin: LabelStudioClient
+
+    @property
+    def warehouse(self) -> Warehouse:
+        return Warehouse(path=str(self.settings.warehouse_path))
+
+    def run(self, job: str, partition: str | None = None, config: dict | None = None):
+        return self.defs.resolve_job_def(job).execute_in_process(
+            instance=self.instance, partition_key=partition, run_config=config, raise_on_error=False
+        )
+
+    def new_batch(self, size: int) -> str:
+        config = {"ops": {"annotation_candidates": {"config": {"batch_size": size, "seed": 5}}}}
+        assert self.run("annotation_candidates_job", config=config).success
+        event = self.instance.get_latest_materialization_event(AssetKey("annotation_candidates"))
+        batch = event.asset_materialization.metadata["batch"].value
+        assert batches_to_send(self.instance) == [batch]
+        assert self.run("annotation_batch_job", batch).success
+        return batch
+
+    def answers(self, batch: str) -> dict[str, str]:
+        """What the source said before its labels were hidden: the simulated annotators' key."""
+        rows = self.warehouse.query(
+            "select i.ext_id, h.intent from annotation_items i "
+            "join hidden_labels h using (request_id) where i.batch_id = ?",
+            [batch],
+        )
+        return dict(zip(rows["ext_id"], rows["intent"], strict=True))
+
+    def status(self, batch: str) -> set[str]:
+        return set(
+            self.warehouse.query(
+                "select distinct status from annotation_items where batch_id = ?", [batch]
+            )["status"]
+        )
+
+
+@pytest.fixture
+def loop(
+    settings: Settings, label_studio: LabelStudioServer, monkeypatch: pytest.MonkeyPatch, request
+) -> Loop:
+    monkeypatch.setenv("MLOPS_LABEL_STUDIO_URL", label_studio.config.url)
+    monkeypatch.setenv("MLOPS_LABEL_STUDIO_TOKEN", label_studio.config.token)
+    settings = Settings.from_env()
+    folder = Path(settings.request_drops_uri) / "synthetic_unlabeled"
+    folder.mkdir(parents=True)
+    seed = 100 + len(request.node.name)  # each test its own requests, hence its own batches
+    generate_requests(
+        80, seed=seed, start=datetime(2026, 1, 1, tzinfo=UTC), end=datetime(2026, 1, 31, tzinfo=UTC)
+    ).write_csv(folder / "stream.csv")
+    defs = build_definitions(settings, small_demand_source(settings))
+    instance = DagsterInstance.ephemeral()
+    assert run_platform(defs, instance, DataHome(path=str(settings.data_home))).success
+    return Loop(
+        settings,
+        defs,
+        instance,
+        LabelStudioClient(label_studio.config.url, label_studio.config.token),
+    )
+
+
+def annotate(loop: Loop, batch: str, error_rates: tuple[float, float]) -> None:
+    project = loop.admin.find_project(f"Requests {batch}")
+    intents = synthetic_taxonomy().intents
+    for name, rate in zip(("ann", "bob"), error_rates, strict=True):
+        annotator = simulated_annotator(
+            loop.admin, f"{name}-{int(rate * 100)}", rate, seed=len(name)
+        )
+        annotator.annotate(project, loop.answers(batch), intents)
+
+
+def test_hidden_labels_are_kept_aside_and_requests_arrive_unlabeled(loop: Loop) -> None:
+    unlabeled = loop.warehouse.query(
+        "select count(*) from validated_requests "
+        "where drop_id like 'synthetic_unlabeled-%' and intent is null"
+    ).item()
+    hidden = loop.warehouse.query("select count(*) from hidden_labels").item()
+    assert unlabeled > 70 and hidden == unlabeled
+
+
+def test_an_agreeing_batch_is_collected_once_and_accepted(loop: Loop) -> None:
+    batch = loop.new_batch(size=12)
+    retry = loop.run("annotation_batch_job", batch)
+    assert retry.success
+    sent = loop.instance.get_latest_materialization_event(AssetKey("annotation_batch"))
+    assert sent.asset_materialization.metadata["tasks_created_now"].value == 0
+    assert completed_batches(loop.instance, loop.admin) == []
+
+    annotate(loop, batch, error_rates=(0.0, 0.05))
+    resources = {"label_studio": build_resources(loop.settings)["label_studio"]}
+    first = annotation_complete_sensor(
+        build_sensor_context(instance=loop.instance, resources=resources)
+    )
+    assert isinstance(first, SensorResult)
+    assert [(r.partition_key, r.run_key) for r in first.run_requests] == [
+        (batch, f"annotated:{batch}")
+    ]
+    again = annotation_complete_sensor(
+        build_sensor_context(instance=loop.instance, cursor=first.cursor, resources=resources)
+    )
+    assert isinstance(again, SkipReason), "the sensor never fires twice for a batch"
+
+    result = loop.run("annotated_batch_job", batch)
+    assert result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed and check.metadata["kappa"].value >= 0.7
+    assert loop.status(batch) == {"accepted"}
+    assert (
+        loop.warehouse.query(
+            "select count(*) from batch_annotations where batch_id = ?", [batch]
+        ).item()
+        == 24
+    )
+    metadata = loop.instance.get_latest_materialization_event(
+        AssetKey("annotated_batch")
+    ).asset_materialization.metadata
+    assert "data:image/png;base64," in metadata["confusion"].value
+    assert metadata["status"].value == "accepted"
+
+
+def test_a_low_agreement_batch_is_blocked_and_comes_back_as_a_new_batch(loop: Loop) -> None:
+    batch = loop.new_batch(size=10)
+    annotate(loop, batch, error_rates=(0.9, 0.9))
+    result = loop.run("annotated_batch_job", batch)
+    assert not result.success, "a blocking check failed: nothing downstream may use this batch"
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and check.metadata["kappa"].value < 0.7
+    assert loop.status(batch) == {"blocked"}
+    requeued = f"{batch}-r2"
+    assert check.metadata["requeued_as"].value == requeued
+    assert batches_to_send(loop.instance) == [requeued]
+    items = loop.warehouse.query(
+        "select batch_id, request_id, ext_id, round from annotation_items where batch_id in (?, ?)",
+        [batch, requeued],
+    )
+    old, new = (items.filter(pl.col("batch_id") == b) for b in (batch, requeued))
+    assert sorted(old["request_id"]) == sorted(new["request_id"])
+    assert set(old["ext_id"]).isdisjoint(new["ext_id"])
+    assert set(new["round"]) == {2}
+    archived = loop.warehouse.query(
+        "select count(*) from batch_annotations where batch_id = ?", [batch]
+    ).item()
+    assert archived == 20, "the blocked batch keeps its annotations"
+    assert loop.run("annotation_batch_job", requeued).success
