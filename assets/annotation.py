@@ -14,6 +14,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AutomationCondition,
     Config,
     DynamicPartitionsDefinition,
     MaterializeResult,
@@ -22,7 +23,14 @@ from dagster import (
 
 from assets.metadata import counts_table, picture, preview
 from assets.requests import DUCKDB_POOL, GROUP, OWNERS
-from ml.agreement import AgreementReport, batch_agreement
+from ml.agreement import (
+    AgreementReport,
+    Annotation,
+    AnnotationPair,
+    batch_agreement,
+    first_two_by_distinct_annotators,
+    resolve_labels,
+)
 from ml.selection import pick_candidates
 from orchestration.resources import LabelStudioResource, RequestIntake, Warehouse
 
@@ -35,6 +43,10 @@ ROUND_SUFFIX = re.compile(r"-r(\d+)$")
 
 def project_title(batch_id: str) -> str:
     return f"Requests {batch_id}"
+
+
+def review_title(batch_id: str) -> str:
+    return f"Review {batch_id}"
 
 
 def next_round(batch_id: str) -> str:
@@ -182,6 +194,29 @@ def annotation_batch(
     )
 
 
+def _open_reviews(client, batch_id: str, report: AgreementReport, tasks, taxonomy) -> int:
+    """Each disagreement of an accepted batch becomes a review task for a third person."""
+    if not report.disagreements:
+        return 0
+    by_id = {str(task.task_id): task for task in tasks}
+    project = client.ensure_project(review_title(batch_id), taxonomy, review=True)
+    return client.import_missing(
+        project,
+        [
+            {
+                "data": {
+                    "ext_id": f"review:{by_id[p.task].ext_id}",
+                    "request_id": by_id[p.task].data.get("request_id"),
+                    "text": by_id[p.task].data.get("text"),
+                    "proposals": f"{p.first.label} / {p.second.label}",
+                    "annotators": f"{p.first.annotator}, {p.second.annotator}",
+                }
+            }
+            for p in report.disagreements
+        ],
+    )
+
+
 class AgreementConfig(Config):
     kappa_threshold: float = 0.7
     """A batch whose Cohen's kappa is below this is not merged: it is annotated again."""
@@ -274,8 +309,10 @@ def annotated_batch(
     deleted = sorted(set(items["ext_id"]) - {t.ext_id for t in tasks})
     accepted = report.kappa is not None and report.kappa >= config.kappa_threshold
     requeued_as = None
+    reviews_opened = 0
     if accepted:
         status = ACCEPTED
+        reviews_opened = _open_reviews(client, batch_id, report, tasks, taxonomy)
     else:
         status = BLOCKED
         requeued_as = next_round(batch_id)
@@ -289,6 +326,18 @@ def annotated_batch(
         )
     with warehouse.connect() as con:
         con.execute("update annotation_items set status = ? where batch_id = ?", [status, batch_id])
+    summary = pl.DataFrame(
+        {
+            "batch_id": [batch_id],
+            "status": [status],
+            "kappa": [report.kappa],
+            "pairs": [len(report.pairs)],
+            "disagreements": [len(report.disagreements)],
+            "collected_at": [datetime.now(UTC)],
+        },
+        schema_overrides={"kappa": pl.Float64},
+    )
+    warehouse.replace_rows("annotation_batch_agreement", summary, "batch_id = ?", [batch_id])
     annotators = rows.filter(~pl.col("cancelled")).group_by("annotator").len()
     yield MaterializeResult(
         metadata={
@@ -326,6 +375,7 @@ def annotated_batch(
             ),
             "confusion": _confusion_picture(report),
             "requeued_as": requeued_as or "not requeued",
+            "reviews_opened": reviews_opened,
         }
     )
     yield AssetCheckResult(
@@ -339,3 +389,168 @@ def annotated_batch(
             "requeued_as": requeued_as or "not requeued",
         },
     )
+
+
+def _stored_pairs(
+    warehouse: Warehouse, batch_id: str, allowed: set[str]
+) -> dict[str, AnnotationPair]:
+    """The counted pair of each request of a collected batch, from the stored annotations."""
+    rows = warehouse.query("select * from batch_annotations where batch_id = ?", [batch_id])
+    annotations = [
+        Annotation(r["request_id"], r["annotator"], r["label"], r["created_at"], r["cancelled"])
+        for r in rows.iter_rows(named=True)
+    ]
+    pairs, _, _ = first_two_by_distinct_annotators(annotations, allowed)
+    return {pair.task: pair for pair in pairs}
+
+
+def _kappa_over_time_picture(agreement: pl.DataFrame, threshold: float):
+    ordered = agreement.sort("collected_at")
+    figure, axis = plt.subplots(figsize=(7, 2.8))
+    axis.plot(range(ordered.height), ordered["kappa"].fill_null(0).to_list(), marker="o")
+    axis.axhline(threshold, color="#c0392b", linestyle="--", label=f"threshold {threshold}")
+    axis.set_xticks(range(ordered.height), ordered["batch_id"].to_list(), rotation=45, fontsize=6)
+    axis.set_ylabel("Cohen's kappa")
+    axis.legend(fontsize=7)
+    return picture(figure, "Kappa per batch, in collection order")
+
+
+@asset(
+    deps=[annotated_batch],
+    automation_condition=AutomationCondition.eager(),
+    group_name=GROUP,
+    owners=OWNERS,
+    code_version="1",
+    kinds={"python", "duckdb"},
+    pool=DUCKDB_POOL,
+    description=(
+        "The labels of every accepted batch, versioned: agreed labels, and for disagreements "
+        "the label a third person's review chose (pending until then). Each version is kept "
+        "(labeled_requests where version = N), with provenance per row."
+    ),
+)
+def labeled_requests(
+    context: AssetExecutionContext,
+    config: AgreementConfig,
+    warehouse: Warehouse,
+    label_studio: LabelStudioResource,
+    request_intake: RequestIntake,
+) -> MaterializeResult:
+    taxonomy = request_intake.taxonomy()
+    allowed = set(taxonomy.intents)
+    agreement = (
+        warehouse.query("select * from annotation_batch_agreement")
+        if warehouse.table_exists("annotation_batch_agreement")
+        else pl.DataFrame(
+            schema={
+                "batch_id": pl.Utf8,
+                "status": pl.Utf8,
+                "kappa": pl.Float64,
+                "collected_at": pl.Datetime("us", "UTC"),
+            }
+        )
+    )
+    client = label_studio.client()
+    rows, pending, withdrawn = [], [], []
+    for batch in agreement.filter(pl.col("status") == ACCEPTED).iter_rows(named=True):
+        pairs = _stored_pairs(warehouse, batch["batch_id"], allowed)
+        review_project = client.find_project(review_title(batch["batch_id"]))
+        reviews: dict[str, list[Annotation]] = {}
+        for task in client.tasks(review_project) if review_project is not None else []:
+            reviews[str(task.data.get("request_id"))] = task.annotations
+        resolution = resolve_labels(pairs, reviews, allowed)
+        for review, why in resolution.invalid_reviews:
+            if review.annotation_id is not None:
+                client.withdraw(review.annotation_id)
+            withdrawn.append(f"{batch['batch_id']}: {review.annotator} ({why})")
+        pending += [f"{batch['batch_id']}:{item}" for item in resolution.pending]
+        rows += [
+            {
+                "request_id": label.item,
+                "intent": label.intent,
+                "batch_id": batch["batch_id"],
+                "batch_kappa": batch["kappa"],
+                "annotators": ", ".join(label.annotators),
+                "adjudicated": label.adjudicated,
+                "adjudicator": label.adjudicator,
+            }
+            for label in resolution.labels
+        ]
+    labels = pl.DataFrame(
+        rows,
+        schema={
+            "request_id": pl.Utf8,
+            "intent": pl.Utf8,
+            "batch_id": pl.Utf8,
+            "batch_kappa": pl.Float64,
+            "annotators": pl.Utf8,
+            "adjudicated": pl.Boolean,
+            "adjudicator": pl.Utf8,
+        },
+    ).sort("request_id")
+    content = hashlib.sha256(
+        labels.select("request_id", "intent", "batch_id").write_csv().encode()
+    ).hexdigest()
+    versions = (
+        warehouse.query("select * from labeled_request_versions order by version")
+        if warehouse.table_exists("labeled_request_versions")
+        else pl.DataFrame(schema={"version": pl.Int64, "content_sha256": pl.Utf8})
+    )
+    latest = versions.tail(1).row(0, named=True) if versions.height else None
+    if latest is not None and latest["content_sha256"] == content:
+        version, new_version = int(latest["version"]), False
+    else:
+        version, new_version = (int(latest["version"]) + 1 if latest else 1), True
+        warehouse.replace_rows(
+            "labeled_requests",
+            labels.with_columns(pl.lit(version).alias("version")),
+            "version = ?",
+            [version],
+        )
+        warehouse.replace_rows(
+            "labeled_request_versions",
+            pl.DataFrame(
+                {
+                    "version": [version],
+                    "rows": [labels.height],
+                    "content_sha256": [content],
+                    "created_at": [datetime.now(UTC)],
+                }
+            ),
+            "version = ?",
+            [version],
+        )
+    people = _annotator_quality(warehouse, labels)
+    return MaterializeResult(
+        metadata={
+            "version": version,
+            "new_version": new_version,
+            "dagster/row_count": labels.height,
+            "adjudicated": int(labels["adjudicated"].sum()),
+            "pending_review": len(pending),
+            "withdrawn_reviews": "; ".join(withdrawn) or "none",
+            "per_annotator": counts_table(
+                people, "annotator", "annotations / agreement with final label"
+            ),
+            "kappa_over_time": _kappa_over_time_picture(agreement, config.kappa_threshold)
+            if agreement.height
+            else "no batch collected yet",
+            "preview": preview(labels),
+        }
+    )
+
+
+def _annotator_quality(warehouse: Warehouse, labels: pl.DataFrame) -> dict[str, str]:
+    """Per annotator: how many annotations, and how often they match the final label."""
+    if labels.is_empty():
+        return {}
+    answers = warehouse.query(
+        "select request_id, annotator, label from batch_annotations where not cancelled"
+    ).join(labels.select("request_id", "intent"), on="request_id")
+    stats = answers.group_by("annotator").agg(
+        pl.len().alias("n"), (pl.col("label") == pl.col("intent")).mean().alias("agreement")
+    )
+    return {
+        row["annotator"]: f"{row['n']} / {row['agreement']:.0%}"
+        for row in stats.sort("annotator").iter_rows(named=True)
+    }

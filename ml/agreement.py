@@ -24,6 +24,8 @@ class Annotation:
     """None when the result was empty."""
     created_at: datetime
     cancelled: bool = False
+    annotation_id: int | None = None
+    """The annotation tool's own id, when it has one (to withdraw an invalid answer)."""
 
 
 @dataclass(frozen=True)
@@ -156,3 +158,49 @@ def batch_agreement(annotations: Iterable[Annotation], taxonomy: Sequence[str]) 
 def doubly_annotated(annotations: Iterable[Annotation]) -> bool:
     """Two different people have answered (skips do not count): the task is done."""
     return len({a.annotator for a in annotations if not a.cancelled}) >= 2
+
+
+@dataclass(frozen=True)
+class FinalLabel:
+    item: str
+    intent: str
+    annotators: tuple[str, str]
+    adjudicated: bool
+    adjudicator: str | None
+
+
+@dataclass
+class Resolution:
+    labels: list[FinalLabel]
+    pending: list[str]
+    """Disagreements without a valid review yet: not labeled until someone reviews them."""
+    invalid_reviews: list[tuple[Annotation, str]]
+    """Reviews that cannot count, with why (to withdraw, so the task returns to the queue)."""
+
+
+def resolve_labels(
+    pairs: dict[str, AnnotationPair], reviews: dict[str, list[Annotation]], allowed: set[str]
+) -> Resolution:
+    """The label of each item: the two annotators' when they agree, else the first valid review
+    by a third person (the adjudicated label wins). Nothing is guessed."""
+    labels, pending, invalid = [], [], []
+    for item, pair in sorted(pairs.items()):
+        people = (pair.first.annotator, pair.second.annotator)
+        if pair.first.label == pair.second.label:
+            labels.append(FinalLabel(item, pair.first.label, people, False, None))
+            continue
+        chosen = None
+        for review in sorted(reviews.get(item, []), key=lambda a: a.created_at):
+            if review.cancelled:
+                continue
+            if review.annotator in people:
+                invalid.append((review, "the reviewer annotated this item"))
+            elif review.label not in allowed:
+                invalid.append((review, f"label {review.label!r} is not in the taxonomy"))
+            elif chosen is None:
+                chosen = review
+        if chosen is None:
+            pending.append(item)
+        else:
+            labels.append(FinalLabel(item, chosen.label, people, True, chosen.annotator))
+    return Resolution(labels, pending, invalid)

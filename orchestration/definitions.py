@@ -3,7 +3,12 @@ resources, merged here and nowhere else."""
 
 from dagster import Definitions
 
-from assets.annotation import annotated_batch, annotation_batch, annotation_candidates
+from assets.annotation import (
+    annotated_batch,
+    annotation_batch,
+    annotation_candidates,
+    labeled_requests,
+)
 from assets.demand import build_demand_assets, calendar_days
 from assets.requests import raw_requests, validate_requests
 from assets.warehouse_models import warehouse_dbt_models
@@ -14,11 +19,12 @@ from orchestration.jobs import (
     annotation_batch_job,
     annotation_candidates_job,
     demand_ingest_job,
+    labeled_requests_job,
     request_ingest_job,
     warehouse_job,
 )
 from orchestration.resources import build_resources
-from orchestration.schedules import build_demand_schedules
+from orchestration.schedules import build_demand_schedules, labeled_requests_schedule
 from orchestration.sensors import (
     annotation_batch_sensor,
     annotation_complete_sensor,
@@ -38,6 +44,7 @@ def build_definitions(settings: Settings, demand_source: DemandSource) -> Defini
             annotation_candidates,
             annotation_batch,
             annotated_batch,
+            labeled_requests,
         ],
         jobs=[
             request_ingest_job,
@@ -46,8 +53,12 @@ def build_definitions(settings: Settings, demand_source: DemandSource) -> Defini
             annotation_candidates_job,
             annotation_batch_job,
             annotated_batch_job,
+            labeled_requests_job,
         ],
-        schedules=build_demand_schedules(demand_source, demand_ingest_job),
+        schedules=[
+            *build_demand_schedules(demand_source, demand_ingest_job),
+            labeled_requests_schedule,
+        ],
         sensors=[
             request_drop_sensor,
             warehouse_automation_sensor,

@@ -2,7 +2,12 @@
 
 from dagster import AssetSelection, define_asset_job
 
-from assets.annotation import annotated_batch, annotation_batch, annotation_candidates
+from assets.annotation import (
+    annotated_batch,
+    annotation_batch,
+    annotation_candidates,
+    labeled_requests,
+)
 from assets.demand import calendar_days
 from assets.warehouse_models import warehouse_dbt_models
 
@@ -41,4 +46,10 @@ annotated_batch_job = define_asset_job(
     "annotated_batch_job",
     selection=AssetSelection.assets(annotated_batch),
     description="Collect a completed batch's annotations and gate it on Cohen's kappa.",
+)
+
+labeled_requests_job = define_asset_job(
+    "labeled_requests_job",
+    selection=AssetSelection.assets(labeled_requests),
+    description="Merge accepted batches and finished reviews into a new labeled-data version.",
 )

@@ -28,8 +28,9 @@ class LabelStudioUnavailable(RuntimeError):
     """Label Studio did not answer (or kept answering 5xx) after every retry."""
 
 
-def labeling_config(taxonomy: Taxonomy) -> str:
-    """One text, one choice among the taxonomy's intents (hints from their descriptions)."""
+def labeling_config(taxonomy: Taxonomy, review: bool = False) -> str:
+    """One text, one choice among the taxonomy's intents (hints from their descriptions); a
+    review task also shows the two annotators' answers."""
     choices = "\n".join(
         f"    <Choice value={quoteattr(intent)}"
         + (f" hint={quoteattr(taxonomy.description(intent))}" if taxonomy.descriptions else "")
@@ -39,7 +40,8 @@ def labeling_config(taxonomy: Taxonomy) -> str:
     return (
         "<View>\n"
         '  <Header value="Which intent does this customer request express?"/>\n'
-        f'  <Text name="{TO_NAME}" value="$text"/>\n'
+        + ('  <Header value="The two annotators said: $proposals" size="6"/>\n' if review else "")
+        + f'  <Text name="{TO_NAME}" value="$text"/>\n'
         f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" '
         'showInline="false" required="true">\n'
         f"{choices}\n"
@@ -52,6 +54,12 @@ INSTRUCTIONS = (
     "<p>Pick the one intent the customer asks about. If the text fits none, or two equally, "
     "skip it: skipped tasks go to another annotator. Every task is labeled by two people; "
     "disagreements go to a reviewer.</p>"
+)
+
+
+REVIEW_INSTRUCTIONS = (
+    "<p>Two annotators disagreed on these requests. Pick the right intent; your answer is "
+    "final. Do not review a request you annotated yourself: such a review is discarded.</p>"
 )
 
 
@@ -97,20 +105,21 @@ class LabelStudioClient:
         projects = self.call("list projects", lambda: list(self.sdk.projects.list(title=title)))
         return next((project.id for project in projects if project.title == title), None)
 
-    def ensure_project(self, title: str, taxonomy: Taxonomy) -> int:
-        """The project with this title, created once for double annotation."""
+    def ensure_project(self, title: str, taxonomy: Taxonomy, review: bool = False) -> int:
+        """The project with this title, created once: for double annotation, or (`review`) for
+        adjudication, where one reviewer answers each task."""
         if (existing := self.find_project(title)) is not None:
             return existing
         created = self.call(
             f"create project {title!r}",
             lambda: self.sdk.projects.create(
                 title=title,
-                label_config=labeling_config(taxonomy),
-                expert_instruction=INSTRUCTIONS,
+                label_config=labeling_config(taxonomy, review),
+                expert_instruction=REVIEW_INSTRUCTIONS if review else INSTRUCTIONS,
                 show_instruction=True,
-                maximum_annotations=2,
-                overlap_cohort_percentage=100,
-                show_overlap_first=True,
+                maximum_annotations=1 if review else 2,
+                overlap_cohort_percentage=0 if review else 100,
+                show_overlap_first=not review,
             ),
         )
         return created.id
@@ -234,6 +243,13 @@ class LabelStudioClient:
             ),
         )
 
+    def withdraw(self, annotation_id: int) -> None:
+        """Delete an annotation (the task goes back to the queue)."""
+        self.call(
+            f"delete annotation {annotation_id}",
+            lambda: self.sdk.annotations.delete(id=annotation_id),
+        )
+
     def skip(self, task_id: int) -> None:
         self.call(
             f"skip task {task_id}",
@@ -254,4 +270,5 @@ def _annotation(task_id: int, raw: dict[str, Any], users: dict[int, str]) -> Ann
         label=label,
         created_at=datetime.fromisoformat(raw["created_at"].replace("Z", "+00:00")),
         cancelled=bool(raw.get("was_cancelled")),
+        annotation_id=raw.get("id"),
     )

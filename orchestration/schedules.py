@@ -1,9 +1,10 @@
 """Schedules: the platform's clock."""
 
-from dagster import ScheduleDefinition, build_schedule_from_partitioned_job
+from dagster import DefaultScheduleStatus, ScheduleDefinition, build_schedule_from_partitioned_job
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from ml.sources import DemandSource
+from orchestration.jobs import labeled_requests_job
 
 
 def build_demand_schedules(
@@ -13,3 +14,12 @@ def build_demand_schedules(
     if source.end is not None:
         return []
     return [build_schedule_from_partitioned_job(demand_ingest_job, name="demand_ingest_schedule")]
+
+
+labeled_requests_schedule = ScheduleDefinition(
+    name="labeled_requests_schedule",
+    job=labeled_requests_job,
+    cron_schedule="0 * * * *",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Hourly: reviews finished in Label Studio become labels (a new version if any).",
+)

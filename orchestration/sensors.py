@@ -17,7 +17,7 @@ from dagster import (
     sensor,
 )
 
-from assets.annotation import annotation_batches, project_title
+from assets.annotation import annotation_batches, labeled_requests, project_title
 from assets.requests import request_drops
 from assets.warehouse_models import warehouse_dbt_models
 from ml.agreement import doubly_annotated
@@ -91,12 +91,12 @@ def request_drop_sensor(
 
 warehouse_automation_sensor = AutomationConditionSensorDefinition(
     "warehouse_automation_sensor",
-    target=AssetSelection.assets(warehouse_dbt_models),
+    target=AssetSelection.assets(warehouse_dbt_models, labeled_requests),
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
     description=(
-        "Rebuilds the dbt models once new validated data lands, unless a blocking check upstream "
-        "failed (their automation condition)."
+        "Rebuilds the dbt models once new validated data lands (unless a blocking check upstream "
+        "failed), and the labeled data once a batch is collected."
     ),
 )
 

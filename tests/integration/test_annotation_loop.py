@@ -178,3 +178,65 @@ def test_a_low_agreement_batch_is_blocked_and_comes_back_as_a_new_batch(loop: Lo
     ).item()
     assert archived == 20, "the blocked batch keeps its annotations"
     assert loop.run("annotation_batch_job", requeued).success
+
+
+def test_disagreements_are_adjudicated_by_a_third_person_and_labels_are_versioned(
+    loop: Loop,
+) -> None:
+    batch = loop.new_batch(size=12)
+    annotate(loop, batch, error_rates=(0.0, 0.5))
+    lenient = {"ops": {"annotated_batch": {"config": {"kappa_threshold": 0.2}}}}
+    assert loop.run("annotated_batch_job", batch, config=lenient).success
+    collected = loop.instance.get_latest_materialization_event(AssetKey("annotated_batch"))
+    disagreements = collected.asset_materialization.metadata["disagreements"].value
+    assert disagreements >= 2
+    assert collected.asset_materialization.metadata["reviews_opened"].value == disagreements
+
+    first = loop.run(
+        "labeled_requests_job",
+        config={"ops": {"labeled_requests": {"config": {"kappa_threshold": 0.2}}}},
+    )
+    assert first.success
+    v1 = loop.instance.get_latest_materialization_event(
+        AssetKey("labeled_requests")
+    ).asset_materialization.metadata
+    assert v1["version"].value == 1
+    assert v1["pending_review"].value == disagreements, "no review yet: disagreements wait"
+    assert v1["dagster/row_count"].value == 12 - disagreements
+
+    review = loop.admin.find_project(f"Review {batch}")
+    answers = {f"review:{ext}": intent for ext, intent in loop.answers(batch).items()}
+    intents = synthetic_taxonomy().intents
+    one_of_the_pair = simulated_annotator(loop.admin, "ann-0", 0.0, seed=3)
+    assert one_of_the_pair.annotate(review, answers, intents, limit=1) == 1
+    reviewer = simulated_annotator(loop.admin, "cid-0", 0.0, seed=4)
+
+    second = loop.run("labeled_requests_job")
+    assert second.success
+    v2 = loop.instance.get_latest_materialization_event(
+        AssetKey("labeled_requests")
+    ).asset_materialization.metadata
+    assert "ann-0@" in v2["withdrawn_reviews"].value, "a review by one of the pair is discarded"
+    assert v2["version"].value == 1 and not v2["new_version"].value
+
+    assert reviewer.annotate(review, answers, intents) == disagreements, "the withdrawn one is back"
+    assert loop.run("labeled_requests_job").success
+    v3 = loop.instance.get_latest_materialization_event(
+        AssetKey("labeled_requests")
+    ).asset_materialization.metadata
+    assert v3["version"].value == 2 and v3["pending_review"].value == 0
+    assert v3["adjudicated"].value == disagreements
+
+    labels = loop.warehouse.query("select * from labeled_requests where version = 2")
+    truth = loop.warehouse.query("select request_id, intent as truth from hidden_labels")
+    joined = labels.join(truth, on="request_id")
+    assert joined.height == 12
+    assert (joined["intent"] == joined["truth"]).all(), (
+        "the careful annotator and the reviewer were right"
+    )
+    adjudicated = labels.filter(pl.col("adjudicated"))
+    assert set(adjudicated["adjudicator"]) == {reviewer.email}
+    assert (
+        loop.warehouse.query("select count(*) from labeled_requests where version = 1").item()
+        == 12 - disagreements
+    )

@@ -58,7 +58,12 @@ def test_the_whole_graph_materializes_with_every_check_passing(platform: Platfor
     passed, failed = platform.run.check_outcomes()
     assert failed == 0 and passed >= 29
     # The annotation loop needs Label Studio and people: tests/integration/test_annotation_loop.py.
-    annotation = {"annotation_candidates", "annotation_batch", "annotated_batch"}
+    annotation = {
+        "annotation_candidates",
+        "annotation_batch",
+        "annotated_batch",
+        "labeled_requests",
+    }
     for key in platform.defs.resolve_asset_graph().get_all_asset_keys():
         if key.to_user_string() not in annotation:
             assert platform.instance.get_latest_materialization_event(key) is not None, key

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from ml.agreement import Annotation, batch_agreement, cohen_kappa, per_class_agreement
+from ml.agreement import (
+    Annotation,
+    batch_agreement,
+    cohen_kappa,
+    per_class_agreement,
+    resolve_labels,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -90,3 +96,34 @@ def test_a_batch_uses_the_first_two_annotations_by_distinct_people() -> None:
 def test_a_batch_without_any_doubly_annotated_task_has_no_kappa() -> None:
     report = batch_agreement([annotation("t1", "ann", "card", 1)], taxonomy=["card"])
     assert report.kappa is None and report.pairs == [] and report.single_tasks == ["t1"]
+
+
+def pair(item: str, a: str, b: str):
+    return batch_agreement(
+        [annotation(item, "ann", a, 1), annotation(item, "bob", b, 2)], ["card", "loan", "fraud"]
+    ).pairs[0]
+
+
+def test_agreement_stands_and_a_third_persons_review_wins_a_disagreement() -> None:
+    pairs = {
+        "r1": pair("r1", "card", "card"),
+        "r2": pair("r2", "card", "loan"),
+        "r3": pair("r3", "loan", "fraud"),
+    }
+    reviews = {
+        "r2": [
+            annotation("r2", "ann", "card", 5),  # one of the pair: discarded
+            annotation("r2", "cid", "nonsense", 6),  # not in the taxonomy: discarded
+            annotation("r2", "dan", "loan", 7),
+        ],
+    }
+    result = resolve_labels(pairs, reviews, {"card", "loan", "fraud"})
+    assert [(f.item, f.intent, f.adjudicated, f.adjudicator) for f in result.labels] == [
+        ("r1", "card", False, None),
+        ("r2", "loan", True, "dan"),
+    ]
+    assert result.pending == ["r3"]
+    assert [(r.annotator, why) for r, why in result.invalid_reviews] == [
+        ("ann", "the reviewer annotated this item"),
+        ("cid", "label 'nonsense' is not in the taxonomy"),
+    ]
