@@ -89,6 +89,10 @@ def server_environment(config: LabelStudioConfig) -> dict[str, str]:
         "LATEST_VERSION_CHECK": "false",
         # A task fetched from the labeling stream stays locked to its annotator this long.
         "TASK_LOCK_TTL": os.environ.get("MLOPS_LABEL_STUDIO_TASK_LOCK_TTL", "600"),
+        # Credentials travel in the environment, never on the command line (`ps` shows that).
+        "LABEL_STUDIO_USERNAME": config.username,
+        "LABEL_STUDIO_PASSWORD": config.password,
+        "LABEL_STUDIO_USER_TOKEN": config.token,
     }
 
 
@@ -103,12 +107,6 @@ def server_command(config: LabelStudioConfig, executable: Path) -> list[str]:
         str(config.port),
         "--data-dir",
         str(config.data_dir),
-        "--username",
-        config.username,
-        "--password",
-        config.password,
-        "--user-token",
-        config.token,
         "--enable-legacy-api-token",
     ]
 

@@ -108,17 +108,27 @@ def batches_to_send(instance: DagsterInstance) -> list[str]:
     return sorted(set(registered) - sent)
 
 
-def completed_batches(instance: DagsterInstance, client: LabelStudioClient) -> list[str]:
-    """Batches in Label Studio, not yet collected, whose every task two people have answered."""
+def batch_progress(
+    instance: DagsterInstance, client: LabelStudioClient
+) -> dict[str, tuple[int, int]]:
+    """(tasks done by two people, tasks) of every batch in Label Studio not yet collected."""
     sent = instance.get_materialized_partitions(AssetKey("annotation_batch"))
     collected = instance.get_materialized_partitions(AssetKey("annotated_batch"))
-    complete = []
+    progress = {}
     for batch_id in sorted(sent - collected):
         project = client.find_project(project_title(batch_id))
         tasks = client.tasks(project) if project is not None else []
-        if tasks and all(doubly_annotated(task.annotations) for task in tasks):
-            complete.append(batch_id)
-    return complete
+        progress[batch_id] = (sum(doubly_annotated(t.annotations) for t in tasks), len(tasks))
+    return progress
+
+
+def completed_batches(instance: DagsterInstance, client: LabelStudioClient) -> list[str]:
+    """Batches in Label Studio, not yet collected, whose every task two people have answered."""
+    return [
+        batch_id
+        for batch_id, (done, total) in batch_progress(instance, client).items()
+        if total and done == total
+    ]
 
 
 @sensor(
@@ -144,13 +154,29 @@ def annotation_batch_sensor(context: SensorEvaluationContext):
     ),
 )
 def annotation_complete_sensor(context: SensorEvaluationContext, label_studio: LabelStudioResource):
-    fired = set(json.loads(context.cursor or "[]"))
+    cursor = json.loads(context.cursor or "{}")
+    fired, seen = set(cursor.get("fired", [])), cursor.get("progress", {})
+    progress = batch_progress(context.instance, label_studio.client())
+    changed = {b: p for b, p in progress.items() if seen.get(b) != list(p)}
     complete = [
-        b for b in completed_batches(context.instance, label_studio.client()) if b not in fired
+        b for b, (done, total) in progress.items() if total and done == total and b not in fired
     ]
-    if not complete:
-        return SkipReason("no newly completed annotation batch")
+    if not complete and not changed:
+        return SkipReason("no progress on open annotation batches")
     return SensorResult(
         run_requests=[RunRequest(partition_key=b, run_key=f"annotated:{b}") for b in complete],
-        cursor=json.dumps(sorted(fired | set(complete))),
+        asset_events=[
+            AssetObservation(
+                asset_key="annotation_batch",
+                partition=b,
+                metadata={"tasks_done": done, "tasks": total, "progress": f"{done} / {total}"},
+            )
+            for b, (done, total) in changed.items()
+        ],
+        cursor=json.dumps(
+            {
+                "fired": sorted(fired | set(complete)),
+                "progress": {b: list(p) for b, p in progress.items()},
+            }
+        ),
     )

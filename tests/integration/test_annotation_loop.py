@@ -240,3 +240,44 @@ def test_disagreements_are_adjudicated_by_a_third_person_and_labels_are_versione
         loop.warehouse.query("select count(*) from labeled_requests where version = 1").item()
         == 12 - disagreements
     )
+
+
+def test_labels_reach_the_request_splits_with_their_source_and_version(loop: Loop) -> None:
+    batch = loop.new_batch(size=8)
+    annotate(loop, batch, error_rates=(0.0, 0.0))
+    assert loop.run("annotated_batch_job", batch).success
+    assert loop.run("labeled_requests_job").success
+    assert loop.run("warehouse_job").success
+    splits = loop.warehouse.query(
+        "select label_source, label_version, count(*) as n from request_splits "
+        "where label_source = 'annotation' group by all"
+    )
+    assert splits.rows() == [("annotation", 1, 8)]
+
+
+def test_deleted_tasks_and_foreign_labels_are_reported_not_fatal(
+    loop: Loop, label_studio: LabelStudioServer
+) -> None:
+    batch = loop.new_batch(size=6)
+    project = loop.admin.find_project(f"Requests {batch}")
+    deleted = loop.admin.tasks(project)[0]
+    loop.admin.sdk.tasks.delete(id=deleted.task_id)
+    annotate(loop, batch, error_rates=(0.0, 0.0))
+    stray = simulated_annotator(loop.admin, "stray", 0.0, seed=9)
+    other = loop.admin.tasks(project)[0]
+    stray.client.submit_choice(other.task_id, "not_an_intent", lead_time=1.0)
+    assert completed_batches(loop.instance, loop.admin) == [batch]
+
+    result = loop.run("annotated_batch_job", batch)
+    assert result.success
+    metadata = loop.instance.get_latest_materialization_event(
+        AssetKey("annotated_batch")
+    ).asset_materialization.metadata
+    assert metadata["deleted_tasks"].value == deleted.ext_id
+    assert "label not in taxonomy | 1" in metadata["not_counted"].value
+    assert metadata["doubly_annotated"].value == 5
+
+    token = label_studio.config.token
+    for run in loop.instance.get_runs():
+        for record in loop.instance.all_logs(run.run_id):
+            assert token not in str(record), "the token must never reach logs or metadata"

@@ -64,3 +64,13 @@ def test_an_unreachable_label_studio_fails_clearly_after_retries() -> None:
     ) as raised:
         client.ensure_project("anything", TAXONOMY)
     assert token not in str(raised.value) and token not in repr(client)
+
+
+def test_the_server_gets_its_credentials_from_the_environment_not_the_command_line(
+    label_studio_admin: LabelStudioClient,
+) -> None:
+    import subprocess
+
+    listing = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "label-studio start" in listing
+    assert label_studio_admin._token not in listing
