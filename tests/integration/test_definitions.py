@@ -28,7 +28,9 @@ def test_the_graph_runs_raw_to_validated_to_dbt_marts_for_both_domains(settings:
 
     assert upstream("validated_requests") == {"raw_requests"}
     assert upstream("stg_requests") == {"validated_requests"}
-    assert upstream("request_splits") == {"stg_requests", "split_assignments"}
+    assert upstream("request_splits") == {"stg_requests", "split_assignments", "labeled_requests"}
+    assert upstream("labeled_requests") == {"annotated_batch"}
+    assert upstream("annotated_batch") == {"annotation_batch"}
     assert upstream("validated_demand") == {"raw_demand"}
     assert upstream("stg_demand") == {"validated_demand"}
     assert upstream("mart_demand") == {"stg_demand", "calendar_days"}
