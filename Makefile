@@ -29,9 +29,8 @@ demo: install  ## materialize the whole asset graph on the embedded defaults
 demo-real: install  ## the same graph on ../shared/data (banking77, orange juice), read in place
 	$(BIN)/python -m orchestration.demo --real
 
-dev: install  ## Dagster UI + daemon on http://127.0.0.1:3000 (schedules and sensors run)
-	$(BIN)/python -m orchestration.instance
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+dev: install  ## Dagster UI + daemon on http://127.0.0.1:3000 (sensors run) and Label Studio on :8080
+	$(BIN)/python -m orchestration.dev
 
 labelstudio: install  ## the Label Studio server (its own venv, data under the data home) on :8080
 	$(BIN)/python -m orchestration.labelstudio

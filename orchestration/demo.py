@@ -7,6 +7,7 @@ import contextlib
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -23,7 +24,9 @@ from ml.sources import DemandSource, demand_source_from_env, orange_juice_source
 from ml.synthetic import generate_demand, generate_requests  # noqa: E402
 from orchestration.definitions import build_definitions  # noqa: E402
 from orchestration.instance import open_instance  # noqa: E402
-from orchestration.pipeline import run_platform  # noqa: E402
+from orchestration.labelstudio import LabelStudioConfig, is_up, start_server  # noqa: E402
+from orchestration.labelstudio_client import LabelStudioClient  # noqa: E402
+from orchestration.pipeline import run_annotation_round, run_platform  # noqa: E402
 from orchestration.resources import DataHome, Warehouse  # noqa: E402
 
 DEMO_REQUEST_DROPS = (
@@ -43,6 +46,16 @@ DEMO_REQUEST_DROPS = (
         datetime(2025, 12, 31, tzinfo=UTC),
     ),
 )
+DEMO_UNLABELED_DROP = (
+    # Arrives with its labels hidden (MLOPS_HIDDEN_LABEL_SOURCES): the annotation loop's work.
+    "synthetic_unlabeled",
+    "requests_2026_01.csv",
+    1000,
+    9,
+    datetime(2026, 1, 1, tzinfo=UTC),
+    datetime(2026, 1, 31, tzinfo=UTC),
+)
+DEMO_BATCH_SIZE = 60
 DEMO_DEMAND = {
     "stores": 5,
     "items": 8,
@@ -62,6 +75,12 @@ def write_demo_sources(settings: Settings) -> list[Path]:
         if not path.exists():
             generate_requests(rows, seed=seed, start=start, end=end).write_csv(path)
             written.append(path)
+    folder, name, rows, seed, start, end = DEMO_UNLABELED_DROP
+    unlabeled = Path(settings.request_drops_uri) / folder / name
+    if not unlabeled.exists():
+        unlabeled.parent.mkdir(parents=True, exist_ok=True)
+        generate_requests(rows, seed=seed, start=start, end=end).write_csv(unlabeled)
+        written.append(unlabeled)
     demand_dir = settings.data_home / "sources" / "demand"
     demand_dir.mkdir(parents=True, exist_ok=True)
     demand_path = demand_dir / "demand.csv"
@@ -90,6 +109,24 @@ def real_data_deployment(
         orange_juice_source(settings.shared_data),
         [("banking77", str(banking77 / "train.csv"))],
     )
+
+
+@contextlib.contextmanager
+def label_studio_running(settings: Settings, report) -> Iterator[LabelStudioClient]:
+    """The Label Studio at MLOPS_LABEL_STUDIO_URL if it answers, else one started for the demo
+    and stopped when it is done."""
+    config = LabelStudioConfig.from_settings(settings)
+    if is_up(settings.label_studio_url):
+        report(f"  ok   using the Label Studio already running at {settings.label_studio_url}")
+        yield LabelStudioClient(settings.label_studio_url, config.token)
+        return
+    server = start_server(config)
+    report(f"  ok   Label Studio started at {config.url} in {server.started_in_seconds:.0f} s")
+    try:
+        yield LabelStudioClient(config.url, config.token)
+    finally:
+        server.stop()
+        report("  ok   Label Studio stopped (make labelstudio or make dev keep it running)")
 
 
 def summarize(warehouse: Warehouse) -> list[tuple[str, int]]:
@@ -135,11 +172,38 @@ def main(argv: list[str] | None = None) -> int:
         run = run_platform(
             defs, instance, DataHome(path=str(settings.data_home)), request_files, report=report
         )
+    if not args.real:
+        report("Annotation: Label Studio, simulated annotators, kappa gate, review…")
+        with (
+            label_studio_running(settings, report) as admin,
+            log_path.open("a", encoding="utf-8") as log,
+            contextlib.redirect_stdout(log),
+        ):
+            run_annotation_round(
+                defs,
+                instance,
+                admin,
+                Warehouse(path=str(settings.warehouse_path)),
+                run,
+                DEMO_BATCH_SIZE,
+            )
     for uri in run.redrops:
         print(f"  no-op: {uri} holds content already ingested")
     passed, failed = run.check_outcomes()
     assets = len(defs.resolve_asset_graph().get_all_asset_keys())
     print(f"\nAssets in the graph: {assets}; asset checks: {passed} passed, {failed} failed")
+    warehouse = Warehouse(path=str(settings.warehouse_path))
+    if warehouse.table_exists("annotation_batch_agreement"):
+        for batch in warehouse.query(
+            "select batch_id, status, kappa from annotation_batch_agreement order by collected_at"
+        ).iter_rows(named=True):
+            kappa = f"{batch['kappa']:.2f}" if batch["kappa"] is not None else "n/a"
+            print(f"Annotation batch {batch['batch_id']}: kappa {kappa}, {batch['status']}")
+    if warehouse.table_exists("labeled_request_versions"):
+        latest = warehouse.query(
+            "select version, rows from labeled_request_versions order by version desc limit 1"
+        ).row(0, named=True)
+        print(f"Labeled requests: version {latest['version']}, {latest['rows']} labels")
     print("Warehouse tables (DuckDB):")
     for table, rows in summarize(Warehouse(path=str(settings.warehouse_path))):
         print(f"  {table:<24} {rows:>8,} rows")

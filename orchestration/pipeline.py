@@ -6,10 +6,13 @@ from dataclasses import dataclass, field
 
 from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
 
+from assets.annotation import project_title, review_title
 from assets.requests import request_drops
 from ml.ingestion import DropRegistration, register_drop
-from orchestration.resources import DataHome
+from orchestration.labelstudio_client import LabelStudioClient
+from orchestration.resources import DataHome, Warehouse
 from orchestration.sensors import scan_request_drops
+from orchestration.simulated_annotators import simulated_annotator
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 """Runs log to the instance (the UI shows everything); the terminal gets warnings and errors."""
@@ -130,3 +133,58 @@ def run_platform(
     ingest_demand(defs, instance, run)
     build_warehouse(defs, instance, run)
     return run
+
+
+def run_annotation_round(
+    defs: Definitions,
+    instance: DagsterInstance,
+    admin: LabelStudioClient,
+    warehouse: Warehouse,
+    run: PipelineRun,
+    batch_size: int,
+    error_rates: tuple[float, float] = (0.05, 0.1),
+) -> None:
+    """One batch through the loop with simulated annotators (the demo's stand-in for people):
+    candidates → tasks → two annotators → reviews of disagreements → gate → labeled data."""
+
+    def execute(job: str, partition: str | None = None, config: dict | None = None):
+        return defs.resolve_job_def(job).execute_in_process(
+            run_config={**QUIET, **(config or {})},
+            instance=instance,
+            partition_key=partition,
+            raise_on_error=False,
+        )
+
+    picked = execute(
+        "annotation_candidates_job",
+        config={"ops": {"annotation_candidates": {"config": {"batch_size": batch_size}}}},
+    )
+    event = instance.get_latest_materialization_event(AssetKey("annotation_candidates"))
+    batch = event.asset_materialization.metadata["batch"].value if picked.success else "none"
+    run.record("annotation candidates", picked, f"(batch {batch})")
+    if batch == "none":
+        return
+    run.record("annotation batch → Label Studio", execute("annotation_batch_job", batch))
+    answers = dict(
+        warehouse.query(
+            "select i.ext_id, h.intent from annotation_items i "
+            "join hidden_labels h using (request_id) where i.batch_id = ?",
+            [batch],
+        ).iter_rows()
+    )
+    intents = defs.resources["request_intake"].taxonomy().intents
+    project = admin.find_project(project_title(batch))
+    for seed, (name, rate) in enumerate(zip(("ada", "ben"), error_rates, strict=True)):
+        annotator = simulated_annotator(admin, name, rate, seed)
+        done = annotator.annotate(project, answers, intents)
+        run.report(f"  ok   {done} annotations by {annotator.email} (simulated)")
+    run.record("annotated batch (kappa gate)", execute("annotated_batch_job", batch))
+    review = admin.find_project(review_title(batch))
+    if review is not None:
+        reviewer = simulated_annotator(admin, "cleo", 0.0, seed=7)
+        reviewed = reviewer.annotate(
+            review, {f"review:{ext}": label for ext, label in answers.items()}, intents
+        )
+        run.report(f"  ok   {reviewed} reviews by {reviewer.email} (simulated)")
+    run.record("labeled requests", execute("labeled_requests_job"))
+    build_warehouse(defs, instance, run)
