@@ -126,6 +126,12 @@ class LabelStudioServer:
     log_path: Path
     started_in_seconds: float
 
+    def restart(self) -> None:
+        """Stop and start again on the same address and data (what an outage looks like)."""
+        self.stop()
+        fresh = start_server(self.config)
+        self.process, self.started_in_seconds = fresh.process, fresh.started_in_seconds
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

@@ -281,3 +281,30 @@ def test_deleted_tasks_and_foreign_labels_are_reported_not_fatal(
     for run in loop.instance.get_runs():
         for record in loop.instance.all_logs(run.run_id):
             assert token not in str(record), "the token must never reach logs or metadata"
+
+
+def test_an_outage_mid_batch_fails_clearly_and_the_retry_loses_and_duplicates_nothing(
+    loop: Loop, label_studio: LabelStudioServer
+) -> None:
+    batch = loop.new_batch(size=6)
+    project = loop.admin.find_project(f"Requests {batch}")
+    early = simulated_annotator(loop.admin, "early", 0.0, seed=5)
+    assert early.annotate(project, loop.answers(batch), synthetic_taxonomy().intents, limit=3) == 3
+    label_studio.stop()
+    try:
+        during = loop.run("annotation_batch_job", batch)
+        assert not during.success
+        failure = " ".join(
+            e.event_specific_data.error.to_string()
+            for e in during.all_events
+            if e.event_type_value == "STEP_FAILURE"
+        )
+        assert f"Label Studio at {label_studio.config.url}" in failure
+        assert "failed after 5 attempts" in failure
+        assert label_studio.config.token not in failure
+    finally:
+        label_studio.restart()
+    assert loop.run("annotation_batch_job", batch).success
+    tasks = loop.admin.tasks(project)
+    assert len(tasks) == 6, "the retry created no task twice"
+    assert sum(len(t.annotations) for t in tasks) == 3, "no annotation was lost"
