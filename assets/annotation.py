@@ -108,6 +108,11 @@ def register_batch(
 def annotation_candidates(
     context: AssetExecutionContext, config: CandidateConfig, warehouse: Warehouse
 ) -> MaterializeResult:
+    if not warehouse.table_exists("stg_requests"):
+        raise ValueError(
+            "stg_requests does not exist yet: ingest requests and build the dbt models "
+            "(warehouse_job) before picking annotation candidates"
+        )
     pool = warehouse.query(
         "select request_id, text, text_key, source from stg_requests where intent is null"
     )

@@ -263,3 +263,12 @@ def test_settings_that_point_nowhere_are_named(
     intake = RequestIntake(drops_uri=str(tmp_path), taxonomy_path=str(tmp_path / "missing.json"))
     with pytest.raises(ValueError, match=r"missing\.json: taxonomy file not found"):
         intake.taxonomy()
+
+
+def test_picking_candidates_before_the_warehouse_exists_says_what_to_do(settings: Settings) -> None:
+    defs, instance = ingest_only(settings)
+    result = defs.resolve_job_def("annotation_candidates_job").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+    assert not result.success
+    assert "stg_requests does not exist yet" in step_errors(result)
