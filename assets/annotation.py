@@ -535,7 +535,7 @@ def labeled_requests(
             "pending_review": len(pending),
             "withdrawn_reviews": "; ".join(withdrawn) or "none",
             "per_annotator": counts_table(
-                people, "annotator", "annotations / agreement with final label"
+                people, "annotator", "annotations / throughput / agreement with final label"
             ),
             "kappa_over_time": _kappa_over_time_picture(agreement, config.kappa_threshold)
             if agreement.height
@@ -546,16 +546,23 @@ def labeled_requests(
 
 
 def _annotator_quality(warehouse: Warehouse, labels: pl.DataFrame) -> dict[str, str]:
-    """Per annotator: how many annotations, and how often they match the final label."""
+    """Per annotator: annotations, throughput over their active span, and how often they match
+    the final label."""
     if labels.is_empty():
         return {}
     answers = warehouse.query(
-        "select request_id, annotator, label from batch_annotations where not cancelled"
+        "select request_id, annotator, label, created_at from batch_annotations where not cancelled"
     ).join(labels.select("request_id", "intent"), on="request_id")
     stats = answers.group_by("annotator").agg(
-        pl.len().alias("n"), (pl.col("label") == pl.col("intent")).mean().alias("agreement")
+        pl.len().alias("n"),
+        (pl.col("label") == pl.col("intent")).mean().alias("agreement"),
+        ((pl.col("created_at").max() - pl.col("created_at").min()).dt.total_seconds() / 3600).alias(
+            "hours"
+        ),
     )
     return {
-        row["annotator"]: f"{row['n']} / {row['agreement']:.0%}"
+        row["annotator"]: f"{row['n']} / "
+        + (f"{row['n'] / row['hours']:,.0f} per hour" if row["hours"] else "one sitting")
+        + f" / {row['agreement']:.0%}"
         for row in stats.sort("annotator").iter_rows(named=True)
     }

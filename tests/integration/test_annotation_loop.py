@@ -225,6 +225,11 @@ def test_disagreements_are_adjudicated_by_a_third_person_and_labels_are_versione
         AssetKey("labeled_requests")
     ).asset_materialization.metadata
     assert v3["version"].value == 2 and v3["pending_review"].value == 0
+    per_annotator = v3["per_annotator"].value
+    assert (
+        "per hour" in per_annotator
+        and "| ann-0@simulated.annotators.local | 12 / " in per_annotator
+    )
     assert v3["adjudicated"].value == disagreements
 
     labels = loop.warehouse.query("select * from labeled_requests where version = 2")
