@@ -143,10 +143,6 @@ class Drop:
     size_bytes: int
     registered_at: str
 
-    @property
-    def registered_time(self) -> datetime:
-        return datetime.fromisoformat(self.registered_at)
-
 
 @dataclass(frozen=True)
 class DropRegistration:

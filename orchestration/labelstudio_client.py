@@ -250,12 +250,6 @@ class LabelStudioClient:
             lambda: self.sdk.annotations.delete(id=annotation_id),
         )
 
-    def skip(self, task_id: int) -> None:
-        self.call(
-            f"skip task {task_id}",
-            lambda: self.sdk.annotations.create(id=task_id, result=[], was_cancelled=True),
-        )
-
 
 def _annotation(task_id: int, raw: dict[str, Any], users: dict[int, str]) -> Annotation:
     """One annotation as ml/agreement reads it; an empty or malformed result is label None."""
