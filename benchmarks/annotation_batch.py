@@ -29,7 +29,7 @@ from ml.taxonomy import synthetic_taxonomy  # noqa: E402
 from orchestration.definitions import build_definitions  # noqa: E402
 from orchestration.labelstudio import LabelStudioConfig, start_server  # noqa: E402
 from orchestration.labelstudio_client import LabelStudioClient  # noqa: E402
-from orchestration.pipeline import QUIET, run_platform  # noqa: E402
+from orchestration.pipeline import execute_quietly, run_platform  # noqa: E402
 from orchestration.resources import DataHome, Warehouse  # noqa: E402
 from orchestration.sensors import completed_batches  # noqa: E402
 from orchestration.simulated_annotators import simulated_annotator  # noqa: E402
@@ -93,12 +93,7 @@ def main() -> None:
             phase("ingest + validate + dbt (for context)", started)
 
             def run(job: str, partition: str | None = None, config: dict | None = None):
-                result = defs.resolve_job_def(job).execute_in_process(
-                    instance=instance,
-                    partition_key=partition,
-                    run_config={**QUIET, **(config or {})},
-                    raise_on_error=False,
-                )
+                result = execute_quietly(defs, instance, job, partition=partition, config=config)
                 assert result.success, job
                 return result
 

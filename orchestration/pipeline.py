@@ -20,6 +20,25 @@ RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
 
+def execute_quietly(
+    defs: Definitions,
+    instance: DagsterInstance,
+    job: str,
+    *,
+    partition: str | None = None,
+    config: dict | None = None,
+    tags: dict[str, str] | None = None,
+) -> ExecuteInProcessResult:
+    """Run a job in-process; a failure is returned (and shown in the UI), not raised."""
+    return defs.resolve_job_def(job).execute_in_process(
+        run_config={**QUIET, **(config or {})},
+        instance=instance,
+        partition_key=partition,
+        tags=tags,
+        raise_on_error=False,
+    )
+
+
 @dataclass
 class PipelineRun:
     results: dict[str, ExecuteInProcessResult] = field(default_factory=dict)
@@ -74,7 +93,6 @@ def _ingest(
 ) -> None:
     """One run per drop not yet validated: a drop whose earlier run failed is retried, a
     validated one is left alone, and known content under a new name is only recorded."""
-    job = defs.resolve_job_def("request_ingest_job")
     validated = instance.get_materialized_partitions(AssetKey("validated_requests"))
     for registration in registrations:
         drop_id = registration.drop.drop_id
@@ -86,9 +104,7 @@ def _ingest(
             instance.add_dynamic_partitions(request_drops.name, [drop_id])
         run.record(
             f"requests {drop_id}",
-            job.execute_in_process(
-                run_config=QUIET, instance=instance, partition_key=drop_id, raise_on_error=False
-            ),
+            execute_quietly(defs, instance, "request_ingest_job", partition=drop_id),
         )
 
 
@@ -98,11 +114,8 @@ def ingest_demand(defs: Definitions, instance: DagsterInstance, run: PipelineRun
     keys = job.partitions_def.get_partition_keys(dynamic_partitions_store=instance)
     run.record(
         "demand",
-        job.execute_in_process(
-            run_config=QUIET,
-            instance=instance,
-            tags={RANGE_START: keys[0], RANGE_END: keys[-1]},
-            raise_on_error=False,
+        execute_quietly(
+            defs, instance, "demand_ingest_job", tags={RANGE_START: keys[0], RANGE_END: keys[-1]}
         ),
         f"{keys[0]} … {keys[-1]} ({len(keys)} partitions)",
     )
@@ -111,9 +124,7 @@ def ingest_demand(defs: Definitions, instance: DagsterInstance, run: PipelineRun
 def build_warehouse(defs: Definitions, instance: DagsterInstance, run: PipelineRun) -> None:
     run.record(
         "warehouse",
-        defs.resolve_job_def("warehouse_job").execute_in_process(
-            run_config=QUIET, instance=instance, raise_on_error=False
-        ),
+        execute_quietly(defs, instance, "warehouse_job"),
     )
 
 
@@ -147,15 +158,9 @@ def run_annotation_round(
     """One batch through the loop with simulated annotators (the demo's stand-in for people):
     candidates → tasks → two annotators → reviews of disagreements → gate → labeled data."""
 
-    def execute(job: str, partition: str | None = None, config: dict | None = None):
-        return defs.resolve_job_def(job).execute_in_process(
-            run_config={**QUIET, **(config or {})},
-            instance=instance,
-            partition_key=partition,
-            raise_on_error=False,
-        )
-
-    picked = execute(
+    picked = execute_quietly(
+        defs,
+        instance,
         "annotation_candidates_job",
         config={"ops": {"annotation_candidates": {"config": {"batch_size": batch_size}}}},
     )
@@ -164,7 +169,10 @@ def run_annotation_round(
     run.record("annotation candidates", picked, f"(batch {batch})")
     if batch == "none":
         return
-    run.record("annotation batch → Label Studio", execute("annotation_batch_job", batch))
+    run.record(
+        "annotation batch → Label Studio",
+        execute_quietly(defs, instance, "annotation_batch_job", partition=batch),
+    )
     answers = dict(
         warehouse.query(
             "select i.ext_id, h.intent from annotation_items i "
@@ -178,7 +186,10 @@ def run_annotation_round(
         annotator = simulated_annotator(admin, name, rate, seed)
         done = annotator.annotate(project, answers, intents)
         run.report(f"  ok   {done} annotations by {annotator.email} (simulated)")
-    run.record("annotated batch (kappa gate)", execute("annotated_batch_job", batch))
+    run.record(
+        "annotated batch (kappa gate)",
+        execute_quietly(defs, instance, "annotated_batch_job", partition=batch),
+    )
     review = admin.find_project(review_title(batch))
     if review is not None:
         reviewer = simulated_annotator(admin, "cleo", 0.0, seed=7)
@@ -186,5 +197,5 @@ def run_annotation_round(
             review, {f"review:{ext}": label for ext, label in answers.items()}, intents
         )
         run.report(f"  ok   {reviewed} reviews by {reviewer.email} (simulated)")
-    run.record("labeled requests", execute("labeled_requests_job"))
+    run.record("labeled requests", execute_quietly(defs, instance, "labeled_requests_job"))
     build_warehouse(defs, instance, run)
