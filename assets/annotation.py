@@ -67,11 +67,11 @@ class CandidateConfig(Config):
 
 
 def _out_for_annotation(warehouse: Warehouse) -> pl.DataFrame:
-    if not warehouse.table_exists("annotation_items"):
-        return pl.DataFrame(schema={"request_id": pl.Utf8, "text_key": pl.Utf8})
-    return warehouse.query(
+    return warehouse.query_if_exists(
+        "annotation_items",
         "select request_id, text_key from annotation_items where status in (?, ?)",
         [OPEN, ACCEPTED],
+        {"request_id": pl.Utf8, "text_key": pl.Utf8},
     )
 
 
@@ -140,10 +140,8 @@ def annotation_candidates(
 
 
 def _batch_items(warehouse: Warehouse, batch_id: str) -> pl.DataFrame:
-    items = (
-        warehouse.query("select * from annotation_items where batch_id = ?", [batch_id])
-        if warehouse.table_exists("annotation_items")
-        else pl.DataFrame()
+    items = warehouse.query_if_exists(
+        "annotation_items", "select * from annotation_items where batch_id = ?", [batch_id], {}
     )
     if items.is_empty():
         raise ValueError(
@@ -443,17 +441,16 @@ def labeled_requests(
 ) -> MaterializeResult:
     taxonomy = request_intake.taxonomy()
     allowed = set(taxonomy.intents)
-    agreement = (
-        warehouse.query("select * from annotation_batch_agreement")
-        if warehouse.table_exists("annotation_batch_agreement")
-        else pl.DataFrame(
-            schema={
-                "batch_id": pl.Utf8,
-                "status": pl.Utf8,
-                "kappa": pl.Float64,
-                "collected_at": pl.Datetime("us", "UTC"),
-            }
-        )
+    agreement = warehouse.query_if_exists(
+        "annotation_batch_agreement",
+        "select * from annotation_batch_agreement",
+        None,
+        {
+            "batch_id": pl.Utf8,
+            "status": pl.Utf8,
+            "kappa": pl.Float64,
+            "collected_at": pl.Datetime("us", "UTC"),
+        },
     )
     client = label_studio.client()
     rows, pending, withdrawn = [], [], []
@@ -496,10 +493,11 @@ def labeled_requests(
     content = hashlib.sha256(
         labels.select("request_id", "intent", "batch_id").write_csv().encode()
     ).hexdigest()
-    versions = (
-        warehouse.query("select * from labeled_request_versions order by version")
-        if warehouse.table_exists("labeled_request_versions")
-        else pl.DataFrame(schema={"version": pl.Int64, "content_sha256": pl.Utf8})
+    versions = warehouse.query_if_exists(
+        "labeled_request_versions",
+        "select * from labeled_request_versions order by version",
+        None,
+        {"version": pl.Int64, "content_sha256": pl.Utf8},
     )
     latest = versions.tail(1).row(0, named=True) if versions.height else None
     if latest is not None and latest["content_sha256"] == content:

@@ -104,13 +104,11 @@ def validate_requests(
     mapped = map_request_drop(pl.read_parquet(raw_path), drop)
     taxonomy = request_intake.taxonomy()
     contract = request_contract(taxonomy.intents)
-    earlier = (
-        warehouse.query(
-            "select request_id, raw_row_id from validated_requests where drop_id <> ?",
-            [drop.drop_id],
-        )
-        if warehouse.table_exists("validated_requests")
-        else None
+    earlier = warehouse.query_if_exists(
+        "validated_requests",
+        "select request_id, raw_row_id from validated_requests where drop_id <> ?",
+        [drop.drop_id],
+        {"request_id": pl.Utf8, "raw_row_id": pl.Utf8},
     )
     outcome = validate_against_contract(
         mapped.frame, contract, carry=("drop_id",), existing_keys=earlier

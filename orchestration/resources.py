@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -77,6 +77,21 @@ class Warehouse(ConfigurableResource):
                 "select count(*) from information_schema.tables where table_name = ?", [table]
             ).fetchone()
         return bool(found and found[0])
+
+    def query_if_exists(
+        self, table: str, sql: str, params: list | None, empty: Mapping[str, pl.DataType]
+    ) -> pl.DataFrame:
+        """`sql`'s rows, or an empty frame of schema `empty` while `table` does not exist yet
+        (the first drop, the first batch): one connection for both questions."""
+        if not Path(self.path).exists():
+            return pl.DataFrame(schema=empty)
+        with self.connect(read_only=True) as con:
+            ((found,),) = con.execute(
+                "select count(*) from information_schema.tables where table_name = ?", [table]
+            ).fetchall()
+            if not found:
+                return pl.DataFrame(schema=empty)
+            return pl.from_arrow(con.sql(sql, params=params or None).to_arrow_table())
 
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         with self.connect(read_only=True) as con:
