@@ -7,7 +7,6 @@ import re
 from datetime import UTC, datetime
 
 import matplotlib.pyplot as plt
-import numpy as np
 import polars as pl
 from dagster import (
     AssetCheckResult,
@@ -31,6 +30,7 @@ from ml.agreement import (
     first_two_by_distinct_annotators,
     resolve_labels,
 )
+from ml.plots import confusion_figure
 from ml.selection import pick_candidates
 from orchestration.resources import LabelStudioResource, RequestIntake, Warehouse
 
@@ -226,17 +226,13 @@ class AgreementConfig(Config):
 
 
 def _confusion_picture(report: AgreementReport):
-    size = max(4.0, 0.18 * len(report.labels) + 2)
-    figure, axis = plt.subplots(figsize=(size, size))
-    axis.imshow(np.log1p(report.confusion), cmap="Blues")
-    axis.set_xticks(range(len(report.labels)), report.labels, rotation=90, fontsize=6)
-    axis.set_yticks(range(len(report.labels)), report.labels, fontsize=6)
-    axis.set_xlabel("second annotation")
-    axis.set_ylabel("first annotation")
-    axis.set_title(
+    title = (
         f"Annotator confusion (kappa {report.kappa:.2f})"
         if report.kappa is not None
         else "Annotator confusion"
+    )
+    figure = confusion_figure(
+        report.confusion, report.labels, title, "first annotation", "second annotation"
     )
     return picture(figure, "Annotator confusion matrix")
 

@@ -44,11 +44,15 @@ class Settings:
     intent_taxonomy: Path = SYNTHETIC_TAXONOMY_PATH
     """The one intent taxonomy of this deployment (generator, labeling and models share it)."""
     request_max_age_days: float | None = None
+    """Cadence promise of a live request feed; None: drops are not checked for freshness."""
     label_studio_url: str = "http://127.0.0.1:8080"
     hidden_label_sources: tuple[str, ...] = ("synthetic_unlabeled",)
     """Sources ingested with their labels hidden: the labels are kept aside (for simulated
     annotators and for measuring annotation quality), the requests arrive unlabeled."""
-    """Cadence promise of a live request feed; None: drops are not checked for freshness."""
+    mlflow_tracking_uri: str = ""
+    """MLflow tracking server and registry; '' = a SQLite file under the data home."""
+    mlflow_artifact_root: str = ""
+    """Where a file-backed MLflow keeps artifacts; '' = a folder under the data home."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -73,7 +77,18 @@ class Settings:
                 ).split(",")
                 if name.strip()
             ),
+            mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),
+            mlflow_artifact_root=os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT", ""),
         )
+
+    @property
+    def tracking_uri(self) -> str:
+        default = f"sqlite:///{self.data_home / 'mlflow' / 'mlflow.db'}"
+        return self.mlflow_tracking_uri or default
+
+    @property
+    def artifact_root(self) -> str:
+        return self.mlflow_artifact_root or str(self.data_home / "mlflow" / "artifacts")
 
     @property
     def raw_dir(self) -> Path:

@@ -10,6 +10,12 @@ from assets.annotation import (
     labeled_requests,
 )
 from assets.demand import build_demand_assets, calendar_days
+from assets.request_models import (
+    request_baseline,
+    request_classifier,
+    request_classifier_promotion,
+    request_test_set,
+)
 from assets.requests import raw_requests, validate_requests
 from assets.warehouse_models import warehouse_dbt_models
 from ml.settings import Settings
@@ -21,6 +27,8 @@ from orchestration.jobs import (
     demand_ingest_job,
     labeled_requests_job,
     request_ingest_job,
+    request_models_job,
+    rollback_champion_job,
     warehouse_job,
 )
 from orchestration.resources import build_resources
@@ -45,6 +53,10 @@ def build_definitions(settings: Settings, demand_source: DemandSource) -> Defini
             annotation_batch,
             annotated_batch,
             labeled_requests,
+            request_test_set,
+            request_baseline,
+            request_classifier,
+            request_classifier_promotion,
         ],
         jobs=[
             request_ingest_job,
@@ -54,6 +66,8 @@ def build_definitions(settings: Settings, demand_source: DemandSource) -> Defini
             annotation_batch_job,
             annotated_batch_job,
             labeled_requests_job,
+            request_models_job,
+            rollback_champion_job,
         ],
         schedules=[
             *build_demand_schedules(demand_source, demand_ingest_job),

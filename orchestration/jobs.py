@@ -1,6 +1,15 @@
 """Jobs: the named selections a person, a schedule or a sensor launches."""
 
-from dagster import AssetSelection, define_asset_job
+from dagster import (
+    AssetKey,
+    AssetObservation,
+    AssetSelection,
+    Config,
+    OpExecutionContext,
+    define_asset_job,
+    job,
+    op,
+)
 
 from assets.annotation import (
     annotated_batch,
@@ -9,7 +18,17 @@ from assets.annotation import (
     labeled_requests,
 )
 from assets.demand import calendar_days
+from assets.request_models import (
+    MODEL_NAME as REQUEST_MODEL,
+)
+from assets.request_models import (
+    request_baseline,
+    request_classifier,
+    request_classifier_promotion,
+    request_test_set,
+)
 from assets.warehouse_models import warehouse_dbt_models
+from orchestration.resources import ModelRegistry
 
 request_ingest_job = define_asset_job(
     "request_ingest_job",
@@ -53,3 +72,47 @@ labeled_requests_job = define_asset_job(
     selection=AssetSelection.assets(labeled_requests),
     description="Merge accepted batches and finished reviews into a new labeled-data version.",
 )
+
+request_models_job = define_asset_job(
+    "request_models_job",
+    selection=AssetSelection.assets(
+        request_test_set, request_baseline, request_classifier, request_classifier_promotion
+    ),
+    description=(
+        "Train the baseline and the transformer on the current labels, register both in MLflow, "
+        "and let the promotion gate decide the champion."
+    ),
+)
+
+PROMOTION_ASSETS = {REQUEST_MODEL: request_classifier_promotion.key}
+"""Where a rollback is shown in the Dagster UI: the promotion asset of each registered model."""
+
+
+class RollbackConfig(Config):
+    model_name: str = REQUEST_MODEL
+    reason: str = "manual rollback"
+
+
+@op(description="Move `champion` back to the version that held it before the current one.")
+def rollback_champion(
+    context: OpExecutionContext, config: RollbackConfig, model_registry: ModelRegistry
+) -> None:
+    registry = model_registry.registry()
+    registry.ping()
+    rolled_back, restored = registry.rollback(config.model_name, config.reason)
+    context.log.info(f"{config.model_name}: champion v{rolled_back} → v{restored}")
+    context.log_event(
+        AssetObservation(
+            asset_key=PROMOTION_ASSETS.get(config.model_name, AssetKey(config.model_name)),
+            metadata={
+                "champion_version": restored,
+                "rolled_back_version": rolled_back,
+                "reason": config.reason,
+            },
+        )
+    )
+
+
+@job(description="Roll a model's `champion` alias back to the previous champion (MLflow registry).")
+def rollback_champion_job() -> None:
+    rollback_champion()

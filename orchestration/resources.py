@@ -17,6 +17,7 @@ from dagster import ConfigurableResource
 from dagster_dbt import DbtCliResource
 from pydantic import Field
 
+from ml.registry import Registry
 from ml.settings import DBT_PROJECT_DIR, Settings
 from ml.taxonomy import Taxonomy, load_taxonomy
 from orchestration.labelstudio_client import LabelStudioClient
@@ -157,6 +158,17 @@ class LabelStudioResource(ConfigurableResource):
         return LabelStudioClient(self.url, token)
 
 
+class ModelRegistry(ConfigurableResource):
+    """MLflow tracking and model registry: a SQLite file under the data home by default, an
+    `mlflow server` (PostgreSQL backend) in production (MLFLOW_TRACKING_URI)."""
+
+    tracking_uri: str
+    artifact_root: str = ""
+
+    def registry(self) -> Registry:
+        return Registry(self.tracking_uri, self.artifact_root)
+
+
 def dbt_executable() -> str:
     """The dbt installed beside this Python, so a venv works without being on PATH."""
     beside = Path(sys.executable).parent / "dbt"
@@ -177,6 +189,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "label_studio": LabelStudioResource(
             url=settings.label_studio_url,
             token_file=str(settings.data_home / "labelstudio" / ".admin_token"),
+        ),
+        "model_registry": ModelRegistry(
+            tracking_uri=settings.tracking_uri, artifact_root=settings.artifact_root
         ),
         "dbt": DbtCliResource(
             project_dir=str(DBT_PROJECT_DIR),

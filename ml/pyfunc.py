@@ -1,0 +1,62 @@
+"""The MLflow pyfunc face of each model: what the registry stores and what serving loads."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from ml.text_classification import IntentClassifier, load_classifier
+
+ENTRY_POINTS = Path(__file__).parent / "pyfunc_entry_points"
+"""MLflow models-from-code: each file sets one model class (no pickled Python objects)."""
+INTENT_CLASSIFIER_ENTRY = ENTRY_POINTS / "intent_classifier.py"
+
+TEXT_COLUMN = "text"
+SERVING_PACKAGES = ("mlflow", "numpy", "pandas", "scikit-learn", "torch", "transformers")
+
+
+def pip_requirements() -> list[str]:
+    """What a model server installs to load any version: the versions trained with (stated
+    here, so MLflow need not guess them by importing the model in a subprocess)."""
+    return [f"{name}=={version(name).split('+')[0]}" for name in SERVING_PACKAGES]
+
+
+def texts_of(model_input: object) -> list[str]:
+    """Texts from a frame with a `text` column, a Series, or a list of strings."""
+    if isinstance(model_input, pd.DataFrame):
+        if TEXT_COLUMN not in model_input.columns:
+            raise ValueError(f"input frame needs a {TEXT_COLUMN!r} column")
+        return model_input[TEXT_COLUMN].astype(str).tolist()
+    if isinstance(model_input, pd.Series):
+        return model_input.astype(str).tolist()
+    if isinstance(model_input, (list, tuple, np.ndarray)):
+        return [str(text) for text in model_input]
+    raise TypeError(f"expected texts as a frame, series or list, got {type(model_input).__name__}")
+
+
+def intent_frame(classifier: IntentClassifier, texts: list[str]) -> pd.DataFrame:
+    """One row per text: the intent, its probability, and probabilities over the taxonomy
+    (in the order of the model's `classes` metadata)."""
+    probabilities = classifier.predict_proba(texts)
+    best = probabilities.argmax(axis=1)
+    return pd.DataFrame(
+        {
+            "intent": [classifier.classes[i] for i in best],
+            "confidence": probabilities.max(axis=1).astype(float),
+            "probabilities": [row.astype(float).tolist() for row in probabilities],
+        }
+    )
+
+
+class IntentClassifierModel(mlflow.pyfunc.PythonModel):
+    """Texts in; intent, confidence and calibrated probabilities over the taxonomy out."""
+
+    def load_context(self, context) -> None:
+        self.classifier = load_classifier(Path(context.artifacts["classifier"]))
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return intent_frame(self.classifier, texts_of(model_input))

@@ -1,0 +1,292 @@
+"""The one MLflow wrapper: log a training run, register its model as a version, move the
+`champion` / `challenger` aliases for the promotion gate and the rollback, load a champion.
+Assets, serving and CLIs all go through it.
+
+A version is complete only once tagged `registration=complete`; anything that fails after the
+version exists tags it `registration=failed`, and no alias ever points at such a version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import mlflow
+import mlflow.pyfunc
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from ml.settings import PROJECT_ROOT
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+REGISTRATION = "registration"
+GATE_DECISION = "gate_decision"
+GATE_REASON = "gate_reason"
+CHAMPION_HISTORY = "champion_history"
+"""Registered-model tag: the versions that held `champion`, oldest first (rollback pops it)."""
+
+
+class RegistryUnavailable(RuntimeError):
+    """The tracking server cannot be reached: nothing was logged."""
+
+
+class RegistrationFailed(RuntimeError):
+    """Logging or registering failed part-way; the version (if any) is tagged failed."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: str
+    run_id: str
+    tags: Mapping[str, str]
+    aliases: tuple[str, ...] = ()
+
+    def metric(self, key: str) -> float | None:
+        value = self.tags.get(key)
+        return float(value) if value not in (None, "") else None
+
+
+@dataclass
+class TrainingRun:
+    """What one training run records: the reviewer's view of how a version came to be."""
+
+    run_name: str
+    params: Mapping[str, object]
+    metrics: Mapping[str, float]
+    epoch_metrics: Sequence[Mapping[str, float]] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    version_tags: Mapping[str, str] = field(default_factory=dict)
+    """Copied onto the registered version (kind, test version, test score…)."""
+    report_dir: Path | None = None
+    """Files logged under `report/`: confusion matrix, per-class report, model card."""
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Registry:
+    """MLflow at `tracking_uri` (SQLite file or `http://` server); `artifact_root` is where a
+    file-backed store puts artifacts (a server keeps its own)."""
+
+    def __init__(self, tracking_uri: str, artifact_root: str = ""):
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    @property
+    def is_server(self) -> bool:
+        return self.tracking_uri.startswith(("http://", "https://"))
+
+    def ping(self) -> None:
+        """Fail fast and clearly when the server is down (MLflow itself retries for minutes)."""
+        if self.tracking_uri.startswith("sqlite:///"):
+            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+                parents=True, exist_ok=True
+            )
+        if not self.is_server:
+            return
+        try:
+            with urllib.request.urlopen(f"{self.tracking_uri.rstrip('/')}/health", timeout=5):
+                pass
+        except (urllib.error.URLError, OSError) as error:
+            raise RegistryUnavailable(
+                f"MLflow tracking server at {self.tracking_uri} is not reachable ({error}); "
+                "nothing was logged or registered"
+            ) from error
+
+    @contextlib.contextmanager
+    def _active(self) -> Iterator[None]:
+        """MLflow's fluent API (runs, log_model) reads process-wide URIs: set them for the call."""
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+        previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(previous[0])
+            mlflow.set_registry_uri(previous[1])
+
+    def _experiment_id(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = (
+            f"{Path(self.artifact_root).resolve().as_uri()}/{name}"
+            if (self.artifact_root and not self.is_server)
+            else None
+        )
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def log_and_register(
+        self,
+        model_name: str,
+        run: TrainingRun,
+        python_model: Path,
+        model_artifacts: Mapping[str, str],
+        input_example: object,
+        pip_requirements: Sequence[str],
+        model_metadata: Mapping[str, object] | None = None,
+    ) -> ModelVersion:
+        """Log `run` with its pyfunc model (signature inferred from the input example) and
+        register it as a new version of `model_name`. No alias moves here."""
+        self.ping()
+        with self._active():
+            experiment = self._experiment_id(model_name)
+            with mlflow.start_run(experiment_id=experiment, run_name=run.run_name) as active:
+                run_id = active.info.run_id
+                try:
+                    mlflow.set_tags({**run.tags, "mlflow.source.git.commit": git_commit()})
+                    mlflow.log_params({key: str(value)[:500] for key, value in run.params.items()})
+                    for step, metrics in enumerate(run.epoch_metrics, start=1):
+                        mlflow.log_metrics(dict(metrics), step=step)
+                    mlflow.log_metrics(dict(run.metrics))
+                    if run.report_dir is not None:
+                        mlflow.log_artifacts(str(run.report_dir), "report")
+                    info = mlflow.pyfunc.log_model(
+                        name="model",
+                        python_model=str(python_model),
+                        artifacts=dict(model_artifacts),
+                        input_example=input_example,
+                        pip_requirements=list(pip_requirements),
+                        metadata=dict(model_metadata or {}),
+                    )
+                except MlflowException as error:
+                    raise RegistrationFailed(
+                        f"logging run {run_id} of {model_name} failed: {error}"
+                    ) from error
+            return self._register(model_name, info.model_uri, run_id, run)
+
+    def _register(self, name: str, model_uri: str, run_id: str, run: TrainingRun) -> ModelVersion:
+        try:
+            with contextlib.suppress(MlflowException):
+                self.client.create_registered_model(name)
+            created = mlflow.register_model(model_uri, name)
+            for key, value in {**run.version_tags, "run_id": run_id}.items():
+                self.client.set_model_version_tag(name, created.version, key, str(value))
+            self.client.set_model_version_tag(name, created.version, REGISTRATION, "complete")
+        except Exception as error:
+            for version in self.client.search_model_versions(f"name='{name}'"):
+                if version.run_id == run_id:
+                    with contextlib.suppress(MlflowException):
+                        self.client.set_model_version_tag(
+                            name, version.version, REGISTRATION, "failed"
+                        )
+            raise RegistrationFailed(
+                f"registering run {run_id} as a version of {name} failed: {error}"
+            ) from error
+        return self.version(name, created.version)
+
+    # --- reading ------------------------------------------------------------------------
+
+    def version(self, name: str, version: str) -> ModelVersion:
+        found = self.client.get_model_version(name, version)
+        return ModelVersion(
+            name, str(found.version), found.run_id, dict(found.tags), tuple(found.aliases or ())
+        )
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        """Every complete version, oldest first."""
+        if not self._model_exists(name):
+            return []
+        found = [
+            self.version(name, version.version)
+            for version in self.client.search_model_versions(f"name='{name}'")
+        ]
+        complete = [v for v in found if v.tags.get(REGISTRATION) == "complete"]
+        return sorted(complete, key=lambda v: int(v.version))
+
+    def _model_exists(self, name: str) -> bool:
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            return False
+        return True
+
+    def by_alias(self, name: str, alias: str) -> ModelVersion | None:
+        if not self._model_exists(name):
+            return None
+        try:
+            found = self.client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            return None
+        return self.version(name, found.version)
+
+    def champion(self, name: str) -> ModelVersion | None:
+        return self.by_alias(name, CHAMPION)
+
+    def awaiting_gate(self, name: str) -> list[ModelVersion]:
+        """Complete versions the promotion gate has not decided on, oldest first."""
+        return [v for v in self.versions(name) if GATE_DECISION not in v.tags]
+
+    def champion_history(self, name: str) -> list[str]:
+        tags = self.client.get_registered_model(name).tags if self._model_exists(name) else {}
+        return json.loads(tags.get(CHAMPION_HISTORY, "[]"))
+
+    def load(self, name: str, version: str) -> mlflow.pyfunc.PyFuncModel:
+        with self._active():
+            return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+
+    # --- moving aliases (the gate and the rollback only) --------------------------------
+
+    def record_decision(self, name: str, version: str, promote: bool, reason: str) -> None:
+        """Tag the gate's decision and reason on the version; move `champion` when promoted,
+        else make it the `challenger`."""
+        current = self.version(name, version)
+        if current.tags.get(REGISTRATION) != "complete":
+            raise RegistrationFailed(f"{name} v{version} is not a complete registration")
+        alias = CHAMPION if promote else CHALLENGER
+        self.client.set_model_version_tag(name, version, GATE_DECISION, alias)
+        self.client.set_model_version_tag(name, version, GATE_REASON, reason)
+        self.client.set_model_version_tag(name, version, "gate_decided_at", _now())
+        if not promote:
+            self.client.set_registered_model_alias(name, CHALLENGER, version)
+            return
+        history = self.champion_history(name)
+        if not history or history[-1] != version:
+            history.append(version)
+        self.client.set_registered_model_alias(name, CHAMPION, version)
+        self.client.set_registered_model_tag(name, CHAMPION_HISTORY, json.dumps(history))
+        if CHALLENGER in current.aliases:
+            self.client.delete_registered_model_alias(name, CHALLENGER)
+
+    def rollback(self, name: str, reason: str) -> tuple[str, str]:
+        """Move `champion` back to the version that held it before; (from, to)."""
+        history = self.champion_history(name)
+        champion = self.champion(name)
+        if champion is None or len(history) < 2:
+            raise ValueError(f"{name} has no earlier champion to roll back to")
+        rolled_back, restored = history.pop(), history[-1]
+        self.client.set_registered_model_alias(name, CHAMPION, restored)
+        self.client.set_registered_model_tag(name, CHAMPION_HISTORY, json.dumps(history))
+        self.client.set_model_version_tag(name, rolled_back, "rolled_back_at", _now())
+        self.client.set_model_version_tag(name, rolled_back, "rollback_reason", reason)
+        return rolled_back, restored

@@ -1,0 +1,211 @@
+"""Request classifiers end to end, in-process on real DuckDB, dbt and MLflow (SQLite registry):
+the baseline and a small transformer are trained, logged and registered; the gate promotes a
+better model and not a worse one; the rollback job moves the champion back."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dagster import AssetKey, DagsterInstance, Definitions
+from mlflow import MlflowClient
+
+from assets.request_models import MODEL_NAME
+from ml.registry import Registry
+from ml.settings import Settings
+from orchestration.definitions import build_definitions
+from orchestration.pipeline import execute_quietly, run_platform
+from orchestration.resources import DataHome
+from tests.conftest import small_demand_source, write_request_drop
+
+SMALL_TRANSFORMER = {
+    "epochs": 1,
+    "batch_size": 16,
+    "max_train_samples": 96,
+    "max_validation_samples": 48,
+    "max_length": 32,
+}
+WEAK_BASELINE_C = 0.0005
+"""A real, much weaker baseline: the same model with almost no capacity left."""
+
+
+def models_config(svm_c: float = 0.5, transformer: dict | None = None) -> dict:
+    return {
+        "ops": {
+            "request_baseline": {"config": {"svm_c": svm_c}},
+            "request_classifier": {"config": transformer or SMALL_TRANSFORMER},
+        }
+    }
+
+
+@dataclass
+class Trained:
+    settings: Settings
+    defs: Definitions
+    instance: DagsterInstance
+    registry: Registry
+    first_run: object
+    second_run: object
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
+    """A warehouse of generated requests; then two rounds of the request models job: first with
+    a weak baseline, then with the real one (each round also trains a small transformer)."""
+    with pytest.MonkeyPatch.context() as env:
+        home = tmp_path_factory.mktemp("models") / "data_home"
+        env.setenv("MLOPS_DATA_HOME", str(home))
+        env.setenv("MLOPS_WAREHOUSE_PATH", str(home / "warehouse.duckdb"))
+        env.delenv("MLFLOW_TRACKING_URI", raising=False)
+        settings = Settings.from_env()
+        write_request_drop(settings, "requests.csv", rows=2500, seed=1)
+        defs = build_definitions(settings, small_demand_source(settings))
+        instance = DagsterInstance.ephemeral()
+        assert run_platform(defs, instance, DataHome(path=str(home))).success
+        first = execute_quietly(
+            defs, instance, "request_models_job", config=models_config(WEAK_BASELINE_C)
+        )
+        second = execute_quietly(defs, instance, "request_models_job", config=models_config())
+        registry = Registry(settings.tracking_uri, settings.artifact_root)
+        yield Trained(settings, defs, instance, registry, first, second)
+
+
+def test_both_candidates_are_registered_with_what_a_reviewer_needs(trained: Trained) -> None:
+    assert trained.first_run.success and trained.second_run.success
+    versions = trained.registry.versions(MODEL_NAME)
+    assert [v.tags["kind"] for v in versions] == [
+        "baseline",
+        "transformer",
+        "baseline",
+        "transformer",
+    ]
+    client = MlflowClient(trained.settings.tracking_uri)
+    for version in versions:
+        run = client.get_run(version.run_id)
+        assert run.data.tags["mlflow.source.git.commit"]
+        assert run.data.tags["dataset_version"].startswith("labels-v")
+        assert run.data.tags["test_version"] == "1"
+        assert {"test_f1_macro", "test_accuracy", "test_ece", "latency_per_sample_ms"} <= set(
+            run.data.metrics
+        )
+        reports = {a.path for a in client.list_artifacts(version.run_id, "report")}
+        assert reports == {
+            "report/confusion_matrix.png",
+            "report/model_card.md",
+            "report/per_class_report.md",
+        }
+    transformer_run = client.get_run(versions[1].run_id)
+    assert transformer_run.data.params["transformer_epochs"] == "1"
+    history = client.get_metric_history(versions[1].run_id, "validation_f1_macro_epoch")
+    assert [m.step for m in history] == [1]
+
+
+def test_a_registered_version_predicts_intents_with_probabilities_over_the_taxonomy(
+    trained: Trained,
+) -> None:
+    champion = trained.registry.champion(MODEL_NAME)
+    model = trained.registry.load(MODEL_NAME, champion.version)
+    classes = model.metadata.metadata["classes"]
+    assert len(classes) == 77
+    assert model.metadata.signature is not None
+    answer = model.predict(pd.DataFrame({"text": ["my card has not arrived yet", "top up"]}))
+    assert list(answer.columns) == ["intent", "confidence", "probabilities"]
+    for _, row in answer.iterrows():
+        assert row["intent"] in classes
+        assert len(row["probabilities"]) == 77
+        assert abs(sum(row["probabilities"]) - 1) < 1e-6
+        assert row["confidence"] == pytest.approx(max(row["probabilities"]))
+
+
+def test_a_better_model_is_promoted_and_a_worse_one_is_not(trained: Trained) -> None:
+    weak, _, strong, second_transformer = trained.registry.versions(MODEL_NAME)
+    assert weak.tags["gate_decision"] == "champion"
+    assert "no champion yet" in weak.tags["gate_reason"]
+    assert strong.metric("test_f1_macro") > weak.metric("test_f1_macro") + 0.1
+    assert strong.tags["gate_decision"] == "champion"
+    assert "beats the champion" in strong.tags["gate_reason"]
+    # The small transformer (96 rows, one epoch) is worse than the real baseline: never promoted.
+    assert second_transformer.tags["gate_decision"] == "challenger"
+    assert "loses to the baseline" in second_transformer.tags["gate_reason"]
+    assert trained.registry.champion(MODEL_NAME).version == strong.version
+    assert trained.registry.by_alias(MODEL_NAME, "challenger").version == (
+        second_transformer.version
+    )
+    promotion = trained.instance.get_latest_materialization_event(
+        AssetKey("request_classifier_promotion")
+    ).asset_materialization.metadata
+    assert promotion["champion_version"].value == strong.version
+    assert "loses to the baseline" in promotion["decisions"].value
+
+
+def test_training_metadata_shows_scores_against_the_baseline_and_a_picture(
+    trained: Trained,
+) -> None:
+    metadata = trained.instance.get_latest_materialization_event(
+        AssetKey("request_classifier")
+    ).asset_materialization.metadata
+    assert "data:image/png;base64," in metadata["confusion_matrix"].value
+    assert metadata["baseline_test_f1_macro"].value > metadata["test_f1_macro"].value
+    assert "| metric | this model | baseline |" in metadata["model_card"].value
+    assert metadata["device"].value == "cpu"
+
+
+def test_rollback_moves_the_champion_back_and_shows_in_the_ui(trained: Trained) -> None:
+    history = trained.registry.champion_history(MODEL_NAME)
+    assert len(history) >= 2 and history[-1] == trained.registry.champion(MODEL_NAME).version
+    while len(history) > 1:
+        rolled_back, expected = history[-1], history[-2]
+        result = execute_quietly(
+            trained.defs,
+            trained.instance,
+            "rollback_champion_job",
+            config={"ops": {"rollback_champion": {"config": {"reason": "test: bad outputs"}}}},
+        )
+        assert result.success
+        assert trained.registry.champion(MODEL_NAME).version == expected
+        tags = trained.registry.version(MODEL_NAME, rolled_back).tags
+        assert tags["rollback_reason"] == "test: bad outputs"
+        observed = trained.instance.fetch_observations(
+            AssetKey("request_classifier_promotion"), limit=1
+        ).records[0]
+        assert observed.asset_observation.metadata["champion_version"].value == expected
+        history = trained.registry.champion_history(MODEL_NAME)
+    # Nothing older to go back to: a clear failure, and the alias stays where it is.
+    again = execute_quietly(trained.defs, trained.instance, "rollback_champion_job")
+    assert not again.success
+    assert "no earlier champion" in str(again.get_step_failure_events()[0].event_specific_data)
+    assert trained.registry.champion(MODEL_NAME).version == history[0]
+
+
+def test_a_checkpoint_that_does_not_exist_fails_clearly_and_registers_nothing(
+    trained: Trained, tmp_path: Path
+) -> None:
+    before = len(trained.registry.versions(MODEL_NAME))
+    champion = trained.registry.champion(MODEL_NAME).version
+    missing = tmp_path / "no-such-model"
+    result = execute_quietly(
+        trained.defs,
+        trained.instance,
+        "request_models_job",
+        config=models_config(transformer={**SMALL_TRANSFORMER, "checkpoint": str(missing)}),
+    )
+    assert not result.success
+    failure = str(result.get_step_failure_events()[0].event_specific_data)
+    assert str(missing) in failure and "no such folder" in failure
+    after = trained.registry.versions(MODEL_NAME)
+    assert len(after) == before + 1  # the baseline of this run only
+    assert trained.registry.champion(MODEL_NAME).version == champion
+
+
+def test_an_mlflow_server_that_is_down_fails_clearly_and_moves_nothing(
+    trained: Trained,
+) -> None:
+    down = replace(trained.settings, mlflow_tracking_uri="http://127.0.0.1:9")
+    defs = build_definitions(down, small_demand_source(trained.settings))
+    before = [(v.version, v.aliases) for v in trained.registry.versions(MODEL_NAME)]
+    result = execute_quietly(defs, trained.instance, "request_models_job", config=models_config())
+    assert not result.success
+    failure = str(result.get_step_failure_events()[0].event_specific_data)
+    assert "MLflow tracking server at http://127.0.0.1:9 is not reachable" in failure
+    assert [(v.version, v.aliases) for v in trained.registry.versions(MODEL_NAME)] == before
