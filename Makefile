@@ -12,7 +12,7 @@ endif
 export MLOPS_DATA_HOME ?= $(CURDIR)/.data
 export DAGSTER_HOME ?= $(abspath $(MLOPS_DATA_HOME))/dagster
 
-.PHONY: install demo demo-real dev labelstudio test lint format benchmark clean
+.PHONY: install demo demo-real dev labelstudio mlflow test lint format benchmark clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ dev: install  ## Dagster UI + daemon on http://127.0.0.1:3000 (sensors run) and 
 labelstudio: install  ## the Label Studio server (its own venv, data under the data home) on :8080
 	$(BIN)/python -m orchestration.labelstudio
 
+mlflow: install  ## the MLflow UI (runs, registry, aliases) on http://127.0.0.1:5000
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri \
+		"$${MLFLOW_TRACKING_URI:-sqlite:///$(abspath $(MLOPS_DATA_HOME))/mlflow/mlflow.db}"
+
 test: install  ## lint, then the whole suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -50,8 +54,9 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-benchmark: install  ## validation throughput on 1M generated demand rows
+benchmark: install  ## validation throughput (1M demand rows), training-loop throughput
 	$(BIN)/python benchmarks/validation_throughput.py
+	$(BIN)/python benchmarks/train_throughput.py
 
 clean:
 	rm -rf $(VENV) .venv-labelstudio .data dbt_project/target dbt_project/logs

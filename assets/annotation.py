@@ -7,6 +7,8 @@ import re
 from datetime import UTC, datetime
 
 import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 import polars as pl
 from dagster import (
     AssetCheckResult,
@@ -21,6 +23,7 @@ from dagster import (
 )
 
 from assets.metadata import counts_table, picture, preview
+from assets.request_models import MODEL_NAME as REQUEST_MODEL
 from assets.requests import DUCKDB_POOL, GROUP, OWNERS
 from ml.agreement import (
     AgreementReport,
@@ -31,8 +34,9 @@ from ml.agreement import (
     resolve_labels,
 )
 from ml.plots import confusion_figure
-from ml.selection import pick_candidates
-from orchestration.resources import LabelStudioResource, RequestIntake, Warehouse
+from ml.registry import RegistryUnavailable
+from ml.selection import pick_candidates, prediction_margins
+from orchestration.resources import LabelStudioResource, ModelRegistry, RequestIntake, Warehouse
 
 annotation_batches = DynamicPartitionsDefinition(name="annotation_batches")
 """One partition per batch sent to Label Studio; a re-annotation round is a batch of its own."""
@@ -64,6 +68,28 @@ def ext_id(batch_id: str, request_id: str) -> str:
 class CandidateConfig(Config):
     batch_size: int = 50
     seed: int = 7
+    use_champion: bool = True
+    """Let the request classifier's champion score the pool (smallest margin first)."""
+
+
+def _score_pool(
+    context: AssetExecutionContext, pool: pl.DataFrame, model_registry: ModelRegistry
+) -> tuple[pl.DataFrame, str]:
+    """The pool with the champion's prediction margins, and which version scored it; the pool
+    unchanged (cold start) while there is no champion or the registry cannot be reached."""
+    registry = model_registry.registry()
+    try:
+        registry.ping()
+        champion = registry.champion(REQUEST_MODEL)
+    except RegistryUnavailable as error:
+        context.log.warning(f"picking without a model: {error}")
+        return pool, "none (registry unreachable)"
+    if champion is None or pool.is_empty():
+        return pool, "none"
+    model = registry.load(REQUEST_MODEL, champion.version)
+    predicted = model.predict(pd.DataFrame({"text": pool["text"].to_list()}))
+    margins = prediction_margins(np.array(predicted["probabilities"].tolist()))
+    return pool.with_columns(pl.Series("margin", margins)), f"{REQUEST_MODEL} v{champion.version}"
 
 
 def _out_for_annotation(warehouse: Warehouse) -> pl.DataFrame:
@@ -106,7 +132,10 @@ def register_batch(
     ),
 )
 def annotation_candidates(
-    context: AssetExecutionContext, config: CandidateConfig, warehouse: Warehouse
+    context: AssetExecutionContext,
+    config: CandidateConfig,
+    warehouse: Warehouse,
+    model_registry: ModelRegistry,
 ) -> MaterializeResult:
     if not warehouse.table_exists("stg_requests"):
         raise ValueError(
@@ -116,6 +145,9 @@ def annotation_candidates(
     pool = warehouse.query(
         "select request_id, text, text_key, source from stg_requests where intent is null"
     )
+    scored_by = "none"
+    if config.use_champion:
+        pool, scored_by = _score_pool(context, pool, model_registry)
     chosen = pick_candidates(pool, _out_for_annotation(warehouse), config.batch_size, config.seed)
     if chosen.is_empty():
         return MaterializeResult(
@@ -131,6 +163,7 @@ def annotation_candidates(
             "dagster/row_count": chosen.height,
             "unlabeled_pool": pool.height,
             "strategy": chosen["strategy"][0],
+            "scored_by": scored_by,
             "per_source": counts_table(
                 dict(zip(per_source["source"], per_source["len"], strict=True)), "source"
             ),

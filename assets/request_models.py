@@ -37,6 +37,7 @@ from ml.text_classification import (
     fine_tune,
     train_baseline,
 )
+from ml.train_transformer import fine_tune_with_torchrun
 from orchestration.resources import ModelRegistry, RequestIntake, Warehouse
 
 MODEL_NAME = "request_classifier"
@@ -399,6 +400,11 @@ class TransformerTrainingConfig(Config):
         default=None, description="Train on the first N training rows only (CPU runs)."
     )
     max_validation_samples: int | None = None
+    processes: int = Field(
+        default=1,
+        description="Training processes: 1 = in this run's process; N > 1 = torchrun with DDP, "
+        "one process per GPU (gloo on CPU).",
+    )
 
     def transformer_config(self) -> TransformerConfig:
         names = {f.name for f in fields(TransformerConfig)}
@@ -439,7 +445,14 @@ def request_classifier(
             f"{record.validation_f1_macro:.4f}, {record.samples_per_second:.1f} samples/s"
         )
 
-    result = fine_tune(data.train, data.validation, data.classes, settings, on_epoch)
+    if config.processes > 1:
+        result = fine_tune_with_torchrun(
+            data.train, data.validation, data.classes, settings, config.processes
+        )
+        for record in result.history:
+            on_epoch(record)
+    else:
+        result = fine_tune(data.train, data.validation, data.classes, settings, on_epoch)
     epochs = [
         {
             "train_loss": r.train_loss,

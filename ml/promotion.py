@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from ml.registry import CHALLENGER, CHAMPION, ModelVersion, Registry
 
+MARGIN_TOLERANCE = 1e-9
+"""Float noise allowed when comparing a gain with the margin (0.85 - 0.80 < 0.05 in floats)."""
+
 
 @dataclass(frozen=True)
 class GateScores:
@@ -51,7 +54,7 @@ def decide_promotion(
         return GateDecision(False, f"{show(candidate)} loses to the baseline {show(baseline)}")
     if champion is None:
         return GateDecision(True, f"no champion yet; {show(candidate)} ≥ baseline {show(baseline)}")
-    if gain(champion) < margin:
+    if gain(champion) < margin - MARGIN_TOLERANCE:
         return GateDecision(
             False,
             f"{show(candidate)} does not beat the champion {show(champion)} "

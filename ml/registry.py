@@ -23,6 +23,8 @@ import mlflow
 import mlflow.pyfunc
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.tracking._model_registry import utils as registry_utils
+from mlflow.tracking._tracking_service import utils as tracking_utils
 
 from ml.settings import PROJECT_ROOT
 
@@ -33,6 +35,8 @@ GATE_DECISION = "gate_decision"
 GATE_REASON = "gate_reason"
 CHAMPION_HISTORY = "champion_history"
 """Registered-model tag: the versions that held `champion`, oldest first (rollback pops it)."""
+URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+"""Exported by mlflow.set_*_uri; `Registry._active` puts them back as they were."""
 
 
 class RegistryUnavailable(RuntimeError):
@@ -126,7 +130,11 @@ class Registry:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
-        previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+        # Restore what was *set*, not what get_*_uri() resolves to: setting the resolved default
+        # back would pin it process-wide and export it as MLFLOW_TRACKING_URI/REGISTRY_URI (then
+        # Settings.from_env and every later MlflowClient would use ./mlflow.db).
+        previous = tracking_utils._tracking_uri, registry_utils._registry_uri
+        previous_env = {key: os.environ.get(key) for key in URI_VARIABLES}
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         try:
@@ -134,6 +142,11 @@ class Registry:
         finally:
             mlflow.set_tracking_uri(previous[0])
             mlflow.set_registry_uri(previous[1])
+            for key, value in previous_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def _experiment_id(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import polars as pl
 
 POOL_COLUMNS = ("request_id", "text", "text_key", "source")
@@ -17,6 +18,14 @@ POOL_COLUMNS = ("request_id", "text", "text_key", "source")
 
 def _shuffle_key(seed: int, request_id: str) -> str:
     return hashlib.sha256(f"{seed}:{request_id}".encode()).hexdigest()
+
+
+def prediction_margins(probabilities: np.ndarray) -> np.ndarray:
+    """Top-1 minus top-2 probability per row: small means the model hesitates."""
+    if probabilities.shape[1] < 2:
+        raise ValueError("margins need probabilities over at least two classes")
+    top_two = np.sort(probabilities, axis=1)[:, -2:]
+    return top_two[:, 1] - top_two[:, 0]
 
 
 def proportional_allocation(available: dict[str, int], n: int) -> dict[str, int]:

@@ -7,6 +7,7 @@ Only numpy, scikit-learn, torch and transformers: the GPU machine runs this modu
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import json
@@ -15,7 +16,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -251,28 +252,37 @@ def seed_everything(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No progress bars or "newly initialized head" notices while loading: both are expected."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
 def load_backbone(checkpoint: str, num_labels: int):
     """(tokenizer, sequence-classification model with a fresh `num_labels` head)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     source, offline = resolve_checkpoint(checkpoint)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the new head's "newly initialized" notice is expected
-    hf_logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=num_labels, local_files_only=offline
-        )
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                source, num_labels=num_labels, local_files_only=offline, dtype=torch.float32
+            )
     except OSError as error:
         where = "folder" if offline else "hub id (is the hub reachable?)"
         raise FileNotFoundError(
             f"could not load checkpoint {source!r} as a {where}: {error}"
         ) from error
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
     return tokenizer, model
 
 
@@ -294,12 +304,12 @@ def length_bucketed_batches(
 def pad_batch(token_ids: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
     """Dynamic padding: to the longest sequence of this batch only."""
     width = max(len(ids) for ids in token_ids)
-    input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(token_ids), width), dtype=torch.long)
+    input_ids = np.full((len(token_ids), width), pad_id, dtype=np.int64)
+    attention = np.zeros((len(token_ids), width), dtype=np.int64)
     for row, ids in enumerate(token_ids):
-        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        input_ids[row, : len(ids)] = ids
         attention[row, : len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention}
+    return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention)}
 
 
 class TransformerClassifier(IntentClassifier):
@@ -362,11 +372,14 @@ class TransformerClassifier(IntentClassifier):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-        return cls(
-            AutoModelForSequenceClassification.from_pretrained(
+        with quiet_transformers():
+            model = AutoModelForSequenceClassification.from_pretrained(
                 folder / "model", local_files_only=True
-            ),
-            AutoTokenizer.from_pretrained(folder / "model", local_files_only=True),
+            )
+            tokenizer = AutoTokenizer.from_pretrained(folder / "model", local_files_only=True)
+        return cls(
+            model,
+            tokenizer,
             meta["classes"],
             meta["max_length"],
             meta["temperature"],
@@ -396,6 +409,8 @@ class EpochRecord:
     validation_f1_macro: float
     validation_accuracy: float
     samples_per_second: float
+    padded_tokens_per_second: float
+    """Tokens through the model, padding included: what the hardware computed on."""
     seconds: float
 
 
@@ -476,14 +491,19 @@ def fine_tune(
         batches = length_bucketed_batches(lengths, config.batch_size, rng, config.bucket_batches)
         batches = batches[: len(batches) // world * world][rank::world] if world > 1 else batches
         trainable.train()
-        started, seen, loss_sum = time.perf_counter(), 0, 0.0
+        started, seen, tokens = time.perf_counter(), 0, 0
+        loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
         progress = tqdm(
             batches, desc=f"epoch {epoch}/{config.epochs}", disable=not show_progress or rank > 0
         )
         for step, chosen in enumerate(progress, start=1):
             batch = pad_batch([token_ids[i] for i in chosen], tokenizer.pad_token_id)
+            target = labels[chosen]
+            if device.type == "cuda":
+                batch = {key: value.pin_memory() for key, value in batch.items()}
+                target = target.pin_memory()
             batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-            target = labels[chosen].to(device, non_blocking=True)
+            target = target.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = trainable(**batch).logits
             loss = F.cross_entropy(logits.float(), target) / config.gradient_accumulation
@@ -494,23 +514,27 @@ def fine_tune(
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
             seen += len(chosen)
-            loss_sum += loss.item() * config.gradient_accumulation * len(chosen)
+            tokens += batch["input_ids"].numel()
+            loss_sum += loss.detach() * config.gradient_accumulation * len(chosen)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - started
         scores = _validation_scores(classifier, validation, classes)
         record = EpochRecord(
             epoch=epoch,
-            train_loss=loss_sum / max(seen, 1),
+            train_loss=loss_sum.item() / max(seen, 1),
             validation_f1_macro=scores[0],
             validation_accuracy=scores[1],
             samples_per_second=seen * world / seconds if seconds else 0.0,
+            padded_tokens_per_second=tokens * world / seconds if seconds else 0.0,
             seconds=seconds,
         )
         result.history.append(record)
         if on_epoch and rank == 0:
             on_epoch(record)
-        if record.validation_f1_macro > best_f1:
+        if not len(validation):  # nothing to choose on: train every epoch, keep the last
+            result.best_epoch = epoch
+        elif record.validation_f1_macro > best_f1:
             best_f1, stale, result.best_epoch = record.validation_f1_macro, 0, epoch
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         else:

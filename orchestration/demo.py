@@ -18,7 +18,9 @@ from dagster import BetaWarning, PreviewWarning
 warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
 
+from assets.request_models import MODEL_NAME as REQUEST_MODEL  # noqa: E402
 from ml.ingestion import IngestionError  # noqa: E402
+from ml.registry import Registry  # noqa: E402
 from ml.settings import Settings  # noqa: E402
 from ml.sources import DemandSource, demand_source_from_env, orange_juice_source  # noqa: E402
 from ml.synthetic import generate_demand, generate_requests  # noqa: E402
@@ -26,7 +28,11 @@ from orchestration.definitions import build_definitions  # noqa: E402
 from orchestration.instance import open_instance  # noqa: E402
 from orchestration.labelstudio import LabelStudioConfig, is_up, start_server  # noqa: E402
 from orchestration.labelstudio_client import LabelStudioClient  # noqa: E402
-from orchestration.pipeline import run_annotation_round, run_platform  # noqa: E402
+from orchestration.pipeline import (  # noqa: E402
+    run_annotation_round,
+    run_platform,
+    train_request_models,
+)
 from orchestration.resources import DataHome, Warehouse  # noqa: E402
 
 DEMO_REQUEST_DROPS = (
@@ -139,6 +145,22 @@ def summarize(warehouse: Warehouse) -> list[tuple[str, int]]:
     ]
 
 
+def print_registry(settings: Settings) -> None:
+    """Each version of the request classifier with the gate's decision, and the champion."""
+    registry = Registry(settings.tracking_uri, settings.artifact_root)
+    versions = registry.versions(REQUEST_MODEL)
+    if not versions:
+        return
+    print(f"MLflow registry ({settings.tracking_uri}), model {REQUEST_MODEL}:")
+    for version in versions[-4:]:
+        aliases = f" @{','.join(version.aliases)}" if version.aliases else ""
+        reason = version.tags.get("gate_reason", "")
+        print(
+            f"  v{version.version:<3} {version.tags.get('kind', ''):<12} test F1-macro "
+            f"{version.metric('test_f1_macro') or 0:.3f}{aliases}: {reason}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -187,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
                 run,
                 DEMO_BATCH_SIZE,
             )
+    report("Request classifiers: baseline and transformer → MLflow → promotion gate…")
+    with log_path.open("a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+        train_request_models(defs, instance, run)
     for uri in run.redrops:
         print(f"  no-op: {uri} holds content already ingested")
     passed, failed = run.check_outcomes()
@@ -204,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             "select version, rows from labeled_request_versions order by version desc limit 1"
         ).row(0, named=True)
         print(f"Labeled requests: version {latest['version']}, {latest['rows']} labels")
+    print_registry(settings)
     print("Warehouse tables (DuckDB):")
     for table, rows in summarize(Warehouse(path=str(settings.warehouse_path))):
         print(f"  {table:<24} {rows:>8,} rows")
@@ -212,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  make dev     Dagster UI + daemon on http://127.0.0.1:3000\n"
         f"  instance     DAGSTER_HOME={settings.dagster_home}\n"
         f"  warehouse    {settings.warehouse_path}\n"
+        f"  MLflow UI    make mlflow (http://127.0.0.1:5000), registry {settings.tracking_uri}\n"
         f"  new data     drop request files into {settings.request_drops_uri}/<source>/"
     )
     return 0 if run.success else 1

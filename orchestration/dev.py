@@ -1,5 +1,6 @@
 """`make dev`: the Dagster UI and daemon (schedules and sensors run) on 127.0.0.1:3000, with the
-Label Studio the annotation sensors talk to; Ctrl-C stops both."""
+Label Studio the annotation sensors talk to and the MLflow UI on :5000 (for the embedded SQLite
+registry; a production registry has its own server); Ctrl-C stops them all."""
 
 import subprocess
 import sys
@@ -22,6 +23,16 @@ def main() -> int:
             f"Label Studio is up at {server.config.url} (admin: {server.config.username})",
             flush=True,
         )
+    mlflow_ui = None
+    if not settings.tracking_uri.startswith(("http://", "https://")):
+        Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
+        mlflow = str(Path(sys.executable).parent / "mlflow")
+        where = ["--host", "127.0.0.1", "--port", "5000"]
+        where += ["--backend-store-uri", settings.tracking_uri]
+        mlflow_ui = subprocess.Popen([mlflow, "ui", *where])
+        print("MLflow UI on http://127.0.0.1:5000", flush=True)
     dagster = Path(sys.executable).parent / "dagster"
     command = [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", "3000"]
     try:
@@ -29,6 +40,8 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        if mlflow_ui is not None:
+            mlflow_ui.terminate()
         if server is not None:
             server.stop()
 

@@ -199,3 +199,33 @@ def run_annotation_round(
         run.report(f"  ok   {reviewed} reviews by {reviewer.email} (simulated)")
     run.record("labeled requests", execute_quietly(defs, instance, "labeled_requests_job"))
     build_warehouse(defs, instance, run)
+
+
+CPU_TRANSFORMER = {
+    "epochs": 1,
+    "batch_size": 32,
+    "max_length": 48,
+    "max_train_samples": 1024,
+    "max_validation_samples": 256,
+}
+"""A transformer run that fits a laptop-sized demo on CPU (minutes, not hours): a real but small
+fine-tune. Full training is for a GPU (`request_classifier` config in the UI)."""
+
+
+def train_request_models(
+    defs: Definitions,
+    instance: DagsterInstance,
+    run: PipelineRun,
+    transformer: dict | None = None,
+) -> None:
+    """Freeze the test version (first time only), train the baseline and the transformer,
+    register both and let the promotion gate pick the champion."""
+    run.record(
+        "request models (baseline, transformer, promotion gate)",
+        execute_quietly(
+            defs,
+            instance,
+            "request_models_job",
+            config={"ops": {"request_classifier": {"config": transformer or CPU_TRANSFORMER}}},
+        ),
+    )

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance, Definitions
@@ -13,10 +14,11 @@ from mlflow import MlflowClient
 
 from assets.request_models import MODEL_NAME
 from ml.registry import Registry
+from ml.selection import prediction_margins
 from ml.settings import Settings
 from orchestration.definitions import build_definitions
 from orchestration.pipeline import execute_quietly, run_platform
-from orchestration.resources import DataHome
+from orchestration.resources import DataHome, Warehouse
 from tests.conftest import small_demand_source, write_request_drop
 
 SMALL_TRANSFORMER = {
@@ -60,6 +62,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
         env.delenv("MLFLOW_TRACKING_URI", raising=False)
         settings = Settings.from_env()
         write_request_drop(settings, "requests.csv", rows=2500, seed=1)
+        unlabeled = write_request_drop(settings, "unlabeled.csv", rows=150, seed=5)
+        hidden = Path(settings.request_drops_uri) / "synthetic_unlabeled"
+        hidden.mkdir(parents=True)
+        unlabeled.rename(hidden / unlabeled.name)
         defs = build_definitions(settings, small_demand_source(settings))
         instance = DagsterInstance.ephemeral()
         assert run_platform(defs, instance, DataHome(path=str(home))).success
@@ -209,3 +215,38 @@ def test_an_mlflow_server_that_is_down_fails_clearly_and_moves_nothing(
     failure = str(result.get_step_failure_events()[0].event_specific_data)
     assert "MLflow tracking server at http://127.0.0.1:9 is not reachable" in failure
     assert [(v.version, v.aliases) for v in trained.registry.versions(MODEL_NAME)] == before
+
+
+def test_the_champion_picks_the_requests_it_is_least_sure_of_for_annotation(
+    trained: Trained,
+) -> None:
+    champion = trained.registry.champion(MODEL_NAME)
+    result = execute_quietly(
+        trained.defs,
+        trained.instance,
+        "annotation_candidates_job",
+        config={"ops": {"annotation_candidates": {"config": {"batch_size": 10}}}},
+    )
+    assert result.success
+    metadata = trained.instance.get_latest_materialization_event(
+        AssetKey("annotation_candidates")
+    ).asset_materialization.metadata
+    assert metadata["strategy"].value == "smallest margin"
+    assert metadata["scored_by"].value == f"{MODEL_NAME} v{champion.version}"
+    batch = metadata["batch"].value
+    chosen = (
+        Warehouse(path=str(trained.settings.warehouse_path))
+        .query("select text from annotation_items where batch_id = ?", [batch])["text"]
+        .to_list()
+    )
+    pool = (
+        Warehouse(path=str(trained.settings.warehouse_path))
+        .query("select text from stg_requests where intent is null")["text"]
+        .to_list()
+    )
+    model = trained.registry.load(MODEL_NAME, champion.version)
+    margins = prediction_margins(
+        np.array(model.predict(pd.DataFrame({"text": pool}))["probabilities"].tolist())
+    )
+    by_text = dict(zip(pool, margins, strict=True))
+    assert max(by_text[t] for t in chosen) <= np.median(margins)
