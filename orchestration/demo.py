@@ -4,6 +4,7 @@ datasets (banking77 requests, Dominick's orange-juice demand), read in place."""
 
 import argparse
 import contextlib
+import logging
 import sys
 import time
 import warnings
@@ -14,9 +15,11 @@ from pathlib import Path
 
 from dagster import BetaWarning, PreviewWarning
 
-# The demo talks to a person: API-maturity warnings of Dagster belong in the developer's log.
+# The demo talks to a person: API-maturity warnings of Dagster and MLflow's notices belong in the
+# developer's log (and in the UIs), not on the terminal.
 warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
+logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 from assets.request_models import MODEL_NAME as REQUEST_MODEL  # noqa: E402
 from ml.ingestion import IngestionError  # noqa: E402
@@ -210,7 +213,11 @@ def main(argv: list[str] | None = None) -> int:
                 DEMO_BATCH_SIZE,
             )
     report("Request classifiers: baseline and transformer → MLflow → promotion gate…")
-    with log_path.open("a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+    with (
+        log_path.open("a", encoding="utf-8") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+    ):
         train_request_models(defs, instance, run)
     for uri in run.redrops:
         print(f"  no-op: {uri} holds content already ingested")
