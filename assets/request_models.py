@@ -314,6 +314,7 @@ def evaluate_and_register(
                 },
                 version_tags={
                     "kind": kind,
+                    "role": "baseline" if kind == "baseline" else "candidate",
                     "dataset_version": data.dataset_version,
                     "test_version": str(data.test_version),
                     **{key: f"{value:.6f}" for key, value in test.as_metrics("test").items()},

@@ -155,9 +155,10 @@ def build_panel(mart: pl.DataFrame, settings: ForecastSettings = ForecastSetting
     for (store, item), series in sorted(
         mart.sort("period_start").partition_by(KEY, as_dict=True).items()
     ):
-        # The full grid from first to last period: a period without a row is missing.
+        # The full grid from the series' first period to the panel's last: a period without
+        # a row is missing (the last ones too, so that every series ends on the same period).
         frame = series.to_pandas().set_index("period_start")
-        index = pd.date_range(frame.index.min(), frame.index.max(), freq=freq)
+        index = pd.date_range(frame.index.min(), mart["period_start"].max(), freq=freq)
         frame = frame.set_axis(pd.DatetimeIndex(frame.index)).reindex(index)
         series = pl.from_pandas(frame.reset_index(drop=True))
         units = frame["units"].astype(float).to_numpy()
@@ -185,12 +186,14 @@ def future_covariates(
     history: TimeSeries,
     horizon: int,
     planned: pl.DataFrame | None = None,
+    pad_to: int = 0,
 ) -> tuple[TimeSeries, list[str]]:
     """History's covariates extended `horizon` periods: the caller's planned price / deal /
     feature where given, else the documented default (last price, no deal, no feature ad);
-    holidays from the calendar. Returns the series and which default was assumed."""
+    holidays from the calendar. Returns the series and which default was assumed. `pad_to`
+    extends it further with the default (a global model reads a whole output window)."""
     start = history.end_time() + history.freq
-    index = pd.date_range(start, periods=horizon, freq=history.freq)
+    index = pd.date_range(start, periods=max(horizon, pad_to), freq=history.freq)
     years = range(index[0].year, index[-1].year + 2)
     calendar = holidays.country_holidays("US", years=years)
     step = 7 if history.freq_str.startswith("W") else 1
@@ -209,7 +212,7 @@ def future_covariates(
     assumed = ["price: last known", "deal: none", "feature: none"]
     if planned is not None and not planned.is_empty():
         plan = planned.to_pandas().set_index(pd.DatetimeIndex(planned["period_start"].to_list()))
-        unknown = sorted(set(plan.index) - set(index))
+        unknown = sorted(set(plan.index) - set(index[:horizon]))
         if unknown:
             raise ForecastingError(
                 f"covariates for periods outside the horizon: {[str(d.date()) for d in unknown]}"
@@ -220,12 +223,17 @@ def future_covariates(
             ("feature", "feature", float),
         ):
             if column in plan.columns:
-                if len(plan.index) != horizon or plan[column].isna().any():
+                if (
+                    len(plan.index) != horizon
+                    or plan.index.has_duplicates
+                    or plan[column].isna().any()
+                ):
                     raise ForecastingError(
                         f"planned {column} must cover every period of the horizon "
                         f"({horizon} periods from {index[0].date()})"
                     )
-                frame[target] = plan[column].astype(float).map(transform).values
+                values = plan.sort_index()[column].astype(float).map(transform).values
+                frame.loc[frame.index[:horizon], target] = values
                 assumed = [a for a in assumed if not a.startswith(column)]
     return history.append(TimeSeries.from_dataframe(frame, freq=history.freq)), assumed
 
@@ -340,11 +348,11 @@ def applicable(kind: str, settings: ResolvedSettings, history_length: int) -> bo
 # --- backtests ---------------------------------------------------------------------------
 
 
-def _log1p(series: list[TimeSeries]) -> list[TimeSeries]:
+def log1p_series(series: list[TimeSeries]) -> list[TimeSeries]:
     return [s.map(np.log1p) for s in series]
 
 
-def _expm1(series: TimeSeries) -> TimeSeries:
+def expm1_series(series: TimeSeries) -> TimeSeries:
     return series.map(lambda v: np.clip(np.expm1(v), 0.0, None))
 
 
@@ -355,6 +363,7 @@ def _rows(panel: DemandPanel, i: int, forecast: TimeSeries, fold: int, model: st
     values = forecast.values(copy=False)
     if values.shape[1] == 1:  # a point forecast: its quantiles are the point
         values = np.repeat(values, len(QUANTILES), axis=1)
+    values = np.sort(values, axis=1)  # quantile heads can cross: rearrange them in order
     rows = []
     for t, (p10, p50, p90) in zip(forecast.time_index, values, strict=True):
         p = positions.get(t)
@@ -401,7 +410,7 @@ def backtest(
         if not chosen:
             return pl.DataFrame()
         forecasts = make_tide(settings, model_settings).historical_forecasts(
-            _log1p([panel.targets[i] for i in chosen]),
+            log1p_series([panel.targets[i] for i in chosen]),
             future_covariates=[panel.covariates[i] for i in chosen],
             start=starts[0],
             forecast_horizon=settings.horizon,
@@ -413,7 +422,7 @@ def backtest(
         )
         for i, per_fold in zip(chosen, forecasts, strict=True):
             for fold, forecast in enumerate(per_fold, start=1):
-                rows += _rows(panel, i, _expm1(forecast), fold, kind)
+                rows += _rows(panel, i, expm1_series(forecast), fold, kind)
     else:
         for i in series:
             history = len(panel.targets[i].drop_after(starts[0]))
@@ -518,8 +527,10 @@ def select_model(overall: pl.DataFrame, metric: str = "wape") -> Selection:
     """The model with the best aggregated `metric`, and whether it beats every baseline on
     WAPE and MASE."""
     if metric not in LOWER_IS_BETTER:
-        raise ForecastingError(f"unknown selection metric {metric!r}; one of {list(METRICS)}")
-    ranked = overall.sort(metric)
+        raise ForecastingError(
+            f"unknown selection metric {metric!r}; one of {sorted(LOWER_IS_BETTER)}"
+        )
+    ranked = overall.sort(metric, nulls_last=True)
     best = ranked["model"][0]
     row = ranked.row(0, named=True)
     reasons = []

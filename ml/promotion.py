@@ -104,7 +104,7 @@ def gate_pending_versions(
         baselines = [
             v
             for v in everything
-            if v.tags.get("kind") == "baseline" and int(v.version) <= int(candidate.version)
+            if v.tags.get("role") == "baseline" and int(v.version) <= int(candidate.version)
         ]
         if not baselines:
             raise ValueError(

@@ -8,15 +8,28 @@ from pathlib import Path
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 from ml.text_classification import IntentClassifier, load_classifier
 
 ENTRY_POINTS = Path(__file__).parent / "pyfunc_entry_points"
 """MLflow models-from-code: each file sets one model class (no pickled Python objects)."""
 INTENT_CLASSIFIER_ENTRY = ENTRY_POINTS / "intent_classifier.py"
+DEMAND_FORECASTER_ENTRY = ENTRY_POINTS / "demand_forecaster.py"
 
 TEXT_COLUMN = "text"
-SERVING_PACKAGES = ("mlflow", "numpy", "pandas", "scikit-learn", "torch", "transformers")
+SERVING_PACKAGES = (
+    "darts",
+    "mlflow",
+    "numpy",
+    "pandas",
+    "polars",
+    "pytorch-lightning",
+    "scikit-learn",
+    "torch",
+    "transformers",
+)
 
 
 def pip_requirements() -> list[str]:
@@ -60,3 +73,54 @@ class IntentClassifierModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return intent_frame(self.classifier, texts_of(model_input))
+
+
+class DemandForecasterModel(mlflow.pyfunc.PythonModel):
+    """Rows of (store, item), optionally one per future period with planned `price`, `deal`,
+    `feature`; param `horizon`. Out: P10/P50/P90 per series and period, and what was assumed."""
+
+    def load_context(self, context) -> None:
+        from ml.demand_forecaster import DemandForecaster
+
+        self.forecaster = DemandForecaster.load(Path(context.artifacts["forecaster"]))
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        import polars as pl
+
+        horizon = int((params or {}).get("horizon") or self.forecaster.settings.horizon)
+        frame = pl.from_pandas(model_input.astype({"store": str, "item": str}))
+        series = list(dict.fromkeys(zip(frame["store"], frame["item"], strict=True)))
+        planned = None
+        if "period_start" in frame.columns and frame["period_start"].is_not_null().any():
+            planned = frame.with_columns(pl.col("period_start").cast(pl.Date))
+        forecast = self.forecaster.forecast(series, horizon, planned)
+        return forecast.to_pandas()
+
+
+def demand_forecaster_signature(default_horizon: int) -> ModelSignature:
+    """Series ids are required; planned covariates per period are optional columns."""
+    return ModelSignature(
+        inputs=Schema(
+            [
+                ColSpec(DataType.string, "store"),
+                ColSpec(DataType.string, "item"),
+                ColSpec(DataType.datetime, "period_start", required=False),
+                ColSpec(DataType.double, "price", required=False),
+                ColSpec(DataType.double, "deal", required=False),
+                ColSpec(DataType.double, "feature", required=False),
+            ]
+        ),
+        outputs=Schema(
+            [
+                ColSpec(DataType.string, "store"),
+                ColSpec(DataType.string, "item"),
+                ColSpec(DataType.datetime, "period_start"),
+                ColSpec(DataType.double, "p10"),
+                ColSpec(DataType.double, "p50"),
+                ColSpec(DataType.double, "p90"),
+                ColSpec(DataType.string, "model"),
+                ColSpec(DataType.string, "assumed"),
+            ]
+        ),
+        params=ParamSchema([ParamSpec("horizon", DataType.long, default_horizon)]),
+    )

@@ -23,6 +23,7 @@ import mlflow
 import mlflow.pyfunc
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
 from mlflow.tracking._model_registry import utils as registry_utils
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
@@ -168,9 +169,10 @@ class Registry:
         input_example: object,
         pip_requirements: Sequence[str],
         model_metadata: Mapping[str, object] | None = None,
+        signature: ModelSignature | None = None,
     ) -> ModelVersion:
-        """Log `run` with its pyfunc model (signature inferred from the input example) and
-        register it as a new version of `model_name`. No alias moves here."""
+        """Log `run` with its pyfunc model (the signature is inferred from the input example
+        unless given) and register it as a new version of `model_name`. No alias moves here."""
         self.ping()
         with self._active():
             experiment = self._experiment_id(model_name)
@@ -191,6 +193,7 @@ class Registry:
                         input_example=input_example,
                         pip_requirements=list(pip_requirements),
                         metadata=dict(model_metadata or {}),
+                        signature=signature,
                     )
                 except MlflowException as error:
                     raise RegistrationFailed(

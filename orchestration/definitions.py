@@ -10,6 +10,13 @@ from assets.annotation import (
     labeled_requests,
 )
 from assets.demand import build_demand_assets, calendar_days
+from assets.forecasting import (
+    demand_backtests,
+    demand_forecast_errors,
+    demand_forecaster,
+    demand_forecaster_promotion,
+    demand_forecasts,
+)
 from assets.request_models import (
     request_baseline,
     request_classifier,
@@ -24,7 +31,9 @@ from orchestration.jobs import (
     annotated_batch_job,
     annotation_batch_job,
     annotation_candidates_job,
+    demand_forecast_job,
     demand_ingest_job,
+    demand_models_job,
     labeled_requests_job,
     request_ingest_job,
     request_models_job,
@@ -32,7 +41,11 @@ from orchestration.jobs import (
     warehouse_job,
 )
 from orchestration.resources import build_resources
-from orchestration.schedules import build_demand_schedules, labeled_requests_schedule
+from orchestration.schedules import (
+    build_demand_schedules,
+    demand_forecast_schedule,
+    labeled_requests_schedule,
+)
 from orchestration.sensors import (
     annotation_batch_sensor,
     annotation_complete_sensor,
@@ -57,10 +70,17 @@ def build_definitions(settings: Settings, demand_source: DemandSource) -> Defini
             request_baseline,
             request_classifier,
             request_classifier_promotion,
+            demand_backtests,
+            demand_forecaster,
+            demand_forecaster_promotion,
+            demand_forecasts,
+            demand_forecast_errors,
         ],
         jobs=[
             request_ingest_job,
+            demand_forecast_job,
             demand_ingest_job,
+            demand_models_job,
             warehouse_job,
             annotation_candidates_job,
             annotation_batch_job,
@@ -68,10 +88,13 @@ def build_definitions(settings: Settings, demand_source: DemandSource) -> Defini
             labeled_requests_job,
             request_models_job,
             rollback_champion_job,
+            demand_models_job,
+            demand_forecast_job,
         ],
         schedules=[
             *build_demand_schedules(demand_source, demand_ingest_job),
             labeled_requests_schedule,
+            demand_forecast_schedule,
         ],
         sensors=[
             request_drop_sensor,

@@ -18,6 +18,14 @@ from assets.annotation import (
     labeled_requests,
 )
 from assets.demand import calendar_days
+from assets.forecasting import MODEL_NAME as DEMAND_MODEL
+from assets.forecasting import (
+    demand_backtests,
+    demand_forecast_errors,
+    demand_forecaster,
+    demand_forecaster_promotion,
+    demand_forecasts,
+)
 from assets.request_models import (
     MODEL_NAME as REQUEST_MODEL,
 )
@@ -84,7 +92,31 @@ request_models_job = define_asset_job(
     ),
 )
 
-PROMOTION_ASSETS = {REQUEST_MODEL: request_classifier_promotion.key}
+demand_models_job = define_asset_job(
+    "demand_models_job",
+    selection=AssetSelection.assets(
+        demand_backtests,
+        demand_forecaster,
+        demand_forecaster_promotion,
+        demand_forecasts,
+        demand_forecast_errors,
+    ),
+    description=(
+        "Backtest every forecasting model, register the best and the best baseline, gate the "
+        "champion, forecast with it and score earlier forecasts against arrived actuals."
+    ),
+)
+
+demand_forecast_job = define_asset_job(
+    "demand_forecast_job",
+    selection=AssetSelection.assets(demand_forecasts, demand_forecast_errors),
+    description="Fresh forecasts from the current champion, and the realized error so far.",
+)
+
+PROMOTION_ASSETS = {
+    REQUEST_MODEL: request_classifier_promotion.key,
+    DEMAND_MODEL: demand_forecaster_promotion.key,
+}
 """Where a rollback is shown in the Dagster UI: the promotion asset of each registered model."""
 
 

@@ -4,7 +4,7 @@ from dagster import DefaultScheduleStatus, ScheduleDefinition, build_schedule_fr
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from ml.sources import DemandSource
-from orchestration.jobs import labeled_requests_job
+from orchestration.jobs import demand_forecast_job, labeled_requests_job
 
 
 def build_demand_schedules(
@@ -22,4 +22,15 @@ labeled_requests_schedule = ScheduleDefinition(
     cron_schedule="0 * * * *",
     default_status=DefaultScheduleStatus.RUNNING,
     description="Hourly: reviews finished in Label Studio become labels (a new version if any).",
+)
+
+demand_forecast_schedule = ScheduleDefinition(
+    name="demand_forecast_schedule",
+    job=demand_forecast_job,
+    cron_schedule="0 6 * * *",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description=(
+        "Daily at 06:00: fresh forecasts from the current demand champion, and the realized "
+        "error of earlier forecasts whose actuals have arrived."
+    ),
 )

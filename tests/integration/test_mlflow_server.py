@@ -90,6 +90,7 @@ def register(
             tags={"kind": "baseline", "test_version": TEST_VERSION},
             version_tags={
                 "kind": "baseline",
+                "role": "baseline",
                 "test_version": TEST_VERSION,
                 **{key: f"{value:.6f}" for key, value in scores.as_metrics("test").items()},
             },

@@ -1,0 +1,504 @@
+"""Demand forecasting on the lineage graph: rolling-origin backtests of the baselines, Theta and
+the global TiDE model over the demand mart → the selected model (and the best baseline) fitted,
+logged and registered as versions of `demand_forecaster` → the shared promotion gate → forecasts
+of the champion in DuckDB → their realized error as actuals arrive."""
+
+import hashlib
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import polars as pl
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from assets.demand import GROUP, OWNERS
+from assets.metadata import picture
+from assets.requests import DUCKDB_POOL
+from ml.demand_forecaster import FALLBACK, fit_forecaster
+from ml.forecasting import (
+    BASELINES,
+    GLOBAL_KINDS,
+    LOCAL_KINDS,
+    DemandPanel,
+    ForecastSettings,
+    GlobalModelSettings,
+    backtest,
+    build_panel,
+    mase_scales,
+    score_backtests,
+    select_model,
+)
+from ml.model_card import render_model_card
+from ml.promotion import gate_pending_versions
+from ml.pyfunc import DEMAND_FORECASTER_ENTRY, demand_forecaster_signature, pip_requirements
+from ml.registry import ModelVersion, Registry, TrainingRun
+from orchestration.resources import ModelRegistry, Warehouse
+
+MODEL_NAME = "demand_forecaster"
+BACKTEST_TABLE = "demand_backtest_forecasts"
+SCORES_TABLE = "demand_backtest_scores"
+SUMMARY_TABLE = "demand_backtest_summary"
+FORECASTS_TABLE = "demand_forecasts"
+ERRORS_TABLE = "demand_forecast_errors"
+GATE_METRIC = "backtest_wape"
+
+
+class ForecastingConfig(Config):
+    horizon: int | None = Field(default=None, description="None: 28 days or 12 weeks")
+    folds: int = 3
+    models: list[str] = Field(default_factory=lambda: [*LOCAL_KINDS, *GLOBAL_KINDS])
+    selection_metric: str = "wape"
+    epochs: int = Field(default=20, description="Global model (TiDE) training epochs")
+    hidden_size: int = 64
+    max_series: int | None = Field(
+        default=None, description="Backtest the first N series only (quick runs)"
+    )
+
+    def settings(self) -> ForecastSettings:
+        return ForecastSettings(horizon=self.horizon, folds=self.folds)
+
+    def global_model(self) -> GlobalModelSettings:
+        return GlobalModelSettings(epochs=self.epochs, hidden_size=self.hidden_size)
+
+
+def load_panel(warehouse: Warehouse, config: ForecastingConfig) -> DemandPanel:
+    mart = warehouse.query(
+        "select store, item, period_start, units, price, deal, feature, has_holiday "
+        "from mart_demand order by store, item, period_start"
+    )
+    if config.max_series:
+        keys = mart.select("store", "item").unique().sort("store", "item").head(config.max_series)
+        mart = mart.join(keys, on=["store", "item"])
+    return build_panel(mart, config.settings())
+
+
+def backtest_version(panel: DemandPanel) -> str:
+    """Names the folds every model is compared on: frequency, horizon × folds, last period and
+    the series set. Models are only compared on the same backtest version."""
+    series = hashlib.sha256("\n".join(f"{s}/{i}" for s, i in panel.keys).encode()).hexdigest()
+    s = panel.settings
+    return f"{s.freq}-h{s.horizon}x{s.folds}-{panel.last_period}-{series[:8]}"
+
+
+def _markdown(frame: pl.DataFrame, digits: int = 3) -> MetadataValue:
+    rounded = frame.with_columns(pl.col(pl.Float64).round(digits))
+    lines = ["| " + " | ".join(rounded.columns) + " |", "|" + "---|" * rounded.width]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rounded.rows()]
+    return MetadataValue.md("\n".join(lines))
+
+
+def _forecast_plot(results: pl.DataFrame, panel: DemandPanel, best: str, series: list[int]):
+    figure, axes = plt.subplots(len(series), 1, figsize=(9, 2.4 * len(series)), squeeze=False)
+    for axis, i in zip(axes[:, 0], series, strict=True):
+        store, item = panel.keys[i]
+        target = panel.targets[i]
+        history = target.to_dataframe().iloc[-3 * panel.settings.held_out :]
+        axis.plot(history.index, history.iloc[:, 0], color="black", lw=1, label="actual")
+        for model, color in ((best, "#1f77b4"), ("naive", "#d62728")):
+            rows = results.filter(
+                (pl.col("store") == store) & (pl.col("item") == item) & (pl.col("model") == model)
+            ).sort("period_start")
+            if rows.is_empty():
+                continue
+            axis.plot(rows["period_start"], rows["p50"], color=color, lw=1, label=model)
+            if model == best:
+                axis.fill_between(rows["period_start"], rows["p10"], rows["p90"], alpha=0.2)
+        axis.set_title(f"store {store}, item {item}", fontsize=9)
+        axis.legend(fontsize=7, loc="upper left")
+    figure.tight_layout()
+    return figure
+
+
+@asset(
+    deps=["mart_demand"],
+    group_name=GROUP,
+    owners=OWNERS,
+    code_version="1",
+    kinds={"python", "darts", "duckdb"},
+    pool=DUCKDB_POOL,
+    description=(
+        "Rolling-origin backtests (darts historical forecasts, ≥ 3 folds) of the baselines "
+        "(naive, seasonal naive, moving median), Theta and the global TiDE model with price, "
+        "promotion and calendar covariates; WAPE, MAPE, sMAPE, MASE and P10–P90 coverage per "
+        "series and per item total; the best model by the configured metric."
+    ),
+)
+def demand_backtests(
+    context: AssetExecutionContext, config: ForecastingConfig, warehouse: Warehouse
+) -> MaterializeResult:
+    panel = load_panel(warehouse, config)
+    version = backtest_version(panel)
+    regular = panel.index("regular")
+    fallback_series = panel.index("intermittent") + panel.index("too_short")
+    results = []
+    for kind in config.models:
+        context.log.info(f"backtesting {kind} on {len(regular)} regular series")
+        results.append(backtest(panel, kind, regular, config.global_model()))
+    if fallback_series:
+        results.append(backtest(panel, FALLBACK, panel.index("intermittent")))
+    results = pl.concat([r for r in results if not r.is_empty()], how="vertical_relaxed")
+    if results.is_empty():
+        raise ValueError("no series could be backtested (all too short or all zeros)")
+    on_regular = results.join(
+        pl.DataFrame([{"store": panel.keys[i][0], "item": panel.keys[i][1]} for i in regular]),
+        on=["store", "item"],
+    )
+    scores = score_backtests(on_regular, mase_scales(panel))
+    selection = select_model(scores["overall"], config.selection_metric)
+    created = datetime.now(UTC)
+    warehouse.replace_rows(
+        BACKTEST_TABLE,
+        results.with_columns(pl.lit(version).alias("backtest_version")),
+        "backtest_version = ?",
+        [version],
+    )
+    warehouse.replace_rows(
+        SCORES_TABLE,
+        scores["per_series"].with_columns(pl.lit(version).alias("backtest_version")),
+        "backtest_version = ?",
+        [version],
+    )
+    warehouse.replace_rows(
+        SUMMARY_TABLE,
+        scores["overall"].with_columns(
+            pl.lit(version).alias("backtest_version"),
+            (pl.col("model") == selection.best).alias("selected"),
+            pl.lit(created).alias("created_at"),
+            pl.lit(config.model_dump_json()).alias("config"),
+        ),
+        "backtest_version = ?",
+        [version],
+    )
+    kinds = {kind: len(panel.index(kind)) for kind in ("regular", *sorted(set(panel.kinds)))}
+    worst = (
+        scores["per_series"]
+        .filter(pl.col("model") == selection.best)
+        .sort("wape", descending=True)
+        .head(15)
+        .select("store", "item", "wape", "mape", "mase", "coverage", "points")
+    )
+    plotted = sorted(regular, key=lambda i: panel.targets[i].values().sum(), reverse=True)[:3]
+    return MaterializeResult(
+        metadata={
+            "backtest_version": version,
+            "frequency": panel.settings.freq,
+            "horizon": panel.settings.horizon,
+            "folds": panel.settings.folds,
+            "series": len(panel.keys),
+            "series_kinds": MetadataValue.json(kinds),
+            "fallback": f"{FALLBACK} for {len(fallback_series)} intermittent / too short series; "
+            f"zeros for {len(panel.index('all_zero'))} all-zero series",
+            "selected_model": selection.best,
+            "selection_metric": selection.metric,
+            "beats_every_baseline_on_wape_and_mase": selection.beats_every_baseline,
+            "why_not": "; ".join(selection.reasons) or "—",
+            "models (regular series)": _markdown(
+                scores["overall"].select(
+                    "model",
+                    "wape",
+                    "mape",
+                    "smape",
+                    "mase",
+                    "coverage",
+                    "item_total_mape",
+                    "item_total_wape",
+                )
+            ),
+            "worst_series_of_selected_model": _markdown(worst),
+            "forecast_vs_actual": picture(
+                _forecast_plot(results, panel, selection.best, plotted),
+                f"Backtest forecasts of {selection.best} (P10–P90 band) and naive",
+            ),
+        }
+    )
+
+
+def _fit_and_register(
+    context: AssetExecutionContext,
+    registry: Registry,
+    panel: DemandPanel,
+    kind: str,
+    version: str,
+    summary: pl.DataFrame,
+    results: pl.DataFrame,
+    config: ForecastingConfig,
+    role: str,
+) -> ModelVersion:
+    forecaster = fit_forecaster(panel, kind, results, config.global_model())
+    row = summary.filter(pl.col("model") == kind).row(0, named=True)
+    metrics = {
+        f"backtest_{m}": float(row[m])
+        for m in ("wape", "mape", "smape", "mase", "coverage", "item_total_mape", "item_total_wape")
+        if row.get(m) is not None
+    }
+    baseline = summary.filter(pl.col("model").is_in(BASELINES)).sort("wape").row(0, named=True)
+    card = render_model_card(
+        f"{MODEL_NAME}: {kind}",
+        f"Demand forecaster ({role}) for {len(panel.keys)} store × item series, "
+        f"{panel.settings.freq} periods, horizon {panel.settings.horizon}; P10/P50/P90.",
+        {
+            "backtest version": version,
+            "regular series": len(panel.index("regular")),
+            "fallback": f"{FALLBACK} for intermittent / too short series, zeros for all-zero",
+        },
+        metrics,
+        {f"backtest_{m}": float(baseline[m]) for m in ("wape", "mape", "smape", "mase")},
+        [
+            "Without planned covariates it assumes the last price, no deal and no feature ad.",
+            "Missing periods are interpolated for fitting and never scored.",
+            "Point models' P10/P90 come from their own backtest error ratios.",
+        ],
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "report"
+        report.mkdir()
+        (report / "model_card.md").write_text(card, encoding="utf-8")
+        forecaster.save(Path(folder) / "forecaster")
+        first = panel.keys[0]
+        return registry.log_and_register(
+            MODEL_NAME,
+            TrainingRun(
+                run_name=f"{kind}-{context.run.run_id[:8]}",
+                params={
+                    "kind": kind,
+                    "role": role,
+                    "horizon": panel.settings.horizon,
+                    "folds": panel.settings.folds,
+                    "freq": panel.settings.freq,
+                    "epochs": config.epochs if kind in GLOBAL_KINDS else 0,
+                },
+                metrics=metrics,
+                tags={"kind": kind, "backtest_version": version, "role": role},
+                version_tags={
+                    "kind": kind,
+                    "role": role,
+                    "test_version": version,
+                    **{key: f"{value:.6f}" for key, value in metrics.items()},
+                },
+                report_dir=report,
+            ),
+            DEMAND_FORECASTER_ENTRY,
+            {"forecaster": str(Path(folder) / "forecaster")},
+            (pd.DataFrame({"store": [first[0]], "item": [first[1]]}), {"horizon": 2}),
+            pip_requirements(),
+            {"kind": kind, "horizon": panel.settings.horizon, "freq": panel.settings.freq},
+            demand_forecaster_signature(panel.settings.horizon),
+        )
+
+
+@asset(
+    deps=[demand_backtests],
+    group_name=GROUP,
+    owners=OWNERS,
+    code_version="1",
+    kinds={"python", "darts", "mlflow"},
+    description=(
+        "The backtests' best model and the best baseline, each fitted on the full history, "
+        "logged to MLflow and registered as versions of demand_forecaster (every model is "
+        "reported next to its baseline)."
+    ),
+)
+def demand_forecaster(
+    context: AssetExecutionContext,
+    config: ForecastingConfig,
+    warehouse: Warehouse,
+    model_registry: ModelRegistry,
+) -> MaterializeResult:
+    registry = model_registry.registry()
+    registry.ping()
+    panel = load_panel(warehouse, config)
+    version = backtest_version(panel)
+    summary = warehouse.query(
+        f"select * from {SUMMARY_TABLE} where backtest_version = ?", [version]
+    )
+    if summary.is_empty():
+        raise ValueError(f"no backtests for version {version}: materialize demand_backtests")
+    results = warehouse.query(
+        f"select * from {BACKTEST_TABLE} where backtest_version = ?", [version]
+    )
+    selected = summary.filter(pl.col("selected"))["model"][0]
+    best_baseline = summary.filter(pl.col("model").is_in(BASELINES)).sort("wape")["model"][0]
+    registered = {}
+    for kind, role in ((best_baseline, "baseline"), (selected, "selected")):
+        if kind in registered:
+            continue
+        registered[kind] = _fit_and_register(
+            context, registry, panel, kind, version, summary, results, config, role
+        )
+    return MaterializeResult(
+        metadata={
+            "backtest_version": version,
+            "selected_model": selected,
+            "best_baseline": best_baseline,
+            "versions": MetadataValue.md(
+                "| kind | version | backtest WAPE |\n|---|---|---|\n"
+                + "\n".join(
+                    f"| {k} | {v.version} | {v.metric(GATE_METRIC):.4f} |"
+                    for k, v in registered.items()
+                )
+            ),
+        }
+    )
+
+
+class ForecastPromotionConfig(Config):
+    margin: float = 0.005
+    """A candidate must lower the champion's backtest WAPE by at least this much."""
+
+
+@asset(
+    deps=[demand_forecaster],
+    group_name=GROUP,
+    owners=OWNERS,
+    code_version="1",
+    kinds={"python", "mlflow"},
+    description=(
+        "The same promotion gate as the request classifier: a new demand_forecaster version "
+        "becomes `champion` only if its backtest WAPE never loses to the baseline and beats the "
+        "champion's by the margin on the same backtest version; else `challenger`, with reason."
+    ),
+)
+def demand_forecaster_promotion(
+    context: AssetExecutionContext,
+    config: ForecastPromotionConfig,
+    warehouse: Warehouse,
+    model_registry: ModelRegistry,
+) -> MaterializeResult:
+    registry = model_registry.registry()
+    registry.ping()
+    latest = warehouse.query(f"select config from {SUMMARY_TABLE} order by created_at desc limit 1")
+    if latest.is_empty():
+        raise ValueError("no backtests yet: materialize demand_backtests first")
+    # The panel the latest backtests ran on: an older champion is re-scored on the same folds.
+    panel = load_panel(warehouse, ForecastingConfig.model_validate_json(latest["config"][0]))
+    version = backtest_version(panel)
+
+    def rescore(candidate: ModelVersion) -> float:
+        kind = candidate.tags["kind"]
+        context.log.info(f"re-running the {kind} backtest for version {version}")
+        results = backtest(panel, kind, panel.index("regular"))
+        return float(score_backtests(results, mase_scales(panel))["overall"]["wape"][0])
+
+    outcomes = gate_pending_versions(
+        registry,
+        MODEL_NAME,
+        version,
+        GATE_METRIC,
+        config.margin,
+        rescore,
+        higher_is_better=False,
+    )
+    champion = registry.champion(MODEL_NAME)
+    lines = ["| version | kind | backtest WAPE | decision | reason |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {o.version} | {o.kind} | {o.score:.4f} | {o.decision.alias} | {o.decision.reason} |"
+        for o in outcomes
+    ]
+    return MaterializeResult(
+        metadata={
+            "champion_version": champion.version if champion else "none",
+            "champion_kind": champion.tags.get("kind", "") if champion else "",
+            "backtest_version": version,
+            "decisions": MetadataValue.md("\n".join(lines) if outcomes else "_no new version_"),
+            "champion_history": ", ".join(registry.champion_history(MODEL_NAME)),
+        }
+    )
+
+
+def champion_forecasts(registry: Registry, horizon: int | None = None) -> tuple[str, pd.DataFrame]:
+    """Every series' forecast from the current champion (default covariates)."""
+    champion = registry.champion(MODEL_NAME)
+    if champion is None:
+        raise ValueError(f"{MODEL_NAME} has no champion yet: run the demand models job")
+    model = registry.load(MODEL_NAME, champion.version)
+    keys = model.unwrap_python_model().forecaster.keys
+    frame = pd.DataFrame({"store": [k[0] for k in keys], "item": [k[1] for k in keys]})
+    params = {"horizon": horizon} if horizon else None
+    return champion.version, model.predict(frame, params=params)
+
+
+@asset(
+    deps=[demand_forecaster_promotion],
+    group_name=GROUP,
+    owners=OWNERS,
+    code_version="1",
+    kinds={"python", "duckdb"},
+    pool=DUCKDB_POOL,
+    description=(
+        "P10/P50/P90 of every series for the next horizon from the current champion, in the "
+        "DuckDB table demand_forecasts (store, item, period_start, quantiles, model version, "
+        "forecast origin, created at). Re-running an origin and version replaces it."
+    ),
+)
+def demand_forecasts(
+    context: AssetExecutionContext, warehouse: Warehouse, model_registry: ModelRegistry
+) -> MaterializeResult:
+    registry = model_registry.registry()
+    registry.ping()
+    version, forecast = champion_forecasts(registry)
+    frame = pl.from_pandas(forecast).with_columns(pl.col("period_start").cast(pl.Date))
+    origin = frame["period_start"].min()
+    frame = frame.with_columns(
+        pl.lit(version).alias("model_version"),
+        pl.lit(origin).alias("forecast_origin"),
+        pl.lit(datetime.now(UTC)).alias("created_at"),
+    )
+    warehouse.replace_rows(
+        FORECASTS_TABLE,
+        frame,
+        "model_version = ? and forecast_origin = ?",
+        [version, origin],
+    )
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": frame.height,
+            "model_version": version,
+            "forecast_origin": str(origin),
+            "series": frame.select("store", "item").n_unique(),
+            "assumed": frame["assumed"][0],
+            "preview": _markdown(frame.head(8).drop("created_at")),
+        }
+    )
+
+
+@asset(
+    deps=[demand_forecasts, "mart_demand"],
+    group_name=GROUP,
+    owners=OWNERS,
+    code_version="1",
+    kinds={"python", "duckdb"},
+    pool=DUCKDB_POOL,
+    description=(
+        "Realized forecast error as actuals arrive: every stored forecast joined with the "
+        "observed demand, per forecast origin and model version (WAPE, MAPE, P10–P90 "
+        "coverage): the drift signal for demand."
+    ),
+)
+def demand_forecast_errors(warehouse: Warehouse) -> MaterializeResult:
+    realized = warehouse.query(
+        f"""
+        select f.forecast_origin, f.model_version,
+               count(*) as points,
+               sum(abs(m.units - f.p50)) / nullif(sum(m.units), 0) as wape,
+               avg(case when m.units > 0 then abs(m.units - f.p50) / m.units end) as mape,
+               avg(case when m.units between f.p10 and f.p90 then 1.0 else 0.0 end) as coverage,
+               max(f.period_start) as last_period_scored
+        from {FORECASTS_TABLE} f
+        join mart_demand m
+          on m.store = f.store and m.item = f.item and m.period_start = f.period_start
+        where m.units is not null
+        group by 1, 2 order by 1, 2
+        """
+    )
+    warehouse.replace_rows(ERRORS_TABLE, realized, "true", [])
+    return MaterializeResult(
+        metadata={
+            "windows_with_actuals": realized.height,
+            "realized_error": _markdown(realized)
+            if realized.height
+            else MetadataValue.md("_no actuals yet for any stored forecast_"),
+        }
+    )

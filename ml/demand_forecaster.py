@@ -1,0 +1,241 @@
+"""A trained demand forecaster: the chosen model for regular series, a named fallback for the
+rest (too short, intermittent, all zeros), and the history it needs at predict time, all saved
+in one folder so a registered version forecasts without the warehouse.
+
+Point models (baselines, Theta) get their P10/P90 from the empirical ratio of actual to forecast
+in their own backtests; the global model's quantiles are its own (quantile regression).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import polars as pl
+from darts import TimeSeries
+
+from ml.forecasting import (
+    GLOBAL_KINDS,
+    QUANTILES,
+    DemandPanel,
+    ForecastingError,
+    GlobalModelSettings,
+    ResolvedSettings,
+    applicable,
+    expm1_series,
+    future_covariates,
+    log1p_series,
+    make_local,
+    make_tide,
+)
+
+FALLBACK = "moving_median"
+META_FILE = "forecaster.json"
+HISTORY_FILE = "history.parquet"
+GLOBAL_MODEL_FILE = "global_model.pt"
+MAX_HORIZON_MULTIPLE = 2
+"""A caller may ask for up to this many default horizons ahead."""
+
+
+def interval_ratios(backtest: pl.DataFrame) -> tuple[float, float]:
+    """(P10, P90) multipliers of a point forecast: quantiles of actual / forecast in the
+    model's own backtests (rows with a positive forecast)."""
+    ratios = backtest.filter(pl.col("p50") > 0).select(pl.col("actual") / pl.col("p50"))
+    if ratios.is_empty():
+        return 1.0, 1.0
+    values = ratios.to_series().to_numpy()
+    return float(np.quantile(values, QUANTILES[0])), float(np.quantile(values, QUANTILES[-1]))
+
+
+@dataclass
+class DemandForecaster:
+    kind: str
+    settings: ResolvedSettings
+    keys: list[tuple[str, str]]
+    series_kinds: list[str]
+    targets: list[TimeSeries]
+    covariates: list[TimeSeries]
+    ratios: dict[str, tuple[float, float]]
+    """Per point model kind used here (the main kind and the fallback): P10/P90 multipliers."""
+    global_model: object | None = None
+
+    @property
+    def max_horizon(self) -> int:
+        return MAX_HORIZON_MULTIPLE * self.settings.horizon
+
+    def model_for(self, index: int) -> str:
+        """The main kind for regular series, the fallback for the others."""
+        if self.series_kinds[index] == "all_zero":
+            return "zero"
+        return self.kind if self.series_kinds[index] == "regular" else FALLBACK
+
+    # --- forecasting -------------------------------------------------------------------
+
+    def forecast(
+        self,
+        series: Sequence[tuple[str, str]] | None = None,
+        horizon: int | None = None,
+        planned: pl.DataFrame | None = None,
+    ) -> pl.DataFrame:
+        """P10/P50/P90 per series and future period. `planned` (store, item, period_start and
+        any of price, deal, feature) gives known covariates; what is not given is assumed (see
+        `future_covariates`) and said in the `assumed` column."""
+        horizon = horizon or self.settings.horizon
+        if not 1 <= horizon <= self.max_horizon:
+            raise ForecastingError(f"horizon {horizon} out of range: 1 … {self.max_horizon}")
+        positions = {key: i for i, key in enumerate(self.keys)}
+        wanted = list(series) if series is not None else list(self.keys)
+        unknown = [f"{s}/{i}" for s, i in wanted if (s, i) not in positions]
+        if unknown:
+            raise ForecastingError(f"unknown store/item: {unknown[:10]}")
+        frames = []
+        for store, item in wanted:
+            i = positions[(store, item)]
+            plan = None
+            if planned is not None and not planned.is_empty():
+                plan = planned.filter((pl.col("store") == store) & (pl.col("item") == item))
+            covariates, assumed = future_covariates(
+                self.covariates[i], horizon, plan, pad_to=self.settings.horizon
+            )
+            values = self._predict(i, horizon, covariates)
+            index = pd.date_range(
+                self.targets[i].end_time() + self.targets[i].freq,
+                periods=horizon,
+                freq=self.targets[i].freq,
+            )
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "store": store,
+                        "item": item,
+                        "period_start": [t.date() for t in index],
+                        "p10": values[:, 0],
+                        "p50": values[:, 1],
+                        "p90": values[:, 2],
+                        "model": self.model_for(i),
+                        "assumed": "; ".join(assumed) or "none",
+                    }
+                )
+            )
+        return pl.concat(frames)
+
+    def _predict(self, i: int, horizon: int, covariates: TimeSeries) -> np.ndarray:
+        kind = self.model_for(i)
+        if kind == "zero":
+            return np.zeros((horizon, 3))
+        if kind in GLOBAL_KINDS:
+            forecast = self.global_model.predict(
+                horizon,
+                series=log1p_series([self.targets[i]])[0],
+                future_covariates=covariates,
+                predict_likelihood_parameters=True,
+                show_warnings=False,
+            )
+            values = expm1_series(forecast).values(copy=False)
+            return np.sort(np.clip(values, 0.0, None), axis=1)
+        history = self.targets[i]
+        model = make_local(kind, self.settings, len(history))
+        point = model.fit(history).predict(horizon).values(copy=False)[:, 0]
+        low, high = self.ratios.get(kind, (1.0, 1.0))
+        point = np.clip(point, 0.0, None)
+        return np.stack([point * low, point, point * high], axis=1)
+
+    # --- saving ------------------------------------------------------------------------
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for (store, item), target, covariates in zip(
+            self.keys, self.targets, self.covariates, strict=True
+        ):
+            frame = covariates.to_dataframe()
+            frame["units"] = target.values(copy=False)[:, 0]
+            rows.append(
+                pl.from_pandas(frame.reset_index(names="period_start")).with_columns(
+                    pl.lit(store).alias("store"), pl.lit(item).alias("item")
+                )
+            )
+        pl.concat(rows).write_parquet(folder / HISTORY_FILE)
+        meta = {
+            "kind": self.kind,
+            "settings": asdict(self.settings),
+            "keys": self.keys,
+            "series_kinds": self.series_kinds,
+            "ratios": self.ratios,
+            "freq": self.targets[0].freq_str,
+        }
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        if self.global_model is not None:
+            self.global_model.save(str(folder / GLOBAL_MODEL_FILE))
+
+    @classmethod
+    def load(cls, folder: Path) -> DemandForecaster:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        history = pl.read_parquet(folder / HISTORY_FILE)
+        targets, covariates = [], []
+        keys = [tuple(key) for key in meta["keys"]]
+        by_key = history.partition_by("store", "item", as_dict=True)
+        for key in keys:
+            frame = by_key[key].sort("period_start").to_pandas().set_index("period_start")
+            frame.index = pd.DatetimeIndex(frame.index, freq=meta["freq"])
+            targets.append(TimeSeries.from_series(frame["units"]))
+            covariates.append(
+                TimeSeries.from_dataframe(frame[["log_price", "deal", "feature", "has_holiday"]])
+            )
+        global_model = None
+        if meta["kind"] in GLOBAL_KINDS:
+            from darts.models import TiDEModel
+
+            global_model = TiDEModel.load(str(folder / GLOBAL_MODEL_FILE), map_location="cpu")
+            global_model.to_cpu()
+        return cls(
+            kind=meta["kind"],
+            settings=ResolvedSettings(**meta["settings"]),
+            keys=keys,
+            series_kinds=meta["series_kinds"],
+            targets=targets,
+            covariates=covariates,
+            ratios={kind: tuple(r) for kind, r in meta["ratios"].items()},
+            global_model=global_model,
+        )
+
+
+def fit_forecaster(
+    panel: DemandPanel,
+    kind: str,
+    backtests: pl.DataFrame,
+    model_settings: GlobalModelSettings | None = None,
+) -> DemandForecaster:
+    """Fit `kind` for the panel's regular series (a global model once, over all of them; a
+    local model is refit per series at predict time, in milliseconds) and keep the history."""
+    ratios = {
+        name: interval_ratios(backtests.filter(pl.col("model") == name))
+        for name in {kind, FALLBACK}
+        if name not in GLOBAL_KINDS
+    }
+    global_model = None
+    if kind in GLOBAL_KINDS:
+        regular = panel.index("regular")
+        if not regular:
+            raise ForecastingError("no regular series to fit the global model on")
+        global_model = make_tide(panel.settings, model_settings or GlobalModelSettings())
+        global_model.fit(
+            log1p_series([panel.targets[i] for i in regular]),
+            future_covariates=[panel.covariates[i] for i in regular],
+        )
+    elif not any(applicable(kind, panel.settings, len(t)) for t in panel.targets):
+        raise ForecastingError(f"{kind} applies to none of the series (history too short)")
+    return DemandForecaster(
+        kind=kind,
+        settings=panel.settings,
+        keys=panel.keys,
+        series_kinds=panel.kinds,
+        targets=panel.targets,
+        covariates=panel.covariates,
+        ratios=ratios,
+        global_model=global_model,
+    )
