@@ -120,7 +120,8 @@ def _forecast_plot(results: pl.DataFrame, panel: DemandPanel, best: str, series:
     kinds={"python", "darts", "duckdb"},
     pool=DUCKDB_POOL,
     description=(
-        "Rolling-origin backtests (darts historical forecasts, ≥ 3 folds) of the baselines "
+        "Rolling-origin backtests (≥ 3 folds; darts' historical forecasts for the per-series "
+        "models, one global fit per origin for TiDE) of the baselines "
         "(naive, seasonal naive, moving median), Theta and the global TiDE model with price, "
         "promotion and calendar covariates; WAPE, MAPE, sMAPE, MASE and P10–P90 coverage per "
         "series and per item total; the best model by the configured metric."

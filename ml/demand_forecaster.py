@@ -182,9 +182,11 @@ class DemandForecaster:
         for key in keys:
             frame = by_key[key].sort("period_start").to_pandas().set_index("period_start")
             frame.index = pd.DatetimeIndex(frame.index, freq=meta["freq"])
-            targets.append(TimeSeries.from_series(frame["units"]))
+            targets.append(TimeSeries.from_series(frame["units"]).astype(np.float32))
             covariates.append(
-                TimeSeries.from_dataframe(frame[["log_price", "deal", "feature", "has_holiday"]])
+                TimeSeries.from_dataframe(
+                    frame[["log_price", "deal", "feature", "has_holiday"]]
+                ).astype(np.float32)
             )
         global_model = None
         if meta["kind"] in GLOBAL_KINDS:

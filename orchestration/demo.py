@@ -21,6 +21,7 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 
+from assets.forecasting import MODEL_NAME as DEMAND_MODEL  # noqa: E402
 from assets.request_models import MODEL_NAME as REQUEST_MODEL  # noqa: E402
 from ml.ingestion import IngestionError  # noqa: E402
 from ml.registry import Registry  # noqa: E402
@@ -34,6 +35,7 @@ from orchestration.labelstudio_client import LabelStudioClient  # noqa: E402
 from orchestration.pipeline import (  # noqa: E402
     run_annotation_round,
     run_platform,
+    train_demand_models,
     train_request_models,
 )
 from orchestration.resources import DataHome, Warehouse  # noqa: E402
@@ -149,19 +151,19 @@ def summarize(warehouse: Warehouse) -> list[tuple[str, int]]:
 
 
 def print_registry(settings: Settings) -> None:
-    """Each version of the request classifier with the gate's decision, and the champion."""
+    """The latest versions of each registered model with the gate's decision."""
     registry = Registry(settings.tracking_uri, settings.artifact_root)
-    versions = registry.versions(REQUEST_MODEL)
-    if not versions:
-        return
-    print(f"MLflow registry ({settings.tracking_uri}), model {REQUEST_MODEL}:")
-    for version in versions[-4:]:
-        aliases = f" @{','.join(version.aliases)}" if version.aliases else ""
-        reason = version.tags.get("gate_reason", "")
-        print(
-            f"  v{version.version:<3} {version.tags.get('kind', ''):<12} test F1-macro "
-            f"{version.metric('test_f1_macro') or 0:.3f}{aliases}: {reason}"
-        )
+    print(f"MLflow registry ({settings.tracking_uri}):")
+    for model, metric in ((REQUEST_MODEL, "test_f1_macro"), (DEMAND_MODEL, "backtest_wape")):
+        versions = registry.versions(model)
+        if versions:
+            print(f"  {model}:")
+        for version in versions[-4:]:
+            aliases = f" @{','.join(version.aliases)}" if version.aliases else ""
+            print(
+                f"    v{version.version:<3} {version.tags.get('kind', ''):<14} {metric} "
+                f"{version.metric(metric) or 0:.3f}{aliases}: {version.tags.get('gate_reason', '')}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,13 +214,14 @@ def main(argv: list[str] | None = None) -> int:
                 run,
                 DEMO_BATCH_SIZE,
             )
-    report("Request classifiers: baseline and transformer → MLflow → promotion gate…")
+    report("Models: request classifiers and demand forecasters → MLflow → promotion gates…")
     with (
         log_path.open("a", encoding="utf-8") as log,
         contextlib.redirect_stdout(log),
         contextlib.redirect_stderr(log),
     ):
         train_request_models(defs, instance, run)
+        train_demand_models(defs, instance, run)
     for uri in run.redrops:
         print(f"  no-op: {uri} holds content already ingested")
     passed, failed = run.check_outcomes()

@@ -229,3 +229,32 @@ def train_request_models(
             config={"ops": {"request_classifier": {"config": transformer or CPU_TRANSFORMER}}},
         ),
     )
+
+
+CPU_FORECASTING = {"epochs": 8, "hidden_size": 32}
+"""The global model's training kept to a couple of minutes on 2 CPU cores."""
+
+
+def train_demand_models(
+    defs: Definitions,
+    instance: DagsterInstance,
+    run: PipelineRun,
+    forecasting: dict | None = None,
+) -> None:
+    """Backtest every forecasting model, register the best and the best baseline, gate the
+    champion and write its forecasts."""
+    config = forecasting or CPU_FORECASTING
+    run.record(
+        "demand models (backtests, forecaster, promotion gate, forecasts)",
+        execute_quietly(
+            defs,
+            instance,
+            "demand_models_job",
+            config={
+                "ops": {
+                    "demand_backtests": {"config": config},
+                    "demand_forecaster": {"config": config},
+                }
+            },
+        ),
+    )
