@@ -17,7 +17,7 @@ from pydantic import Field
 from assets.demand import GROUP, OWNERS
 from assets.metadata import picture
 from assets.requests import DUCKDB_POOL
-from ml.demand_forecaster import FALLBACK, fit_forecaster
+from ml.demand_forecaster import FALLBACK, MODEL_NAME, fit_forecaster, forecast_from_champion
 from ml.forecasting import (
     BASELINES,
     GLOBAL_KINDS,
@@ -37,7 +37,6 @@ from ml.pyfunc import DEMAND_FORECASTER_ENTRY, demand_forecaster_signature, pip_
 from ml.registry import ModelVersion, Registry, TrainingRun
 from orchestration.resources import ModelRegistry, Warehouse
 
-MODEL_NAME = "demand_forecaster"
 BACKTEST_TABLE = "demand_backtest_forecasts"
 SCORES_TABLE = "demand_backtest_scores"
 SUMMARY_TABLE = "demand_backtest_summary"
@@ -409,18 +408,6 @@ def demand_forecaster_promotion(
     )
 
 
-def champion_forecasts(registry: Registry, horizon: int | None = None) -> tuple[str, pd.DataFrame]:
-    """Every series' forecast from the current champion (default covariates)."""
-    champion = registry.champion(MODEL_NAME)
-    if champion is None:
-        raise ValueError(f"{MODEL_NAME} has no champion yet: run the demand models job")
-    model = registry.load(MODEL_NAME, champion.version)
-    keys = model.unwrap_python_model().forecaster.keys
-    frame = pd.DataFrame({"store": [k[0] for k in keys], "item": [k[1] for k in keys]})
-    params = {"horizon": horizon} if horizon else None
-    return champion.version, model.predict(frame, params=params)
-
-
 @asset(
     deps=[demand_forecaster_promotion],
     group_name=GROUP,
@@ -439,8 +426,8 @@ def demand_forecasts(
 ) -> MaterializeResult:
     registry = model_registry.registry()
     registry.ping()
-    version, forecast = champion_forecasts(registry)
-    frame = pl.from_pandas(forecast).with_columns(pl.col("period_start").cast(pl.Date))
+    version, forecast = forecast_from_champion(registry)
+    frame = forecast.with_columns(pl.col("period_start").cast(pl.Date))
     origin = frame["period_start"].min()
     frame = frame.with_columns(
         pl.lit(version).alias("model_version"),

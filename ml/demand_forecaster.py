@@ -32,7 +32,10 @@ from ml.forecasting import (
     make_local,
     make_tide,
 )
+from ml.registry import Registry
 
+MODEL_NAME = "demand_forecaster"
+"""The registered model every demand forecaster version belongs to."""
 FALLBACK = "moving_median"
 META_FILE = "forecaster.json"
 HISTORY_FILE = "history.parquet"
@@ -241,3 +244,25 @@ def fit_forecaster(
         ratios=ratios,
         global_model=global_model,
     )
+
+
+def forecast_from_champion(
+    registry: Registry,
+    series: Sequence[tuple[str, str]] | None = None,
+    horizon: int | None = None,
+    planned: pl.DataFrame | None = None,
+) -> tuple[str, pl.DataFrame]:
+    """(champion version, P10/P50/P90) for `series` (None: all) over `horizon` periods, with
+    the caller's planned covariates (store, item, period_start, price / deal / feature) where
+    given. The public way to forecast: the same pyfunc the registry and the service load."""
+    champion = registry.champion(MODEL_NAME)
+    if champion is None:
+        raise ForecastingError(f"{MODEL_NAME} has no champion yet: run demand_models_job")
+    model = registry.load(MODEL_NAME, champion.version)
+    if planned is not None and not planned.is_empty():
+        frame = planned.to_pandas()
+    else:
+        keys = series or model.unwrap_python_model().forecaster.keys
+        frame = pd.DataFrame({"store": [k[0] for k in keys], "item": [k[1] for k in keys]})
+    answer = model.predict(frame, params={"horizon": horizon} if horizon else None)
+    return champion.version, pl.from_pandas(answer)

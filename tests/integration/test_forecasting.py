@@ -17,6 +17,7 @@ from ml.settings import Settings
 from ml.sources import DemandSource
 from ml.synthetic import generate_demand
 from orchestration.definitions import build_definitions
+from orchestration.forecast import main as forecast_cli
 from orchestration.pipeline import (
     PipelineRun,
     build_warehouse,
@@ -195,3 +196,29 @@ def ingest_demand_until(defs, forecasting: Forecasting) -> bool:
     ingest_demand(defs, forecasting.instance, run)
     build_warehouse(defs, forecasting.instance, run)
     return run.success
+
+
+def test_the_forecast_cli_uses_the_champion_and_a_plan_file(
+    forecasting: Forecasting, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    champion = forecasting.registry.champion(MODEL_NAME)
+    store, item = forecasting.warehouse.query(
+        "select store, item from demand_forecasts limit 1"
+    ).row(0)
+    plan = tmp_path / "plan.csv"
+    pl.DataFrame(
+        {
+            "store": [store] * 2,
+            "item": [item] * 2,
+            "period_start": ["2025-05-01", "2025-05-02"],
+            "price": [1.99, 1.99],
+            "deal": [1.0, 0.0],
+            "feature": [1.0, 1.0],
+        }
+    ).write_csv(plan)
+    assert forecast_cli(["--plan", str(plan), "--horizon", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert f"champion v{champion.version}" in printed
+    assert "2025-05-02" in printed
+    assert forecast_cli(["--store", "nowhere", "--item", item]) == 2
+    assert "unknown store/item" in capsys.readouterr().err
