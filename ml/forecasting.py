@@ -207,7 +207,7 @@ def future_covariates(
     step = 7 if history.freq_str.startswith("W") else 1
     frame = pd.DataFrame(
         {
-            "log_price": history["log_price"].values()[-1, 0],
+            "log_price": float(history["log_price"].values()[-1, 0]),
             "deal": 0.0,
             "feature": 0.0,
             "has_holiday": [

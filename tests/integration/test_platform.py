@@ -58,7 +58,8 @@ def test_the_whole_graph_materializes_with_every_check_passing(platform: Platfor
     passed, failed = platform.run.check_outcomes()
     assert failed == 0 and passed >= 29
     # Beyond the warehouse, each stage has its own tests: the annotation loop needs Label Studio
-    # (test_annotation_loop.py), the models train and register (test_request_models.py).
+    # (test_annotation_loop.py), the models train and register (test_request_models.py,
+    # test_forecasting.py).
     beyond_the_warehouse = {
         "annotation_candidates",
         "annotation_batch",
@@ -68,6 +69,11 @@ def test_the_whole_graph_materializes_with_every_check_passing(platform: Platfor
         "request_baseline",
         "request_classifier",
         "request_classifier_promotion",
+        "demand_backtests",
+        "demand_forecaster",
+        "demand_forecaster_promotion",
+        "demand_forecasts",
+        "demand_forecast_errors",
     }
     for key in platform.defs.resolve_asset_graph().get_all_asset_keys():
         if key.to_user_string() not in beyond_the_warehouse:
