@@ -19,7 +19,6 @@ from dagster import BetaWarning, PreviewWarning
 # developer's log (and in the UIs), not on the terminal.
 warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
-logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 from assets.forecasting import MODEL_NAME as DEMAND_MODEL  # noqa: E402
 from assets.request_models import MODEL_NAME as REQUEST_MODEL  # noqa: E402
@@ -174,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run on ../shared/data (banking77, orange juice) instead of generated data",
     )
     args = parser.parse_args(argv)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # after mlflow set up its own logger
     started = time.monotonic()
     settings = Settings.from_env()
     if args.real:
