@@ -54,9 +54,10 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-benchmark: install  ## validation throughput (1M demand rows), training-loop throughput
+benchmark: install  ## validation and training-loop throughput, forecast backtest scaling
 	$(BIN)/python benchmarks/validation_throughput.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/forecast_scaling.py
 
 clean:
 	rm -rf $(VENV) .venv-labelstudio .data dbt_project/target dbt_project/logs

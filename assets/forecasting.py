@@ -15,7 +15,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from assets.demand import GROUP, OWNERS
-from assets.metadata import picture
+from assets.metadata import picture, promotion_metadata
 from assets.requests import DUCKDB_POOL
 from ml.demand_forecaster import FALLBACK, MODEL_NAME, fit_forecaster, forecast_from_champion
 from ml.forecasting import (
@@ -392,18 +392,12 @@ def demand_forecaster_promotion(
         higher_is_better=False,
     )
     champion = registry.champion(MODEL_NAME)
-    lines = ["| version | kind | backtest WAPE | decision | reason |", "|---|---|---|---|---|"]
-    lines += [
-        f"| {o.version} | {o.kind} | {o.score:.4f} | {o.decision.alias} | {o.decision.reason} |"
-        for o in outcomes
-    ]
     return MaterializeResult(
         metadata={
-            "champion_version": champion.version if champion else "none",
-            "champion_kind": champion.tags.get("kind", "") if champion else "",
             "backtest_version": version,
-            "decisions": MetadataValue.md("\n".join(lines) if outcomes else "_no new version_"),
-            "champion_history": ", ".join(registry.champion_history(MODEL_NAME)),
+            **promotion_metadata(
+                outcomes, champion, registry.champion_history(MODEL_NAME), "backtest WAPE"
+            ),
         }
     )
 

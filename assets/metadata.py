@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
@@ -12,6 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import polars as pl
 from dagster import MetadataValue, TableColumn, TableSchema
+
+from ml.promotion import GateOutcome
+from ml.registry import ModelVersion
 
 PREVIEW_ROWS = 10
 
@@ -60,3 +63,23 @@ def bar_chart(counts: Mapping[str, int], title: str, limit: int = 30) -> Metadat
     axis.set_title(title)
     axis.tick_params(axis="y", labelsize=7)
     return picture(figure, title)
+
+
+def promotion_metadata(
+    outcomes: Sequence[GateOutcome],
+    champion: ModelVersion | None,
+    history: Sequence[str],
+    score_label: str,
+) -> dict[str, object]:
+    """What a promotion gate shows: the champion, each decision with its reason, the history."""
+    lines = [f"| version | kind | {score_label} | decision | reason |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {o.version} | {o.kind} | {o.score:.4f} | {o.decision.alias} | {o.decision.reason} |"
+        for o in outcomes
+    ]
+    return {
+        "champion_version": champion.version if champion else "none",
+        "champion_kind": champion.tags.get("kind", "") if champion else "",
+        "decisions": MetadataValue.md("\n".join(lines) if outcomes else "_no new version_"),
+        "champion_history": ", ".join(history),
+    }

@@ -20,7 +20,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets.metadata import counts_table, picture
+from assets.metadata import counts_table, picture, promotion_metadata
 from assets.requests import DUCKDB_POOL, GROUP, OWNERS
 from ml.metrics import ClassificationScores, measure_latency, score_classification
 from ml.model_card import render_model_card
@@ -533,19 +533,13 @@ def request_classifier_promotion(
         registry, MODEL_NAME, str(test_version), METRIC, config.margin, rescore
     )
     champion = registry.champion(MODEL_NAME)
-    lines = ["| version | kind | test F1-macro | decision | reason |", "|---|---|---|---|---|"]
-    lines += [
-        f"| {o.version} | {o.kind} | {o.score:.4f} | {o.decision.alias} | {o.decision.reason} |"
-        for o in outcomes
-    ]
     for o in outcomes:
         context.log.info(f"v{o.version} → {o.decision.alias}: {o.decision.reason}")
     return MaterializeResult(
         metadata={
-            "champion_version": champion.version if champion else "none",
-            "champion_kind": champion.tags.get("kind", "") if champion else "",
             "test_version": test_version,
-            "decisions": MetadataValue.md("\n".join(lines) if outcomes else "_no new version_"),
-            "champion_history": ", ".join(registry.champion_history(MODEL_NAME)),
+            **promotion_metadata(
+                outcomes, champion, registry.champion_history(MODEL_NAME), "test F1-macro"
+            ),
         }
     )
