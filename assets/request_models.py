@@ -390,10 +390,10 @@ class TransformerTrainingConfig(Config):
         description="A local model folder or a Hugging Face hub id (downloads only then); "
         "'' = all-MiniLM-L6-v2 shipped offline.",
     )
-    epochs: int = 4
+    epochs: int = 5
     batch_size: int = 32
     gradient_accumulation: int = 1
-    learning_rate: float = 1e-4
+    learning_rate: float = 2e-4
     max_length: int = 64
     patience: int = 2
     seed: int = 13

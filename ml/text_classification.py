@@ -192,9 +192,10 @@ class TransformerConfig:
     max_length: int = 64
     batch_size: int = 32
     gradient_accumulation: int = 1
-    learning_rate: float = 1e-4
+    learning_rate: float = 2e-4
+    """Chosen on banking77's validation split (2e-4 over 1e-4: 0.923 vs 0.893 F1-macro)."""
     weight_decay: float = 0.01
-    epochs: int = 4
+    epochs: int = 5
     warmup_ratio: float = 0.1
     patience: int = 2
     """Stop after this many epochs without a better validation F1-macro."""
