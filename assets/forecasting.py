@@ -15,7 +15,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from assets.demand import GROUP, OWNERS
-from assets.metadata import picture, promotion_metadata
+from assets.metadata import markdown_table, picture, promotion_metadata
 from assets.requests import DUCKDB_POOL
 from ml.demand_forecaster import FALLBACK, MODEL_NAME, fit_forecaster, forecast_from_champion
 from ml.forecasting import (
@@ -47,11 +47,13 @@ GATE_METRIC = "backtest_wape"
 
 class ForecastingConfig(Config):
     horizon: int | None = Field(default=None, description="None: 28 days or 12 weeks")
-    folds: int = 3
+    folds: int = ForecastSettings.folds
     models: list[str] = Field(default_factory=lambda: [*LOCAL_KINDS, *GLOBAL_KINDS])
     selection_metric: str = "wape"
-    epochs: int = Field(default=20, description="Global model (TiDE) training epochs")
-    hidden_size: int = 64
+    epochs: int = Field(
+        default=GlobalModelSettings.epochs, description="Global model (TiDE) training epochs"
+    )
+    hidden_size: int = GlobalModelSettings.hidden_size
     max_series: int | None = Field(
         default=None, description="Backtest the first N series only (quick runs)"
     )
@@ -80,13 +82,6 @@ def backtest_version(panel: DemandPanel) -> str:
     series = hashlib.sha256("\n".join(f"{s}/{i}" for s, i in panel.keys).encode()).hexdigest()
     s = panel.settings
     return f"{s.freq}-h{s.horizon}x{s.folds}-{panel.last_period}-{series[:8]}"
-
-
-def _markdown(frame: pl.DataFrame, digits: int = 3) -> MetadataValue:
-    rounded = frame.with_columns(pl.col(pl.Float64).round(digits))
-    lines = ["| " + " | ".join(rounded.columns) + " |", "|" + "---|" * rounded.width]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rounded.rows()]
-    return MetadataValue.md("\n".join(lines))
 
 
 def _forecast_plot(results: pl.DataFrame, panel: DemandPanel, best: str, series: list[int]):
@@ -132,13 +127,14 @@ def demand_backtests(
     panel = load_panel(warehouse, config)
     version = backtest_version(panel)
     regular = panel.index("regular")
-    fallback_series = panel.index("intermittent") + panel.index("too_short")
+    intermittent = panel.index("intermittent")
+    fallback_series = intermittent + panel.index("too_short")
     results = []
     for kind in config.models:
         context.log.info(f"backtesting {kind} on {len(regular)} regular series")
         results.append(backtest(panel, kind, regular, config.global_model()))
-    if fallback_series:
-        results.append(backtest(panel, FALLBACK, panel.index("intermittent")))
+    if intermittent:  # too short to backtest: the fallback is named, not scored
+        results.append(backtest(panel, FALLBACK, intermittent))
     results = pl.concat([r for r in results if not r.is_empty()], how="vertical_relaxed")
     if results.is_empty():
         raise ValueError("no series could be backtested (all too short or all zeros)")
@@ -195,7 +191,7 @@ def demand_backtests(
             "selection_metric": selection.metric,
             "beats_every_baseline_on_wape_and_mase": selection.beats_every_baseline,
             "why_not": "; ".join(selection.reasons) or "—",
-            "models (regular series)": _markdown(
+            "models (regular series)": markdown_table(
                 scores["overall"].select(
                     "model",
                     "wape",
@@ -207,7 +203,7 @@ def demand_backtests(
                     "item_total_wape",
                 )
             ),
-            "worst_series_of_selected_model": _markdown(worst),
+            "worst_series_of_selected_model": markdown_table(worst),
             "forecast_vs_actual": picture(
                 _forecast_plot(results, panel, selection.best, plotted),
                 f"Backtest forecasts of {selection.best} (P10–P90 band) and naive",
@@ -441,7 +437,7 @@ def demand_forecasts(
             "forecast_origin": str(origin),
             "series": frame.select("store", "item").n_unique(),
             "assumed": frame["assumed"][0],
-            "preview": _markdown(frame.head(8).drop("created_at")),
+            "preview": markdown_table(frame.head(8).drop("created_at")),
         }
     )
 
@@ -479,7 +475,7 @@ def demand_forecast_errors(warehouse: Warehouse) -> MaterializeResult:
     return MaterializeResult(
         metadata={
             "windows_with_actuals": realized.height,
-            "realized_error": _markdown(realized)
+            "realized_error": markdown_table(realized)
             if realized.height
             else MetadataValue.md("_no actuals yet for any stored forecast_"),
         }

@@ -25,17 +25,26 @@ def column_schema(frame: pl.DataFrame) -> TableSchema:
     )
 
 
+def markdown_table(frame: pl.DataFrame, digits: int = 3) -> MetadataValue:
+    """Every row of `frame` as a markdown table, floats rounded to `digits`."""
+    rounded = frame.with_columns(pl.col(pl.Float32, pl.Float64).round(digits))
+    lines = ["| " + " | ".join(rounded.columns) + " |", "|" + "---|" * rounded.width]
+    lines += [
+        "| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in rounded.rows()
+    ]
+    return MetadataValue.md("\n".join(lines))
+
+
 def preview(frame: pl.DataFrame, rows: int = PREVIEW_ROWS) -> MetadataValue:
     """The first rows as a markdown table, long cells shortened."""
     if frame.is_empty():
         return MetadataValue.md("_no rows_")
-    head = frame.head(rows).with_columns(
-        pl.col(c).cast(pl.Utf8).str.slice(0, 80).str.replace_all(r"\|", "\\|")
-        for c in frame.columns
+    return markdown_table(
+        frame.head(rows).with_columns(
+            pl.col(c).cast(pl.Utf8).str.slice(0, 80).str.replace_all(r"\|", "\\|")
+            for c in frame.columns
+        )
     )
-    lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
-    lines += ["| " + " | ".join("" if v is None else v for v in row) + " |" for row in head.rows()]
-    return MetadataValue.md("\n".join(lines))
 
 
 def counts_table(counts: Mapping[str, object], key: str, value: str = "rows") -> MetadataValue:

@@ -240,7 +240,6 @@ def evaluate_and_register(
 ) -> MaterializeResult:
     """Score on validation and the frozen test, time it, log everything a reviewer wants to
     MLflow and register the model as a new version (no alias moves: that is the gate's)."""
-    registry.ping()
     test = score_classification(
         data.test.intents, classifier.predict_proba(data.test.texts), data.classes
     )
@@ -390,13 +389,13 @@ class TransformerTrainingConfig(Config):
         description="A local model folder or a Hugging Face hub id (downloads only then); "
         "'' = all-MiniLM-L6-v2 shipped offline.",
     )
-    epochs: int = 5
-    batch_size: int = 32
-    gradient_accumulation: int = 1
-    learning_rate: float = 2e-4
-    max_length: int = 64
-    patience: int = 2
-    seed: int = 13
+    epochs: int = TransformerConfig.epochs
+    batch_size: int = TransformerConfig.batch_size
+    gradient_accumulation: int = TransformerConfig.gradient_accumulation
+    learning_rate: float = TransformerConfig.learning_rate
+    max_length: int = TransformerConfig.max_length
+    patience: int = TransformerConfig.patience
+    seed: int = TransformerConfig.seed
     max_train_samples: int | None = Field(
         default=None, description="Train on the first N training rows only (CPU runs)."
     )

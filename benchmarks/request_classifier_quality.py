@@ -12,7 +12,6 @@ only `ml/`, torch, transformers and scikit-learn, so it runs on a bare GPU machi
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ml import train_transformer
 from ml.metrics import score_classification
 from ml.text_classification import (
     LabeledTexts,
@@ -30,28 +30,19 @@ from ml.text_classification import (
 
 
 def read_splits(path: Path | None) -> dict[str, LabeledTexts]:
-    if path is None:
-        import duckdb
+    if path is not None:
+        return train_transformer.read_splits(path)
+    import duckdb
 
-        warehouse = os.environ.get("MLOPS_WAREHOUSE_PATH", ".data/real/warehouse.duckdb")
-        with duckdb.connect(warehouse, read_only=True) as con:
-            rows = [
-                {"text": t, "intent": i, "split": s}
-                for t, i, s in con.execute(
-                    "select text, intent, split from request_splits "
-                    "where intent is not null order by request_id"
-                ).fetchall()
-            ]
-    else:
-        with path.open(encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    return {
-        split: LabeledTexts(
-            [r["text"] for r in rows if r["split"] == split],
-            [r["intent"] for r in rows if r["split"] == split],
-        )
-        for split in ("train", "validation", "test")
-    }
+    warehouse = os.environ.get("MLOPS_WAREHOUSE_PATH", ".data/real/warehouse.duckdb")
+    with duckdb.connect(warehouse, read_only=True) as con:
+        rows = con.execute(
+            "select text, intent, split from request_splits "
+            "where intent is not null order by request_id"
+        ).fetchall()
+    return train_transformer.labeled_splits(
+        {"text": t, "intent": i, "split": s} for t, i, s in rows
+    )
 
 
 def report(name: str, model, parts: dict[str, LabeledTexts], classes, seconds: float) -> None:

@@ -19,6 +19,7 @@ import polars as pl
 from darts import TimeSeries
 
 from ml.forecasting import (
+    COVARIATES,
     GLOBAL_KINDS,
     QUANTILES,
     DemandPanel,
@@ -186,11 +187,7 @@ class DemandForecaster:
             frame = by_key[key].sort("period_start").to_pandas().set_index("period_start")
             frame.index = pd.DatetimeIndex(frame.index, freq=meta["freq"])
             targets.append(TimeSeries.from_series(frame["units"]).astype(np.float32))
-            covariates.append(
-                TimeSeries.from_dataframe(
-                    frame[["log_price", "deal", "feature", "has_holiday"]]
-                ).astype(np.float32)
-            )
+            covariates.append(TimeSeries.from_dataframe(frame[list(COVARIATES)]).astype(np.float32))
         global_model = None
         if meta["kind"] in GLOBAL_KINDS:
             from darts.models import TiDEModel

@@ -7,6 +7,7 @@ Only numpy, scikit-learn, torch and transformers: the GPU machine runs this modu
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import copy
 import importlib.util
@@ -103,15 +104,16 @@ def fit_temperature(logits: np.ndarray, true_index: np.ndarray) -> float:
     return best
 
 
-class IntentClassifier:
+class IntentClassifier(abc.ABC):
     """What every classifier offers: logits over `classes`, calibrated probabilities, labels."""
 
     kind: str
     classes: tuple[str, ...]
     temperature: float
 
+    @abc.abstractmethod
     def logits(self, texts: Sequence[str]) -> np.ndarray:
-        raise NotImplementedError
+        """Unnormalized scores, one column per class of `classes`."""
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return softmax(self.logits(texts), self.temperature)
@@ -125,8 +127,9 @@ class IntentClassifier:
             self.logits(validation.texts), np.array([index[i] for i in validation.intents])
         )
 
+    @abc.abstractmethod
     def save(self, folder: Path) -> None:
-        raise NotImplementedError
+        """Everything `load_classifier` needs, in `folder`."""
 
 
 def _write_meta(folder: Path, **meta: object) -> None:

@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -45,17 +45,20 @@ def write_splits(path: Path, train: LabeledTexts, validation: LabeledTexts) -> N
             )
 
 
-def read_splits(path: Path) -> tuple[LabeledTexts, LabeledTexts]:
+def labeled_splits(rows: Iterable[Mapping[str, str]]) -> dict[str, LabeledTexts]:
+    """Rows with `text`, `intent` and `split`, grouped by split (in row order)."""
+    parts: dict[str, LabeledTexts] = {}
+    for row in rows:
+        part = parts.setdefault(row["split"], LabeledTexts([], []))
+        part.texts.append(row["text"])
+        part.intents.append(row["intent"])
+    return parts
+
+
+def read_splits(path: Path) -> dict[str, LabeledTexts]:
+    """The splits of a CSV with `text`, `intent` and `split` columns."""
     with path.open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    parts = {
-        split: LabeledTexts(
-            [r["text"] for r in rows if r["split"] == split],
-            [r["intent"] for r in rows if r["split"] == split],
-        )
-        for split in ("train", "validation")
-    }
-    return parts["train"], parts["validation"]
+        return labeled_splits(csv.DictReader(handle))
 
 
 def fine_tune_with_torchrun(
@@ -109,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", help="JSON list: the taxonomy's order (default: sorted)")
     parser.add_argument("--config", default="{}", help="JSON of TransformerConfig fields")
     args = parser.parse_args(argv)
-    train, validation = read_splits(args.splits)
+    parts = read_splits(args.splits)
+    train, validation = parts["train"], parts.get("validation", LabeledTexts([], []))
     classes = json.loads(args.classes) if args.classes else sorted(set(train.intents))
     config = TransformerConfig(**json.loads(args.config))
     result = fine_tune(train, validation, classes, config, show_progress=True)
