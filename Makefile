@@ -12,7 +12,7 @@ endif
 export MLOPS_DATA_HOME ?= $(CURDIR)/.data
 export DAGSTER_HOME ?= $(abspath $(MLOPS_DATA_HOME))/dagster
 
-.PHONY: install demo demo-real dev labelstudio mlflow test lint format benchmark clean
+.PHONY: install demo demo-real dev labelstudio mlflow serve test lint format benchmark clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ mlflow: install  ## the MLflow UI (runs, registry, aliases) on http://127.0.0.1:
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri \
 		"$${MLFLOW_TRACKING_URI:-sqlite:///$(abspath $(MLOPS_DATA_HOME))/mlflow/mlflow.db}"
 
+serve: install  ## bentoml serve of the champion Bento on http://127.0.0.1:3001, following new ones
+	$(BIN)/python -m orchestration.serving
+
 test: install  ## lint, then the whole suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -54,10 +57,11 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-benchmark: install  ## validation and training-loop throughput, forecast backtest scaling
+benchmark: install  ## validation, training-loop and serving throughput, forecast backtest scaling
 	$(BIN)/python benchmarks/validation_throughput.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/forecast_scaling.py
+	$(BIN)/python benchmarks/serve_load.py
 
 clean:
 	rm -rf $(VENV) .venv-labelstudio .data dbt_project/target dbt_project/logs

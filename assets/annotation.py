@@ -21,6 +21,7 @@ from dagster import (
     MaterializeResult,
     asset,
 )
+from pydantic import Field
 
 from assets.metadata import counts_table, picture, preview
 from assets.request_models import MODEL_NAME as REQUEST_MODEL
@@ -70,6 +71,8 @@ class CandidateConfig(Config):
     seed: int = 7
     use_champion: bool = True
     """Let the request classifier's champion score the pool (smallest margin first)."""
+    prefer_sources: list[str] = Field(default_factory=list)
+    """Sources whose requests go first (a drift-triggered run: `serving`, the drifted traffic)."""
 
 
 def _score_pool(
@@ -148,7 +151,9 @@ def annotation_candidates(
     scored_by = "none"
     if config.use_champion:
         pool, scored_by = _score_pool(context, pool, model_registry)
-    chosen = pick_candidates(pool, _out_for_annotation(warehouse), config.batch_size, config.seed)
+    chosen = pick_candidates(
+        pool, _out_for_annotation(warehouse), config.batch_size, config.seed, config.prefer_sources
+    )
     if chosen.is_empty():
         return MaterializeResult(
             metadata={"batch": "none", "reason": "no unlabeled request left to send"}

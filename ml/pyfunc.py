@@ -92,7 +92,9 @@ class DemandForecasterModel(mlflow.pyfunc.PythonModel):
         series = list(dict.fromkeys(zip(frame["store"], frame["item"], strict=True)))
         planned = None
         if "period_start" in frame.columns and frame["period_start"].is_not_null().any():
-            planned = frame.with_columns(pl.col("period_start").cast(pl.Date))
+            planned = frame.filter(pl.col("period_start").is_not_null()).with_columns(
+                pl.col("period_start").cast(pl.Date)
+            )
         forecast = self.forecaster.forecast(series, horizon, planned)
         return forecast.to_pandas()
 

@@ -271,6 +271,15 @@ class Registry:
         with self._active():
             return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
 
+    def download(self, name: str, version: str, destination: Path) -> Path:
+        """The version's MLflow model folder, copied to `destination` (for packaging)."""
+        with self._active():
+            return Path(
+                mlflow.artifacts.download_artifacts(
+                    f"models:/{name}/{version}", dst_path=str(destination)
+                )
+            )
+
     # --- moving aliases (the gate and the rollback only) --------------------------------
 
     def record_decision(self, name: str, version: str, promote: bool, reason: str) -> None:

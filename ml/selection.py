@@ -9,6 +9,7 @@ never a text that is already out for annotation.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
@@ -46,14 +47,33 @@ def proportional_allocation(available: dict[str, int], n: int) -> dict[str, int]
 
 
 def pick_candidates(
-    pool: pl.DataFrame, out_for_annotation: pl.DataFrame, n: int, seed: int
+    pool: pl.DataFrame,
+    out_for_annotation: pl.DataFrame,
+    n: int,
+    seed: int,
+    prefer_sources: Sequence[str] = (),
 ) -> pl.DataFrame:
-    """The next `n` requests to annotate, with the strategy that chose each."""
+    """The next `n` requests to annotate, with the strategy that chose each. Requests of
+    `prefer_sources` (drifted serving traffic) go first, then the rest as usual."""
     missing = [c for c in POOL_COLUMNS if c not in pool.columns]
     if missing:
         raise ValueError(f"the candidate pool lacks columns {missing}")
     if n < 1:
         raise ValueError(f"a batch needs at least one item, got batch size {n}")
+    if prefer_sources:
+        preferred = pl.col("source").is_in(list(prefer_sources))
+        first = pick_candidates(pool.filter(preferred), out_for_annotation, n, seed)
+        first = first.with_columns(("preferred source, " + pl.col("strategy")).alias("strategy"))
+        if first.height == n:
+            return first
+        taken = pl.concat(
+            [
+                out_for_annotation.select("request_id", "text_key"),
+                first.select("request_id", "text_key"),
+            ]
+        )
+        rest = pick_candidates(pool.filter(~preferred), taken, n - first.height, seed)
+        return pl.concat([first, rest])
     fresh = pool.filter(
         ~pl.col("request_id").is_in(out_for_annotation["request_id"].implode())
         & ~pl.col("text_key").is_in(out_for_annotation["text_key"].implode())

@@ -91,6 +91,15 @@ class Settings:
         return self.mlflow_artifact_root or str(self.data_home / "mlflow" / "artifacts")
 
     @property
+    def bentoml_home(self) -> Path:
+        """BentoML's model and Bento store (BENTOML_HOME), under the data home by default."""
+        return _path_from_env("BENTOML_HOME", self.data_home / "bentoml")
+
+    @property
+    def prediction_log_dir(self) -> Path:
+        return _path_from_env("MLOPS_PREDICTION_LOG_DIR", self.data_home / "prediction_logs")
+
+    @property
     def raw_dir(self) -> Path:
         """Immutable raw copies of every ingested partition, as read (all strings)."""
         return self.data_home / "raw"
@@ -109,3 +118,58 @@ class Settings:
     def drop_registry_dir(self) -> Path:
         """One JSON manifest per registered drop: what was read, from where, with which hash."""
         return self.data_home / "drop_registry"
+
+
+def _int_from_env(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError as error:
+        raise ValueError(f"{name}={value!r}: expected a whole number") from error
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """How the BentoML service behaves; read when the service starts (each `bentoml serve`)."""
+
+    prediction_log_dir: Path
+    """Where every worker appends its prediction log (under the data home by default)."""
+    workers: int = 1
+    batching: bool = True
+    """Adaptive batching on /classify; off only to measure what it buys (benchmarks)."""
+    max_batch_size: int = 64
+    """Texts per model call: past about 64 a CPU gains no throughput, only latency."""
+    max_latency_ms: int = 10_000
+    """Adaptive batching answers 503 when it expects to miss this; a CPU batch takes ~1 s."""
+    torch_threads: int = 0
+    """Threads per worker for the model; 0 = the machine's cores shared among the workers
+    (more threads than cores collapse one-text-at-a-time throughput)."""
+    max_text_chars: int = 1000
+    max_items: int = 64
+    """Texts or series per request (each request fits one adaptive batch)."""
+    top_k: int = 3
+    log_max_records: int = 256
+    log_flush_seconds: float = 2.0
+
+    @property
+    def threads_per_worker(self) -> int:
+        return self.torch_threads or max(1, (os.cpu_count() or 1) // max(1, self.workers))
+
+    @classmethod
+    def from_env(cls) -> ServingSettings:
+        settings = Settings.from_env()
+        return cls(
+            prediction_log_dir=settings.prediction_log_dir,
+            workers=_int_from_env("MLOPS_SERVING_WORKERS", 1),
+            batching=os.environ.get("MLOPS_SERVING_BATCHING", "on").lower() not in ("off", "0"),
+            max_batch_size=_int_from_env("MLOPS_SERVING_MAX_BATCH_SIZE", 64),
+            max_latency_ms=_int_from_env("MLOPS_SERVING_MAX_LATENCY_MS", 10_000),
+            torch_threads=_int_from_env("MLOPS_SERVING_TORCH_THREADS", 0),
+            max_text_chars=_int_from_env("MLOPS_SERVING_MAX_TEXT_CHARS", 1000),
+            max_items=_int_from_env("MLOPS_SERVING_MAX_ITEMS", 64),
+            top_k=_int_from_env("MLOPS_SERVING_TOP_K", 3),
+            log_max_records=_int_from_env("MLOPS_PREDICTION_LOG_MAX_RECORDS", 256),
+            log_flush_seconds=float(os.environ.get("MLOPS_PREDICTION_LOG_FLUSH_SECONDS", "2")),
+        )

@@ -17,6 +17,13 @@ from assets.forecasting import (
     demand_forecaster_promotion,
     demand_forecasts,
 )
+from assets.monitoring import (
+    demand_forecast_drift,
+    drift_report,
+    prediction_logs,
+    reference_profiles,
+    serving_profiles,
+)
 from assets.request_models import (
     request_baseline,
     request_classifier,
@@ -24,6 +31,7 @@ from assets.request_models import (
     request_test_set,
 )
 from assets.requests import raw_requests, validate_requests
+from assets.serving import champion_bento
 from assets.warehouse_models import warehouse_dbt_models
 from ml.settings import Settings
 from ml.sources import DemandSource, demand_source_from_env
@@ -31,24 +39,35 @@ from orchestration.jobs import (
     annotated_batch_job,
     annotation_batch_job,
     annotation_candidates_job,
+    champion_bento_job,
+    demand_drift_job,
     demand_forecast_job,
     demand_ingest_job,
     demand_models_job,
     labeled_requests_job,
+    monitoring_job,
     request_ingest_job,
     request_models_job,
+    request_retraining_job,
     rollback_champion_job,
     warehouse_job,
 )
 from orchestration.resources import build_resources
 from orchestration.schedules import (
     build_demand_schedules,
+    demand_drift_schedule,
     demand_forecast_schedule,
     labeled_requests_schedule,
+    monitoring_schedule,
+    monthly_demand_retraining_schedule,
+    monthly_request_retraining_schedule,
 )
 from orchestration.sensors import (
     annotation_batch_sensor,
     annotation_complete_sensor,
+    champion_change_sensor,
+    demand_drift_sensor,
+    drift_sensor,
     request_drop_sensor,
     warehouse_automation_sensor,
 )
@@ -75,6 +94,12 @@ def build_definitions(settings: Settings, demand_source: DemandSource) -> Defini
             demand_forecaster_promotion,
             demand_forecasts,
             demand_forecast_errors,
+            champion_bento,
+            prediction_logs,
+            reference_profiles,
+            serving_profiles,
+            drift_report,
+            demand_forecast_drift,
         ],
         jobs=[
             request_ingest_job,
@@ -88,19 +113,28 @@ def build_definitions(settings: Settings, demand_source: DemandSource) -> Defini
             labeled_requests_job,
             request_models_job,
             rollback_champion_job,
-            demand_models_job,
-            demand_forecast_job,
+            champion_bento_job,
+            monitoring_job,
+            demand_drift_job,
+            request_retraining_job,
         ],
         schedules=[
             *build_demand_schedules(demand_source, demand_ingest_job),
             labeled_requests_schedule,
             demand_forecast_schedule,
+            monitoring_schedule,
+            demand_drift_schedule,
+            monthly_request_retraining_schedule,
+            monthly_demand_retraining_schedule,
         ],
         sensors=[
             request_drop_sensor,
             warehouse_automation_sensor,
             annotation_batch_sensor,
             annotation_complete_sensor,
+            champion_change_sensor,
+            drift_sensor,
+            demand_drift_sensor,
         ],
         resources=build_resources(settings),
     )

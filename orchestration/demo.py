@@ -4,16 +4,20 @@ datasets (banking77 requests, Dominick's orange-juice demand), read in place."""
 
 import argparse
 import contextlib
+import json
 import logging
+import os
 import sys
 import time
+import urllib.request
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from dagster import BetaWarning, PreviewWarning
+from dagster import AssetKey, BetaWarning, PreviewWarning
 
 # The demo talks to a person: API-maturity warnings of Dagster and MLflow's notices belong in the
 # developer's log (and in the UIs), not on the terminal.
@@ -23,6 +27,7 @@ warnings.filterwarnings("ignore", category=PreviewWarning)
 from assets.forecasting import MODEL_NAME as DEMAND_MODEL  # noqa: E402
 from assets.request_models import MODEL_NAME as REQUEST_MODEL  # noqa: E402
 from ml.ingestion import IngestionError  # noqa: E402
+from ml.prediction_log import window_start  # noqa: E402
 from ml.registry import Registry  # noqa: E402
 from ml.settings import Settings  # noqa: E402
 from ml.sources import DemandSource, demand_source_from_env, orange_juice_source  # noqa: E402
@@ -32,12 +37,14 @@ from orchestration.instance import open_instance  # noqa: E402
 from orchestration.labelstudio import LabelStudioConfig, is_up, start_server  # noqa: E402
 from orchestration.labelstudio_client import LabelStudioClient  # noqa: E402
 from orchestration.pipeline import (  # noqa: E402
+    execute_quietly,
     run_annotation_round,
     run_platform,
     train_demand_models,
     train_request_models,
 )
 from orchestration.resources import DataHome, Warehouse  # noqa: E402
+from orchestration.serving import current_bento, start_bento_server  # noqa: E402
 
 DEMO_REQUEST_DROPS = (
     # (file, rows, seed, first moment, last moment): two drops, as if two exports arrived.
@@ -165,6 +172,87 @@ def print_registry(settings: Settings) -> None:
             )
 
 
+DEMO_TRAFFIC = 240
+"""Requests the demo sends to the live service: one hour's worth for the drift report."""
+
+
+def serve_and_monitor(settings: Settings, defs, instance, run, report, log_path: Path) -> None:
+    """Start `bentoml serve` on the champion Bento, show its answers, send it traffic, stop it
+    (its workers flush their logs), then profile this hour's traffic and score its drift."""
+    bento = current_bento(settings.bentoml_home)["bento"]
+    port = int(os.environ.get("MLOPS_SERVING_PORT", "3001"))
+    server = start_bento_server(
+        settings, str(bento), port, settings.data_home / "logs" / "bentoml-serve.log"
+    )
+    report(
+        f"  ok   bentoml serve {bento} on {server.url} (ready in {server.started_in_seconds:.0f} s)"
+    )
+    try:
+        for line in show_answers(server.url, settings):
+            report(f"       {line}")
+        texts = generate_requests(
+            DEMO_TRAFFIC, seed=10, start=datetime.now(UTC), end=datetime.now(UTC)
+        )
+        sent = send_traffic(server.url, texts["text"].to_list())
+        report(
+            f"  ok   {sent} requests answered on /classify, logged in {settings.prediction_log_dir}"
+        )
+    finally:
+        server.stop()
+        report("  ok   bentoml serve stopped (make serve or make dev keep it running)")
+    hour = window_start(datetime.now(UTC)).strftime("%Y-%m-%d-%H:%M")
+    with log_path.open("a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+        run.record(
+            "drift report",
+            execute_quietly(defs, instance, "monitoring_job", partition=hour),
+            f"(window {hour})",
+        )
+    latest = instance.get_latest_materialization_event(AssetKey("drift_report"))
+    if latest is not None:
+        report(
+            f"       drift report {hour}: {latest.asset_materialization.metadata['verdict'].value}"
+        )
+
+
+def show_answers(url: str, settings: Settings) -> list[str]:
+    """One /classify and one /forecast call, as an application would make them."""
+    question = "I still have not received my new card, when will it arrive?"
+    classified = post_json(f"{url}/classify", {"texts": question})[0]
+    lines = [
+        f"POST /classify {question!r} → {classified['intent']} "
+        f"({classified['confidence']:.2f}, request_classifier v{classified['model_version']})"
+    ]
+    registry = Registry(settings.tracking_uri, settings.artifact_root)
+    champion = registry.champion(DEMAND_MODEL)
+    if champion is not None:
+        model = registry.load(DEMAND_MODEL, champion.version)
+        store, item = model.unwrap_python_model().forecaster.keys[0]
+        answer = post_json(
+            f"{url}/forecast", {"series": [{"store": store, "item": item}], "horizon": 3}
+        )
+        first = answer["forecasts"][0]
+        lines.append(
+            f"POST /forecast {store}/{item}, 3 periods → {first['period_start']}: P10 "
+            f"{first['p10']:.1f} / P50 {first['p50']:.1f} / P90 {first['p90']:.1f} "
+            f"(demand_forecaster v{answer['model_version']}; assumed {answer['assumed'][0]})"
+        )
+    return lines
+
+
+def post_json(url: str, body: object) -> object:
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def send_traffic(url: str, texts: list[str]) -> int:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda text: post_json(f"{url}/classify", {"texts": text}), texts))
+    return len(answers)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -222,6 +310,15 @@ def main(argv: list[str] | None = None) -> int:
     ):
         train_request_models(defs, instance, run)
         train_demand_models(defs, instance, run)
+    report("Serving: champion Bento → bentoml serve → /classify, /forecast → drift report…")
+    with (
+        log_path.open("a", encoding="utf-8") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+    ):
+        run.record("champion Bento", execute_quietly(defs, instance, "champion_bento_job"))
+    if run.results["champion Bento"].success:
+        serve_and_monitor(settings, defs, instance, run, report, log_path)
     for uri in run.redrops:
         print(f"  no-op: {uri} holds content already ingested")
     passed, failed = run.check_outcomes()
@@ -249,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  instance     DAGSTER_HOME={settings.dagster_home}\n"
         f"  warehouse    {settings.warehouse_path}\n"
         f"  MLflow UI    make mlflow (http://127.0.0.1:5000), registry {settings.tracking_uri}\n"
+        f"  serving      make serve (the champion Bento on http://127.0.0.1:3001)\n"
         f"  new data     drop request files into {settings.request_drops_uri}/<source>/"
     )
     return 0 if run.success else 1

@@ -1,6 +1,7 @@
 """`make dev`: the Dagster UI and daemon (schedules and sensors run) on 127.0.0.1:3000, with the
-Label Studio the annotation sensors talk to and the MLflow UI on :5000 (for the embedded SQLite
-registry; a production registry has its own server); Ctrl-C stops them all."""
+Label Studio the annotation sensors talk to, the MLflow UI on :5000 (for the embedded SQLite
+registry; a production registry has its own server) and the champion Bento on :3001, swapped
+for each new one `champion_bento` builds; Ctrl-C stops them all."""
 
 import subprocess
 import sys
@@ -33,6 +34,8 @@ def main() -> int:
         where += ["--backend-store-uri", settings.tracking_uri]
         mlflow_ui = subprocess.Popen([mlflow, "ui", *where])
         print("MLflow UI on http://127.0.0.1:5000", flush=True)
+    serving = subprocess.Popen([sys.executable, "-m", "orchestration.serving"], cwd=PROJECT_ROOT)
+    print("Serving the champion Bento on http://127.0.0.1:3001 (once one is built)", flush=True)
     dagster = Path(sys.executable).parent / "dagster"
     command = [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", "3000"]
     try:
@@ -40,6 +43,8 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        serving.terminate()
+        serving.wait(timeout=60)
         if mlflow_ui is not None:
             mlflow_ui.terminate()
         if server is not None:

@@ -26,6 +26,13 @@ from assets.forecasting import (
     demand_forecaster_promotion,
     demand_forecasts,
 )
+from assets.monitoring import (
+    demand_forecast_drift,
+    drift_report,
+    monitoring_windows,
+    reference_profiles,
+    serving_profiles,
+)
 from assets.request_models import (
     MODEL_NAME as REQUEST_MODEL,
 )
@@ -35,6 +42,7 @@ from assets.request_models import (
     request_classifier_promotion,
     request_test_set,
 )
+from assets.serving import champion_bento
 from assets.warehouse_models import warehouse_dbt_models
 from orchestration.resources import ModelRegistry
 
@@ -148,3 +156,43 @@ def rollback_champion(
 @job(description="Roll a model's `champion` alias back to the previous champion (MLflow registry).")
 def rollback_champion_job() -> None:
     rollback_champion()
+
+
+champion_bento_job = define_asset_job(
+    "champion_bento_job",
+    selection=AssetSelection.assets(champion_bento, reference_profiles),
+    description="Package the current champions as a Bento and rebuild the reference profile.",
+)
+
+monitoring_job = define_asset_job(
+    "monitoring_job",
+    selection=AssetSelection.assets(serving_profiles, drift_report),
+    partitions_def=monitoring_windows,
+    description="Profile one hour of served traffic with whylogs and score its drift.",
+)
+
+demand_drift_job = define_asset_job(
+    "demand_drift_job",
+    selection=AssetSelection.assets(demand_forecast_errors, demand_forecast_drift),
+    description="Realized forecast error of the demand champion against its threshold.",
+)
+
+request_retraining_job = define_asset_job(
+    "request_retraining_job",
+    selection=AssetSelection.assets(
+        calendar_days,
+        warehouse_dbt_models,
+        annotation_candidates,
+        request_test_set,
+        request_baseline,
+        request_classifier,
+        request_classifier_promotion,
+        champion_bento,
+        reference_profiles,
+    ),
+    description=(
+        "The flywheel's retraining run: rebuild the warehouse (drifted traffic included), queue "
+        "re-annotation candidates (drifted traffic first), retrain both classifiers on the "
+        "current labels, gate them, and package the champions."
+    ),
+)

@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -17,8 +19,9 @@ from dagster import ConfigurableResource
 from dagster_dbt import DbtCliResource
 from pydantic import Field
 
+from ml.drift import DriftThresholds
 from ml.registry import Registry
-from ml.settings import DBT_PROJECT_DIR, Settings
+from ml.settings import DBT_PROJECT_DIR, PROJECT_ROOT, Settings
 from ml.taxonomy import Taxonomy, load_taxonomy
 from orchestration.labelstudio_client import LabelStudioClient
 
@@ -169,6 +172,57 @@ class ModelRegistry(ConfigurableResource):
         return Registry(self.tracking_uri, self.artifact_root)
 
 
+class BentoStore(ConfigurableResource):
+    """BentoML's model and Bento store (BENTOML_HOME under the data home by default). Packaging
+    runs in a process of its own: BentoML reads BENTOML_HOME once, when it is imported."""
+
+    home: str
+
+    def package(self, tracking_uri: str, versions: Mapping[str, str]) -> dict[str, object]:
+        """Import the MLflow `versions` ({model: version}) and build (or find) their Bento."""
+        command = [sys.executable, "-m", "serving.package", "--tracking-uri", tracking_uri]
+        for model, version in versions.items():
+            command += [f"--{model.replace('_', '-')}-version", version]
+        environment = {
+            **os.environ,
+            "BENTOML_HOME": self.home,
+            "BENTOML_DO_NOT_TRACK": "true",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        }
+        done = subprocess.run(
+            command, env=environment, cwd=PROJECT_ROOT, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"packaging {dict(versions)} as a Bento failed (exit {done.returncode}):\n"
+                f"{done.stderr[-3000:]}"
+            )
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+class Monitoring(ConfigurableResource):
+    """Where the service's prediction logs and the whylogs profiles live, and the thresholds
+    that say drift: shared by the monitoring assets and the drift sensor."""
+
+    log_dir: str
+    profile_dir: str
+    ks_p_value: float = DriftThresholds.ks_p_value
+    """A numeric column drifts when whylogs' KS test p-value falls below this (0.001: six
+    columns are tested per hour; see `ml.drift.DriftThresholds` for the measurement)."""
+    chi_square_p_value: float = DriftThresholds.chi_square_p_value
+    """The predicted-intent distribution drifts when the chi-square p-value falls below this."""
+    min_rows: int = 50
+    """Fewer answers than this in a window: too little traffic to judge; reported, not scored."""
+    forecast_wape_threshold: float = 0.5
+    """Realized WAPE of the demand champion's latest forecast above this is drift."""
+    retrain_min_interval_hours: float = 6.0
+    """At most one drift-triggered retraining per model in this many hours."""
+
+    @property
+    def profiles(self) -> Path:
+        return Path(self.profile_dir)
+
+
 def dbt_executable() -> str:
     """The dbt installed beside this Python, so a venv works without being on PATH."""
     beside = Path(sys.executable).parent / "dbt"
@@ -192,6 +246,11 @@ def build_resources(settings: Settings) -> dict[str, object]:
         ),
         "model_registry": ModelRegistry(
             tracking_uri=settings.tracking_uri, artifact_root=settings.artifact_root
+        ),
+        "bento_store": BentoStore(home=str(settings.bentoml_home)),
+        "monitoring": Monitoring(
+            log_dir=str(settings.prediction_log_dir),
+            profile_dir=str(settings.data_home / "profiles"),
         ),
         "dbt": DbtCliResource(
             project_dir=str(DBT_PROJECT_DIR),

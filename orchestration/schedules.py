@@ -1,10 +1,25 @@
 """Schedules: the platform's clock."""
 
-from dagster import DefaultScheduleStatus, ScheduleDefinition, build_schedule_from_partitioned_job
+from dagster import (
+    DefaultScheduleStatus,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    build_schedule_from_partitioned_job,
+    schedule,
+)
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from ml.prediction_log import WINDOW, window_start
 from ml.sources import DemandSource
-from orchestration.jobs import demand_forecast_job, labeled_requests_job
+from orchestration.jobs import (
+    demand_drift_job,
+    demand_forecast_job,
+    demand_models_job,
+    labeled_requests_job,
+    monitoring_job,
+    request_retraining_job,
+)
 
 
 def build_demand_schedules(
@@ -33,4 +48,43 @@ demand_forecast_schedule = ScheduleDefinition(
         "Daily at 06:00: fresh forecasts from the current demand champion, and the realized "
         "error of earlier forecasts whose actuals have arrived."
     ),
+)
+
+
+@schedule(
+    job=monitoring_job,
+    cron_schedule="5 * * * *",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Hourly, five minutes past: profile the hour that just ended and score its drift.",
+)
+def monitoring_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+    ended = window_start(context.scheduled_execution_time) - WINDOW
+    key = ended.strftime("%Y-%m-%d-%H:%M")
+    return RunRequest(run_key=key, partition_key=key)
+
+
+demand_drift_schedule = ScheduleDefinition(
+    name="demand_drift_schedule",
+    job=demand_drift_job,
+    cron_schedule="30 6 * * *",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Daily at 06:30, after the forecasts: the champion's realized error as drift.",
+)
+
+monthly_request_retraining_schedule = ScheduleDefinition(
+    name="monthly_request_retraining_schedule",
+    job=request_retraining_job,
+    cron_schedule="0 3 1 * *",
+    default_status=DefaultScheduleStatus.RUNNING,
+    tags={"mlops/trigger": "monthly schedule"},
+    description="Monthly: retrain the request classifiers on the current labels, gate, package.",
+)
+
+monthly_demand_retraining_schedule = ScheduleDefinition(
+    name="monthly_demand_retraining_schedule",
+    job=demand_models_job,
+    cron_schedule="0 4 1 * *",
+    default_status=DefaultScheduleStatus.RUNNING,
+    tags={"mlops/trigger": "monthly schedule"},
+    description="Monthly: backtest and refit the demand forecasters, gate, forecast.",
 )

@@ -3,25 +3,26 @@
 import contextlib
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+from dagster import AssetKey
 
 from ml.settings import PROJECT_ROOT, Settings
 from ml.sources import DemandSource
 from ml.synthetic import generate_demand, generate_requests
 from orchestration.labelstudio import LabelStudioConfig, LabelStudioServer, start_server
 from orchestration.labelstudio_client import LabelStudioClient
+from orchestration.processes import stop_process_group, wait_until_ready
+from orchestration.serving import BentoServer, start_bento_server
 
 
 @pytest.fixture
@@ -131,29 +132,6 @@ def free_port() -> int:
 MLFLOW_SERVER_START_TIMEOUT_S = 120
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
-    return "\n".join(text.splitlines()[-lines:]) or "(no output)"
-
-
-def stop_process_group(process: subprocess.Popen, grace_s: float = 15) -> None:
-    """SIGTERM to the group `process` leads (it was started in a session of its own), wait until
-    the whole group is gone, SIGKILL whatever is left after `grace_s`."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        process.poll()
-        try:
-            os.killpg(process.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=5)
-
-
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` for the session: its backend (tracking and registry) in a database of
@@ -193,24 +171,12 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 start_new_session=True,
             )
         try:
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                        if answer.status == 200:
-                            break
-                except (urllib.error.URLError, OSError):
-                    pass
-                if process.poll() is not None:
-                    pytest.fail(
-                        f"mlflow server exited with {process.returncode} before answering "
-                        f"{url}/health; its output ends:\n{_tail(log)}"
-                    )
-                if time.monotonic() - started > MLFLOW_SERVER_START_TIMEOUT_S:
-                    pytest.fail(
-                        f"mlflow server at {url} did not answer /health within "
-                        f"{MLFLOW_SERVER_START_TIMEOUT_S} s; its output ends:\n{_tail(log)}"
-                    )
-                time.sleep(0.25)
+            try:
+                wait_until_ready(
+                    process, f"{url}/health", log, MLFLOW_SERVER_START_TIMEOUT_S, "mlflow server"
+                )
+            except RuntimeError as error:
+                pytest.fail(str(error))
             print(f"\nMLflow server started in {time.monotonic() - started:.1f} s on {url}")
             yield url
         finally:
@@ -239,3 +205,106 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
 @pytest.fixture(scope="session")
 def label_studio_admin(label_studio: LabelStudioServer) -> LabelStudioClient:
     return LabelStudioClient(label_studio.config.url, label_studio.config.token)
+
+
+@dataclass
+class ServedPlatform:
+    """A deployment with a champion of each model and its Bento built (by the real assets)."""
+
+    settings: Settings
+    defs: object
+    instance: object
+    bento: str
+
+
+SERVED_TRANSFORMER = {
+    "epochs": 1,
+    "batch_size": 16,
+    "max_train_samples": 96,
+    "max_validation_samples": 48,
+    "max_length": 32,
+}
+SERVED_FORECASTING = {"epochs": 2, "hidden_size": 16}
+
+
+@pytest.fixture(scope="session")
+def served_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedPlatform]:
+    """Generated requests and 15 months of daily demand → both model families trained,
+    registered and gated → `champion_bento` and `reference_profiles` materialized."""
+    from dagster import DagsterInstance
+
+    from orchestration.definitions import build_definitions
+    from orchestration.pipeline import execute_quietly, run_platform
+    from orchestration.resources import DataHome
+
+    with pytest.MonkeyPatch.context() as env:
+        home = tmp_path_factory.mktemp("served") / "data_home"
+        env.setenv("MLOPS_DATA_HOME", str(home))
+        env.setenv("MLOPS_WAREHOUSE_PATH", str(home / "warehouse.duckdb"))
+        env.delenv("MLFLOW_TRACKING_URI", raising=False)
+        env.delenv("BENTOML_HOME", raising=False)
+        settings = Settings.from_env()
+        write_request_drop(settings, "requests.csv", rows=1500, seed=1)
+        folder = settings.data_home / "sources" / "demand"
+        folder.mkdir(parents=True)
+        start, end = date(2024, 3, 1), date(2025, 5, 31)
+        generate_demand(stores=2, items=2, start=start, end=end, seed=11).write_csv(
+            folder / "demand.csv"
+        )
+        source = DemandSource(
+            name="synthetic", uri=str(folder), format="contract", freq="D", start=start, end=end
+        )
+        defs = build_definitions(settings, source)
+        instance = DagsterInstance.ephemeral()
+        assert run_platform(defs, instance, DataHome(path=str(home))).success
+
+        def request_models(svm_c: float) -> tuple[str, dict]:
+            return "request_models_job", {
+                "ops": {
+                    "request_baseline": {"config": {"svm_c": svm_c}},
+                    "request_classifier": {"config": SERVED_TRANSFORMER},
+                }
+            }
+
+        demand = {
+            "ops": {
+                "demand_backtests": {"config": SERVED_FORECASTING},
+                "demand_forecaster": {"config": SERVED_FORECASTING},
+            }
+        }
+        # A weak baseline first (C=0.0005), packaged; then the real one beats it, packaged again:
+        # two champions in the history, two Bentos in the store (the rollback test needs both).
+        steps = [
+            request_models(0.0005),
+            ("demand_models_job", demand),
+            ("champion_bento_job", {}),
+            request_models(0.5),
+            ("champion_bento_job", {}),
+        ]
+        for job, config in steps:
+            result = execute_quietly(defs, instance, job, config=config)
+            assert result.success, f"{job} failed"
+        bento = (
+            instance.get_latest_materialization_event(AssetKey("champion_bento"))
+            .asset_materialization.metadata["bento"]
+            .value
+        )
+        yield ServedPlatform(settings, defs, instance, bento)
+
+
+@pytest.fixture(scope="session")
+def bento_server(served_platform: ServedPlatform) -> Iterator[BentoServer]:
+    """`bentoml serve` of the champion Bento, two workers, started once for the session."""
+    server = start_bento_server(
+        served_platform.settings,
+        served_platform.bento,
+        free_port(),
+        served_platform.settings.data_home / "logs" / "bentoml-serve.log",
+        MLOPS_SERVING_WORKERS="2",
+        MLOPS_PREDICTION_LOG_FLUSH_SECONDS="0.5",
+    )
+    print(f"\nbentoml serve {server.bento} ready in {server.started_in_seconds:.1f} s")
+    try:
+        yield server
+    finally:
+        server.stop()

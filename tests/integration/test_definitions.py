@@ -1,4 +1,5 @@
-"""The code location a person opens in the UI: one graph, two domains, every asset explained."""
+"""The code location a person opens in the UI: one graph, two domains and their serving, every
+asset explained."""
 
 from dagster import AssetKey
 
@@ -15,12 +16,16 @@ def test_every_asset_has_a_description_a_domain_an_owner_and_a_code_version(
         node = graph.get(key)
         name = key.to_user_string()
         assert node.description, f"{name} has no description"
-        assert node.group_name in {"requests", "demand"}, f"{name} is in group {node.group_name}"
+        assert node.group_name in {"requests", "demand", "serving"}, (
+            f"{name} is in group {node.group_name}"
+        )
         assert node.owners, f"{name} has no owner"
         assert node.code_version, f"{name} has no code version"
 
 
-def test_the_graph_runs_raw_to_validated_to_dbt_marts_for_both_domains(settings: Settings) -> None:
+def test_the_graph_runs_raw_to_validated_to_dbt_marts_to_serving_and_drift(
+    settings: Settings,
+) -> None:
     graph = build_definitions(settings, small_demand_source(settings)).resolve_asset_graph()
 
     def upstream(name: str) -> set[str]:
@@ -34,6 +39,14 @@ def test_the_graph_runs_raw_to_validated_to_dbt_marts_for_both_domains(settings:
     assert upstream("validated_demand") == {"raw_demand"}
     assert upstream("stg_demand") == {"validated_demand"}
     assert upstream("mart_demand") == {"stg_demand", "calendar_days"}
+    assert upstream("champion_bento") == {
+        "request_classifier_promotion",
+        "demand_forecaster_promotion",
+    }
+    assert upstream("reference_profiles") == {"champion_bento"}
+    assert upstream("serving_profiles") == {"prediction_logs", "reference_profiles"}
+    assert upstream("drift_report") == {"serving_profiles", "reference_profiles"}
+    assert upstream("demand_forecast_drift") == {"demand_forecast_errors"}
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     for asset in ("validated_requests", "validated_demand"):
         for check in (

@@ -62,3 +62,17 @@ def test_a_bad_pool_or_batch_size_is_named() -> None:
         )
     with pytest.raises(ValueError, match="at least one item"):
         pick_candidates(pool([]), NOTHING_OUT, 0, 1)
+
+
+def test_drifted_traffic_goes_first_then_the_rest_as_usual() -> None:
+    rows = [(f"a{i}", f"ka{i}", "app") for i in range(30)] + [
+        (f"s{i}", f"ks{i}", "serving") for i in range(4)
+    ]
+    rows.append(("s-dup", "ka0", "serving"))  # a served text already in the pool: once only
+    chosen = pick_candidates(pool(rows), NOTHING_OUT, n=10, seed=1, prefer_sources=["serving"])
+    assert chosen.height == 10 and chosen["text_key"].n_unique() == 10
+    assert chosen["source"].to_list()[:5] == ["serving"] * 5
+    assert set(chosen["source"][5:]) == {"app"}
+    assert chosen["strategy"][0].startswith("preferred source")
+    few = pick_candidates(pool(rows), NOTHING_OUT, n=3, seed=1, prefer_sources=["serving"])
+    assert set(few["source"]) == {"serving"}

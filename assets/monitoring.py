@@ -1,0 +1,380 @@
+"""Monitoring on the lineage graph: the service's prediction logs (a source, one partition per
+hour), whylogs profiles of the champion's reference data and of each hour of traffic, and the
+drift report that the drift sensor acts on. For demand, realized forecast error is the signal.
+
+Files live under the monitoring resource's folders: `profiles/reference/<version>/`,
+`profiles/serving/<window>.bin`, `profiles/drift/<window>.json`.
+"""
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import fsspec
+import pandas as pd
+import polars as pl
+from dagster import (
+    AssetExecutionContext,
+    AssetSpec,
+    HourlyPartitionsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from assets.forecasting import FORECASTS_TABLE
+from assets.forecasting import MODEL_NAME as DEMAND_MODEL
+from assets.metadata import counts_table, markdown_table, picture, preview
+from assets.request_models import MODEL_NAME as REQUEST_MODEL
+from assets.request_models import load_training_data
+from assets.serving import GROUP, OWNERS, champion_bento
+from ml.drift import (
+    DriftThresholds,
+    TextReference,
+    build_text_reference,
+    compare_profiles,
+    deserialize_profile,
+    drift_figure,
+    forecast_error_drift,
+    profile,
+    request_feature_frame,
+    sentence_embedder,
+    serialize_profile,
+)
+from ml.ingestion import drop_id_for
+from ml.prediction_log import WINDOW_FORMAT, read_predictions
+from orchestration.resources import ModelRegistry, Monitoring, RequestIntake, Warehouse
+
+MONITORING_START = "2026-01-01-00:00"
+monitoring_windows = HourlyPartitionsDefinition(start_date=MONITORING_START, end_offset=1)
+"""One partition per hour of traffic; the hour in progress is included so that it can be looked
+at early (the drift sensor only acts on complete hours)."""
+REFERENCE_ROWS = 2000
+"""Training texts for the vocabulary and centroid, and validation texts for the profile."""
+SERVING_SOURCE = "serving"
+"""Drifted traffic re-enters the platform as a request drop of this source, unlabeled."""
+
+prediction_logs = AssetSpec(
+    "prediction_logs",
+    partitions_def=monitoring_windows,
+    group_name=GROUP,
+    owners=OWNERS,
+    code_version="1",
+    kinds={"bentoml", "json"},
+    description=(
+        "Every answer of the BentoML service (request id, time, input, prediction, confidence "
+        "or quantiles, model name and version), appended by each worker as complete JSON-lines "
+        "files under the data home, one folder per hour: written by the service, not by Dagster."
+    ),
+)
+
+
+def _reference_folder(monitoring: Monitoring, version: str) -> Path:
+    return monitoring.profiles / "reference" / f"{REQUEST_MODEL}-v{version}"
+
+
+def current_reference(monitoring: Monitoring) -> tuple[str, Path]:
+    """(champion version, folder) of the latest reference profile."""
+    pointer = monitoring.profiles / "reference" / "current.json"
+    if not pointer.exists():
+        raise FileNotFoundError(
+            f"no reference profile yet ({pointer} missing): materialize reference_profiles"
+        )
+    current = json.loads(pointer.read_text(encoding="utf-8"))
+    return current["version"], Path(current["folder"])
+
+
+@asset(
+    deps=[champion_bento],
+    group_name=GROUP,
+    owners=OWNERS,
+    code_version="1",
+    kinds={"whylogs", "python"},
+    description=(
+        "What serving traffic is compared with: the served request_classifier champion's "
+        "vocabulary and centroid embedding (its training texts), and a whylogs profile of its "
+        "answers on the validation split. Rebuilt whenever the champion Bento changes."
+    ),
+)
+def reference_profiles(
+    context: AssetExecutionContext,
+    warehouse: Warehouse,
+    request_intake: RequestIntake,
+    model_registry: ModelRegistry,
+    monitoring: Monitoring,
+) -> MaterializeResult:
+    registry = model_registry.registry()
+    registry.ping()
+    champion = registry.champion(REQUEST_MODEL)
+    if champion is None:
+        raise ValueError(f"{REQUEST_MODEL} has no champion: nothing is served to monitor")
+    data = load_training_data(warehouse, request_intake, REFERENCE_ROWS, REFERENCE_ROWS)
+    if not len(data.validation):
+        raise ValueError("the validation split is empty: the reference profile is made from it")
+    embed = sentence_embedder()
+    reference = build_text_reference(data.train.texts, embed)
+    model = registry.load(REQUEST_MODEL, champion.version)
+    predicted = model.predict(pd.DataFrame({"text": data.validation.texts}))
+    features = request_feature_frame(
+        data.validation.texts, predicted["intent"], predicted["confidence"], reference, embed
+    )
+    folder = _reference_folder(monitoring, champion.version)
+    reference.save(folder)
+    (folder / "profile.bin").write_bytes(serialize_profile(profile(features)))
+    pointer = monitoring.profiles / "reference" / "current.json"
+    pointer.write_text(
+        json.dumps({"version": champion.version, "folder": str(folder)}), encoding="utf-8"
+    )
+    context.log.info(f"reference for {REQUEST_MODEL} v{champion.version} in {folder}")
+    return MaterializeResult(
+        metadata={
+            "champion_version": champion.version,
+            "dataset_version": data.dataset_version,
+            "vocabulary": len(reference.vocabulary),
+            "profiled_rows": features.height,
+            "folder": MetadataValue.path(str(folder)),
+            "summary": markdown_table(features.drop("predicted_intent").describe()),
+        }
+    )
+
+
+def _window(context: AssetExecutionContext) -> tuple[datetime, datetime]:
+    window = context.partition_time_window
+    return window.start.astimezone(UTC), window.end.astimezone(UTC)
+
+
+def _serving_paths(monitoring: Monitoring, start: datetime) -> tuple[Path, Path]:
+    stem = monitoring.profiles / "serving" / start.strftime(WINDOW_FORMAT)
+    return stem.with_suffix(".bin"), stem.with_suffix(".parquet")
+
+
+@asset(
+    partitions_def=monitoring_windows,
+    deps=[prediction_logs, reference_profiles],
+    group_name=GROUP,
+    owners=OWNERS,
+    code_version="1",
+    kinds={"whylogs", "python"},
+    description=(
+        "A whylogs profile of one hour of /classify traffic: text length, token count, "
+        "out-of-vocabulary rate and embedding distance against the reference, the predicted "
+        "intent and its confidence."
+    ),
+)
+def serving_profiles(context: AssetExecutionContext, monitoring: Monitoring) -> MaterializeResult:
+    start, end = _window(context)
+    logged = read_predictions(Path(monitoring.log_dir), start, end, endpoint="classify")
+    profile_path, features_path = _serving_paths(monitoring, start)
+    if logged.is_empty():
+        profile_path.unlink(missing_ok=True)
+        return MaterializeResult(metadata={"dagster/row_count": 0, "note": "no traffic"})
+    version, folder = current_reference(monitoring)
+    reference = TextReference.load(folder)
+    features = request_feature_frame(
+        logged["text"].to_list(),
+        logged["intent"].to_list(),
+        logged["confidence"].to_list(),
+        reference,
+        sentence_embedder(),
+    )
+    profile_path.parent.mkdir(parents=True, exist_ok=True)
+    profile_path.write_bytes(serialize_profile(profile(features)))
+    pl.concat([logged.select("request_id", "text"), features], how="horizontal").write_parquet(
+        features_path
+    )
+    versions = logged.group_by("model_version").len()
+    intents = features.group_by("predicted_intent").len().sort("len", descending=True).head(10)
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": logged.height,
+            "reference_version": version,
+            "model_versions": counts_table(
+                dict(zip(versions["model_version"], versions["len"], strict=True)), "version"
+            ),
+            "top_intents": counts_table(
+                dict(zip(intents["predicted_intent"], intents["len"], strict=True)), "intent"
+            ),
+            "summary": markdown_table(features.drop("predicted_intent").describe()),
+        }
+    )
+
+
+def drift_report_path(monitoring: Monitoring, window_key: str) -> Path:
+    return monitoring.profiles / "drift" / f"{window_key}.json"
+
+
+def read_drift_reports(monitoring: Monitoring) -> list[dict[str, object]]:
+    """Every persisted drift evaluation, oldest window first (what the drift sensor reads)."""
+    folder = monitoring.profiles / "drift"
+    if not folder.is_dir():
+        return []
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))]
+
+
+def write_drifted_traffic(intake: RequestIntake, window_key: str, texts: pl.DataFrame) -> str:
+    """The window's served texts as an unlabeled `serving` request drop; its drop id. The same
+    window gives the same bytes, so re-running this is a recorded no-op, never a second drop."""
+    data = texts.select("text", "received_at").sort("received_at", "text").write_csv().encode()
+    uri = f"{intake.drops_uri.rstrip('/')}/{SERVING_SOURCE}/window-{window_key}.csv"
+    filesystem, path = fsspec.core.url_to_fs(uri)
+    filesystem.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with filesystem.open(path, "wb") as out:
+        out.write(data)
+    return drop_id_for(SERVING_SOURCE, hashlib.sha256(data).hexdigest())
+
+
+@asset(
+    partitions_def=monitoring_windows,
+    deps=[serving_profiles, reference_profiles],
+    group_name=GROUP,
+    owners=OWNERS,
+    code_version="1",
+    kinds={"whylogs", "python"},
+    description=(
+        "Drift of one hour of traffic against the reference, per column, by whylogs' drift "
+        "algorithms (KS for numbers, chi-square for the predicted intent; thresholds in the "
+        "monitoring resource). A drifted hour's texts are dropped as `serving` requests for "
+        "re-annotation; the drift sensor then requests one retraining run."
+    ),
+)
+def drift_report(
+    context: AssetExecutionContext, monitoring: Monitoring, request_intake: RequestIntake
+) -> MaterializeResult:
+    start, end = _window(context)
+    window_key = start.strftime(WINDOW_FORMAT)
+    evaluated_at = datetime.now(UTC)
+    profile_path, features_path = _serving_paths(monitoring, start)
+    version, folder = current_reference(monitoring)
+    rows = pl.read_parquet(features_path).height if profile_path.exists() else 0
+    outcome: dict[str, object] = {
+        "window": window_key,
+        "window_start": start.isoformat(),
+        "window_end": end.isoformat(),
+        "complete": end <= evaluated_at,
+        "evaluated_at": evaluated_at.isoformat(),
+        "reference_version": version,
+        "rows": rows,
+        "drifted": False,
+        "drifted_columns": [],
+        "drop_id": None,
+    }
+    metadata: dict[str, object] = {"window": window_key, "rows": rows}
+    if rows < monitoring.min_rows:
+        outcome["note"] = f"{rows} answers: fewer than {monitoring.min_rows}, not judged"
+    else:
+        report = compare_profiles(
+            deserialize_profile((folder / "profile.bin").read_bytes()),
+            deserialize_profile(profile_path.read_bytes()),
+            DriftThresholds(
+                ks_p_value=monitoring.ks_p_value,
+                chi_square_p_value=monitoring.chi_square_p_value,
+            ),
+        )
+        outcome.update(
+            drifted=report.drifted,
+            drifted_columns=list(report.drifted_columns),
+            columns=json.loads(report.to_json()),
+        )
+        metadata.update(
+            {
+                "columns": markdown_table(report.as_frame(), digits=4),
+                "drift_chart": picture(
+                    drift_figure(report, f"Drift {window_key}"), "drift per column"
+                ),
+            }
+        )
+        if report.drifted:
+            served = pl.read_parquet(features_path).join(
+                read_predictions(Path(monitoring.log_dir), start, end, endpoint="classify").select(
+                    "request_id", pl.col("served_at").alias("received_at")
+                ),
+                on="request_id",
+            )
+            outcome["drop_id"] = write_drifted_traffic(request_intake, window_key, served)
+            metadata["drifted_texts"] = preview(served.select("text", "predicted_intent"))
+    path = drift_report_path(monitoring, window_key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(outcome, indent=1, default=str), encoding="utf-8")
+    verdict = (
+        f"drift in {', '.join(outcome['drifted_columns'])}"
+        if outcome["drifted"]
+        else outcome.get("note", "no drift")
+    )
+    context.log.info(f"{window_key}: {verdict}")
+    metadata.update(
+        {
+            "drifted": bool(outcome["drifted"]),
+            "verdict": verdict,
+            "reference_version": version,
+            "re_annotation_drop": outcome["drop_id"] or "none",
+        }
+    )
+    return MaterializeResult(metadata=metadata)
+
+
+DEMAND_DRIFT_FILE = "demand_drift.json"
+
+
+@asset(
+    deps=["demand_forecast_errors"],
+    group_name=GROUP,
+    owners=OWNERS,
+    code_version="1",
+    kinds={"python", "duckdb"},
+    description=(
+        "Demand drift: the realized error (WAPE) of the champion's latest forecast whose "
+        "actuals have arrived, against its own threshold (monitoring resource)."
+    ),
+)
+def demand_forecast_drift(
+    context: AssetExecutionContext,
+    warehouse: Warehouse,
+    model_registry: ModelRegistry,
+    monitoring: Monitoring,
+) -> MaterializeResult:
+    champion = model_registry.registry().champion(DEMAND_MODEL)
+    version = champion.version if champion else ""
+    realized = warehouse.query_if_exists(
+        FORECASTS_TABLE,
+        f"""
+        select f.forecast_origin, f.period_start, m.units as actual, f.p50
+        from {FORECASTS_TABLE} f join mart_demand m
+          on m.store = f.store and m.item = f.item and m.period_start = f.period_start
+        where m.units is not null and f.model_version = ?
+        """,
+        [version],
+        {
+            "forecast_origin": pl.Date,
+            "period_start": pl.Date,
+            "actual": pl.Float64,
+            "p50": pl.Float64,
+        },
+    )
+    if not realized.is_empty():
+        realized = realized.filter(pl.col("forecast_origin") == realized["forecast_origin"].max())
+    signal = forecast_error_drift(realized, monitoring.forecast_wape_threshold)
+    outcome = {
+        "model_version": version,
+        "forecast_origin": str(realized["forecast_origin"].max()) if signal.rows else None,
+        "last_period": str(signal.window[1]) if signal.window else None,
+        "wape": signal.wape,
+        "threshold": signal.threshold,
+        "drifted": signal.drifted,
+        "rows": signal.rows,
+        "evaluated_at": datetime.now(UTC).isoformat(),
+    }
+    path = monitoring.profiles / DEMAND_DRIFT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(outcome, indent=1), encoding="utf-8")
+    context.log.info(f"demand drift: {outcome}")
+    return MaterializeResult(
+        metadata={
+            "model_version": version or "none",
+            "realized_wape": signal.wape,
+            "threshold": signal.threshold,
+            "drifted": signal.drifted,
+            "scored_points": signal.rows,
+            "note": "no actuals yet for the champion's forecasts" if not signal.rows else "",
+        }
+    )

@@ -1,0 +1,74 @@
+"""Serving on the lineage graph: the Bento of the current champions, rebuilt whenever a champion
+changes (the promotion gates, a rollback), and pointed at for `bentoml serve`."""
+
+from pathlib import Path
+
+from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
+
+from assets.forecasting import MODEL_NAME as DEMAND_MODEL
+from assets.forecasting import demand_forecaster_promotion
+from assets.request_models import MODEL_NAME as REQUEST_MODEL
+from assets.request_models import request_classifier_promotion
+from ml.registry import Registry
+from orchestration.resources import BentoStore, ModelRegistry
+from orchestration.serving import record_current_bento
+from serving.package import bento_version
+
+GROUP = "serving"
+OWNERS = ["team:platform"]
+SERVED_MODELS = (REQUEST_MODEL, DEMAND_MODEL)
+
+
+def champion_versions(registry: Registry) -> dict[str, str]:
+    """{model: MLflow version holding `champion`} ('' where a model has none yet)."""
+    return {
+        model: (champion.version if (champion := registry.champion(model)) else "")
+        for model in SERVED_MODELS
+    }
+
+
+@asset(
+    deps=[request_classifier_promotion, demand_forecaster_promotion],
+    group_name=GROUP,
+    owners=OWNERS,
+    code_version="1",
+    kinds={"bentoml", "mlflow"},
+    description=(
+        "The versioned Bento serving the MLflow champion of each model (POST /classify, POST "
+        "/forecast), each imported into the BentoML model store with its MLflow version in the "
+        "tag. Its version names the model versions (rc<v>-df<v>): after a rollback the earlier "
+        "Bento is served again. `make serve` follows it."
+    ),
+)
+def champion_bento(
+    context: AssetExecutionContext,
+    model_registry: ModelRegistry,
+    bento_store: BentoStore,
+) -> MaterializeResult:
+    registry = model_registry.registry()
+    registry.ping()
+    versions = champion_versions(registry)
+    if not any(versions.values()):
+        raise ValueError(
+            f"no champion to serve: none of {list(SERVED_MODELS)} holds `champion` yet "
+            "(run request_models_job or demand_models_job)"
+        )
+    packaged = bento_store.package(registry.tracking_uri, versions)
+    record_current_bento(Path(bento_store.home), packaged)
+    action = "built" if packaged["built"] else "reused (these champions were packaged before)"
+    context.log.info(f"{packaged['bento']}: {action}")
+    return MaterializeResult(
+        metadata={
+            "bento": packaged["bento"],
+            "action": action,
+            "bento_path": MetadataValue.path(str(packaged["path"])),
+            "models": MetadataValue.json(packaged["models"]),
+            **{f"{model}_version": version or "none" for model, version in versions.items()},
+            "serve": MetadataValue.md(
+                f"`bentoml serve {packaged['bento']}` (BENTOML_HOME={bento_store.home}), or "
+                "`make serve`, which follows the current champion Bento"
+            ),
+            "containerize": MetadataValue.md(f"`bentoml containerize {packaged['bento']}`"),
+        },
+        data_version=DataVersion(bento_version(versions)),
+    )

@@ -1,0 +1,194 @@
+"""The prediction log: every answer the service gives, kept append-only under the data home.
+
+Each serving worker buffers records in memory and a background thread flushes the buffer as one
+new file per flush (JSON lines), written under a temporary name and renamed into place. So
+concurrent workers never share a file (no interleaving, no corruption), a file is either complete
+or absent, and a worker killed mid-load loses at most its unflushed buffer: at most `max_records`
+records, or `flush_seconds` of traffic, whichever comes first.
+
+Files are grouped by the hour they were served in (`window=YYYY-MM-DDTHH/`), the monitoring
+window that the Dagster assets read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+WINDOW_FORMAT = "%Y-%m-%dT%H"
+WINDOW = timedelta(hours=1)
+RECORD_SCHEMA: dict[str, pl.DataType] = {
+    "request_id": pl.Utf8,
+    "served_at": pl.Utf8,
+    "endpoint": pl.Utf8,
+    "model_name": pl.Utf8,
+    "model_version": pl.Utf8,
+    "input": pl.Utf8,
+    "output": pl.Utf8,
+    "text": pl.Utf8,
+    "intent": pl.Utf8,
+    "confidence": pl.Float64,
+}
+"""One record per answered item: the input and output as JSON, plus the columns monitoring reads
+directly (for classifications: the text, the predicted intent and its probability)."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def window_start(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def window_folder(root: Path, moment: datetime) -> Path:
+    return root / f"window={window_start(moment).strftime(WINDOW_FORMAT)}"
+
+
+def prediction_record(
+    endpoint: str,
+    model_name: str,
+    model_version: str,
+    model_input: object,
+    output: object,
+    *,
+    text: str | None = None,
+    intent: str | None = None,
+    confidence: float | None = None,
+    request_id: str | None = None,
+    served_at: datetime | None = None,
+) -> dict[str, object]:
+    """A record in the log's schema (input and output kept whole, as JSON)."""
+    return {
+        "request_id": request_id or uuid.uuid4().hex,
+        "served_at": (served_at or now()).astimezone(UTC).isoformat(),
+        "endpoint": endpoint,
+        "model_name": model_name,
+        "model_version": model_version,
+        "input": json.dumps(model_input, default=str),
+        "output": json.dumps(output, default=str),
+        "text": text,
+        "intent": intent,
+        "confidence": confidence,
+    }
+
+
+class PredictionLogWriter:
+    """Buffered, append-only writer of one serving worker (see the module docstring)."""
+
+    def __init__(
+        self,
+        root: Path,
+        writer_id: str,
+        max_records: int = 256,
+        flush_seconds: float = 2.0,
+        clock: Callable[[], datetime] = now,
+    ):
+        self.root = Path(root)
+        self.writer_id = f"{writer_id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.max_records = max_records
+        self.flush_seconds = flush_seconds
+        self.clock = clock
+        self._buffer: list[Mapping[str, object]] = []
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._sequence = 0
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def log(self, records: Iterable[Mapping[str, object]]) -> None:
+        """Queue records; the request path never waits for the disk."""
+        with self._lock:
+            self._buffer.extend(records)
+            full = len(self._buffer) >= self.max_records
+        if full:
+            self._wake.set()
+
+    def flush(self) -> int:
+        """Write what is buffered as new files (one per window); the number of records written.
+        On a failed write the records stay buffered for the next flush: nothing is lost."""
+        with self._flush_lock:
+            with self._lock:
+                pending, self._buffer = self._buffer, []
+            if not pending:
+                return 0
+            try:
+                self._write(pending)
+            except Exception:
+                with self._lock:
+                    self._buffer[:0] = pending
+                raise
+            return len(pending)
+
+    def _write(self, records: list[Mapping[str, object]]) -> None:
+        by_window: dict[Path, list[Mapping[str, object]]] = {}
+        for record in records:
+            served = datetime.fromisoformat(str(record["served_at"]))
+            by_window.setdefault(window_folder(self.root, served), []).append(record)
+        staging = self.root / ".staging"
+        staging.mkdir(parents=True, exist_ok=True)
+        for folder, rows in by_window.items():
+            folder.mkdir(parents=True, exist_ok=True)
+            self._sequence += 1
+            name = f"{self.writer_id}-{self.clock():%Y%m%dT%H%M%S%f}-{self._sequence:06d}.jsonl"
+            temporary = staging / name
+            with temporary.open("w", encoding="utf-8") as out:
+                out.writelines(json.dumps(row, default=str) + "\n" for row in rows)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, folder / name)
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            with contextlib.suppress(OSError):  # kept buffered; the next tick retries
+                self.flush()
+
+    def close(self) -> None:
+        """Flush what is left and stop the background thread."""
+        self._closed.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self.flush()
+
+
+def log_files(root: Path, start: datetime, end: datetime) -> list[Path]:
+    """Every complete log file of the windows overlapping [start, end)."""
+    files = []
+    moment = window_start(start)
+    while moment < end:
+        folder = window_folder(root, moment)
+        if folder.is_dir():
+            files += sorted(folder.glob("*.jsonl"))
+        moment += WINDOW
+    return files
+
+
+def read_predictions(
+    root: Path, start: datetime, end: datetime, endpoint: str | None = None
+) -> pl.DataFrame:
+    """The records served in [start, end), oldest first, with `served_at` as a UTC datetime."""
+    files = log_files(root, start, end)
+    if not files:
+        frame = pl.DataFrame(schema=RECORD_SCHEMA)
+    else:
+        frame = pl.concat(
+            [pl.read_ndjson(path, schema=RECORD_SCHEMA) for path in files], how="vertical"
+        )
+    frame = frame.with_columns(
+        pl.col("served_at").str.to_datetime(time_zone="UTC", time_unit="us")
+    ).filter((pl.col("served_at") >= start) & (pl.col("served_at") < end))
+    if endpoint is not None:
+        frame = frame.filter(pl.col("endpoint") == endpoint)
+    return frame.sort("served_at")

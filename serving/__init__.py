@@ -1,0 +1,1 @@
+"""The BentoML service of the platform's champions, and how it is packaged."""

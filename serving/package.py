@@ -1,0 +1,130 @@
+"""Package the champions as a versioned Bento: import each MLflow version into the BentoML model
+store (tag `<model>:v<mlflow version>`) and build the `mlops_platform` Bento that serves them.
+
+The Bento's version names the model versions it serves and the code (`rc3-df2-1a2b3c4d`), so
+building for champions that already have a Bento (a rollback) returns that Bento again instead
+of a new one. Run as its
+own process (`python -m serving.package`): BentoML reads BENTOML_HOME once, at import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from ml.registry import Registry
+from ml.settings import PROJECT_ROOT
+
+BENTO_NAME = "mlops_platform"
+SERVICE = "serving.service:Champions"
+SERVED = {"request_classifier": "rc", "demand_forecaster": "df"}
+"""Registered model → its short name in the Bento version."""
+SOURCES = ("serving/*.py", "ml/*.py", "ml/pyfunc_entry_points/*.py", "ml/taxonomy/*.json")
+"""What the Bento carries besides the lock file: the service and the plain `ml` package."""
+
+
+def source_files() -> list[Path]:
+    files = [path for pattern in SOURCES for path in sorted(PROJECT_ROOT.glob(pattern))]
+    return [*files, PROJECT_ROOT / "requirements.lock"]
+
+
+def source_digest() -> str:
+    """Eight hex digits of the code and pins a Bento carries: new code, new Bento."""
+    digest = hashlib.sha256()
+    for path in source_files():
+        digest.update(str(path.relative_to(PROJECT_ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
+def bento_version(versions: dict[str, str]) -> str:
+    """`rc3-df2-<code>`: which MLflow version of each model the Bento serves (`none` when
+    absent), and which code serves them; a rollback on the same code finds its Bento again."""
+    models = "-".join(f"{short}{versions.get(model) or 'none'}" for model, short in SERVED.items())
+    return f"{models}-{source_digest()}"
+
+
+def model_tag(model: str, version: str) -> str:
+    return f"{model}:v{version}"
+
+
+def import_champion(registry: Registry, model: str, version: str) -> str:
+    """The BentoML model for MLflow `model` v`version`, imported once."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    tag = model_tag(model, version)
+    try:
+        return str(bentoml.models.get(tag).tag)
+    except NotFound:
+        pass
+    found = registry.version(model, version)
+    with tempfile.TemporaryDirectory() as folder:
+        imported = bentoml.mlflow.import_model(
+            tag,
+            model_uri=str(registry.download(model, version, Path(folder))),
+            labels={"mlflow_version": version, "mlflow_run_id": found.run_id},
+            metadata={"mlflow_tracking_uri": registry.tracking_uri, "kind": found.tags["kind"]},
+        )
+    return str(imported.tag)
+
+
+def build_context(folder: Path) -> None:
+    """A build context holding only what the Bento needs (not the venvs or the data home)."""
+    for source in source_files():
+        target = folder / source.relative_to(PROJECT_ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+
+
+def package(registry: Registry, versions: dict[str, str]) -> dict[str, object]:
+    """Build (or find) the Bento serving `versions` ({model: MLflow version})."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    tags = {model: import_champion(registry, model, v) for model, v in versions.items() if v}
+    if not tags:
+        raise ValueError("no champion to package: promote a model first")
+    version = bento_version(versions)
+    try:
+        bento = bentoml.bentos.get(f"{BENTO_NAME}:{version}")
+        built = False
+    except NotFound:
+        with tempfile.TemporaryDirectory() as context:
+            build_context(Path(context))
+            bento = bentoml.bentos.build(
+                SERVICE,
+                name=BENTO_NAME,
+                version=version,
+                build_ctx=context,
+                labels={f"{model}_version": v for model, v in versions.items() if v},
+                description="The platform's champions: /classify and /forecast.",
+                python={"requirements_txt": "requirements.lock", "lock_packages": False},
+                args=tags,
+            )
+        built = True
+    return {
+        "bento": str(bento.tag),
+        "path": str(bento.path),
+        "models": tags,
+        "built": built,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tracking-uri", required=True)
+    for model in SERVED:
+        parser.add_argument(f"--{model.replace('_', '-')}-version", default="")
+    args = parser.parse_args(argv)
+    versions = {model: getattr(args, f"{model}_version") for model in SERVED}
+    print(json.dumps(package(Registry(args.tracking_uri), versions)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""The platform's HTTP service (BentoML): the MLflow champions of `request_classifier` and
+`demand_forecaster`, imported into the BentoML model store with their MLflow version in the tag,
+behind `POST /classify` (adaptive batching) and `POST /forecast`.
+
+Which versions it serves is fixed when the Bento is built (`serving/package.py`, called by the
+`champion_bento` asset): they are Bento arguments, never a hard-coded file. Bad input is a 400
+naming the field; every answer is logged (`ml.prediction_log`), off the request path.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import date
+from typing import Annotated
+
+import bentoml
+import numpy as np
+import pandas as pd
+from bentoml.exceptions import BadInput, ServiceUnavailable
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
+
+from ml.forecasting import ForecastingError
+from ml.prediction_log import PredictionLogWriter, prediction_record
+from ml.settings import ServingSettings
+
+
+class ServedModels(BaseModel):
+    """Bento arguments: the BentoML model tags of the champions ('' = not served)."""
+
+    request_classifier: str = ""
+    demand_forecaster: str = ""
+
+
+SETTINGS = ServingSettings.from_env()
+MODELS = bentoml.use_arguments(ServedModels)
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("text is empty (or only whitespace)")
+    return text
+
+
+def _one_or_many(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+Text = Annotated[
+    str, Field(min_length=1, max_length=SETTINGS.max_text_chars), AfterValidator(_not_blank)
+]
+Texts = Annotated[
+    list[Text],
+    BeforeValidator(_one_or_many),
+    Field(min_length=1, max_length=SETTINGS.max_items),
+]
+
+
+class ScoredIntent(BaseModel):
+    intent: str
+    probability: float
+
+
+class Classification(BaseModel):
+    request_id: str
+    intent: str
+    confidence: float
+    top_k: list[ScoredIntent]
+    model_version: str
+
+
+class SeriesId(BaseModel):
+    store: str = Field(min_length=1)
+    item: str = Field(min_length=1)
+
+
+class PlannedPeriod(BaseModel):
+    """Known future covariates of one series and period; what is left out is assumed."""
+
+    store: str = Field(min_length=1)
+    item: str = Field(min_length=1)
+    period_start: date
+    price: float | None = Field(default=None, gt=0)
+    deal: float | None = Field(default=None, ge=0, le=1)
+    feature: float | None = Field(default=None, ge=0, le=1)
+
+
+class PeriodForecast(BaseModel):
+    store: str
+    item: str
+    period_start: date
+    p10: float
+    p50: float
+    p90: float
+    model: str
+    assumed: str
+
+
+class ForecastResponse(BaseModel):
+    request_id: str
+    model_version: str
+    horizon: int
+    assumed: list[str]
+    """The default assumptions used where no covariate was given ('none' = all were given)."""
+    forecasts: list[PeriodForecast]
+
+
+PREDICTIONS = bentoml.metrics.Counter(
+    name="mlops_predictions",
+    documentation="Items answered, by endpoint and model version",
+    labelnames=["endpoint", "model_name", "model_version"],
+)
+PREDICTION_ERRORS = bentoml.metrics.Counter(
+    name="mlops_prediction_errors",
+    documentation="Requests refused (4xx) after validation, by endpoint and model version",
+    labelnames=["endpoint", "model_name", "model_version"],
+)
+INFERENCE_SECONDS = bentoml.metrics.Histogram(
+    name="mlops_inference_seconds",
+    documentation="Model time per call (a whole adaptive batch for /classify)",
+    labelnames=["endpoint", "model_name", "model_version"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+BATCH_ITEMS = bentoml.metrics.Histogram(
+    name="mlops_batch_items",
+    documentation="Texts per model call on /classify (adaptive batching merges requests)",
+    labelnames=["model_name", "model_version"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+
+
+def _version_of(model: bentoml.Model) -> str:
+    return str(model.info.labels.get("mlflow_version", model.tag.version))
+
+
+@bentoml.service(
+    name="mlops_platform",
+    workers=SETTINGS.workers,
+    traffic={"timeout": 60},
+    metrics={"enabled": True},
+)
+class Champions:
+    """The champion of each registered model, loaded once per worker."""
+
+    if MODELS.request_classifier:
+        classifier_model = bentoml.models.BentoModel(MODELS.request_classifier)
+    if MODELS.demand_forecaster:
+        forecaster_model = bentoml.models.BentoModel(MODELS.demand_forecaster)
+
+    def __init__(self) -> None:
+        import torch
+        from bentoml._internal.context import server_context
+
+        torch.set_num_threads(SETTINGS.threads_per_worker)
+        self.classifier = self.forecaster = None
+        if MODELS.request_classifier:
+            self.classifier = bentoml.mlflow.load_model(self.classifier_model)
+            self.classifier_version = _version_of(self.classifier_model)
+            self.classes = list(self.classifier.metadata.metadata["classes"])
+        if MODELS.demand_forecaster:
+            self.forecaster = bentoml.mlflow.load_model(self.forecaster_model)
+            self.forecaster_version = _version_of(self.forecaster_model)
+        worker = f"worker{server_context.worker_index or 0}"
+        self.log = PredictionLogWriter(
+            SETTINGS.prediction_log_dir,
+            worker,
+            SETTINGS.log_max_records,
+            SETTINGS.log_flush_seconds,
+        )
+
+    @bentoml.on_shutdown
+    def flush_log(self) -> None:
+        self.log.close()
+
+    @bentoml.api(
+        batchable=SETTINGS.batching,
+        max_batch_size=SETTINGS.max_batch_size,
+        max_latency_ms=SETTINGS.max_latency_ms,
+    )
+    def classify(self, texts: Texts) -> list[Classification]:
+        """One text or a list of texts → intent, confidence and the top-k intents per text."""
+        if self.classifier is None:
+            raise ServiceUnavailable("no request_classifier champion is served by this Bento")
+        labels = ("classify", "request_classifier", self.classifier_version)
+        started = time.perf_counter()
+        predicted = self.classifier.predict(pd.DataFrame({"text": texts}))
+        INFERENCE_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+        BATCH_ITEMS.labels(*labels[1:]).observe(len(texts))
+        probabilities = np.array(predicted["probabilities"].tolist())
+        top = np.argsort(-probabilities, axis=1)[:, : SETTINGS.top_k]
+        answers, records = [], []
+        for text, intent, confidence, row, best in zip(
+            texts, predicted["intent"], predicted["confidence"], probabilities, top, strict=True
+        ):
+            record = prediction_record(
+                "classify",
+                "request_classifier",
+                self.classifier_version,
+                {"text": text},
+                None,
+                text=text,
+                intent=str(intent),
+                confidence=float(confidence),
+            )
+            answer = Classification(
+                request_id=str(record["request_id"]),
+                intent=str(intent),
+                confidence=float(confidence),
+                top_k=[
+                    ScoredIntent(intent=self.classes[i], probability=float(row[i])) for i in best
+                ],
+                model_version=self.classifier_version,
+            )
+            record["output"] = answer.model_dump_json()
+            answers.append(answer)
+            records.append(record)
+        self.log.log(records)
+        PREDICTIONS.labels(*labels).inc(len(texts))
+        return answers
+
+    @bentoml.api
+    def forecast(
+        self,
+        series: Annotated[list[SeriesId], Field(min_length=1, max_length=SETTINGS.max_items)],
+        horizon: Annotated[int | None, Field(ge=1)] = None,
+        covariates: Annotated[list[PlannedPeriod], Field(max_length=10_000)] = [],  # noqa: B006
+    ) -> ForecastResponse:
+        """P10/P50/P90 per period for each (store, item), from the forecasting champion. Planned
+        price, deal and feature per period are used where given; otherwise the documented
+        defaults are assumed (price: last known, no deal, no feature) and named in `assumed`."""
+        if self.forecaster is None:
+            raise ServiceUnavailable("no demand_forecaster champion is served by this Bento")
+        labels = ("forecast", "demand_forecaster", self.forecaster_version)
+        fitted = self.forecaster.unwrap_python_model().forecaster
+        try:
+            frame = self._forecast_input(fitted, series, horizon, covariates)
+            started = time.perf_counter()
+            answer = self.forecaster.predict(
+                frame, params={"horizon": horizon} if horizon else None
+            )
+        except (BadInput, ForecastingError) as error:
+            PREDICTION_ERRORS.labels(*labels).inc()
+            if isinstance(error, BadInput):
+                raise
+            raise BadInput(f"covariates: {error}") from error
+        INFERENCE_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+        periods = [PeriodForecast(**row) for row in answer.to_dict(orient="records")]
+        used = horizon or fitted.settings.horizon
+        response = ForecastResponse(
+            request_id="",
+            model_version=self.forecaster_version,
+            horizon=used,
+            assumed=sorted({p.assumed for p in periods}),
+            forecasts=periods,
+        )
+        record = prediction_record(
+            "forecast",
+            "demand_forecaster",
+            self.forecaster_version,
+            {
+                "series": [s.model_dump() for s in series],
+                "horizon": used,
+                "covariates": [c.model_dump() for c in covariates],
+            },
+            None,
+        )
+        response.request_id = str(record["request_id"])
+        record["output"] = response.model_dump_json()
+        self.log.log([record])
+        PREDICTIONS.labels(*labels).inc(len(series))
+        return response
+
+    @staticmethod
+    def _forecast_input(
+        fitted, series: list[SeriesId], horizon: int | None, covariates: list[PlannedPeriod]
+    ) -> pd.DataFrame:
+        """The pyfunc's input frame; what the forecaster would refuse is refused here first,
+        naming the field."""
+        known = set(fitted.keys)
+        wanted = list(dict.fromkeys((s.store, s.item) for s in series))
+        unknown = [f"{store}/{item}" for store, item in wanted if (store, item) not in known]
+        if unknown:
+            raise BadInput(f"series: unknown store/item {unknown[:10]}")
+        if horizon is not None and horizon > fitted.max_horizon:
+            raise BadInput(f"horizon: {horizon} is out of range 1 … {fitted.max_horizon}")
+        outside = sorted(
+            {f"{c.store}/{c.item}" for c in covariates} - {f"{s}/{i}" for s, i in wanted}
+        )
+        if outside:
+            raise BadInput(f"covariates: for series not asked for {outside[:10]}")
+        if not covariates:
+            return pd.DataFrame({"store": [s for s, _ in wanted], "item": [i for _, i in wanted]})
+        planned = pd.DataFrame([c.model_dump() for c in covariates]).dropna(axis=1, how="all")
+        planned["period_start"] = pd.to_datetime(planned["period_start"])
+        planned_series = set(zip(planned["store"], planned["item"], strict=True))
+        without = [key for key in wanted if key not in planned_series]
+        rows = pd.DataFrame({"store": [s for s, _ in without], "item": [i for _, i in without]})
+        return pd.concat([planned, rows], ignore_index=True).astype({"store": str, "item": str})
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,202 @@
+"""The flywheel closes: served traffic is profiled per hour with whylogs and scored against the
+champion's reference; unshifted traffic requests no run, shifted traffic (another vocabulary and
+class mix) requests exactly one retraining run, whose annotation candidates are the drifted
+texts, and which ends with a champion Bento.
+
+Traffic is written by the service's own log writer with `served_at` in two past hours, so that
+both windows are complete when the sensor looks (the service itself is exercised in
+test_serving)."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+from dagster import AssetKey, SensorResult, SkipReason, build_sensor_context
+
+from assets.monitoring import read_drift_reports
+from assets.request_models import MODEL_NAME as REQUEST_MODEL
+from ml.prediction_log import PredictionLogWriter, prediction_record
+from ml.registry import Registry
+from ml.synthetic import generate_requests
+from orchestration.pipeline import PipelineRun, execute_quietly, ingest_request_drops
+from orchestration.resources import DataHome, Warehouse
+from orchestration.sensors import drift_sensor, plan_retraining
+from tests.conftest import SERVED_TRANSFORMER, ServedPlatform
+
+CALM = datetime(2026, 11, 30, 10, tzinfo=UTC)
+SHIFTED = datetime(2026, 11, 30, 11, tzinfo=UTC)
+TOPICS = [
+    "football match",
+    "pizza dough",
+    "mountain hike",
+    "guitar lesson",
+    "garden roses",
+    "chess club",
+    "yoga retreat",
+    "sourdough starter",
+    "camping tent",
+    "piano recital",
+]
+ASKS = [
+    "How long should I prepare the",
+    "When does the",
+    "Where can I book the",
+    "Any tips for the",
+    "Who organises the",
+    "What should I bring to the",
+]
+ENDINGS = ["this weekend", "next summer", "with my cousins"]
+
+
+def shifted_texts(count: int) -> list[str]:
+    """Requests about things a bank never hears of: another vocabulary altogether, each text
+    distinct after normalization."""
+    texts = [f"{a} {t} {e}" for a in ASKS for t in TOPICS for e in ENDINGS]
+    assert count <= len(texts)
+    return texts[:count]
+
+
+def serve_into_log(platform: ServedPlatform, texts: list[str], hour: datetime) -> None:
+    """Answer `texts` with the champion and log each answer as the service does."""
+    registry = Registry(platform.settings.tracking_uri, platform.settings.artifact_root)
+    champion = registry.champion(REQUEST_MODEL)
+    answers = registry.load(REQUEST_MODEL, champion.version).predict(pd.DataFrame({"text": texts}))
+    writer = PredictionLogWriter(platform.settings.prediction_log_dir, "test", flush_seconds=60)
+    writer.log(
+        prediction_record(
+            "classify",
+            REQUEST_MODEL,
+            champion.version,
+            {"text": text},
+            {"intent": intent},
+            text=text,
+            intent=intent,
+            confidence=float(confidence),
+            served_at=hour + timedelta(seconds=20 * i),
+        )
+        for i, (text, intent, confidence) in enumerate(
+            zip(texts, answers["intent"], answers["confidence"], strict=True)
+        )
+    )
+    writer.close()
+
+
+def partition(hour: datetime) -> str:
+    return hour.strftime("%Y-%m-%d-%H:%M")
+
+
+def evaluate(platform: ServedPlatform, cursor: str | None):
+    context = build_sensor_context(
+        instance=platform.instance,
+        cursor=cursor,
+        resources={"monitoring": platform.defs.resources["monitoring"]},
+    )
+    return drift_sensor(context)
+
+
+@pytest.fixture(scope="module")
+def monitored(served_platform: ServedPlatform) -> ServedPlatform:
+    # A sample of a large draw keeps the generator's natural class mix (a draw of 150 would
+    # force every one of the 77 intents in: a near-uniform mix, itself a shift).
+    calm = generate_requests(1500, seed=77, start=CALM, end=SHIFTED).sample(150, seed=0)
+    serve_into_log(served_platform, calm["text"].to_list(), CALM)
+    serve_into_log(served_platform, shifted_texts(150), SHIFTED)
+    for hour in (CALM, SHIFTED):
+        result = execute_quietly(
+            served_platform.defs,
+            served_platform.instance,
+            "monitoring_job",
+            partition=partition(hour),
+        )
+        assert result.success
+    return served_platform
+
+
+def test_unshifted_traffic_does_not_drift_and_shifted_traffic_does(
+    monitored: ServedPlatform,
+) -> None:
+    reports = {r["window"]: r for r in read_drift_reports(monitored.defs.resources["monitoring"])}
+    calm, shifted = reports[CALM.strftime("%Y-%m-%dT%H")], reports[SHIFTED.strftime("%Y-%m-%dT%H")]
+    assert calm["rows"] == 150 and not calm["drifted"], calm["drifted_columns"]
+    assert shifted["drifted"]
+    assert {"oov_rate", "embedding_distance"} <= set(shifted["drifted_columns"])
+    assert calm["drop_id"] is None and shifted["drop_id"].startswith("serving-")
+    event = monitored.instance.get_latest_materialization_event(AssetKey("drift_report"))
+    metadata = event.asset_materialization.metadata
+    assert "drift_chart" in metadata and "columns" in metadata
+
+
+def test_drift_requests_exactly_one_retraining_run_with_the_drifted_texts_as_candidates(
+    monitored: ServedPlatform,
+) -> None:
+    first = evaluate(monitored, None)
+    assert isinstance(first, SensorResult) and not first.run_requests, "calm hour: no run"
+    waiting = evaluate(monitored, first.cursor)
+    assert isinstance(waiting, SkipReason), "the drifted traffic is not ingested yet"
+    run = PipelineRun()
+    ingest_request_drops(
+        monitored.defs, monitored.instance, DataHome(path=str(monitored.settings.data_home)), run
+    )
+    assert run.success and any(name.startswith("requests serving-") for name in run.results)
+    fired = evaluate(monitored, first.cursor)
+    assert isinstance(fired, SensorResult) and len(fired.run_requests) == 1
+    request = fired.run_requests[0]
+    assert request.run_key == f"retrain:{SHIFTED:%Y-%m-%dT%H}"
+    assert "oov_rate" in request.tags["mlops/reason"]
+    assert isinstance(evaluate(monitored, fired.cursor), SkipReason), "never twice a window"
+    execute_quietly(
+        monitored.defs, monitored.instance, "monitoring_job", partition=partition(SHIFTED)
+    )
+    assert isinstance(evaluate(monitored, fired.cursor), SkipReason), "a re-run changes nothing"
+
+    config = {
+        "ops": {
+            **request.run_config["ops"],
+            "request_classifier": {"config": SERVED_TRANSFORMER},
+        }
+    }
+    retraining = execute_quietly(
+        monitored.defs,
+        monitored.instance,
+        "request_retraining_job",
+        config=config,
+        tags=request.tags,
+    )
+    assert retraining.success
+    warehouse = Warehouse(path=str(monitored.settings.warehouse_path))
+    batch = (
+        monitored.instance.get_latest_materialization_event(AssetKey("annotation_candidates"))
+        .asset_materialization.metadata["batch"]
+        .value
+    )
+    items = warehouse.query(
+        "select i.request_id, r.source, r.text from annotation_items i "
+        "join stg_requests r using (request_id) where i.batch_id = ?",
+        [batch],
+    )
+    assert items.height == 50 and set(items["source"]) == {"serving"}
+    assert set(items["text"]) <= set(shifted_texts(150))
+    materialized = {
+        e.asset_key.to_user_string() for e in retraining.get_asset_materialization_events()
+    }
+    assert {"request_classifier_promotion", "champion_bento", "reference_profiles"} <= materialized
+
+
+def test_a_drifted_window_within_the_minimum_interval_requests_no_run() -> None:
+    now = datetime(2026, 11, 30, 14, tzinfo=UTC)
+    report = {"window": "2026-11-30T13", "complete": True, "drifted": True, "drop_id": "d"}
+    plan = plan_retraining(
+        [{**report, "drifted_columns": ["oov_rate"]}],
+        {"decided": [], "last_retraining_at": (now - timedelta(hours=1)).isoformat()},
+        {"d"},
+        now,
+        min_interval_hours=6,
+    )
+    assert plan.window is None
+    assert "within 6 h" in plan.notes["2026-11-30T13"]
+    assert json.loads(json.dumps(plan.cursor))["decided"] == ["2026-11-30T13"]
+    open_window = plan_retraining(
+        [{**report, "complete": False, "drifted_columns": ["oov_rate"]}], {}, {"d"}, now, 6
+    )
+    assert open_window.window is None and not open_window.notes, "an hour in progress waits"

@@ -1,0 +1,288 @@
+"""The champions served for real: `bentoml serve` of the Bento that `champion_bento` built,
+called over HTTP. Good answers, every bad input a 4xx naming the field, concurrent requests
+answered as if alone, every answer logged, a worker killed mid-load, a rollback's Bento."""
+
+import json
+import re
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import psutil
+import pytest
+import requests
+from dagster import AssetKey
+
+from assets.forecasting import MODEL_NAME as DEMAND_MODEL
+from assets.request_models import MODEL_NAME as REQUEST_MODEL
+from ml.prediction_log import log_files, read_predictions
+from ml.registry import Registry
+from ml.synthetic import generate_requests
+from ml.taxonomy import load_taxonomy
+from orchestration.pipeline import execute_quietly
+from orchestration.serving import BentoServer, current_bento
+from tests.conftest import ServedPlatform
+
+
+def post(server: BentoServer, route: str, body: object, timeout: float = 60) -> requests.Response:
+    return requests.post(f"{server.url}/{route}", json=body, timeout=timeout)
+
+
+def texts(count: int, seed: int = 21) -> list[str]:
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    return generate_requests(count, seed=seed, start=moment, end=moment)["text"].to_list()
+
+
+def registry_of(platform: ServedPlatform) -> Registry:
+    return Registry(platform.settings.tracking_uri, platform.settings.artifact_root)
+
+
+def a_series(platform: ServedPlatform) -> dict[str, str]:
+    model = registry_of(platform).load(
+        DEMAND_MODEL, registry_of(platform).champion(DEMAND_MODEL).version
+    )
+    store, item = model.unwrap_python_model().forecaster.keys[0]
+    return {"store": store, "item": item}
+
+
+def test_classify_answers_one_text_or_a_list_with_the_top_k(
+    served_platform: ServedPlatform, bento_server: BentoServer
+) -> None:
+    served = re.match(r"rc(\d+)-", served_platform.bento.split(":")[1]).group(1)
+    intents = set(load_taxonomy(served_platform.settings.intent_taxonomy).intents)
+    one = post(bento_server, "classify", {"texts": "my card has not arrived yet"})
+    assert one.status_code == 200, one.text
+    many = post(bento_server, "classify", {"texts": texts(3)})
+    assert many.status_code == 200, many.text
+    assert len(one.json()) == 1 and len(many.json()) == 3
+    for answer in one.json() + many.json():
+        assert answer["intent"] in intents
+        assert answer["model_version"] == served
+        scores = [s["probability"] for s in answer["top_k"]]
+        assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+        assert answer["top_k"][0]["intent"] == answer["intent"]
+        assert answer["confidence"] == pytest.approx(scores[0])
+        assert 0.0 < answer["confidence"] <= 1.0
+
+
+def test_forecast_gives_quantiles_and_says_what_it_assumed(
+    served_platform: ServedPlatform, bento_server: BentoServer
+) -> None:
+    series = a_series(served_platform)
+    plain = post(bento_server, "forecast", {"series": [series], "horizon": 7})
+    assert plain.status_code == 200, plain.text
+    body = plain.json()
+    assert body["horizon"] == 7 and len(body["forecasts"]) == 7
+    assert "price: last known" in body["assumed"][0]
+    for period in body["forecasts"]:
+        assert 0 <= period["p10"] <= period["p50"] <= period["p90"]
+    days = [period["period_start"] for period in body["forecasts"]]
+    planned = [
+        {**series, "period_start": day, "price": 1.0, "deal": 1.0, "feature": 1.0} for day in days
+    ]
+    promoted = post(
+        bento_server, "forecast", {"series": [series], "horizon": 7, "covariates": planned}
+    )
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["assumed"] == ["none"]
+
+
+CLASSIFY_BAD = [
+    ({"texts": ""}, "texts"),
+    ({"texts": ["fine", "   "]}, "texts"),
+    ({"texts": "x" * 1001}, "texts"),
+    ({"texts": ["card"] * 65}, "texts"),
+    ({"texts": 5}, "texts"),
+    ({"texts": [["nested"]]}, "texts"),
+    ({}, "texts"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), CLASSIFY_BAD)
+def test_bad_classify_input_is_a_400_naming_the_field(
+    bento_server: BentoServer, body: object, field: str
+) -> None:
+    answer = post(bento_server, "classify", body)
+    assert answer.status_code == 400, answer.text
+    assert field in answer.text
+
+
+def forecast_bad(series: dict[str, str]) -> list[tuple[dict, str]]:
+    day = "2025-06-01"
+    return [
+        ({"series": [{"store": "nowhere", "item": series["item"]}]}, "series"),
+        ({"series": []}, "series"),
+        ({"series": [{"store": series["store"]}]}, "item"),
+        ({"series": [series], "horizon": 0}, "horizon"),
+        ({"series": [series], "horizon": 10_000}, "horizon"),
+        ({"series": [series], "horizon": "soon"}, "horizon"),
+        (
+            {
+                "series": [series],
+                "horizon": 3,
+                "covariates": [{**series, "period_start": day, "price": 2.0}],
+            },
+            "covariates",
+        ),
+        (
+            {"series": [series], "covariates": [{**series, "period_start": day, "price": "cheap"}]},
+            "price",
+        ),
+        (
+            {"series": [series], "covariates": [{**series, "period_start": "someday"}]},
+            "period_start",
+        ),
+        (
+            {
+                "series": [series],
+                "covariates": [{"store": "x", "item": "y", "period_start": day, "deal": 1}],
+            },
+            "covariates",
+        ),
+    ]
+
+
+def test_bad_forecast_input_is_a_400_naming_the_field_and_no_worker_dies(
+    served_platform: ServedPlatform, bento_server: BentoServer
+) -> None:
+    for body, field in forecast_bad(a_series(served_platform)):
+        answer = post(bento_server, "forecast", body)
+        assert answer.status_code == 400, f"{body}: {answer.status_code} {answer.text}"
+        assert field in answer.text, f"{body}: {answer.text}"
+    assert requests.get(f"{bento_server.url}/readyz", timeout=10).status_code == 200
+    assert post(bento_server, "classify", {"texts": "still there?"}).status_code == 200
+
+
+def test_concurrent_requests_are_batched_and_answered_as_if_alone(
+    bento_server: BentoServer,
+) -> None:
+    sample = texts(48, seed=33)
+    alone = [post(bento_server, "classify", {"texts": text}).json()[0] for text in sample]
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        together = list(pool.map(lambda t: post(bento_server, "classify", {"texts": [t]}), sample))
+    for single, answer in zip(alone, together, strict=True):
+        assert answer.status_code == 200, answer.text
+        batched = answer.json()[0]
+        assert batched["intent"] == single["intent"]
+        for a, b in zip(single["top_k"], batched["top_k"], strict=True):
+            assert a["intent"] == b["intent"]
+            assert a["probability"] == pytest.approx(b["probability"], abs=1e-4)
+    metrics = requests.get(f"{bento_server.url}/metrics", timeout=10).text
+    sums = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("mlops_batch_items_sum")
+    ]
+    counts = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("mlops_batch_items_count")
+    ]
+    assert sum(sums) > sum(counts), "adaptive batching never merged two requests"
+
+
+def test_every_answer_is_logged_with_its_model_and_version(
+    served_platform: ServedPlatform, bento_server: BentoServer
+) -> None:
+    answers = post(bento_server, "classify", {"texts": texts(5, seed=44)}).json()
+    wanted = {a["request_id"] for a in answers}
+    now = datetime.now(UTC)
+    deadline = time.monotonic() + 15
+    while True:
+        logged = read_predictions(
+            served_platform.settings.prediction_log_dir,
+            now - timedelta(hours=1),
+            now + timedelta(hours=1),
+        )
+        if wanted <= set(logged["request_id"]) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    mine = logged.filter(logged["request_id"].is_in(list(wanted)))
+    assert mine.height == 5
+    assert set(mine["model_name"]) == {REQUEST_MODEL}
+    assert set(mine["model_version"]) == {answers[0]["model_version"]}
+    assert mine["text"].null_count() == 0 and mine["confidence"].min() > 0
+    metrics = requests.get(f"{bento_server.url}/metrics", timeout=10).text
+    assert f'model_version="{answers[0]["model_version"]}"' in metrics
+    assert "mlops_predictions_total" in metrics
+
+
+def _workers(server: BentoServer) -> list[psutil.Process]:
+    """The live worker processes (a killed one lingers as a zombie until reaped)."""
+    found = []
+    for child in psutil.Process(server.process.pid).children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "_bentoml_impl.worker" in " ".join(
+                child.cmdline()
+            ):
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_a_worker_killed_mid_load_corrupts_no_log_and_the_service_recovers(
+    served_platform: ServedPlatform, bento_server: BentoServer
+) -> None:
+    workers = _workers(bento_server)
+    assert len(workers) == 2, [w.cmdline() for w in workers]
+    sample = texts(120, seed=55)
+
+    def call(text: str) -> int:
+        try:
+            return post(bento_server, "classify", {"texts": [text]}, timeout=30).status_code
+        except requests.RequestException:
+            return -1
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [pool.submit(call, text) for text in sample]
+        time.sleep(0.5)
+        workers[0].send_signal(signal.SIGKILL)
+        statuses = [f.result() for f in futures]
+    assert statuses.count(200) >= len(sample) // 2
+    deadline = time.monotonic() + 120
+    while True:
+        alive = _workers(bento_server)
+        recovered = len(alive) == 2 and all(
+            post(bento_server, "classify", {"texts": "card arrival"}).status_code == 200
+            for _ in range(6)
+        )
+        if recovered or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert recovered, "the service did not come back to two answering workers"
+    now = datetime.now(UTC)
+    hour = (now - timedelta(hours=2), now + timedelta(hours=1))
+    for path in log_files(served_platform.settings.prediction_log_dir, *hour):
+        text = path.read_text(encoding="utf-8")
+        assert text.endswith("\n"), f"{path} is cut off"
+        for line in text.splitlines():
+            json.loads(line)
+    logged = read_predictions(served_platform.settings.prediction_log_dir, *hour)
+    assert logged["request_id"].n_unique() == logged.height
+
+
+def test_a_rollback_serves_the_previous_champions_bento_again(
+    served_platform: ServedPlatform,
+) -> None:
+    """Last in this module: it moves the request classifier's champion back."""
+    instance, defs = served_platform.instance, served_platform.defs
+    before = current_bento(served_platform.settings.bentoml_home)["bento"]
+    history = registry_of(served_platform).champion_history(REQUEST_MODEL)
+    assert len(history) >= 2, f"the fixture should have promoted twice: {history}"
+    rollback = execute_quietly(
+        defs,
+        instance,
+        "rollback_champion_job",
+        config={"ops": {"rollback_champion": {"config": {"model_name": REQUEST_MODEL}}}},
+    )
+    assert rollback.success
+    assert execute_quietly(defs, instance, "champion_bento_job").success
+    metadata = instance.get_latest_materialization_event(
+        AssetKey("champion_bento")
+    ).asset_materialization.metadata
+    assert metadata["bento"].value != before
+    assert metadata["bento"].value.split(":")[1].startswith(f"rc{history[-2]}-")
+    assert metadata["action"].value.startswith("reused")
+    assert current_bento(served_platform.settings.bentoml_home)["bento"] == metadata["bento"].value
