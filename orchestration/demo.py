@@ -190,8 +190,11 @@ def serve_and_monitor(settings: Settings, defs, instance, run, report, log_path:
     try:
         for line in show_answers(server.url, settings):
             report(f"       {line}")
-        texts = generate_requests(
-            DEMO_TRAFFIC, seed=10, start=datetime.now(UTC), end=datetime.now(UTC)
+        # A sample of a large draw keeps the generator's natural intent mix (one draw of 240
+        # would force all 77 intents in: a near-uniform mix, which is itself a shift).
+        now = datetime.now(UTC)
+        texts = generate_requests(10 * DEMO_TRAFFIC, seed=10, start=now, end=now).sample(
+            DEMO_TRAFFIC, seed=0
         )
         sent = send_traffic(server.url, texts["text"].to_list())
         report(
