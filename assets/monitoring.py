@@ -180,9 +180,8 @@ def serving_profiles(context: AssetExecutionContext, monitoring: Monitoring) -> 
     )
     profile_path.parent.mkdir(parents=True, exist_ok=True)
     profile_path.write_bytes(serialize_profile(profile(features)))
-    pl.concat([logged.select("request_id", "text"), features], how="horizontal").write_parquet(
-        features_path
-    )
+    served = logged.select("request_id", "text", "served_at")
+    pl.concat([served, features], how="horizontal").write_parquet(features_path)
     versions = logged.group_by("model_version").len()
     intents = features.group_by("predicted_intent").len().sort("len", descending=True).head(10)
     return MaterializeResult(
@@ -285,12 +284,7 @@ def drift_report(
             }
         )
         if report.drifted:
-            served = pl.read_parquet(features_path).join(
-                read_predictions(Path(monitoring.log_dir), start, end, endpoint="classify").select(
-                    "request_id", pl.col("served_at").alias("received_at")
-                ),
-                on="request_id",
-            )
+            served = pl.read_parquet(features_path).rename({"served_at": "received_at"})
             outcome["drop_id"] = write_drifted_traffic(request_intake, window_key, served)
             metadata["drifted_texts"] = preview(served.select("text", "predicted_intent"))
     path = drift_report_path(monitoring, window_key)

@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,11 +99,18 @@ def start_bento_server(
     return BentoServer(bento, port, process, log_path, seconds)
 
 
-def follow_champion(settings: Settings, port: int, poll_seconds: float = 10.0) -> None:
-    """Serve the current champion Bento and swap to each new one as it is built."""
+def follow_champion(
+    settings: Settings,
+    port: int,
+    poll_seconds: float = 10.0,
+    stop: threading.Event | None = None,
+) -> None:
+    """Serve the current champion Bento and swap to each new one as it is built, until `stop`
+    is set (or forever)."""
+    stop = stop or threading.Event()
     server, waiting = None, False
     try:
-        while True:
+        while not stop.is_set():
             wanted = current_bento(settings.bentoml_home)
             if wanted is not None and (server is None or server.bento != wanted["bento"]):
                 if server is not None:
@@ -119,7 +126,7 @@ def follow_champion(settings: Settings, port: int, poll_seconds: float = 10.0) -
             elif wanted is None and not waiting:
                 print("no champion Bento yet: waiting for champion_bento", flush=True)
                 waiting = True
-            time.sleep(poll_seconds)
+            stop.wait(poll_seconds)
     finally:
         if server is not None:
             server.stop()

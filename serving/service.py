@@ -32,6 +32,7 @@ class ServedModels(BaseModel):
     demand_forecaster: str = ""
 
 
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are processes already
 SETTINGS = ServingSettings.from_env()
 MODELS = bentoml.use_arguments(ServedModels)
 
@@ -296,6 +297,3 @@ class Champions:
         without = [key for key in wanted if key not in planned_series]
         rows = pd.DataFrame({"store": [s for s, _ in without], "item": [i for _, i in without]})
         return pd.concat([planned, rows], ignore_index=True).astype({"store": str, "item": str})
-
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -6,6 +6,7 @@ import itertools
 import json
 import re
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,13 @@ from ml.synthetic import generate_requests
 from ml.taxonomy import load_taxonomy
 from orchestration.pipeline import execute_quietly
 from orchestration.resources import BentoStore
-from orchestration.serving import BentoServer, current_bento, start_bento_server
+from orchestration.serving import (
+    BentoServer,
+    current_bento,
+    follow_champion,
+    record_current_bento,
+    start_bento_server,
+)
 from tests.conftest import ServedPlatform, free_port
 
 
@@ -321,6 +328,53 @@ def test_a_transformer_answers_batched_requests_as_it_answers_each_alone(
     assert metric_total(metrics, "mlops_batch_items_sum") > metric_total(
         metrics, "mlops_batch_items_count"
     ), "adaptive batching never merged two requests"
+
+
+def _served_version(url: str) -> str | None:
+    try:
+        return requests.post(f"{url}/classify", json={"texts": "hi"}, timeout=5).json()[0][
+            "model_version"
+        ]
+    except (requests.RequestException, ValueError, KeyError):
+        return None
+
+
+def _wait_for_version(url: str, version: str, seconds: float = 120) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if _served_version(url) == version:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_make_serve_rolls_each_new_champion_bento_out_to_the_running_service(
+    served_platform: ServedPlatform,
+) -> None:
+    home = served_platform.settings.bentoml_home
+    current = current_bento(home)
+    earlier = next(
+        path
+        for path in (home / "bentos" / "mlops_platform").iterdir()
+        if path.name.startswith("rc1-") and path.is_dir()
+    )
+    port, stop = free_port(), threading.Event()
+    follower = threading.Thread(
+        target=follow_champion, args=(served_platform.settings, port, 0.5, stop)
+    )
+    follower.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        now_serving = re.match(r"rc(\d+)-", str(current["bento"]).split(":")[1]).group(1)
+        assert _wait_for_version(url, now_serving), "the current champion Bento is served"
+        record_current_bento(home, {**current, "bento": f"mlops_platform:{earlier.name}"})
+        assert _wait_for_version(url, "1"), "a new champion Bento replaces the running one"
+    finally:
+        record_current_bento(home, current)
+        stop.set()
+        follower.join(timeout=90)
+    assert not follower.is_alive()
+    assert _served_version(url) is None, "stopping the follower stops its server"
 
 
 def test_a_rollback_serves_the_previous_champions_bento_again(
