@@ -30,7 +30,6 @@ from assets.request_models import MODEL_NAME as REQUEST_MODEL
 from assets.request_models import load_training_data
 from assets.serving import GROUP, OWNERS, champion_bento
 from ml.drift import (
-    DriftThresholds,
     TextReference,
     build_text_reference,
     compare_profiles,
@@ -42,7 +41,7 @@ from ml.drift import (
     sentence_embedder,
     serialize_profile,
 )
-from ml.ingestion import drop_id_for
+from ml.ingestion import drop_id_for, write_text_atomically
 from ml.prediction_log import WINDOW_FORMAT, read_predictions
 from orchestration.resources import ModelRegistry, Monitoring, RequestIntake, Warehouse
 
@@ -123,9 +122,7 @@ def reference_profiles(
     reference.save(folder)
     (folder / "profile.bin").write_bytes(serialize_profile(profile(features)))
     pointer = monitoring.profiles / "reference" / "current.json"
-    pointer.write_text(
-        json.dumps({"version": champion.version, "folder": str(folder)}), encoding="utf-8"
-    )
+    write_text_atomically(pointer, json.dumps({"version": champion.version, "folder": str(folder)}))
     context.log.info(f"reference for {REQUEST_MODEL} v{champion.version} in {folder}")
     return MaterializeResult(
         metadata={
@@ -245,7 +242,8 @@ def drift_report(
     evaluated_at = datetime.now(UTC)
     profile_path, features_path = _serving_paths(monitoring, start)
     version, folder = current_reference(monitoring)
-    rows = pl.read_parquet(features_path).height if profile_path.exists() else 0
+    served = pl.read_parquet(features_path) if profile_path.exists() else pl.DataFrame()
+    rows = served.height
     outcome: dict[str, object] = {
         "window": window_key,
         "window_start": start.isoformat(),
@@ -265,10 +263,7 @@ def drift_report(
         report = compare_profiles(
             deserialize_profile((folder / "profile.bin").read_bytes()),
             deserialize_profile(profile_path.read_bytes()),
-            DriftThresholds(
-                ks_p_value=monitoring.ks_p_value,
-                chi_square_p_value=monitoring.chi_square_p_value,
-            ),
+            monitoring.thresholds(),
         )
         outcome.update(
             drifted=report.drifted,
@@ -284,12 +279,13 @@ def drift_report(
             }
         )
         if report.drifted:
-            served = pl.read_parquet(features_path).rename({"served_at": "received_at"})
-            outcome["drop_id"] = write_drifted_traffic(request_intake, window_key, served)
+            outcome["drop_id"] = write_drifted_traffic(
+                request_intake, window_key, served.rename({"served_at": "received_at"})
+            )
             metadata["drifted_texts"] = preview(served.select("text", "predicted_intent"))
     path = drift_report_path(monitoring, window_key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(outcome, indent=1, default=str), encoding="utf-8")
+    write_text_atomically(path, json.dumps(outcome, indent=1, default=str))
     verdict = (
         f"drift in {', '.join(outcome['drifted_columns'])}"
         if outcome["drifted"]
@@ -360,7 +356,7 @@ def demand_forecast_drift(
     }
     path = monitoring.profiles / DEMAND_DRIFT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(outcome, indent=1), encoding="utf-8")
+    write_text_atomically(path, json.dumps(outcome, indent=1))
     context.log.info(f"demand drift: {outcome}")
     return MaterializeResult(
         metadata={

@@ -177,7 +177,7 @@ def register_drop(
     registered_at = (now or datetime.now(UTC)).isoformat()
     drop = Drop(drop_id, source, uri, sha256, len(data), registered_at)
     registry_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomically(manifest, json.dumps(asdict(drop), indent=2))
+    write_text_atomically(manifest, json.dumps(asdict(drop), indent=2))
     return DropRegistration(drop=drop, is_new=True, seen_uri=uri)
 
 
@@ -258,7 +258,8 @@ def discover_drop_files(root: str) -> list[tuple[str, FoundFile]]:
     ]
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write whole, then rename: a reader (a sensor, a server) never sees half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)

@@ -211,6 +211,11 @@ class Monitoring(ConfigurableResource):
     columns are tested per hour; see `ml.drift.DriftThresholds` for the measurement)."""
     chi_square_p_value: float = DriftThresholds.chi_square_p_value
     """The predicted-intent distribution drifts when the chi-square p-value falls below this."""
+    hellinger_distance: float = DriftThresholds.hellinger_distance
+    """A column scored by Hellinger drifts at this distance or more."""
+    column_algorithms: dict[str, str] = Field(default_factory=dict)
+    """Per-column algorithm over the defaults (KS for numbers, chi-square for categories), e.g.
+    {"confidence": "hellinger"}."""
     min_rows: int = 50
     """Fewer answers than this in a window: too little traffic to judge; reported, not scored."""
     forecast_wape_threshold: float = 0.5
@@ -221,6 +226,14 @@ class Monitoring(ConfigurableResource):
     @property
     def profiles(self) -> Path:
         return Path(self.profile_dir)
+
+    def thresholds(self) -> DriftThresholds:
+        return DriftThresholds(
+            ks_p_value=self.ks_p_value,
+            chi_square_p_value=self.chi_square_p_value,
+            hellinger_distance=self.hellinger_distance,
+            column_algorithms=dict(self.column_algorithms),
+        )
 
 
 def dbt_executable() -> str:

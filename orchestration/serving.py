@@ -18,6 +18,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ml.ingestion import write_text_atomically
 from ml.settings import Settings
 from orchestration.processes import stop_process_group, wait_until_ready
 
@@ -50,11 +51,8 @@ def current_bento(bentoml_home: Path) -> dict[str, object] | None:
 
 def record_current_bento(bentoml_home: Path, packaged: dict[str, object]) -> None:
     """Point `make serve` at `packaged` (written whole, then renamed: readers never see half)."""
-    path = bentoml_home / POINTER_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(".tmp")
-    staging.write_text(json.dumps(packaged, indent=2), encoding="utf-8")
-    os.replace(staging, path)
+    bentoml_home.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(bentoml_home / POINTER_FILE, json.dumps(packaged, indent=2))
 
 
 @dataclass
