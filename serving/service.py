@@ -150,7 +150,6 @@ class Champions:
 
     def __init__(self) -> None:
         import torch
-        from bentoml._internal.context import server_context
 
         torch.set_num_threads(SETTINGS.threads_per_worker)
         self.classifier = self.forecaster = None
@@ -161,7 +160,7 @@ class Champions:
         if MODELS.demand_forecaster:
             self.forecaster = bentoml.mlflow.load_model(self.forecaster_model)
             self.forecaster_version = _version_of(self.forecaster_model)
-        worker = f"worker{server_context.worker_index or 0}"
+        worker = f"worker{bentoml.server_context.worker_index or 0}"
         self.log = PredictionLogWriter(
             SETTINGS.prediction_log_dir,
             worker,
