@@ -42,13 +42,20 @@ from ml.drift import (
     serialize_profile,
 )
 from ml.ingestion import drop_id_for, write_text_atomically
-from ml.prediction_log import WINDOW_FORMAT, read_predictions
+from ml.prediction_log import WINDOW_FORMAT, read_predictions, window_start
 from orchestration.resources import ModelRegistry, Monitoring, RequestIntake, Warehouse
 
 MONITORING_START = "2026-01-01-00:00"
 monitoring_windows = HourlyPartitionsDefinition(start_date=MONITORING_START, end_offset=1)
 """One partition per hour of traffic; the hour in progress is included so that it can be looked
 at early (the drift sensor only acts on complete hours)."""
+
+
+def window_partition_key(moment: datetime) -> str:
+    """The `monitoring_windows` partition of the hour holding `moment`."""
+    return window_start(moment).strftime(monitoring_windows.fmt)
+
+
 REFERENCE_ROWS = 2000
 """Training texts for the vocabulary and centroid, and validation texts for the profile."""
 SERVING_SOURCE = "serving"
@@ -246,6 +253,7 @@ def drift_report(
     rows = served.height
     outcome: dict[str, object] = {
         "window": window_key,
+        "partition": context.partition_key,
         "window_start": start.isoformat(),
         "window_end": end.isoformat(),
         "complete": end <= evaluated_at,

@@ -9,7 +9,8 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 
 from assets.requests import DUCKDB_POOL
 from ml.settings import DBT_PROJECT_DIR
-from orchestration.resources import Warehouse, dbt_executable
+from orchestration.processes import executable
+from orchestration.resources import Warehouse
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
@@ -33,7 +34,7 @@ def _manifest_is_stale() -> bool:
 if _manifest_is_stale():
     # `dbt parse` needs no database; `dagster dev` would do the same on load.
     DbtCliResource(
-        project_dir=dbt_project, profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt_executable()
+        project_dir=dbt_project, profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=executable("dbt")
     ).cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()
 
 

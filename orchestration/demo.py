@@ -25,9 +25,9 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
 
 from assets.forecasting import MODEL_NAME as DEMAND_MODEL  # noqa: E402
+from assets.monitoring import window_partition_key  # noqa: E402
 from assets.request_models import MODEL_NAME as REQUEST_MODEL  # noqa: E402
 from ml.ingestion import IngestionError  # noqa: E402
-from ml.prediction_log import window_start  # noqa: E402
 from ml.registry import Registry  # noqa: E402
 from ml.settings import Settings  # noqa: E402
 from ml.sources import DemandSource, demand_source_from_env, orange_juice_source  # noqa: E402
@@ -203,7 +203,7 @@ def serve_and_monitor(settings: Settings, defs, instance, run, report, log_path:
     finally:
         server.stop()
         report("  ok   bentoml serve stopped (make serve or make dev keep it running)")
-    hour = window_start(datetime.now(UTC)).strftime("%Y-%m-%d-%H:%M")
+    hour = window_partition_key(datetime.now(UTC))
     with log_path.open("a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
         run.record(
             "drift report",

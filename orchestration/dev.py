@@ -10,6 +10,7 @@ from pathlib import Path
 from ml.settings import PROJECT_ROOT, Settings
 from orchestration.instance import open_instance
 from orchestration.labelstudio import LabelStudioConfig, is_up, start_server
+from orchestration.processes import executable
 
 
 def main() -> int:
@@ -29,15 +30,23 @@ def main() -> int:
         Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
             parents=True, exist_ok=True
         )
-        mlflow = str(Path(sys.executable).parent / "mlflow")
+        mlflow = executable("mlflow")
         where = ["--host", "127.0.0.1", "--port", "5000"]
         where += ["--backend-store-uri", settings.tracking_uri]
         mlflow_ui = subprocess.Popen([mlflow, "ui", *where])
         print("MLflow UI on http://127.0.0.1:5000", flush=True)
     serving = subprocess.Popen([sys.executable, "-m", "orchestration.serving"], cwd=PROJECT_ROOT)
     print("Serving the champion Bento on http://127.0.0.1:3001 (once one is built)", flush=True)
-    dagster = Path(sys.executable).parent / "dagster"
-    command = [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", "3000"]
+    command = [
+        executable("dagster"),
+        "dev",
+        "-w",
+        "workspace.yaml",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        "3000",
+    ]
     try:
         return subprocess.call(command, cwd=PROJECT_ROOT)
     except KeyboardInterrupt:

@@ -24,6 +24,8 @@ from ml.registry import Registry
 from ml.settings import DBT_PROJECT_DIR, PROJECT_ROOT, Settings
 from ml.taxonomy import Taxonomy, load_taxonomy
 from orchestration.labelstudio_client import LabelStudioClient
+from orchestration.processes import executable
+from orchestration.serving import bentoml_environment
 
 LOCK_WAIT_SECONDS = 60.0
 
@@ -183,14 +185,12 @@ class BentoStore(ConfigurableResource):
         command = [sys.executable, "-m", "serving.package", "--tracking-uri", tracking_uri]
         for model, version in versions.items():
             command += [f"--{model.replace('_', '-')}-version", version]
-        environment = {
-            **os.environ,
-            "BENTOML_HOME": self.home,
-            "BENTOML_DO_NOT_TRACK": "true",
-            "MLFLOW_DISABLE_TELEMETRY": "true",
-        }
         done = subprocess.run(
-            command, env=environment, cwd=PROJECT_ROOT, capture_output=True, text=True
+            command,
+            env=bentoml_environment(Path(self.home)),
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
         )
         if done.returncode != 0:
             raise RuntimeError(
@@ -236,12 +236,6 @@ class Monitoring(ConfigurableResource):
         )
 
 
-def dbt_executable() -> str:
-    """The dbt installed beside this Python, so a venv works without being on PATH."""
-    beside = Path(sys.executable).parent / "dbt"
-    return str(beside) if beside.exists() else "dbt"
-
-
 def build_resources(settings: Settings) -> dict[str, object]:
     """The resources of one deployment, all from `Settings` (the environment)."""
     return {
@@ -268,6 +262,6 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "dbt": DbtCliResource(
             project_dir=str(DBT_PROJECT_DIR),
             profiles_dir=str(DBT_PROJECT_DIR),
-            dbt_executable=dbt_executable(),
+            dbt_executable=executable("dbt"),
         ),
     }

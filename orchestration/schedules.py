@@ -10,7 +10,8 @@ from dagster import (
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from ml.prediction_log import WINDOW, window_start
+from assets.monitoring import window_partition_key
+from ml.prediction_log import WINDOW
 from ml.sources import DemandSource
 from orchestration.jobs import (
     demand_drift_job,
@@ -58,8 +59,7 @@ demand_forecast_schedule = ScheduleDefinition(
     description="Hourly, five minutes past: profile the hour that just ended and score its drift.",
 )
 def monitoring_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-    ended = window_start(context.scheduled_execution_time) - WINDOW
-    key = ended.strftime("%Y-%m-%d-%H:%M")
+    key = window_partition_key(context.scheduled_execution_time - WINDOW)
     return RunRequest(run_key=key, partition_key=key)
 
 

@@ -298,8 +298,10 @@ RETRAINING_CANDIDATES = {"batch_size": 50, "prefer_sources": [SERVING_SOURCE]}
     ),
 )
 def drift_sensor(context: SensorEvaluationContext, monitoring: Monitoring):
+    reports = read_drift_reports(monitoring)
+    partitions = {str(report["window"]): str(report["partition"]) for report in reports}
     plan = plan_retraining(
-        read_drift_reports(monitoring),
+        reports,
         json.loads(context.cursor or "{}"),
         context.instance.get_materialized_partitions(AssetKey("validated_requests")),
         datetime.now(UTC),
@@ -308,7 +310,7 @@ def drift_sensor(context: SensorEvaluationContext, monitoring: Monitoring):
     observations = [
         AssetObservation(
             asset_key=drift_report.key,
-            partition=window.replace("T", "-") + ":00",
+            partition=partitions[window],
             metadata={"drift_sensor": note},
         )
         for window, note in plan.notes.items()

@@ -20,27 +20,21 @@ from pathlib import Path
 
 from ml.ingestion import write_text_atomically
 from ml.settings import Settings
-from orchestration.processes import stop_process_group, wait_until_ready
+from orchestration.processes import executable, stop_process_group, wait_until_ready
 
 START_TIMEOUT_SECONDS = 240.0
 POINTER_FILE = "champion_bento.json"
 
 
-def serving_environment(settings: Settings, **overrides: str) -> dict[str, str]:
-    """What the service reads: the data home (prediction logs), BentoML's store, no telemetry."""
+def bentoml_environment(bentoml_home: Path, **overrides: str) -> dict[str, str]:
+    """This environment with BentoML's store set and no telemetry (packaging and serving)."""
     return {
         **os.environ,
-        "MLOPS_DATA_HOME": str(settings.data_home),
-        "BENTOML_HOME": str(settings.bentoml_home),
+        "BENTOML_HOME": str(bentoml_home),
         "BENTOML_DO_NOT_TRACK": "true",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         **overrides,
     }
-
-
-def bentoml_executable() -> str:
-    beside = Path(sys.executable).parent / "bentoml"
-    return str(beside) if beside.exists() else "bentoml"
 
 
 def current_bento(bentoml_home: Path) -> dict[str, object] | None:
@@ -79,9 +73,11 @@ def start_bento_server(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [bentoml_executable(), "serve", bento, "--host", "127.0.0.1", "--port", str(port)],
+            [executable("bentoml"), "serve", bento, "--host", "127.0.0.1", "--port", str(port)],
             cwd=log_path.parent,  # not the checkout: the Bento serves its own copy of the code
-            env=serving_environment(settings, **environment),
+            env=bentoml_environment(
+                settings.bentoml_home, MLOPS_DATA_HOME=str(settings.data_home), **environment
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -5,7 +5,6 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from ml.sources import DemandSource
 from ml.synthetic import generate_demand, generate_requests
 from orchestration.labelstudio import LabelStudioConfig, LabelStudioServer, start_server
 from orchestration.labelstudio_client import LabelStudioClient
-from orchestration.processes import stop_process_group, wait_until_ready
+from orchestration.processes import executable, stop_process_group, wait_until_ready
 from orchestration.serving import BentoServer, start_bento_server
 
 
@@ -150,7 +149,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with log.open("wb") as output:
             process = subprocess.Popen(
                 [
-                    str(Path(sys.executable).parent / "mlflow"),
+                    executable("mlflow"),
                     "server",
                     "--backend-store-uri",
                     backend,

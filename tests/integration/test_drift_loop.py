@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, SensorResult, SkipReason, build_sensor_context
 
-from assets.monitoring import read_drift_reports
+from assets.monitoring import read_drift_reports, window_partition_key
 from assets.request_models import MODEL_NAME as REQUEST_MODEL
 from ml.prediction_log import PredictionLogWriter, prediction_record
 from ml.registry import Registry
@@ -82,10 +82,6 @@ def serve_into_log(platform: ServedPlatform, texts: list[str], hour: datetime) -
     writer.close()
 
 
-def partition(hour: datetime) -> str:
-    return hour.strftime("%Y-%m-%d-%H:%M")
-
-
 def evaluate(platform: ServedPlatform, cursor: str | None):
     context = build_sensor_context(
         instance=platform.instance,
@@ -107,7 +103,7 @@ def monitored(served_platform: ServedPlatform) -> ServedPlatform:
             served_platform.defs,
             served_platform.instance,
             "monitoring_job",
-            partition=partition(hour),
+            partition=window_partition_key(hour),
         )
         assert result.success
     return served_platform
@@ -146,7 +142,10 @@ def test_drift_requests_exactly_one_retraining_run_with_the_drifted_texts_as_can
     assert "oov_rate" in request.tags["mlops/reason"]
     assert isinstance(evaluate(monitored, fired.cursor), SkipReason), "never twice a window"
     execute_quietly(
-        monitored.defs, monitored.instance, "monitoring_job", partition=partition(SHIFTED)
+        monitored.defs,
+        monitored.instance,
+        "monitoring_job",
+        partition=window_partition_key(SHIFTED),
     )
     assert isinstance(evaluate(monitored, fired.cursor), SkipReason), "a re-run changes nothing"
 
