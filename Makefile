@@ -12,7 +12,7 @@ endif
 export MLOPS_DATA_HOME ?= $(CURDIR)/.data
 export DAGSTER_HOME ?= $(abspath $(MLOPS_DATA_HOME))/dagster
 
-.PHONY: install demo demo-real dev labelstudio mlflow serve test lint format benchmark clean
+.PHONY: install demo demo-real dev labelstudio mlflow serve restore test lint format benchmark clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ mlflow: install  ## the MLflow UI (runs, registry, aliases) on http://127.0.0.1:
 
 serve: install  ## bentoml serve of the champion Bento on http://127.0.0.1:3001, following new ones
 	$(BIN)/python -m orchestration.serving
+
+SNAPSHOT ?= latest
+restore: install  ## lineage tables back from a snapshot: make restore SNAPSHOT=<folder|latest> [FORCE=1]
+	$(BIN)/python -m orchestration.restore "$(SNAPSHOT)" $(if $(FORCE),--force)
 
 test: install  ## lint, then the whole suite
 	$(BIN)/ruff check .

@@ -21,7 +21,7 @@ from dagster import (
     MaterializeResult,
     asset,
 )
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from assets.metadata import counts_table, picture, preview
 from assets.request_models import MODEL_NAME as REQUEST_MODEL
@@ -258,9 +258,23 @@ def _open_reviews(client, batch_id: str, report: AgreementReport, tasks, taxonom
     )
 
 
+MIN_KAPPA_THRESHOLD = 0.4
+"""Below 0.4 Cohen's kappa is at best "fair" agreement: such a gate lets noise into training."""
+
+
 class AgreementConfig(Config):
     kappa_threshold: float = 0.7
     """A batch whose Cohen's kappa is below this is not merged: it is annotated again."""
+
+    @field_validator("kappa_threshold")
+    @classmethod
+    def _kappa_bound(cls, value: float) -> float:
+        if not MIN_KAPPA_THRESHOLD <= value <= 1:
+            raise ValueError(
+                f"kappa_threshold must be between {MIN_KAPPA_THRESHOLD} and 1 (below "
+                f"{MIN_KAPPA_THRESHOLD} annotators who mostly disagree pass), got {value}"
+            )
+        return value
 
 
 def _confusion_picture(report: AgreementReport):

@@ -1,15 +1,22 @@
 """What every validating step emits, in both domains: the validated and quarantine assets, their
-materializations, and the blocking checks on the validated asset.
+materializations, the blocking checks on the validated asset, and its publication.
 
-The checks run inside the validating step (they judge the drop that step just split), and a
-failing one stops everything downstream of the asset in the same run.
+The checks run inside the validating step, before anything is written (they judge the drop
+that step just split, against the rows already published), and a failing one stops everything
+downstream of the asset in the same run. Publication follows the checks: a partition's valid
+rows are written with `published` = every blocking check passed, in the same transaction as its
+quarantine, and dbt's staging models read only published rows. A blocked partition's rows stay
+in the validated table, queryable, with the failing checks on its materialization; they reach
+nothing downstream until a re-materialization passes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pandera.errors
+import polars as pl
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -23,6 +30,7 @@ from dagster import (
 from assets.metadata import column_schema, counts_table, preview
 from ml.contracts import Contract
 from ml.validation import ValidationOutcome
+from orchestration.resources import Warehouse
 
 CHECKS = {
     "rows_reconcile": "Rows in = valid + quarantined, for this drop: nothing is lost.",
@@ -165,3 +173,45 @@ def _freshness(result, newest: datetime | None, max_age_days: float | None, now:
         age_days=round(age.total_seconds() / 86400, 2),
         max_age_days=max_age_days,
     )
+
+
+PUBLISHED = "published"
+"""Per validated row: its partition passed every blocking check (dbt's `stg_*` read only these)."""
+
+
+@dataclass(frozen=True)
+class Publication:
+    """Whether a partition's valid rows are published, and if not, which checks blocked them."""
+
+    blocked_by: tuple[str, ...]
+
+    @property
+    def published(self) -> bool:
+        return not self.blocked_by
+
+    def stamp(self, valid: pl.DataFrame) -> pl.DataFrame:
+        """The rows as written: each carries its partition's publication."""
+        return valid.with_columns(pl.lit(self.published).alias(PUBLISHED))
+
+    def metadata(self) -> dict[str, object]:
+        return {
+            "published": self.published,
+            "blocked_by": ", ".join(self.blocked_by) or "none",
+            "visible_downstream": (
+                "yes: dbt's staging models read these rows"
+                if self.published
+                else "no: the rows stay in the table, unpublished, until a re-materialization "
+                "passes every blocking check"
+            ),
+        }
+
+
+def publication_of(checks: list[AssetCheckResult]) -> Publication:
+    """Every contract check is blocking: one failure holds the whole partition back."""
+    return Publication(tuple(check.check_name for check in checks if not check.passed))
+
+
+def prepare_publication(warehouse: Warehouse, table: str) -> None:
+    """A validated table written before publication existed gets the column; its old rows are
+    unpublished until their partition is validated again."""
+    warehouse.add_column_if_missing(table, PUBLISHED, "boolean default false")

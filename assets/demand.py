@@ -1,4 +1,5 @@
-"""Retail demand: the configured source → raw rows per period → validated + quarantined rows."""
+"""Retail demand: the configured source → raw rows per period → validated + quarantined rows;
+the valid rows are published to dbt only when every blocking check of the run passes."""
 
 from datetime import UTC, date, datetime
 
@@ -17,8 +18,11 @@ from dagster import (
 )
 
 from assets.contract_outputs import (
+    PUBLISHED,
     contract_check_results,
     contract_check_specs,
+    prepare_publication,
+    publication_of,
     validation_results,
     validation_specs,
 )
@@ -26,7 +30,7 @@ from assets.metadata import column_schema, picture, preview
 from assets.requests import DUCKDB_POOL
 from ml.calendar import calendar_days as build_calendar
 from ml.contracts import DEMAND_CONTRACT
-from ml.ingestion import IngestionError
+from ml.ingestion import IngestionError, write_parquet_atomically
 from ml.sources import DemandSource, map_demand_rows, read_demand_files
 from ml.validation import RAW_ROW_ID, validate_against_contract
 from orchestration.resources import DataHome, Warehouse
@@ -83,11 +87,10 @@ def build_demand_assets(source: DemandSource) -> list[AssetsDefinition]:
         in_window = rows.filter((period >= window.start.date()) & (period < window.end.date()))
         for key in context.partition_keys:
             part = partitions.time_window_for_partition_key(key)
-            path = data_home.raw_partition_path("demand", key)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            in_window.filter(
-                (period >= part.start.date()) & (period < part.end.date())
-            ).write_parquet(path)
+            write_parquet_atomically(
+                data_home.raw_partition_path("demand", key),
+                in_window.filter((period >= part.start.date()) & (period < part.end.date())),
+            )
         first, last = (
             partitions.get_first_partition_window(),
             partitions.get_last_partition_window(),
@@ -123,7 +126,8 @@ def build_demand_assets(source: DemandSource) -> list[AssetsDefinition]:
             GROUP,
             OWNERS,
             "Demand rows that meet the contract: one row per store, item and period, units ≥ 0, "
-            "promotion shares in [0, 1]; extra source columns as JSON.",
+            "promotion shares in [0, 1]; extra source columns as JSON. A run's rows are "
+            "`published` (read by dbt) only when all its blocking checks pass.",
         ),
         partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run(),
@@ -148,32 +152,51 @@ def build_demand_assets(source: DemandSource) -> list[AssetsDefinition]:
         )
         bounds = [window.start.date(), window.end.date()]
         where = "period_start >= ? and period_start < ?"
-        warehouse.replace_rows("validated_demand", outcome.valid, where, bounds)
-        warehouse.replace_rows("quarantine_demand", quarantine, where, bounds)
-        stats = warehouse.query(
+        prepare_publication(warehouse, "validated_demand")
+        # The table as dbt would see it with this window published: the other windows'
+        # published rows (their keys cannot meet this window's: periods differ) and this one's.
+        others = warehouse.query_if_exists(
+            "validated_demand",
             "select count(*) - count(distinct (store, item, period_start)) as duplicates, "
-            "max(period_start) as newest from validated_demand"
-        ).row(0, named=True)
-        newest = stats["newest"]
+            f"max(period_start) as newest from validated_demand where {PUBLISHED} "
+            f"and not ({where})",
+            bounds,
+            {"duplicates": pl.Int64, "newest": pl.Date},
+        )
+        key = list(DEMAND_CONTRACT.key)
+        duplicates = outcome.valid.height - outcome.valid.select(key).n_unique()
+        newest = outcome.valid["period_start"].max()
+        if others.height:
+            duplicates += int(others["duplicates"][0] or 0)
+            newest = max((d for d in (newest, others["newest"][0]) if d is not None), default=None)
+        checks = contract_check_results(
+            "validated_demand",
+            DEMAND_CONTRACT,
+            outcome,
+            duplicate_keys_in_table=duplicates,
+            newest=datetime.combine(newest, datetime.min.time(), UTC) if newest else None,
+            max_age_days=source.max_age_days,
+        )
+        publication = publication_of(checks)
+        warehouse.replace_rows_together(
+            [
+                ("validated_demand", publication.stamp(outcome.valid), where, bounds),
+                ("quarantine_demand", quarantine, where, bounds),
+            ]
+        )
         series = outcome.valid.select("store", "item").n_unique()
         yield from validation_results(
             "demand",
             outcome,
             quarantine,
             {
+                **publication.metadata(),
                 "series": series,
                 "periods": f"{window.start.date()} → {window.end.date()} (exclusive)",
                 "units": _units_picture(outcome.valid) if outcome.valid.height else "no rows",
             },
         )
-        yield from contract_check_results(
-            "validated_demand",
-            DEMAND_CONTRACT,
-            outcome,
-            duplicate_keys_in_table=int(stats["duplicates"]),
-            newest=datetime.combine(newest, datetime.min.time(), UTC) if newest else None,
-            max_age_days=source.max_age_days,
-        )
+        yield from checks
 
     return [raw_demand, validate_demand]
 

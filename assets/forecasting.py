@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import polars as pl
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from assets.demand import GROUP, OWNERS
 from assets.metadata import markdown_table, picture, promotion_metadata
@@ -32,10 +32,10 @@ from ml.forecasting import (
     select_model,
 )
 from ml.model_card import render_model_card
-from ml.promotion import gate_pending_versions
+from ml.promotion import check_margin, gate_pending_versions
 from ml.pyfunc import DEMAND_FORECASTER_ENTRY, demand_forecaster_signature, pip_requirements
 from ml.registry import ModelVersion, Registry, TrainingRun
-from orchestration.resources import ModelRegistry, Warehouse
+from orchestration.resources import REGISTRY_POOL, ModelRegistry, Warehouse
 
 BACKTEST_TABLE = "demand_backtest_forecasts"
 SCORES_TABLE = "demand_backtest_scores"
@@ -344,6 +344,8 @@ class ForecastPromotionConfig(Config):
     margin: float = 0.005
     """A candidate must lower the champion's backtest WAPE by at least this much."""
 
+    _margin_bound = field_validator("margin")(check_margin)
+
 
 @asset(
     deps=[demand_forecaster],
@@ -351,10 +353,12 @@ class ForecastPromotionConfig(Config):
     owners=OWNERS,
     code_version="1",
     kinds={"python", "mlflow"},
+    pool=REGISTRY_POOL,
     description=(
         "The same promotion gate as the request classifier: a new demand_forecaster version "
         "becomes `champion` only if its backtest WAPE never loses to the baseline and beats the "
-        "champion's by the margin on the same backtest version; else `challenger`, with reason."
+        "champion's by the margin on the same backtest version, as the gate re-runs it for the "
+        "model kind read from the loaded (digest-verified) version; else `challenger`."
     ),
 )
 def demand_forecaster_promotion(
@@ -369,14 +373,27 @@ def demand_forecaster_promotion(
     if latest.is_empty():
         raise ValueError("no backtests yet: materialize demand_backtests first")
     # The panel the latest backtests ran on: an older champion is re-scored on the same folds.
-    panel = load_panel(warehouse, ForecastingConfig.model_validate_json(latest["config"][0]))
+    backtested = ForecastingConfig.model_validate_json(latest["config"][0])
+    panel = load_panel(warehouse, backtested)
     version = backtest_version(panel)
+    regular = panel.index("regular")
+    if not regular:
+        raise ValueError(f"backtest version {version} has no regular series to score models on")
+    by_kind: dict[str, float] = {}
 
     def rescore(candidate: ModelVersion) -> float:
-        kind = candidate.tags["kind"]
-        context.log.info(f"re-running the {kind} backtest for version {version}")
-        results = backtest(panel, kind, panel.index("regular"))
-        return float(score_backtests(results, mase_scales(panel))["overall"]["wape"][0])
+        # A forecaster fitted on all history cannot be scored on folds inside it: the gate
+        # re-runs the backtest of the kind the verified artifact itself says it is (never the
+        # version's tags), on the frozen folds of this backtest version.
+        loaded = registry.load(MODEL_NAME, candidate.version)
+        kind = loaded.unwrap_python_model().forecaster.kind
+        if kind not in by_kind:
+            context.log.info(f"re-running the {kind} backtest for version {version}")
+            results = backtest(panel, kind, regular, backtested.global_model())
+            by_kind[kind] = float(
+                score_backtests(results, mase_scales(panel))["overall"]["wape"][0]
+            )
+        return by_kind[kind]
 
     outcomes = gate_pending_versions(
         registry,
@@ -386,6 +403,7 @@ def demand_forecaster_promotion(
         config.margin,
         rescore,
         higher_is_better=False,
+        via=f"demand_forecaster_promotion, dagster run {context.run.run_id}",
     )
     champion = registry.champion(MODEL_NAME)
     return MaterializeResult(

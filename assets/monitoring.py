@@ -11,7 +11,6 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-import fsspec
 import pandas as pd
 import polars as pl
 from dagster import (
@@ -41,7 +40,13 @@ from ml.drift import (
     sentence_embedder,
     serialize_profile,
 )
-from ml.ingestion import drop_id_for, write_text_atomically
+from ml.ingestion import (
+    drop_id_for,
+    write_bytes_atomically,
+    write_drop,
+    write_parquet_atomically,
+    write_text_atomically,
+)
 from ml.prediction_log import WINDOW_FORMAT, read_predictions, window_start
 from orchestration.resources import ModelRegistry, Monitoring, RequestIntake, Warehouse
 
@@ -127,7 +132,7 @@ def reference_profiles(
     )
     folder = _reference_folder(monitoring, champion.version)
     reference.save(folder)
-    (folder / "profile.bin").write_bytes(serialize_profile(profile(features)))
+    write_bytes_atomically(folder / "profile.bin", serialize_profile(profile(features)))
     pointer = monitoring.profiles / "reference" / "current.json"
     write_text_atomically(pointer, json.dumps({"version": champion.version, "folder": str(folder)}))
     context.log.info(f"reference for {REQUEST_MODEL} v{champion.version} in {folder}")
@@ -183,9 +188,9 @@ def serving_profiles(context: AssetExecutionContext, monitoring: Monitoring) -> 
         sentence_embedder(),
     )
     profile_path.parent.mkdir(parents=True, exist_ok=True)
-    profile_path.write_bytes(serialize_profile(profile(features)))
+    write_bytes_atomically(profile_path, serialize_profile(profile(features)))
     served = logged.select("request_id", "text", "served_at")
-    pl.concat([served, features], how="horizontal").write_parquet(features_path)
+    write_parquet_atomically(features_path, pl.concat([served, features], how="horizontal"))
     versions = logged.group_by("model_version").len()
     intents = features.group_by("predicted_intent").len().sort("len", descending=True).head(10)
     return MaterializeResult(
@@ -217,13 +222,10 @@ def read_drift_reports(monitoring: Monitoring) -> list[dict[str, object]]:
 
 def write_drifted_traffic(intake: RequestIntake, window_key: str, texts: pl.DataFrame) -> str:
     """The window's served texts as an unlabeled `serving` request drop; its drop id. The same
-    window gives the same bytes, so re-running this is a recorded no-op, never a second drop."""
+    window gives the same bytes, so re-running this is a recorded no-op, never a second drop.
+    Written whole under a hidden name the drop sensor never lists, then renamed in."""
     data = texts.select("text", "received_at").sort("received_at", "text").write_csv().encode()
-    uri = f"{intake.drops_uri.rstrip('/')}/{SERVING_SOURCE}/window-{window_key}.csv"
-    filesystem, path = fsspec.core.url_to_fs(uri)
-    filesystem.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with filesystem.open(path, "wb") as out:
-        out.write(data)
+    write_drop(intake.drops_uri, SERVING_SOURCE, f"window-{window_key}.csv", data)
     return drop_id_for(SERVING_SOURCE, hashlib.sha256(data).hexdigest())
 
 

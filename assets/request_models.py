@@ -18,14 +18,14 @@ from dagster import (
     MetadataValue,
     asset,
 )
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from assets.metadata import counts_table, picture, promotion_metadata
 from assets.requests import DUCKDB_POOL, GROUP, OWNERS
 from ml.metrics import ClassificationScores, measure_latency, score_classification
 from ml.model_card import render_model_card
 from ml.plots import confusion_figure
-from ml.promotion import gate_pending_versions
+from ml.promotion import check_margin, gate_pending_versions
 from ml.pyfunc import INTENT_CLASSIFIER_ENTRY, pip_requirements
 from ml.registry import ModelVersion, Registry, TrainingRun
 from ml.text_classification import (
@@ -38,7 +38,7 @@ from ml.text_classification import (
     train_baseline,
 )
 from ml.train_transformer import fine_tune_with_torchrun
-from orchestration.resources import ModelRegistry, RequestIntake, Warehouse
+from orchestration.resources import REGISTRY_POOL, ModelRegistry, RequestIntake, Warehouse
 
 MODEL_NAME = "request_classifier"
 TEST_SETS_TABLE = "request_test_sets"
@@ -78,6 +78,11 @@ def frozen_test_set(warehouse: Warehouse) -> tuple[int, LabeledTexts]:
         f"select text, intent from {TEST_SETS_TABLE} where test_version = ? order by request_id",
         [version],
     )
+    if rows.filter(pl.col("intent").is_not_null()).is_empty():
+        raise ValueError(
+            f"{TEST_SETS_TABLE}: test_version {version} holds no labeled row; models cannot be "
+            "compared on an empty frozen test (cut a new test version with labels)"
+        )
     return version, LabeledTexts(rows["text"].to_list(), rows["intent"].to_list())
 
 
@@ -356,7 +361,7 @@ class BaselineConfig(Config):
 
 
 @asset(
-    deps=["request_splits", request_test_set],
+    deps=["request_splits", request_test_set, "lineage_snapshot"],
     group_name=GROUP,
     owners=OWNERS,
     code_version="1",
@@ -414,7 +419,7 @@ class TransformerTrainingConfig(Config):
 
 
 @asset(
-    deps=["request_splits", request_test_set, "request_baseline"],
+    deps=["request_splits", request_test_set, "lineage_snapshot", "request_baseline"],
     group_name=GROUP,
     owners=OWNERS,
     code_version="1",
@@ -496,6 +501,8 @@ class PromotionConfig(Config):
     margin: float = 0.005
     """A candidate must beat the champion's test F1-macro by at least this much."""
 
+    _margin_bound = field_validator("margin")(check_margin)
+
 
 @asset(
     deps=[request_baseline, request_classifier],
@@ -503,10 +510,12 @@ class PromotionConfig(Config):
     owners=OWNERS,
     code_version="1",
     kinds={"python", "mlflow"},
+    pool=REGISTRY_POOL,
     description=(
         "The promotion gate: each new version of request_classifier becomes `champion` only if "
-        "it never loses to the baseline and beats the champion by the margin on the frozen "
-        "test version; otherwise it is the `challenger`, with the reason tagged on the version."
+        "it never loses to the baseline and beats the champion by the margin, on the gate's "
+        "own scores of the loaded (digest-verified) versions on the frozen test version; "
+        "otherwise it is the `challenger`, with the score and reason tagged on the version."
     ),
 )
 def request_classifier_promotion(
@@ -529,7 +538,13 @@ def request_classifier_promotion(
         ).f1_macro
 
     outcomes = gate_pending_versions(
-        registry, MODEL_NAME, str(test_version), METRIC, config.margin, rescore
+        registry,
+        MODEL_NAME,
+        str(test_version),
+        METRIC,
+        config.margin,
+        rescore,
+        via=f"request_classifier_promotion, dagster run {context.run.run_id}",
     )
     champion = registry.champion(MODEL_NAME)
     for o in outcomes:

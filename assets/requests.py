@@ -1,4 +1,5 @@
-"""Customer requests: each file drop → raw copy → validated rows + quarantined rows."""
+"""Customer requests: each file drop → raw copy → validated rows + quarantined rows; the valid
+rows are published to dbt only when every blocking check of the drop passes."""
 
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -14,14 +15,23 @@ from dagster import (
 )
 
 from assets.contract_outputs import (
+    PUBLISHED,
     contract_check_results,
     contract_check_specs,
+    prepare_publication,
+    publication_of,
     validation_results,
     validation_specs,
 )
 from assets.metadata import bar_chart, column_schema, picture, preview
 from ml.contracts import request_contract
-from ml.ingestion import IngestionError, load_drop, read_drop, redrops_of
+from ml.ingestion import (
+    IngestionError,
+    load_drop,
+    read_drop,
+    redrops_of,
+    write_parquet_atomically,
+)
 from ml.sources import map_request_drop
 from ml.validation import validate_against_contract
 from orchestration.resources import DataHome, RequestIntake, Warehouse
@@ -48,9 +58,7 @@ request_drops = DynamicPartitionsDefinition(name="request_drops")
 def raw_requests(context: AssetExecutionContext, data_home: DataHome) -> MaterializeResult:
     drop = load_drop(context.partition_key, data_home.drop_registry_dir)
     raw = read_drop(drop)
-    path = data_home.raw_partition_path("requests", drop.drop_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw.write_parquet(path)
+    write_parquet_atomically(data_home.raw_partition_path("requests", drop.drop_id), raw)
     redrops = redrops_of(drop.drop_id, data_home.drop_registry_dir)
     return MaterializeResult(
         metadata={
@@ -83,7 +91,8 @@ def _text_length_picture(valid: pl.DataFrame):
         GROUP,
         OWNERS,
         "Requests that meet the contract (pandera on polars), typed, one row per request_id "
-        "across all drops; `intent` is empty until labeled.",
+        "across all published drops; `intent` is empty until labeled. A drop's rows are "
+        "`published` (read by dbt) only when all its blocking checks pass.",
     ),
     partitions_def=request_drops,
     check_specs=contract_check_specs("validated_requests"),
@@ -104,9 +113,12 @@ def validate_requests(
     mapped = map_request_drop(pl.read_parquet(raw_path), drop)
     taxonomy = request_intake.taxonomy()
     contract = request_contract(taxonomy.intents)
+    prepare_publication(warehouse, "validated_requests")
+    # Only published drops count as earlier records: a blocked drop never makes a later good
+    # drop's rows duplicates, and if it is published later its repeats are quarantined then.
     earlier = warehouse.query_if_exists(
         "validated_requests",
-        "select request_id, raw_row_id from validated_requests where drop_id <> ?",
+        f"select request_id, raw_row_id from validated_requests where {PUBLISHED} and drop_id <> ?",
         [drop.drop_id],
         {"request_id": pl.Utf8, "raw_row_id": pl.Utf8},
     )
@@ -117,20 +129,37 @@ def validate_requests(
         pl.lit(drop.drop_id).alias("drop_id"),
         pl.lit(datetime.now(UTC)).alias("quarantined_at"),
     )
-    if drop.source in request_intake.hidden_label_sources:
-        # The labels go aside; the requests enter as unlabeled work for the annotation loop.
+    hides_labels = drop.source in request_intake.hidden_label_sources
+    hidden = None
+    if hides_labels:
         hidden = outcome.valid.filter(pl.col("intent").is_not_null()).select(
             "request_id", "intent", "source", "drop_id"
         )
-        warehouse.replace_rows("hidden_labels", hidden, "drop_id = ?", [drop.drop_id])
+        # The labels go aside; the requests enter as unlabeled work for the annotation loop.
         outcome = replace(
             outcome, valid=outcome.valid.with_columns(pl.lit(None, dtype=pl.Utf8).alias("intent"))
         )
-    warehouse.replace_rows("validated_requests", outcome.valid, "drop_id = ?", [drop.drop_id])
-    warehouse.replace_rows("quarantine_requests", quarantine, "drop_id = ?", [drop.drop_id])
-    duplicates = warehouse.query(
-        "select count(*) - count(distinct request_id) as n from validated_requests"
-    )["n"][0]
+    published_ids = pl.concat([earlier["request_id"], outcome.valid["request_id"]])
+    checks = contract_check_results(
+        "validated_requests",
+        contract,
+        outcome,
+        duplicate_keys_in_table=published_ids.len() - published_ids.n_unique(),
+        newest=outcome.valid["received_at"].max(),
+        max_age_days=request_intake.max_age_days,
+    )
+    publication = publication_of(checks)
+    this_drop = ("drop_id = ?", [drop.drop_id])
+    changes = [
+        ("validated_requests", publication.stamp(outcome.valid), *this_drop),
+        ("quarantine_requests", quarantine, *this_drop),
+    ]
+    if hidden is not None:
+        # A blocked drop's answers are not kept where the simulated annotators look them up.
+        changes.append(
+            ("hidden_labels", hidden if publication.published else hidden.clear(), *this_drop)
+        )
+    warehouse.replace_rows_together(changes)
     intents = outcome.valid.group_by(pl.col("intent").fill_null("(unlabeled)")).len()
     intent_counts = dict(zip(intents["intent"], intents["len"], strict=True))
     yield from validation_results(
@@ -138,9 +167,10 @@ def validate_requests(
         outcome,
         quarantine,
         {
+            **publication.metadata(),
             "taxonomy": f"{taxonomy.name} v{taxonomy.version} ({len(taxonomy.intents)} intents)",
             "ignored_columns": ", ".join(mapped.ignored_columns) or "none",
-            "labels_hidden": drop.source in request_intake.hidden_label_sources,
+            "labels_hidden": hides_labels,
             "labeled_share": round(
                 1 - intent_counts.get("(unlabeled)", 0) / max(outcome.valid.height, 1), 4
             ),
@@ -150,11 +180,4 @@ def validate_requests(
             else "no rows",
         },
     )
-    yield from contract_check_results(
-        "validated_requests",
-        contract,
-        outcome,
-        duplicate_keys_in_table=int(duplicates),
-        newest=outcome.valid["received_at"].max(),
-        max_age_days=request_intake.max_age_days,
-    )
+    yield from checks

@@ -178,6 +178,9 @@ class DemandForecaster:
 
     @classmethod
     def load(cls, folder: Path) -> DemandForecaster:
+        """The forecaster saved in `folder`. A global model is a darts save (torch pickle: darts
+        offers no other format), so a registered folder is read only after `Registry.download`
+        verified its digests; history and settings are parquet and JSON."""
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
         history = pl.read_parquet(folder / HISTORY_FILE)
         targets, covariates = [], []

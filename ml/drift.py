@@ -8,6 +8,7 @@ one module that imports whylogs: the rest of the project takes whylogs things fr
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -25,6 +26,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 from scipy.stats import chi2_contingency
+
+from ml.ingestion import write_bytes_atomically, write_text_atomically
 
 # whylogs 1.6.4 (its last release) checks string types against `np.unicode_`, which numpy 2
 # removed; restore the alias before whylogs is imported. whylogs also posts usage statistics
@@ -95,10 +98,11 @@ class TextReference:
     """Unit-norm mean of the training texts' unit-norm sentence embeddings."""
 
     def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
         meta = {"vocabulary": sorted(self.vocabulary), "dimensions": int(self.centroid.shape[0])}
-        (folder / REFERENCE_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        np.save(folder / CENTROID_FILE, self.centroid)
+        centroid = io.BytesIO()
+        np.save(centroid, self.centroid)
+        write_bytes_atomically(folder / CENTROID_FILE, centroid.getvalue())
+        write_text_atomically(folder / REFERENCE_FILE, json.dumps(meta, indent=1))
 
     @classmethod
     def load(cls, folder: Path) -> TextReference:

@@ -1,5 +1,10 @@
 """Reading source files (CSV or Parquet, any fsspec URI) exactly as they are, with errors that
 name the file and line, and registering file drops by content hash so that a re-drop is a no-op.
+
+The drops folder is scanned one file at a time: a file still being written waits until a second
+scan sees it unchanged, and a file that cannot be a drop (not a regular file, a symlink out of
+the folder, too large, unreadable, a source folder name that cannot key a partition) is refused
+with its reason and a quarantine manifest, never stopping the other files of the same scan.
 """
 
 from __future__ import annotations
@@ -9,6 +14,9 @@ import hashlib
 import io
 import json
 import os
+import re
+import secrets
+import stat
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +29,15 @@ ROW_COLUMN = "_row"
 """Line number of each record in its file (CSV: the header is line 1), so errors can point at it."""
 
 SUPPORTED_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+
+DEFAULT_MAX_DROP_BYTES = 2 * 1024**3
+"""The largest file taken as a drop (2 GiB): the raw copy and the validation read it whole."""
+_CHUNK_BYTES = 1 << 20
+
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+"""A source folder's name: it becomes part of the drop id, a Dagster partition key and a file
+name, so only letters, digits, '_' and '-' (Dagster refuses keys with '...' or control
+characters)."""
 
 
 class IngestionError(ValueError):
@@ -35,20 +52,48 @@ def _suffix(uri: str) -> str:
     return os.path.splitext(name)[1]
 
 
+class DropTooLarge(IngestionError):
+    """A file over the size cap: refused before it is read whole."""
+
+
+def _read_error(uri: str, error: OSError) -> IngestionError:
+    if isinstance(error, FileNotFoundError):
+        return IngestionError(f"{uri}: file not found")
+    if isinstance(error, IsADirectoryError):
+        return IngestionError(f"{uri}: is a folder, expected a CSV or Parquet file")
+    if isinstance(error, PermissionError):
+        return IngestionError(f"{uri}: cannot be read: permission denied")
+    return IngestionError(f"{uri}: cannot be read ({error})")
+
+
 def read_bytes(uri: str) -> bytes:
     """The file's bytes, decompressed if its name says so."""
     try:
         with fsspec.open(uri, "rb", compression="infer") as handle:
             return handle.read()
-    except FileNotFoundError as error:
-        raise IngestionError(f"{uri}: file not found") from error
-    except IsADirectoryError as error:
-        raise IngestionError(f"{uri}: is a folder, expected a CSV or Parquet file") from error
+    except OSError as error:
+        raise _read_error(uri, error) from error
 
 
-def content_sha256(uri: str) -> str:
-    """Hash of the file's content: the identity of a drop, whatever its name."""
-    return hashlib.sha256(read_bytes(uri)).hexdigest()
+def content_sha256(uri: str, max_bytes: int = DEFAULT_MAX_DROP_BYTES) -> tuple[str, int]:
+    """(sha256, size) of the file's content, hashed in chunks: the identity of a drop, whatever
+    its name. More than `max_bytes` is refused as soon as the stream passes the cap."""
+    digest, size = hashlib.sha256(), 0
+    try:
+        with fsspec.open(uri, "rb", compression="infer") as handle:
+            while chunk := handle.read(_CHUNK_BYTES):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise DropTooLarge(
+                        f"{uri}: larger than the drop size cap of {max_bytes} bytes "
+                        "(MLOPS_MAX_DROP_BYTES); split the file or raise the cap"
+                    )
+                digest.update(chunk)
+    except OSError as error:
+        raise _read_error(uri, error) from error
+    except EOFError as error:
+        raise IngestionError(f"{uri}: compressed stream ends early ({error})") from error
+    return digest.hexdigest(), size
 
 
 def read_raw_table(uri: str, data: bytes | None = None) -> pl.DataFrame:
@@ -161,12 +206,26 @@ def drop_id_for(source: str, sha256: str) -> str:
     return f"{source}-{sha256[:12]}"
 
 
+def check_source_name(source: str, uri: str) -> None:
+    """A source name that cannot key a partition (or name a file) is refused, naming the file."""
+    if not SOURCE_NAME.fullmatch(source):
+        raise IngestionError(
+            f"{uri}: source folder {source!r} is not a usable source name; expected 1-64 "
+            "letters, digits, '_' or '-' starting with a letter or digit (it becomes part of "
+            "the drop's partition key); rename the folder"
+        )
+
+
 def register_drop(
-    uri: str, source: str, registry_dir: Path, now: datetime | None = None
+    uri: str,
+    source: str,
+    registry_dir: Path,
+    now: datetime | None = None,
+    max_bytes: int = DEFAULT_MAX_DROP_BYTES,
 ) -> DropRegistration:
     """Record a drop once per content; the same bytes dropped again are reported, not re-read."""
-    data = read_bytes(uri)
-    sha256 = hashlib.sha256(data).hexdigest()
+    check_source_name(source, uri)
+    sha256, size = content_sha256(uri, max_bytes)
     drop_id = drop_id_for(source, sha256)
     manifest = registry_dir / f"{drop_id}.json"
     if manifest.exists():
@@ -175,8 +234,7 @@ def register_drop(
             _append_sighting(registry_dir, drop_id, uri, now)
         return DropRegistration(drop=existing, is_new=False, seen_uri=uri)
     registered_at = (now or datetime.now(UTC)).isoformat()
-    drop = Drop(drop_id, source, uri, sha256, len(data), registered_at)
-    registry_dir.mkdir(parents=True, exist_ok=True)
+    drop = Drop(drop_id, source, uri, sha256, size, registered_at)
     write_text_atomically(manifest, json.dumps(asdict(drop), indent=2))
     return DropRegistration(drop=drop, is_new=True, seen_uri=uri)
 
@@ -185,8 +243,8 @@ def _append_sighting(registry_dir: Path, drop_id: str, uri: str, now: datetime |
     """Keep a trace of every re-drop of known content, so the no-op is on record."""
     log = registry_dir / f"{drop_id}.redrops.jsonl"
     line = json.dumps({"uri": uri, "seen_at": (now or datetime.now(UTC)).isoformat()})
-    with log.open("a", encoding="utf-8") as handle:
-        handle.write(line + "\n")
+    before = log.read_text(encoding="utf-8") if log.exists() else ""
+    write_text_atomically(log, before + line + "\n")
 
 
 def redrops_of(drop_id: str, registry_dir: Path) -> list[dict[str, str]]:
@@ -225,27 +283,67 @@ class FoundFile:
     """Its path below the folder that was listed, split into parts."""
     stamp: str
     """Size and modification mark: a file whose stamp is unchanged need not be read again."""
+    size: int = 0
+    problem: str = ""
+    """Why this entry cannot be read as a drop at all ('' when it can)."""
+
+
+def _is_within(path: str, root: str) -> bool:
+    return os.path.commonpath([path, root]) == root
+
+
+def _local_entry(name: str, info: dict, root: str) -> tuple[int, str, str]:
+    """(size, stamp, problem) of a local entry, following a symlink only inside `root`: a FIFO
+    would block the reader forever, a link out of the folder would read someone else's file."""
+    if info.get("islink"):
+        target = os.path.realpath(name)
+        if not os.path.exists(target):
+            gone = info.get("destination", target)
+            return 0, "", f"{name}: broken symlink (its target {gone} is gone)"
+        if not _is_within(target, root):
+            outside = f"symlink to {target}, outside the watched folder {root}"
+            return 0, "", f"{name}: {outside}; copy the file into the folder instead"
+    try:
+        status = os.stat(name)
+    except OSError as error:
+        return 0, "", f"{name}: vanished or unreadable while being listed ({error.strerror})"
+    stamp = f"{status.st_size}:{status.st_mtime_ns}"
+    if not stat.S_ISREG(status.st_mode):
+        kind = "not a regular file (a folder, FIFO, socket or device)"
+        return 0, stamp, f"{name}: {kind}; expected a CSV or Parquet file"
+    return status.st_size, stamp, ""
 
 
 def list_supported_files(root: str) -> list[FoundFile]:
-    """Every CSV or Parquet file below `root` (a path or any fsspec URI), in a stable order."""
+    """Every CSV or Parquet entry below `root` (a path or any fsspec URI), in a stable order;
+    hidden names (a writer's temporary files) are skipped, entries that are not readable files
+    come back with their `problem`."""
     fs, path = fsspec.core.url_to_fs(root)
     if not fs.exists(path) or not fs.isdir(path):
         return []
     local = isinstance(fs, fsspec.implementations.local.LocalFileSystem)
+    real_root = os.path.realpath(path) if local else ""
     found = []
     for name, info in sorted(fs.find(path, detail=True).items()):
-        if _suffix(name) not in SUPPORTED_SUFFIXES:
-            continue
-        modified = next(
-            (info[k] for k in ("mtime", "LastModified", "ETag", "created") if info.get(k)), ""
-        )
         relative = name[len(path.rstrip("/")) + 1 :]
+        parts = tuple(relative.split("/"))
+        if _suffix(name) not in SUPPORTED_SUFFIXES or any(p.startswith(".") for p in parts):
+            continue
+        if local:
+            size, stamp, problem = _local_entry(name, info, real_root)
+        else:
+            modified = next(
+                (info[k] for k in ("mtime", "LastModified", "ETag", "created") if info.get(k)), ""
+            )
+            size, stamp = int(info.get("size") or 0), f"{info.get('size')}:{modified}"
+            problem = "" if info.get("type") == "file" else f"{name}: not a file"
         found.append(
             FoundFile(
                 uri=name if local else fs.unstrip_protocol(name),
-                relative_parts=tuple(relative.split("/")),
-                stamp=f"{info.get('size')}:{modified}",
+                relative_parts=parts,
+                stamp=stamp,
+                size=size,
+                problem=problem,
             )
         )
     return found
@@ -258,8 +356,176 @@ def discover_drop_files(root: str) -> list[tuple[str, FoundFile]]:
     ]
 
 
+# --- scanning the drops folder ----------------------------------------------------------------
+
+PENDING, REGISTERED, REFUSED = "pending", "registered", "refused"
+
+
+@dataclass(frozen=True)
+class RefusedFile:
+    """A file in the drops folder that is not a drop, with why; kept as a quarantine manifest."""
+
+    uri: str
+    source: str
+    reason: str
+    stamp: str
+    refused_at: str
+    manifest: str
+
+
+@dataclass(frozen=True)
+class DropScan:
+    registrations: list[DropRegistration]
+    refusals: list[RefusedFile]
+    pending: list[str]
+    """Files seen for the first time or changed since the last scan: looked at once a later
+    scan finds them unchanged (a file still being copied is never registered half-written)."""
+    cursor: dict[str, dict[str, str]]
+    """Per file listed: its stamp and state (pending, registered or refused)."""
+
+
+def _cursor_entry(value: object) -> tuple[str, str]:
+    if isinstance(value, dict):
+        return str(value.get("stamp", "")), str(value.get("state", REGISTERED))
+    return str(value), REGISTERED  # cursors written before files had to settle
+
+
+def refusal_manifest_path(quarantine_dir: Path, uri: str) -> Path:
+    return quarantine_dir / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}.json"
+
+
+def refuse_file(
+    quarantine_dir: Path, uri: str, source: str, reason: str, stamp: str, now: datetime
+) -> RefusedFile:
+    """Record why a file is not a drop (its latest refusal), where the UI and people look."""
+    manifest = refusal_manifest_path(quarantine_dir, uri)
+    refused = RefusedFile(uri, source, reason, stamp, now.isoformat(), str(manifest))
+    write_text_atomically(manifest, json.dumps(asdict(refused), indent=2))
+    return refused
+
+
+def refused_files(quarantine_dir: Path) -> list[RefusedFile]:
+    """Every refusal on record, most recent first."""
+    if not quarantine_dir.is_dir():
+        return []
+    records = [
+        RefusedFile(**json.loads(p.read_text(encoding="utf-8")))
+        for p in quarantine_dir.glob("*.json")
+    ]
+    return sorted(records, key=lambda r: r.refused_at, reverse=True)
+
+
+def scan_drops(
+    root: str,
+    registry_dir: Path,
+    quarantine_dir: Path,
+    cursor: dict[str, object],
+    *,
+    settle: bool,
+    max_bytes: int = DEFAULT_MAX_DROP_BYTES,
+    now: datetime | None = None,
+) -> DropScan:
+    """Register every file under `root/<source>/` not yet handled with its current stamp, one
+    file at a time: a file that cannot be a drop is refused and recorded, the rest go on.
+
+    `settle`: look at a file (register or refuse it) only once a previous scan saw it with the
+    same size and mtime (the sensor's ticks); a one-shot scan of files known to be complete
+    passes False.
+    """
+    now = now or datetime.now(UTC)
+    registrations, refusals, pending = [], [], []
+    state: dict[str, dict[str, str]] = {}
+    for source, found in discover_drop_files(root):
+        stamp, seen = _cursor_entry(cursor.get(found.uri, {"stamp": "", "state": ""}))
+        if stamp == found.stamp and seen in (REGISTERED, REFUSED):
+            state[found.uri] = {"stamp": stamp, "state": seen}
+            continue
+        if settle and not (seen == PENDING and stamp == found.stamp):
+            pending.append(found.uri)
+            state[found.uri] = {"stamp": found.stamp, "state": PENDING}
+            continue
+        problem = found.problem
+        if not problem and found.size > max_bytes:
+            problem = (
+                f"{found.uri}: {found.size} bytes, over the drop size cap of {max_bytes} "
+                "(MLOPS_MAX_DROP_BYTES); split the file or raise the cap"
+            )
+        if not problem:
+            try:
+                registrations.append(register_drop(found.uri, source, registry_dir, now, max_bytes))
+                state[found.uri] = {"stamp": found.stamp, "state": REGISTERED}
+                continue
+            except IngestionError as error:
+                problem = str(error)
+            except Exception as error:  # one bad file must not stop the scan of the others
+                problem = f"{found.uri}: cannot be registered ({type(error).__name__}: {error})"
+        refusals.append(refuse_file(quarantine_dir, found.uri, source, problem, found.stamp, now))
+        state[found.uri] = {"stamp": found.stamp, "state": REFUSED}
+    return DropScan(registrations, refusals, pending, state)
+
+
+# --- writing whole files ----------------------------------------------------------------------
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """Write to a unique hidden temporary file in the same folder, fsync, then rename: a reader
+    (a sensor, a server) sees the old file or the whole new one, never half of it, and two
+    writers never share a temporary file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # O_EXCL: the name is this writer's alone; mode 0o666 lets the umask decide, as open() does.
+    handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a platform without folder handles skips it."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
 def write_text_atomically(path: Path, text: str) -> None:
-    """Write whole, then rename: a reader (a sensor, a server) never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    """UTF-8 text, written whole (see `write_bytes_atomically`)."""
+    write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def write_parquet_atomically(path: Path, frame: pl.DataFrame) -> None:
+    """A Parquet file, written whole (see `write_bytes_atomically`)."""
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    write_bytes_atomically(path, buffer.getvalue())
+
+
+def write_drop(drops_uri: str, source: str, name: str, data: bytes) -> str:
+    """Put a file into the drops folder whole, as `<drops>/<source>/<name>`; its URI.
+
+    Locally it is written under a hidden temporary name (never listed) and renamed in; an
+    object store (any other fsspec URI) publishes an object only once it is whole.
+    """
+    check_source_name(source, f"{drops_uri}/{source}/{name}")
+    fs, root = fsspec.core.url_to_fs(drops_uri)
+    path = f"{root.rstrip('/')}/{source}/{name}"
+    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        write_bytes_atomically(Path(path), data)
+        return path
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    fs.pipe_file(path, data)
+    return fs.unstrip_protocol(path)

@@ -6,6 +6,11 @@ concurrent workers never share a file (no interleaving, no corruption), a file i
 or absent, and a worker killed mid-load loses at most its unflushed buffer: at most `max_records`
 records, or `flush_seconds` of traffic, whichever comes first.
 
+A failed write keeps its records buffered for the next flush, but the buffer is bounded
+(`max_buffered`): under a persistent failure (a full or broken disk) the writer says so in
+`health()` (the service turns it into metrics and a failing `/readyz`) and counts every record it
+had to refuse, instead of growing without limit and hiding the error.
+
 Files are grouped by the hour they were served in (`window=YYYY-MM-DDTHH/`), the monitoring
 window that the Dagster assets read.
 """
@@ -14,14 +19,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+
+LOGGER = logging.getLogger(__name__)
 
 WINDOW_FORMAT = "%Y-%m-%dT%H"
 WINDOW = timedelta(hours=1)
@@ -81,6 +90,23 @@ def prediction_record(
     }
 
 
+@dataclass(frozen=True)
+class LogHealth:
+    """What a writer has kept and refused so far, and why its last write failed (if it did)."""
+
+    buffered: int
+    written: int
+    refused: int
+    """Records not kept because the buffer was full under a persistent write failure."""
+    failed_writes: int
+    last_error: str | None
+    """The error of the latest flush, None once a flush succeeds again."""
+
+    @property
+    def healthy(self) -> bool:
+        return self.last_error is None
+
+
 class PredictionLogWriter:
     """Buffered, append-only writer of one serving worker (see the module docstring)."""
 
@@ -91,13 +117,21 @@ class PredictionLogWriter:
         max_records: int = 256,
         flush_seconds: float = 2.0,
         clock: Callable[[], datetime] = now,
+        max_buffered: int = 10_000,
     ):
+        if max_buffered < max_records:
+            raise ValueError(
+                f"max_buffered ({max_buffered}) must be at least max_records ({max_records})"
+            )
         self.root = Path(root)
         self.writer_id = f"{writer_id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.max_records = max_records
         self.flush_seconds = flush_seconds
+        self.max_buffered = max_buffered
         self.clock = clock
         self._buffer: list[Mapping[str, object]] = []
+        self._written = self._refused = self._failed_writes = 0
+        self._last_error: str | None = None
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
@@ -106,13 +140,38 @@ class PredictionLogWriter:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
-    def log(self, records: Iterable[Mapping[str, object]]) -> None:
-        """Queue records; the request path never waits for the disk."""
+    def log(self, records: Iterable[Mapping[str, object]]) -> int:
+        """Queue records; the request path never waits for the disk. Returns how many were
+        refused because the buffer is full (only while writes keep failing)."""
+        records = list(records)
         with self._lock:
-            self._buffer.extend(records)
+            room = max(0, self.max_buffered - len(self._buffer))
+            self._buffer.extend(records[:room])
+            refused = len(records) - min(room, len(records))
+            self._refused += refused
             full = len(self._buffer) >= self.max_records
+        if refused:
+            LOGGER.error(
+                "prediction log %s: buffer full (%d records) since writes fail (%s); "
+                "refused %d records",
+                self.root,
+                self.max_buffered,
+                self._last_error,
+                refused,
+            )
         if full:
             self._wake.set()
+        return refused
+
+    def health(self) -> LogHealth:
+        with self._lock:
+            return LogHealth(
+                buffered=len(self._buffer),
+                written=self._written,
+                refused=self._refused,
+                failed_writes=self._failed_writes,
+                last_error=self._last_error,
+            )
 
     def flush(self) -> int:
         """Write what is buffered as new files (one per window); the number of records written.
@@ -124,10 +183,20 @@ class PredictionLogWriter:
                 return 0
             try:
                 self._write(pending)
-            except Exception:
+            except Exception as error:
                 with self._lock:
                     self._buffer[:0] = pending
+                    self._failed_writes += 1
+                    first = self._last_error is None
+                    self._last_error = f"{type(error).__name__}: {error}"
+                if first:
+                    LOGGER.error("prediction log %s: write failed: %s", self.root, error)
                 raise
+            with self._lock:
+                self._written += len(pending)
+                recovered, self._last_error = self._last_error, None
+            if recovered:
+                LOGGER.warning("prediction log %s: writing again (was: %s)", self.root, recovered)
             return len(pending)
 
     def _write(self, records: list[Mapping[str, object]]) -> None:
@@ -152,7 +221,9 @@ class PredictionLogWriter:
         while not self._closed.is_set():
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
-            with contextlib.suppress(OSError):  # kept buffered; the next tick retries
+            # Kept buffered and reported in health(); the next tick retries. Any error, not only
+            # OSError: a dead flush thread would buffer silently until the bound.
+            with contextlib.suppress(Exception):
                 self.flush()
 
     def close(self) -> None:

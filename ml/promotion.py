@@ -1,15 +1,39 @@
 """The one promotion gate of every model: a candidate becomes champion only if it never loses to
-the baseline and beats the current champion by a margin, all scored on the same frozen test."""
+the baseline and beats the current champion by a margin, all scored on the same frozen test.
+
+The gate decides only on scores it computed itself: every version it compares is loaded from
+the registry (its digests verified) and scored on the frozen test version by the caller's
+`rescore`. Scores in a version's tags are whatever someone wrote there and are never read.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ml.registry import CHALLENGER, CHAMPION, ModelVersion, Registry
+from ml.registry import (
+    CHALLENGER,
+    CHAMPION,
+    REJECTED,
+    AliasMoved,
+    AlreadyDecided,
+    ArtifactIntegrityError,
+    ModelVersion,
+    Registry,
+)
 
 MARGIN_TOLERANCE = 1e-9
 """Float noise allowed when comparing a gain with the margin (0.85 - 0.80 < 0.05 in floats)."""
+
+
+def check_margin(margin: float) -> float:
+    """The margin, refused when negative: that would promote a model worse than the champion."""
+    if margin < 0:
+        raise ValueError(
+            f"margin must be ≥ 0, got {margin} (a negative margin promotes a model worse than "
+            "the champion)"
+        )
+    return margin
 
 
 @dataclass(frozen=True)
@@ -24,9 +48,14 @@ class GateScores:
 class GateDecision:
     promote: bool
     reason: str
+    rejected: bool = False
+    """The artifact failed verification: scored by nobody, given no alias."""
 
     @property
     def alias(self) -> str:
+        """The alias the version gets (`rejected`: none)."""
+        if self.rejected:
+            return REJECTED
         return CHAMPION if self.promote else CHALLENGER
 
 
@@ -40,8 +69,7 @@ def decide_promotion(
 ) -> GateDecision:
     """Promote `candidate` over `champion` (None: there is none yet) only if it is not worse than
     `baseline` and better than the champion by at least `margin` on `metric`."""
-    if margin < 0:
-        raise ValueError(f"promotion margin must be ≥ 0, got {margin}")
+    check_margin(margin)
 
     def gain(over: GateScores) -> float:
         difference = candidate.score - over.score
@@ -72,6 +100,7 @@ class GateOutcome:
     version: str
     kind: str
     score: float
+    """The gate's own score (NaN for a rejected version)."""
     decision: GateDecision
 
 
@@ -83,27 +112,36 @@ def gate_pending_versions(
     margin: float,
     rescore: Callable[[ModelVersion], float],
     higher_is_better: bool = True,
+    via: str = "",
 ) -> list[GateOutcome]:
-    """Decide every registered version the gate has not seen, oldest first, against the
-    champion of that moment and the latest baseline registered up to it.
+    """Decide every registered version no gate has decided, oldest first, against the champion
+    of that moment and the latest baseline registered up to it; the decisions this run made.
 
-    Scores come from the version's tags when they were taken on `test_version`, else from
-    `rescore` (load the version and score it on that frozen test): models are only ever
-    compared on the same test version.
+    Every score is `rescore(version)`: the version loaded through the registry and scored on
+    the frozen `test_version`, once per version in this run. A candidate whose artifact fails
+    verification is rejected (no alias); a baseline or champion that fails stops the gate.
+    Decisions are recorded by compare-and-set: if the champion moved meanwhile (another gate, a
+    rollback) the candidate is decided again against the new one; one decision per version.
     """
+    check_margin(margin)
+    if not str(test_version).strip():
+        raise ValueError("test_version is empty: the gate compares models on a frozen test")
+    registry.reconcile(model_name)
+    scores: dict[tuple[str, str], float] = {}
 
     def score(version: ModelVersion) -> float:
-        tagged = version.metric(metric)
-        if version.tags.get("test_version") == test_version and tagged is not None:
-            return tagged
-        return rescore(version)
+        key = (version.version, test_version)
+        if key not in scores:
+            scores[key] = float(rescore(version))
+        return scores[key]
 
-    everything = registry.versions(model_name)
     outcomes = []
-    for candidate in registry.awaiting_gate(model_name):
+    while pending := registry.awaiting_gate(model_name):
+        candidate = pending[0]
+        kind = candidate.tags.get("kind", "")
         baselines = [
             v
-            for v in everything
+            for v in registry.versions(model_name)
             if v.tags.get("role") == "baseline" and int(v.version) <= int(candidate.version)
         ]
         if not baselines:
@@ -112,7 +150,17 @@ def gate_pending_versions(
                 "every model is compared with a baseline (train the baseline first)"
             )
         champion = registry.champion(model_name)
-        candidate_score = GateScores(candidate.version, score(candidate))
+        expected = champion.version if champion else None
+        try:
+            candidate_score = GateScores(candidate.version, score(candidate))
+        except ArtifactIntegrityError as error:
+            decision = GateDecision(False, f"artifact not trusted: {error}", rejected=True)
+            recorded = _record(
+                registry, model_name, candidate, decision, None, test_version, expected, via
+            )
+            if recorded:
+                outcomes.append(GateOutcome(candidate.version, kind, float("nan"), decision))
+            continue
         decision = decide_promotion(
             candidate_score,
             GateScores(baselines[-1].version, score(baselines[-1])),
@@ -121,10 +169,42 @@ def gate_pending_versions(
             margin,
             higher_is_better,
         )
-        registry.record_decision(model_name, candidate.version, decision.promote, decision.reason)
-        outcomes.append(
-            GateOutcome(
-                candidate.version, candidate.tags.get("kind", ""), candidate_score.score, decision
-            )
-        )
+        if _record(
+            registry,
+            model_name,
+            candidate,
+            decision,
+            candidate_score.score,
+            test_version,
+            expected,
+            via,
+        ):
+            outcomes.append(GateOutcome(candidate.version, kind, candidate_score.score, decision))
     return outcomes
+
+
+def _record(
+    registry: Registry,
+    model_name: str,
+    candidate: ModelVersion,
+    decision: GateDecision,
+    score: float | None,
+    test_version: str,
+    expected_champion: str | None,
+    via: str,
+) -> bool:
+    """Record `decision` unless another run got there first (False: decide again or skip)."""
+    try:
+        registry.record_decision(
+            model_name,
+            candidate.version,
+            decision.alias,
+            decision.reason,
+            score,
+            test_version,
+            expected_champion,
+            via,
+        )
+    except (AliasMoved, AlreadyDecided):
+        return False
+    return True

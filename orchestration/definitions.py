@@ -17,6 +17,7 @@ from assets.forecasting import (
     demand_forecaster_promotion,
     demand_forecasts,
 )
+from assets.lineage import lineage_snapshot
 from assets.monitoring import (
     demand_forecast_drift,
     drift_report,
@@ -45,6 +46,7 @@ from orchestration.jobs import (
     demand_ingest_job,
     demand_models_job,
     labeled_requests_job,
+    lineage_snapshot_job,
     monitoring_job,
     request_ingest_job,
     request_models_job,
@@ -58,6 +60,7 @@ from orchestration.schedules import (
     demand_drift_schedule,
     demand_forecast_schedule,
     labeled_requests_schedule,
+    lineage_snapshot_schedule,
     monitoring_schedule,
     monthly_demand_retraining_schedule,
     monthly_request_retraining_schedule,
@@ -86,6 +89,7 @@ def build_definitions(settings: Settings, demand_source: DemandSource) -> Defini
             annotated_batch,
             labeled_requests,
             request_test_set,
+            lineage_snapshot,
             request_baseline,
             request_classifier,
             request_classifier_promotion,
@@ -117,6 +121,7 @@ def build_definitions(settings: Settings, demand_source: DemandSource) -> Defini
             monitoring_job,
             demand_drift_job,
             request_retraining_job,
+            lineage_snapshot_job,
         ],
         schedules=[
             *build_demand_schedules(demand_source, demand_ingest_job),
@@ -126,6 +131,7 @@ def build_definitions(settings: Settings, demand_source: DemandSource) -> Defini
             demand_drift_schedule,
             monthly_request_retraining_schedule,
             monthly_demand_retraining_schedule,
+            lineage_snapshot_schedule,
         ],
         sensors=[
             request_drop_sensor,

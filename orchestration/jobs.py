@@ -26,6 +26,7 @@ from assets.forecasting import (
     demand_forecaster_promotion,
     demand_forecasts,
 )
+from assets.lineage import lineage_snapshot
 from assets.monitoring import (
     demand_forecast_drift,
     drift_report,
@@ -44,7 +45,7 @@ from assets.request_models import (
 )
 from assets.serving import champion_bento
 from assets.warehouse_models import warehouse_dbt_models
-from orchestration.resources import ModelRegistry
+from orchestration.resources import REGISTRY_POOL, ModelRegistry
 
 request_ingest_job = define_asset_job(
     "request_ingest_job",
@@ -92,11 +93,15 @@ labeled_requests_job = define_asset_job(
 request_models_job = define_asset_job(
     "request_models_job",
     selection=AssetSelection.assets(
-        request_test_set, request_baseline, request_classifier, request_classifier_promotion
+        request_test_set,
+        lineage_snapshot,
+        request_baseline,
+        request_classifier,
+        request_classifier_promotion,
     ),
     description=(
-        "Train the baseline and the transformer on the current labels, register both in MLflow, "
-        "and let the promotion gate decide the champion."
+        "Snapshot the lineage tables, train the baseline and the transformer on the current "
+        "labels, register both in MLflow, and let the promotion gate decide the champion."
     ),
 )
 
@@ -133,13 +138,18 @@ class RollbackConfig(Config):
     reason: str = "manual rollback"
 
 
-@op(description="Move `champion` back to the version that held it before the current one.")
+@op(
+    description="Move `champion` back to the version that held it before the current one.",
+    pool=REGISTRY_POOL,
+)
 def rollback_champion(
     context: OpExecutionContext, config: RollbackConfig, model_registry: ModelRegistry
 ) -> None:
     registry = model_registry.registry()
     registry.ping()
-    rolled_back, restored = registry.rollback(config.model_name, config.reason)
+    rolled_back, restored = registry.rollback(
+        config.model_name, config.reason, via=f"rollback_champion_job, dagster run {context.run_id}"
+    )
     context.log.info(f"{config.model_name}: champion v{rolled_back} → v{restored}")
     context.log_event(
         AssetObservation(
@@ -184,6 +194,7 @@ request_retraining_job = define_asset_job(
         warehouse_dbt_models,
         annotation_candidates,
         request_test_set,
+        lineage_snapshot,
         request_baseline,
         request_classifier,
         request_classifier_promotion,
@@ -192,7 +203,16 @@ request_retraining_job = define_asset_job(
     ),
     description=(
         "The flywheel's retraining run: rebuild the warehouse (drifted traffic included), queue "
-        "re-annotation candidates (drifted traffic first), retrain both classifiers on the "
-        "current labels, gate them, and package the champions."
+        "re-annotation candidates (drifted traffic first), snapshot the lineage tables, retrain "
+        "both classifiers on the current labels, gate them, and package the champions."
+    ),
+)
+
+lineage_snapshot_job = define_asset_job(
+    "lineage_snapshot_job",
+    selection=AssetSelection.assets(lineage_snapshot),
+    description=(
+        "Copy the tables nothing can rebuild (test versions, label versions, split assignments, "
+        "annotation history) to a snapshot folder under the data home."
     ),
 )

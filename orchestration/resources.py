@@ -20,6 +20,7 @@ from dagster_dbt import DbtCliResource
 from pydantic import Field
 
 from ml.drift import DriftThresholds
+from ml.ingestion import DEFAULT_MAX_DROP_BYTES
 from ml.registry import Registry
 from ml.settings import DBT_PROJECT_DIR, PROJECT_ROOT, Settings
 from ml.taxonomy import Taxonomy, load_taxonomy
@@ -28,6 +29,10 @@ from orchestration.processes import executable
 from orchestration.serving import bentoml_environment
 
 LOCK_WAIT_SECONDS = 60.0
+REGISTRY_POOL = "model_registry_aliases"
+"""Dagster pool of everything that moves a registry alias (the promotion gates, the rollback):
+one at a time per deployment (the instance's default pool limit is 1). The registry's own lock
+and compare-and-set still guard moves made outside Dagster."""
 
 
 class DataHome(ConfigurableResource):
@@ -46,6 +51,11 @@ class DataHome(ConfigurableResource):
     @property
     def drop_registry_dir(self) -> Path:
         return self.root / "drop_registry"
+
+    @property
+    def refused_drops_dir(self) -> Path:
+        """One quarantine manifest per file of the drops folder refused as a drop, with why."""
+        return self.root / "quarantine" / "drops"
 
     def raw_partition_path(self, domain: str, partition_key: str) -> Path:
         """The immutable raw copy of one partition, exactly as read (all text)."""
@@ -106,13 +116,32 @@ class Warehouse(ConfigurableResource):
     def replace_rows(self, table: str, frame: pl.DataFrame, where: str, params: list) -> None:
         """Delete the rows `where` selects and insert `frame`, in one transaction: re-running a
         partition replaces it, never duplicates it."""
+        self.replace_rows_together([(table, frame, where, params)])
+
+    def replace_rows_together(self, changes: list[tuple[str, pl.DataFrame, str, list]]) -> None:
+        """`replace_rows` for several tables (table, frame, where, params) in one transaction:
+        a reader sees all of a partition's tables before or after, never half of them."""
         with self.connect() as con:
-            con.register("incoming", frame.to_arrow())
+            for index, (_, frame, _, _) in enumerate(changes):
+                con.register(f"incoming_{index}", frame.to_arrow())
             con.execute("begin transaction")
-            con.execute(f"create table if not exists {table} as select * from incoming limit 0")
-            con.execute(f"delete from {table} where {where}", params)
-            con.execute(f"insert into {table} by name select * from incoming")
+            for index, (table, _, where, params) in enumerate(changes):
+                incoming = f"incoming_{index}"
+                con.execute(
+                    f"create table if not exists {table} as select * from {incoming} limit 0"
+                )
+                con.execute(f"delete from {table} where {where}", params)
+                con.execute(f"insert into {table} by name select * from {incoming}")
             con.execute("commit")
+
+    def add_column_if_missing(self, table: str, column: str, definition: str) -> None:
+        """Give an existing table a column it predates (`definition`: type and default)."""
+        if not Path(self.path).exists():
+            return
+        with self.connect() as con:
+            con.execute(
+                f"alter table if exists {table} add column if not exists {column} {definition}"
+            )
 
     @contextmanager
     def dbt_environment(self) -> Iterator[None]:
@@ -138,6 +167,8 @@ class RequestIntake(ConfigurableResource):
     """A live feed promises its newest request is at most this old; None for static files."""
     hidden_label_sources: list[str] = Field(default_factory=list)
     """Sources whose labels are kept aside at ingestion: their requests arrive unlabeled."""
+    max_drop_bytes: int = DEFAULT_MAX_DROP_BYTES
+    """A dropped file larger than this is refused (recorded with the reason), never read."""
 
     def taxonomy(self) -> Taxonomy:
         return load_taxonomy(Path(self.taxonomy_path))
@@ -246,6 +277,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             taxonomy_path=str(settings.intent_taxonomy),
             max_age_days=settings.request_max_age_days,
             hidden_label_sources=list(settings.hidden_label_sources),
+            max_drop_bytes=settings.max_drop_bytes,
         ),
         "label_studio": LabelStudioResource(
             url=settings.label_studio_url,

@@ -18,6 +18,7 @@ from orchestration.jobs import (
     demand_forecast_job,
     demand_models_job,
     labeled_requests_job,
+    lineage_snapshot_job,
     monitoring_job,
     request_retraining_job,
 )
@@ -87,4 +88,16 @@ monthly_demand_retraining_schedule = ScheduleDefinition(
     default_status=DefaultScheduleStatus.RUNNING,
     tags={"mlops/trigger": "monthly schedule"},
     description="Monthly: backtest and refit the demand forecasters, gate, forecast.",
+)
+
+lineage_snapshot_schedule = ScheduleDefinition(
+    name="lineage_snapshot_schedule",
+    job=lineage_snapshot_job,
+    cron_schedule="30 2 * * *",
+    default_status=DefaultScheduleStatus.RUNNING,
+    tags={"mlops/trigger": "daily schedule"},
+    description=(
+        "Daily at 02:30: snapshot the lineage tables (test versions, label versions, split "
+        "assignments, annotation history) to Parquet under the data home."
+    ),
 )

@@ -31,7 +31,7 @@ from assets.requests import request_drops
 from assets.serving import champion_versions
 from assets.warehouse_models import warehouse_dbt_models
 from ml.agreement import doubly_annotated
-from ml.ingestion import DropRegistration, discover_drop_files, register_drop
+from ml.ingestion import DropScan, RefusedFile, scan_drops
 from orchestration.jobs import (
     annotated_batch_job,
     annotation_batch_job,
@@ -53,24 +53,37 @@ from orchestration.serving import current_bento
 from serving.package import bento_version
 
 
-@dataclass(frozen=True)
-class DropScan:
-    registrations: list[DropRegistration]
-    cursor: dict[str, str]
-
-
 def scan_request_drops(
-    data_home: DataHome, request_intake: RequestIntake, cursor: dict[str, str]
+    data_home: DataHome,
+    request_intake: RequestIntake,
+    cursor: dict[str, object],
+    *,
+    settle: bool = False,
 ) -> DropScan:
-    """Register every file under `<drops>/<source>/` not yet seen with this size and stamp."""
-    seen = dict(cursor)
-    registrations = []
-    for source, found in discover_drop_files(request_intake.drops_uri):
-        if seen.get(found.uri) == found.stamp:
-            continue
-        registrations.append(register_drop(found.uri, source, data_home.drop_registry_dir))
-        seen[found.uri] = found.stamp
-    return DropScan(registrations, seen)
+    """Register every file under `<drops>/<source>/` not yet handled with this size and stamp;
+    `settle` (the sensor) waits for a second look at an unchanged file before registering it."""
+    return scan_drops(
+        request_intake.drops_uri,
+        data_home.drop_registry_dir,
+        data_home.refused_drops_dir,
+        cursor,
+        settle=settle,
+        max_bytes=request_intake.max_drop_bytes,
+    )
+
+
+def refusal_observation(refused: RefusedFile) -> AssetObservation:
+    """A refused file on raw_requests' timeline: it has no partition (it is not a drop)."""
+    return AssetObservation(
+        asset_key="raw_requests",
+        metadata={
+            "refused_file": refused.uri,
+            "source_folder": refused.source,
+            "reason": refused.reason,
+            "quarantine_manifest": refused.manifest,
+            "note": "not ingested; fix or replace the file and it is looked at again",
+        },
+    )
 
 
 @sensor(
@@ -78,18 +91,23 @@ def scan_request_drops(
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
     description=(
-        "Watches the request drops folder (<drops>/<source>/, any fsspec URI); each new file "
-        "becomes a partition of raw_requests and one ingest run. Identical content dropped "
-        "again is recorded only."
+        "Watches the request drops folder (<drops>/<source>/, any fsspec URI); each new file, "
+        "once two ticks see it unchanged (no half-copied file is read), becomes a partition of "
+        "raw_requests and one ingest run. Identical content dropped again is recorded only; a "
+        "file that cannot be a drop (unreadable, not a regular file, a symlink out of the "
+        "folder, over the size cap, a source folder name unfit for a partition key) is "
+        "recorded with its reason on raw_requests and in the data home's quarantine/drops, and "
+        "the other files go on."
     ),
 )
 def request_drop_sensor(
     context: SensorEvaluationContext, data_home: DataHome, request_intake: RequestIntake
 ):
-    scan = scan_request_drops(data_home, request_intake, json.loads(context.cursor or "{}"))
-    if not scan.registrations:
-        return SkipReason("no new or changed files in the drops folder")
-    new, runs, observations = [], [], []
+    scan = scan_request_drops(
+        data_home, request_intake, json.loads(context.cursor or "{}"), settle=True
+    )
+    new, runs = [], []
+    observations = [refusal_observation(refused) for refused in scan.refusals]
     for registration in scan.registrations:
         drop_id = registration.drop.drop_id
         known = context.instance.has_dynamic_partition(request_drops.name, drop_id)
@@ -107,11 +125,20 @@ def request_drop_sensor(
                     },
                 )
             )
+    cursor = json.dumps(scan.cursor)
+    if not runs and not observations:
+        if cursor == (context.cursor or "{}"):
+            return SkipReason("no new or changed files in the drops folder")
+        return SensorResult(
+            skip_reason=f"{len(scan.pending)} file(s) new or still changing: each is "
+            "registered once a tick sees it unchanged",
+            cursor=cursor,
+        )
     return SensorResult(
         run_requests=runs,
         dynamic_partitions_requests=[request_drops.build_add_request(new)] if new else [],
         asset_events=observations,
-        cursor=json.dumps(scan.cursor),
+        cursor=cursor,
     )
 
 

@@ -5,6 +5,11 @@ The Bento's version names the model versions it serves and the code (`rc3-df2-1a
 building for champions that already have a Bento (a rollback) returns that Bento again instead
 of a new one. Run as its
 own process (`python -m serving.package`): BentoML reads BENTOML_HOME once, at import.
+
+Every model folder is verified against the sha256 digests recorded at registration before it is
+imported, and a model imported earlier is verified again (its copy in the BentoML store against
+the registry's digests) before a Bento is built on it; `load_verified` does the same in the
+service before the model's files are read.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ml.registry import Registry
+from ml.registry import ARTIFACT_SHA256, Registry, verify_artifact
 from ml.settings import PROJECT_ROOT
 
 BENTO_NAME = "mlops_platform"
@@ -26,6 +31,8 @@ SERVED = {"request_classifier": "rc", "demand_forecaster": "df"}
 """Registered model → its short name in the Bento version."""
 SOURCES = ("serving/*.py", "ml/*.py", "ml/pyfunc_entry_points/*.py", "ml/taxonomy/*.json")
 """What the Bento carries besides the lock file: the service and the plain `ml` package."""
+MLFLOW_MODEL_FOLDER = "mlflow_model"
+"""Where bentoml.mlflow.import_model puts the MLflow model inside a BentoML model."""
 
 
 def source_files() -> list[Path]:
@@ -58,19 +65,56 @@ def import_champion(registry: Registry, model: str, version: str) -> str:
     from bentoml.exceptions import NotFound
 
     tag = model_tag(model, version)
+    manifest = registry.manifest(model, version)
     try:
-        return str(bentoml.models.get(tag).tag)
+        existing = bentoml.models.get(tag)
     except NotFound:
-        pass
+        existing = None
+    if existing is not None:
+        verify_artifact(
+            Path(existing.path_of(MLFLOW_MODEL_FOLDER)),
+            manifest,
+            f"{model} v{version} (BentoML model {existing.tag})",
+        )
+        return str(existing.tag)
     found = registry.version(model, version)
     with tempfile.TemporaryDirectory() as folder:
         imported = bentoml.mlflow.import_model(
             tag,
             model_uri=str(registry.download(model, version, Path(folder))),
             labels={"mlflow_version": version, "mlflow_run_id": found.run_id},
-            metadata={"mlflow_tracking_uri": registry.tracking_uri, "kind": found.tags["kind"]},
+            metadata={
+                "mlflow_tracking_uri": registry.tracking_uri,
+                "kind": found.tags["kind"],
+                ARTIFACT_SHA256: json.dumps(manifest, sort_keys=True),
+            },
         )
     return str(imported.tag)
+
+
+def load_verified(bento_model):
+    """The MLflow pyfunc of a BentoML model imported by `import_champion`, loaded only after its
+    files match the sha256 digests recorded at registration (carried in its metadata)."""
+    import bentoml
+
+    stored = (
+        bento_model
+        if isinstance(bento_model, bentoml.Model)
+        else bentoml.models.get(bento_model.tag)
+    )
+    recorded = stored.info.metadata.get(ARTIFACT_SHA256)
+    version = stored.info.labels.get("mlflow_version", "?")
+    if not recorded:
+        raise RuntimeError(
+            f"BentoML model {stored.tag} (MLflow v{version}) carries no {ARTIFACT_SHA256}: "
+            "it was not imported by serving.package; package it again"
+        )
+    verify_artifact(
+        Path(stored.path_of(MLFLOW_MODEL_FOLDER)),
+        json.loads(recorded),
+        f"{stored.tag.name} v{version} (BentoML model {stored.tag})",
+    )
+    return bentoml.mlflow.load_model(stored)
 
 
 def build_context(folder: Path) -> None:

@@ -4,11 +4,13 @@ behind `POST /classify` (adaptive batching) and `POST /forecast`.
 
 Which versions it serves is fixed when the Bento is built (`serving/package.py`, called by the
 `champion_bento` asset): they are Bento arguments, never a hard-coded file. Bad input is a 400
-naming the field; every answer is logged (`ml.prediction_log`), off the request path.
+naming the field; every answer is logged (`ml.prediction_log`), off the request path. Every error
+has one shape, declared in the published OpenAPI document (`serving.http_contract`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from datetime import date
@@ -17,12 +19,22 @@ from typing import Annotated
 import bentoml
 import numpy as np
 import pandas as pd
-from bentoml.exceptions import BadInput, ServiceUnavailable
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
+from bentoml.exceptions import BadInput, BentoMLException, ServiceUnavailable
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from ml.forecasting import ForecastingError
 from ml.prediction_log import PredictionLogWriter, prediction_record
 from ml.settings import ServingSettings
+from serving.http_contract import ClientErrorsAsWarnings, HttpContract
+from serving.package import load_verified
 
 
 class ServedModels(BaseModel):
@@ -47,6 +59,12 @@ def _one_or_many(value: object) -> object:
     return [value] if isinstance(value, str) else value
 
 
+TEXT_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": SETTINGS.max_text_chars,
+    "pattern": r"\S",
+}
 Text = Annotated[
     str, Field(min_length=1, max_length=SETTINGS.max_text_chars), AfterValidator(_not_blank)
 ]
@@ -54,6 +72,22 @@ Texts = Annotated[
     list[Text],
     BeforeValidator(_one_or_many),
     Field(min_length=1, max_length=SETTINGS.max_items),
+    # Published as what is accepted: one text or a list, each with a non-blank character.
+    WithJsonSchema(
+        {
+            "title": "Texts",
+            "description": "One text, or a list of texts; each not blank.",
+            "anyOf": [
+                TEXT_SCHEMA,
+                {
+                    "type": "array",
+                    "items": TEXT_SCHEMA,
+                    "minItems": 1,
+                    "maxItems": SETTINGS.max_items,
+                },
+            ],
+        }
+    ),
 ]
 
 
@@ -71,12 +105,16 @@ class Classification(BaseModel):
 
 
 class SeriesId(BaseModel):
+    model_config = ConfigDict(strict=True)  # no "1" for 1, no 0 for a date: what OpenAPI says
+
     store: str = Field(min_length=1)
     item: str = Field(min_length=1)
 
 
 class PlannedPeriod(BaseModel):
     """Known future covariates of one series and period; what is left out is assumed."""
+
+    model_config = ConfigDict(strict=True)
 
     store: str = Field(min_length=1)
     item: str = Field(min_length=1)
@@ -129,6 +167,32 @@ BATCH_ITEMS = bentoml.metrics.Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
 
+LOG_BUFFERED = bentoml.metrics.Gauge(
+    name="mlops_prediction_log_buffered",
+    documentation="Records waiting to be written to the prediction log (this worker)",
+    multiprocess_mode="livesum",
+)
+LOG_WRITE_FAILURES = bentoml.metrics.Counter(
+    name="mlops_prediction_log_write_failures",
+    documentation="Prediction-log flushes that failed (records stay buffered, /readyz fails)",
+)
+LOG_REFUSED = bentoml.metrics.Counter(
+    name="mlops_prediction_log_refused",
+    documentation="Records refused by a full prediction-log buffer under a persistent failure",
+    labelnames=["endpoint", "model_name", "model_version"],
+)
+
+
+def _is_client_error(error: BaseException) -> bool:
+    if isinstance(error, ValidationError):
+        return True
+    return isinstance(error, BentoMLException) and error.error_code.value < 500
+
+
+logging.getLogger("bentoml._internal.server.http_app").addFilter(
+    ClientErrorsAsWarnings(_is_client_error)
+)
+
 
 def _version_of(model: bentoml.Model) -> str:
     return str(model.info.labels.get("mlflow_version", model.tag.version))
@@ -154,11 +218,11 @@ class Champions:
         torch.set_num_threads(SETTINGS.threads_per_worker)
         self.classifier = self.forecaster = None
         if MODELS.request_classifier:
-            self.classifier = bentoml.mlflow.load_model(self.classifier_model)
+            self.classifier = load_verified(self.classifier_model)
             self.classifier_version = _version_of(self.classifier_model)
             self.classes = list(self.classifier.metadata.metadata["classes"])
         if MODELS.demand_forecaster:
-            self.forecaster = bentoml.mlflow.load_model(self.forecaster_model)
+            self.forecaster = load_verified(self.forecaster_model)
             self.forecaster_version = _version_of(self.forecaster_model)
         worker = f"worker{bentoml.server_context.worker_index or 0}"
         self.log = PredictionLogWriter(
@@ -166,7 +230,27 @@ class Champions:
             worker,
             SETTINGS.log_max_records,
             SETTINGS.log_flush_seconds,
+            max_buffered=SETTINGS.log_max_buffered,
         )
+        self._log_failures_seen = 0
+
+    def __is_ready__(self) -> bool:
+        """Not ready while the prediction log cannot be written (a full or broken disk)."""
+        return self._log_health().healthy
+
+    def _log_health(self):
+        health = self.log.health()
+        LOG_BUFFERED.set(health.buffered)
+        if health.failed_writes > self._log_failures_seen:
+            LOG_WRITE_FAILURES.inc(health.failed_writes - self._log_failures_seen)
+            self._log_failures_seen = health.failed_writes
+        return health
+
+    def _keep(self, records: list[dict[str, object]], endpoint: str, model: str, version: str):
+        refused = self.log.log(records)
+        if refused:
+            LOG_REFUSED.labels(endpoint, model, version).inc(refused)
+        self._log_health()
 
     @bentoml.on_shutdown
     def flush_log(self) -> None:
@@ -214,7 +298,7 @@ class Champions:
             record["output"] = answer.model_dump_json()
             answers.append(answer)
             records.append(record)
-        self.log.log(records)
+        self._keep(records, *labels)
         PREDICTIONS.labels(*labels).inc(len(texts))
         return answers
 
@@ -222,7 +306,7 @@ class Champions:
     def forecast(
         self,
         series: Annotated[list[SeriesId], Field(min_length=1, max_length=SETTINGS.max_items)],
-        horizon: Annotated[int | None, Field(ge=1)] = None,
+        horizon: Annotated[int | None, Field(ge=1, strict=True)] = None,
         covariates: Annotated[list[PlannedPeriod], Field(max_length=10_000)] = [],  # noqa: B006
     ) -> ForecastResponse:
         """P10/P50/P90 per period for each (store, item), from the forecasting champion. Planned
@@ -266,7 +350,7 @@ class Champions:
         )
         response.request_id = str(record["request_id"])
         record["output"] = response.model_dump_json()
-        self.log.log([record])
+        self._keep([record], *labels)
         PREDICTIONS.labels(*labels).inc(len(series))
         return response
 
@@ -296,3 +380,8 @@ class Champions:
         without = [key for key in wanted if key not in planned_series]
         rows = pd.DataFrame({"store": [s for s, _ in without], "item": [i for _, i in without]})
         return pd.concat([planned, rows], ignore_index=True).astype({"store": str, "item": str})
+
+
+Champions.add_asgi_middleware(
+    HttpContract, api_paths=("/classify", "/forecast"), max_body_bytes=SETTINGS.max_body_bytes
+)

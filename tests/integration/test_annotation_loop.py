@@ -185,7 +185,7 @@ def test_disagreements_are_adjudicated_by_a_third_person_and_labels_are_versione
 ) -> None:
     batch = loop.new_batch(size=12)
     annotate(loop, batch, error_rates=(0.0, 0.5))
-    lenient = {"ops": {"annotated_batch": {"config": {"kappa_threshold": 0.2}}}}
+    lenient = {"ops": {"annotated_batch": {"config": {"kappa_threshold": 0.4}}}}
     assert loop.run("annotated_batch_job", batch, config=lenient).success
     collected = loop.instance.get_latest_materialization_event(AssetKey("annotated_batch"))
     disagreements = collected.asset_materialization.metadata["disagreements"].value
@@ -194,7 +194,7 @@ def test_disagreements_are_adjudicated_by_a_third_person_and_labels_are_versione
 
     first = loop.run(
         "labeled_requests_job",
-        config={"ops": {"labeled_requests": {"config": {"kappa_threshold": 0.2}}}},
+        config={"ops": {"labeled_requests": {"config": {"kappa_threshold": 0.4}}}},
     )
     assert first.success
     v1 = loop.instance.get_latest_materialization_event(

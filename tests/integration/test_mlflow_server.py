@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -104,13 +105,20 @@ def register(
     )
 
 
-def no_rescoring(version: ModelVersion) -> float:
-    raise AssertionError(f"v{version.version} carries its test score: nothing to rescore")
+def gate(registry: Registry, test: LabeledTexts) -> list[GateOutcome]:
+    """The real gate: every version loaded over HTTP (digests verified) and scored on `test`."""
 
+    def rescore(version: ModelVersion) -> float:
+        model = registry.load(MODEL_NAME, version.version)
+        answer = model.predict(pd.DataFrame({"text": test.texts}))
+        return score_classification(
+            test.intents,
+            np.array(answer["probabilities"].tolist()),
+            model.metadata.metadata["classes"],
+        ).f1_macro
 
-def gate(registry: Registry) -> list[GateOutcome]:
     return gate_pending_versions(
-        registry, MODEL_NAME, TEST_VERSION, "test_f1_macro", MARGIN, no_rescoring
+        registry, MODEL_NAME, TEST_VERSION, "test_f1_macro", MARGIN, rescore
     )
 
 
@@ -144,7 +152,7 @@ def registered(
         ("weak-again", trained.weak),
     ):
         versions.append(register(registry, trained, model, label, folder / label))
-        outcomes.extend(gate(registry))
+        outcomes.extend(gate(registry, trained.test))
     return Registered(registry, versions, outcomes, uris_before, process_uris())
 
 
@@ -168,6 +176,14 @@ def test_the_gate_promotes_the_better_model_and_the_rollback_moves_it_back(
     assert challenger.tags["gate_decision"] == CHALLENGER
     assert challenger.tags["gate_reason"] == third.reason
     assert registry.champion_history(MODEL_NAME) == [weak, strong]
+    assert float(challenger.tags["gate_score"]) == pytest.approx(
+        registered.outcomes[2].score, abs=1e-6
+    )
+    assert [(e.action, e.version, e.outcome) for e in registry.audit(MODEL_NAME)] == [
+        ("promote", weak, "done"),
+        ("promote", strong, "done"),
+        ("challenger", weak_again, "done"),
+    ]
 
     champion = registry.load(MODEL_NAME, strong)
     texts = ["I lost my card, please block it", "how do I activate my new card?"]

@@ -60,12 +60,14 @@ def test_the_whole_graph_materializes_with_every_check_passing(platform: Platfor
     # Beyond the warehouse, each stage has its own tests: the annotation loop needs Label Studio
     # (test_annotation_loop.py), the models train and register (test_request_models.py,
     # test_forecasting.py), serving and drift run on a served champion (test_serving.py,
-    # test_drift_loop.py); prediction_logs is written by the service, not materialized.
+    # test_drift_loop.py), the lineage snapshot before training (test_lineage_snapshot.py);
+    # prediction_logs is written by the service, not materialized.
     beyond_the_warehouse = {
         "annotation_candidates",
         "annotation_batch",
         "annotated_batch",
         "labeled_requests",
+        "lineage_snapshot",
         "request_test_set",
         "request_baseline",
         "request_classifier",

@@ -1,5 +1,8 @@
 """Reading files: every way a file can be bad gets a message naming the file and the line."""
 
+import gzip
+import json
+import os
 from pathlib import Path
 
 import fsspec
@@ -7,13 +10,22 @@ import polars as pl
 import pytest
 
 from ml.ingestion import (
+    DropScan,
+    DropTooLarge,
     IngestionError,
+    content_sha256,
     discover_drop_files,
     load_drop,
     read_drop,
     read_raw_table,
     redrops_of,
+    refused_files,
     register_drop,
+    scan_drops,
+    write_bytes_atomically,
+    write_drop,
+    write_parquet_atomically,
+    write_text_atomically,
 )
 
 
@@ -137,3 +149,136 @@ def test_drops_on_any_fsspec_filesystem_are_found_registered_and_read(tmp_path: 
     assert (source, found.uri) == ("banking77", "memory:///bucket/drops/banking77/jan.csv")
     drop = register_drop(found.uri, source, tmp_path / "registry").drop
     assert read_drop(drop)["category"].to_list() == ["card_lost"]
+
+
+# --- the drops folder, one file at a time ------------------------------------------------------
+
+
+def scan(root: Path, cursor: dict, **options) -> DropScan:
+    return scan_drops(
+        str(root), root.parent / "registry", root.parent / "refused", cursor, **options
+    )
+
+
+def test_a_file_written_in_two_halves_is_registered_once_whole_after_it_settles(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "drops" / "synthetic"
+    folder.mkdir(parents=True)
+    whole = b"text\n" + b"".join(f"request {i}\n".encode() for i in range(200))
+    (folder / "big.csv").write_bytes(whole[:700])
+    first = scan(tmp_path / "drops", {}, settle=True)
+    assert first.registrations == [] and first.pending == [str(folder / "big.csv")]
+    with (folder / "big.csv").open("ab") as handle:
+        handle.write(whole[700:])
+    second = scan(tmp_path / "drops", first.cursor, settle=True)
+    assert second.registrations == [], "a file that changed since the last look still waits"
+    third = scan(tmp_path / "drops", second.cursor, settle=True)
+    (registration,) = third.registrations
+    assert registration.is_new and registration.drop.size_bytes == len(whole)
+    assert read_drop(registration.drop).height == 200
+    fourth = scan(tmp_path / "drops", third.cursor, settle=True)
+    assert (fourth.registrations, fourth.refusals, fourth.pending) == ([], [], [])
+
+
+def test_a_symlink_out_of_the_drops_folder_is_refused_and_one_inside_is_read(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "drops" / "synthetic"
+    folder.mkdir(parents=True)
+    secret = tmp_path / "elsewhere" / "secret.csv"
+    secret.parent.mkdir()
+    secret.write_bytes(b"text\nnot yours\n")
+    (folder / "leak.csv").symlink_to(secret)
+    (tmp_path / "drops" / "synthetic" / "real.csv").write_bytes(b"text\nmine\n")
+    (folder / "alias.csv").symlink_to(folder / "real.csv")
+    result = scan(tmp_path / "drops", {}, settle=False)
+    (refused,) = result.refusals
+    assert refused.uri == str(folder / "leak.csv")
+    assert f"symlink to {secret}, outside the watched folder" in refused.reason
+    assert json.loads(Path(refused.manifest).read_text())["reason"] == refused.reason
+    assert [r.seen_uri for r in result.registrations] == [
+        str(folder / "alias.csv"),
+        str(folder / "real.csv"),
+    ]
+    assert not any(r.drop.sha256 == content_sha256(str(secret))[0] for r in result.registrations)
+
+
+def test_files_that_cannot_be_drops_are_refused_and_the_good_one_beside_them_registers(
+    tmp_path: Path,
+) -> None:
+    drops = tmp_path / "drops"
+    (drops / "synthetic").mkdir(parents=True)
+    (drops / "bad...name").mkdir()
+    good = write(drops / "synthetic" / "good.csv", b"text\nhello\n")
+    os.mkfifo(drops / "synthetic" / "pipe.csv")  # reading it would block the sensor forever
+    (drops / "synthetic" / "gone.csv").symlink_to(drops / "synthetic" / "deleted.csv")
+    write(drops / "synthetic" / "huge.csv", b"text\n" + b"x" * 100 + b"\n")
+    write(drops / "bad...name" / "file.csv", b"text\nhello again\n")
+    result = scan(drops, {}, settle=False, max_bytes=64)
+    assert [r.drop.uri for r in result.registrations] == [good]
+    reasons = {Path(r.uri).name: r.reason for r in result.refusals}
+    assert "not a regular file" in reasons["pipe.csv"]
+    assert "broken symlink" in reasons["gone.csv"]
+    assert "106 bytes, over the drop size cap of 64" in reasons["huge.csv"]
+    assert "source folder 'bad...name' is not a usable source name" in reasons["file.csv"]
+    assert {Path(r.uri).name for r in refused_files(tmp_path / "refused")} == set(reasons)
+    again = scan(drops, result.cursor, settle=False, max_bytes=64)
+    assert (again.registrations, again.refusals) == ([], []), "the cursor moved past them"
+
+
+def test_a_compressed_file_over_the_cap_once_inflated_is_refused_while_streaming(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bomb.csv.gz"
+    path.write_bytes(gzip.compress(b"text\n" + b"a" * 5000 + b"\n"))
+    assert path.stat().st_size < 200
+    with pytest.raises(DropTooLarge, match=r"bomb\.csv\.gz: larger than the drop size cap of 1000"):
+        register_drop(str(path), "synthetic", tmp_path / "registry", max_bytes=1000)
+    assert not (tmp_path / "registry").exists()
+
+
+def test_a_file_that_vanishes_between_listing_and_reading_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "drops" / "synthetic"
+    folder.mkdir(parents=True)
+    write(folder / "brief.csv", b"text\nhere for a moment\n")
+    ((source, found),) = discover_drop_files(str(tmp_path / "drops"))
+    (folder / "brief.csv").unlink()
+    with pytest.raises(IngestionError, match=r"brief\.csv: file not found"):
+        register_drop(found.uri, source, tmp_path / "registry")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod 000 file anyway")
+def test_an_unreadable_file_is_refused_with_permission_denied(tmp_path: Path) -> None:
+    folder = tmp_path / "drops" / "synthetic"
+    folder.mkdir(parents=True)
+    locked = folder / "locked.csv"
+    write(locked, b"text\nsecret\n")
+    locked.chmod(0)
+    try:
+        (refused,) = scan(tmp_path / "drops", {}, settle=False).refusals
+    finally:
+        locked.chmod(0o644)
+    assert "locked.csv: cannot be read: permission denied" in refused.reason
+
+
+def test_hidden_temporary_files_are_never_listed(tmp_path: Path) -> None:
+    folder = tmp_path / "drops" / "serving"
+    folder.mkdir(parents=True)
+    write(folder / ".window.csv.x1y2.tmp", b"text\nhalf")
+    write(folder / ".partial.csv", b"text\nhalf")
+    uri = write_drop(str(tmp_path / "drops"), "serving", "window.csv", b"text\nwhole\n")
+    assert [f.uri for _, f in discover_drop_files(str(tmp_path / "drops"))] == [uri]
+    assert Path(uri).read_bytes() == b"text\nwhole\n"
+
+
+def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.json"
+    write_text_atomically(path, '{"v": 1}')
+    with pytest.raises(TypeError):
+        write_bytes_atomically(path, "not bytes")  # type: ignore[arg-type]
+    assert path.read_text() == '{"v": 1}'
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+    write_parquet_atomically(tmp_path / "raw.parquet", pl.DataFrame({"a": ["x"]}))
+    assert pl.read_parquet(tmp_path / "raw.parquet")["a"].to_list() == ["x"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "raw.parquet"]

@@ -71,6 +71,30 @@ def test_a_failed_write_keeps_the_records_for_the_next_flush(tmp_path: Path) -> 
     writer.close()
 
 
+def test_a_persistent_disk_fault_is_reported_and_the_buffer_stays_bounded(tmp_path: Path) -> None:
+    blocked = tmp_path / "logs"
+    blocked.write_text("a file where the log folder should be")
+    writer = PredictionLogWriter(blocked, "w", max_records=5, flush_seconds=0.05, max_buffered=20)
+    assert writer.health().healthy
+    refused = sum(writer.log([record(i, START)]) for i in range(50))
+    deadline = time.monotonic() + 10
+    while writer.health().failed_writes < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    health = writer.health()
+    assert not health.healthy and "NotADirectoryError" in health.last_error
+    assert health.failed_writes >= 2  # the background thread keeps trying, and says so
+    assert health.buffered == 20 and refused == health.refused == 30
+    blocked.unlink()  # the disk comes back
+    deadline = time.monotonic() + 10
+    while not writer.health().healthy and time.monotonic() < deadline:
+        time.sleep(0.05)
+    writer.close()
+    health = writer.health()
+    assert health.healthy and health.buffered == 0 and health.written == 20
+    kept = read_predictions(blocked, START, START + timedelta(hours=1))
+    assert kept["request_id"].to_list() == [f"w-{i}" for i in range(20)]
+
+
 def test_reading_filters_the_window_and_the_endpoint(tmp_path: Path) -> None:
     writer = PredictionLogWriter(tmp_path, "w", flush_seconds=60)
     forecast = prediction_record("forecast", "demand_forecaster", "2", {}, {}, served_at=START)

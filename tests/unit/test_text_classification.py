@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import skops.io
 import torch
 
 from ml.metrics import score_classification
@@ -265,6 +266,20 @@ def test_a_saved_baseline_loads_back_unchanged(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.predict_proba(test.texts), model.predict_proba(test.texts))
 
 
+def test_a_saved_baseline_holds_no_pickle_and_an_untrusted_type_is_refused(
+    tmp_path: Path,
+) -> None:
+    train, validation, _ = splits(8, 3, 3)
+    folder = tmp_path / "baseline"
+    train_baseline(train, validation, INTENTS).save(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["classifier.json", "pipeline.skops"]
+
+    # A file holding a type outside skops' trusted set (here a class of ours) is never loaded.
+    skops.io.dump({"payload": TransformerConfig()}, folder / "pipeline.skops")
+    with pytest.raises(ValueError, match="outside skops' trusted set"):
+        load_classifier(folder)
+
+
 def test_a_folder_without_a_classifier_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="holds no saved classifier"):
         load_classifier(tmp_path)
@@ -332,6 +347,11 @@ def test_a_saved_transformer_loads_back_unchanged(
     assert loaded.temperature == classifier.temperature
     assert loaded.max_length == TINY.max_length
     np.testing.assert_allclose(loaded.predict_proba(test.texts), expected, atol=1e-5)
+
+    saved = {p.name for p in (tmp_path / "transformer").rglob("*") if p.is_file()}
+    assert "model.safetensors" in saved
+    assert not saved & {"pytorch_model.bin", "training_args.bin"}
+    assert not [name for name in saved if name.endswith((".pt", ".pkl", ".joblib"))], saved
 
     through_any = load_classifier(tmp_path / "transformer")
     assert isinstance(through_any, TransformerClassifier)

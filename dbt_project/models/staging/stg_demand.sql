@@ -1,3 +1,5 @@
+-- Only published rows: a demand partition whose blocking checks failed stays in
+-- validated_demand, unpublished (queryable there), and reaches nothing downstream.
 select
     store,
     item,
@@ -10,3 +12,4 @@ select
     extra_covariates,
     raw_row_id
 from {{ source('warehouse', 'validated_demand') }}
+where published

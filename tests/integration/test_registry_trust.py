@@ -1,0 +1,556 @@
+"""Nothing unvetted reaches serving, against the real MLflow registry (SQLite under a private
+data home, artifacts on local disk): the gate decides only on scores it computed itself, every
+artifact is verified against the sha256 digests recorded at registration, alias moves are
+serialized and audited, and a crash between an alias move and its audit outcome is repaired."""
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from dagster import materialize
+from mlflow import MlflowClient
+
+from assets.serving import champion_bento
+from ml.metrics import score_classification
+from ml.promotion import GateOutcome, gate_pending_versions
+from ml.pyfunc import INTENT_CLASSIFIER_ENTRY, pip_requirements
+from ml.registry import (
+    ARTIFACT_SHA256,
+    CHALLENGER,
+    CHAMPION,
+    GATE_DECISION,
+    GATE_SCORE,
+    PAUSE_AFTER_ALIAS_MOVE,
+    REGISTRATION,
+    REJECTED,
+    ArtifactIntegrityError,
+    ModelVersion,
+    Registry,
+    TrainingRun,
+)
+from ml.settings import PROJECT_ROOT
+from ml.synthetic import generate_requests
+from ml.taxonomy import synthetic_taxonomy
+from ml.text_classification import BaselineClassifier, LabeledTexts, train_baseline
+from orchestration.processes import executable, stop_process_group, wait_until_ready
+from orchestration.resources import BentoStore, ModelRegistry
+from orchestration.serving import bentoml_environment
+from tests.conftest import free_port
+
+MODEL_NAME = "request_classifier"
+"""The served model's name: `champion_bento` packages it."""
+TEST_VERSION = "1"
+METRIC = "test_f1_macro"
+MARGIN = 0.01
+
+
+@dataclass(frozen=True)
+class Models:
+    classes: tuple[str, ...]
+    test: LabeledTexts
+    strong: BaselineClassifier
+    weak: BaselineClassifier
+    """Trained on the same texts with their labels shuffled: it learned nothing."""
+    middling: BaselineClassifier
+
+
+@pytest.fixture(scope="module")
+def models() -> Models:
+    frame = generate_requests(
+        700, seed=8, start=datetime(2025, 1, 1, tzinfo=UTC), end=datetime(2025, 3, 31, tzinfo=UTC)
+    )
+    texts, intents = frame["text"].to_list(), frame["intent"].to_list()
+    train = LabeledTexts(texts[:450], intents[:450])
+    validation = LabeledTexts(texts[450:550], intents[450:550])
+    shuffled = list(train.intents)
+    random.Random(3).shuffle(shuffled)
+    classes = synthetic_taxonomy().intents
+    return Models(
+        tuple(classes),
+        LabeledTexts(texts[550:], intents[550:]),
+        train_baseline(train, validation, classes, c=0.5),
+        train_baseline(LabeledTexts(train.texts, shuffled), validation, classes, c=0.5),
+        train_baseline(LabeledTexts(train.texts[:120], train.intents[:120]), validation, classes),
+    )
+
+
+def registry_in(home: Path) -> Registry:
+    registry = Registry(
+        f"sqlite:///{home / 'mlflow' / 'mlflow.db'}", str(home / "mlflow" / "artifacts")
+    )
+    registry.ping()
+    return registry
+
+
+def register(
+    registry: Registry,
+    models: Models,
+    model: BaselineClassifier,
+    role: str,
+    folder: Path,
+    forged: dict[str, str] | None = None,
+) -> ModelVersion:
+    """Register `model` as the request models asset does; `forged` tags ride along as if its
+    trainer had claimed them."""
+    model.save(folder / "classifier")
+    honest = score_classification(
+        models.test.intents, model.predict_proba(models.test.texts), models.classes
+    ).as_metrics("test")
+    return registry.log_and_register(
+        MODEL_NAME,
+        TrainingRun(
+            run_name=folder.name,
+            params={"kind": "baseline"},
+            metrics=honest,
+            version_tags={
+                "kind": "baseline",
+                "role": role,
+                "test_version": TEST_VERSION,
+                **{key: f"{value:.6f}" for key, value in honest.items()},
+                **(forged or {}),
+            },
+        ),
+        INTENT_CLASSIFIER_ENTRY,
+        {"classifier": str(folder / "classifier")},
+        pd.DataFrame({"text": models.test.texts[:3]}),
+        pip_requirements(),
+        {"classes": list(models.classes), "kind": "baseline"},
+    )
+
+
+def rescorer(registry: Registry, test: LabeledTexts, calls: list[str] | None = None):
+    """The gate's scoring as request_classifier_promotion does it: load the version through
+    the registry (digests verified) and score it on the frozen test."""
+
+    def rescore(version: ModelVersion) -> float:
+        if calls is not None:
+            calls.append(version.version)
+        model = registry.load(MODEL_NAME, version.version)
+        answer = model.predict(pd.DataFrame({"text": test.texts}))
+        return score_classification(
+            test.intents,
+            np.array(answer["probabilities"].tolist()),
+            model.metadata.metadata["classes"],
+        ).f1_macro
+
+    return rescore
+
+
+def gate(registry: Registry, models: Models, calls: list[str] | None = None) -> list[GateOutcome]:
+    return gate_pending_versions(
+        registry, MODEL_NAME, TEST_VERSION, METRIC, MARGIN, rescorer(registry, models.test, calls)
+    )
+
+
+def decisions_per_version(registry: Registry) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for entry in registry.audit(MODEL_NAME):
+        if entry.action in ("promote", "challenger", "reject"):
+            counts[entry.version] = counts.get(entry.version, 0) + 1
+    return counts
+
+
+def assert_alias_and_history_agree(registry: Registry) -> None:
+    history = registry.champion_history(MODEL_NAME)
+    champion = registry.champion(MODEL_NAME)
+    assert champion is not None and history and history[-1] == champion.version, (
+        f"champion {champion} but history {history}"
+    )
+    registry.reconcile(MODEL_NAME)  # raises RegistryDiverged when alias and record disagree
+
+
+def test_a_weak_model_with_forged_test_scores_is_made_challenger_not_champion(
+    models: Models, tmp_path: Path
+) -> None:
+    registry = registry_in(tmp_path / "home")
+    champion = register(registry, models, models.strong, "baseline", tmp_path / "strong")
+    assert [o.decision.alias for o in gate(registry, models)] == [CHAMPION]
+    forged = {METRIC: "0.990000", "test_version": TEST_VERSION, GATE_SCORE: "0.99"}
+    weak = register(registry, models, models.weak, "candidate", tmp_path / "weak", forged)
+    # And again afterwards, straight through MLflow's own client, as anyone with write access can.
+    client = MlflowClient(registry.tracking_uri, registry.tracking_uri)
+    for key, value in {**forged, "test_accuracy": "0.99"}.items():
+        client.set_model_version_tag(MODEL_NAME, weak.version, key, value)
+    assert registry.version(MODEL_NAME, weak.version).metric(METRIC) == 0.99
+
+    calls: list[str] = []
+    (outcome,) = gate(registry, models, calls)
+    assert outcome.version == weak.version
+    assert outcome.decision.alias == CHALLENGER
+    assert outcome.score < 0.3, "the gate scored the shuffled-label model itself"
+    assert sorted(set(calls)) == sorted({champion.version, weak.version})
+    assert len(calls) == 2, "each version is scored once per gate run"
+    tags = registry.version(MODEL_NAME, weak.version).tags
+    assert float(tags[GATE_SCORE]) == pytest.approx(outcome.score, abs=1e-6)
+    assert "0.99" not in tags["gate_reason"]
+    assert f"v{weak.version} {METRIC} {outcome.score:.4f}" in tags["gate_reason"]
+    assert registry.champion(MODEL_NAME).version == champion.version
+    assert registry.by_alias(MODEL_NAME, CHALLENGER).version == weak.version
+
+
+def test_a_version_registered_around_the_registry_is_rejected_and_never_loaded(
+    models: Models, tmp_path: Path
+) -> None:
+    registry = registry_in(tmp_path / "home")
+    champion = register(registry, models, models.strong, "baseline", tmp_path / "strong")
+    gate(registry, models)
+    weak = register(registry, models, models.weak, "candidate", tmp_path / "weak")
+    client = MlflowClient(registry.tracking_uri, registry.tracking_uri)
+    gate(registry, models)  # the weak one is decided: the challenger
+    # A version made straight through MlflowClient from the weak model's files, claiming a
+    # perfect score and a complete registration, with no digest.
+    source = client.get_model_version_download_uri(MODEL_NAME, weak.version)
+    forged = client.create_model_version(MODEL_NAME, source, run_id=weak.run_id)
+    for key, value in {
+        REGISTRATION: "complete",
+        "role": "candidate",
+        "kind": "transformer",
+        "test_version": TEST_VERSION,
+        METRIC: "0.99",
+    }.items():
+        client.set_model_version_tag(MODEL_NAME, forged.version, key, value)
+
+    with pytest.raises(
+        ArtifactIntegrityError, match=f"v{forged.version} carries no {ARTIFACT_SHA256}"
+    ):
+        registry.load(MODEL_NAME, forged.version)
+    (outcome,) = gate(registry, models)
+    assert outcome.version == str(forged.version) and outcome.decision.alias == REJECTED
+    tags = registry.version(MODEL_NAME, str(forged.version)).tags
+    assert tags[GATE_DECISION] == REJECTED and ARTIFACT_SHA256 in tags["gate_reason"]
+    assert str(forged.version) not in registry.version(MODEL_NAME, str(forged.version)).aliases
+    assert registry.champion(MODEL_NAME).version == champion.version
+    assert registry.by_alias(MODEL_NAME, CHALLENGER).version == weak.version
+
+
+def stored_file(registry: Registry, home: Path, name: str) -> Path:
+    """The one stored copy of `name` under the data home's MLflow artifacts folder."""
+    found = list((home / "mlflow" / "artifacts").rglob(name))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_a_changed_artifact_file_fails_loading_and_packaging_naming_model_version_and_file(
+    models: Models, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    registry = registry_in(home)
+    version = register(registry, models, models.strong, "baseline", tmp_path / "strong").version
+    gate(registry, models)
+    manifest = json.loads(registry.version(MODEL_NAME, version).tags[ARTIFACT_SHA256])
+    assert {"MLmodel", "artifacts/classifier/pipeline.skops"} <= set(manifest)
+    assert registry.load(MODEL_NAME, version).predict(pd.DataFrame({"text": ["hi"]})).shape[0] == 1
+
+    stored = stored_file(registry, home, "pipeline.skops")
+    stored.write_bytes(stored.read_bytes() + b"\0")  # one byte appended, on disk, for real
+    expected = f"{MODEL_NAME} v{version}: file artifacts/classifier/pipeline.skops has sha256"
+    with pytest.raises(ArtifactIntegrityError, match=expected):
+        registry.load(MODEL_NAME, version)
+
+    result = materialize(
+        [champion_bento],
+        resources={
+            "model_registry": ModelRegistry(
+                tracking_uri=registry.tracking_uri, artifact_root=registry.artifact_root
+            ),
+            "bento_store": BentoStore(home=str(home / "bentoml")),
+        },
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = str(result.get_step_failure_events()[0].event_specific_data)
+    assert expected in failure
+    assert not (home / "bentoml" / "bentos").exists() or not any(
+        (home / "bentoml" / "bentos").rglob("bento.yaml")
+    ), "no Bento was built on the changed artifact"
+
+
+def test_a_file_planted_beside_a_registered_artifact_is_refused(
+    models: Models, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    registry = registry_in(home)
+    version = register(registry, models, models.strong, "baseline", tmp_path / "strong").version
+    folder = stored_file(registry, home, "pipeline.skops").parent
+    (folder / "extra.pkl").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(ArtifactIntegrityError, match=r"artifacts/classifier/extra\.pkl"):
+        registry.load(MODEL_NAME, version)
+
+
+def test_an_artifact_changed_in_the_bentoml_store_is_neither_packaged_nor_served(
+    models: Models, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    registry = registry_in(home)
+    version = register(registry, models, models.strong, "baseline", tmp_path / "strong").version
+    store = BentoStore(home=str(home / "bentoml"))
+    store.package(registry.tracking_uri, {MODEL_NAME: version})
+    assert "intent" in served_by_bentoml(home / "bentoml", version)
+    (imported,) = (home / "bentoml" / "models").rglob("pipeline.skops")
+    imported.write_bytes(b"not the pipeline")
+    expected = r"artifacts/classifier/pipeline\.skops has sha256"
+    with pytest.raises(RuntimeError, match=expected):
+        store.package(registry.tracking_uri, {MODEL_NAME: version})
+    with pytest.raises(RuntimeError, match=expected):
+        served_by_bentoml(home / "bentoml", version)
+
+
+SERVICE_LOAD = """
+import sys
+import bentoml
+import pandas as pd
+from serving.package import load_verified
+model = load_verified(bentoml.models.BentoModel(sys.argv[1]))
+print(model.predict(pd.DataFrame({"text": ["card arrival"]})).to_json())
+"""
+
+
+def served_by_bentoml(bentoml_home: Path, version: str) -> str:
+    """What the service's verified load answers, in a process of its own (BENTOML_HOME)."""
+    done = subprocess.run(
+        [sys.executable, "-c", SERVICE_LOAD, f"{MODEL_NAME}:v{version}"],
+        cwd=PROJECT_ROOT,
+        env=bentoml_environment(bentoml_home),
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    return done.stdout
+
+
+def test_two_gates_and_a_rollback_racing_leave_one_decision_per_version_and_one_history(
+    models: Models, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    registry = registry_in(home)
+    register(registry, models, models.middling, "baseline", tmp_path / "first")
+    gate(registry, models)
+    register(registry, models, models.strong, "candidate", tmp_path / "second")
+    gate(registry, models)
+    assert len(registry.champion_history(MODEL_NAME)) == 2
+    register(registry, models, models.weak, "candidate", tmp_path / "weak")
+    register(registry, models, models.strong, "candidate", tmp_path / "strong-again")
+    register(registry, models, models.middling, "baseline", tmp_path / "middling-again")
+
+    start = threading.Barrier(3)
+    outcomes: list[list[GateOutcome]] = [[], []]
+    errors: list[BaseException] = []
+
+    def run_gate(slot: int) -> None:
+        try:
+            own = registry_in(home)  # a registry (and MLflow client) of its own, as a process has
+            start.wait()
+            outcomes[slot] = gate(own, models)
+        except BaseException as error:
+            errors.append(error)
+
+    def run_rollback() -> None:
+        try:
+            own = registry_in(home)
+            start.wait()
+            own.rollback(MODEL_NAME, "test: rollback racing the gates")
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run_gate, args=(i,)) for i in (0, 1)]
+    threads.append(threading.Thread(target=run_rollback))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors, errors
+
+    decided = [o.version for run in outcomes for o in run]
+    assert sorted(decided, key=int) == ["3", "4", "5"], "each version decided by exactly one gate"
+    assert decisions_per_version(registry) == {"1": 1, "2": 1, "3": 1, "4": 1, "5": 1}
+    entries = registry.audit(MODEL_NAME)
+    assert all(entry.outcome == "done" for entry in entries)
+    assert [e.action for e in entries].count("rollback") == 1
+    for version in registry.versions(MODEL_NAME):
+        assert GATE_DECISION in version.tags
+    assert_alias_and_history_agree(registry)
+
+
+CRASHING_GATE = """
+import sys
+from pathlib import Path
+from tests.integration.test_registry_trust import gate_in_subprocess
+gate_in_subprocess(sys.argv[1], sys.argv[2], Path(sys.argv[3]))
+"""
+
+
+def gate_in_subprocess(tracking_uri: str, artifact_root: str, test_file: Path) -> None:
+    """What the crashing process runs: the real gate over the frozen test read from a file."""
+    frame = pd.read_csv(test_file)
+    test = LabeledTexts(frame["text"].tolist(), frame["intent"].tolist())
+    registry = Registry(tracking_uri, artifact_root)
+    gate_pending_versions(
+        registry, MODEL_NAME, TEST_VERSION, METRIC, MARGIN, rescorer(registry, test)
+    )
+
+
+def test_a_gate_killed_between_the_alias_move_and_its_audit_outcome_is_repaired_next_run(
+    models: Models, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    registry = registry_in(home)
+    first = register(registry, models, models.middling, "baseline", tmp_path / "first").version
+    gate(registry, models)
+    second = register(registry, models, models.strong, "candidate", tmp_path / "second").version
+    test_file = tmp_path / "test.csv"
+    pd.DataFrame({"text": models.test.texts, "intent": models.test.intents}).to_csv(
+        test_file, index=False
+    )
+    marker = tmp_path / "paused-after-alias-move"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            CRASHING_GATE,
+            registry.tracking_uri,
+            registry.artifact_root,
+            str(test_file),
+        ],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, PAUSE_AFTER_ALIAS_MOVE: str(marker)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), process.communicate(timeout=30)[0].decode()[-3000:]
+        process.send_signal(signal.SIGKILL)  # the gate dies after the move, before the outcome
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGKILL
+
+    assert registry.champion(MODEL_NAME).version == second
+    last = registry.audit(MODEL_NAME)[-1]
+    assert (last.action, last.version, last.outcome) == ("promote", second, None)
+    assert registry.champion_history(MODEL_NAME) == [first, second], "history follows the alias"
+
+    assert gate(registry, models) == []  # nothing left to decide; the crash is repaired first
+    last = registry.audit(MODEL_NAME)[-1]
+    assert (last.action, last.version, last.outcome) == ("promote", second, "repaired")
+    assert decisions_per_version(registry) == {first: 1, second: 1}
+    assert registry.version(MODEL_NAME, second).tags[GATE_DECISION] == CHAMPION
+    assert_alias_and_history_agree(registry)
+    assert registry.rollback(MODEL_NAME, "test: after the repair") == (second, first)
+    assert_alias_and_history_agree(registry)
+
+
+def test_an_alias_moved_around_the_gate_stops_the_next_move(models: Models, tmp_path: Path) -> None:
+    registry = registry_in(tmp_path / "home")
+    first = register(registry, models, models.strong, "baseline", tmp_path / "first").version
+    gate(registry, models)
+    weak = register(registry, models, models.weak, "candidate", tmp_path / "weak").version
+    MlflowClient(registry.tracking_uri, registry.tracking_uri).set_registered_model_alias(
+        MODEL_NAME, CHAMPION, weak
+    )
+    with pytest.raises(Exception, match=rf"alias champion points at {weak}.*says {first}"):
+        gate(registry, models)
+    assert GATE_DECISION not in registry.version(MODEL_NAME, weak).tags
+
+
+@contextlib.contextmanager
+def sqlite_mlflow_server(folder: Path, port: int) -> Iterator[subprocess.Popen]:
+    """A real `mlflow server` over a SQLite backend in `folder` (so that it can be killed and
+    started again on the same state), artifacts proxied by it."""
+    log = folder / f"server-{time.monotonic_ns()}.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [
+                executable("mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{folder / 'mlflow.db'}",
+                "--serve-artifacts",
+                "--artifacts-destination",
+                str(folder / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            cwd=folder,
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until_ready(process, f"http://127.0.0.1:{port}/health", log, 120, "mlflow server")
+        yield process
+    finally:
+        stop_process_group(process)
+
+
+def test_an_mlflow_server_killed_between_the_alias_move_and_its_audit_outcome_is_repaired(
+    models: Models, tmp_path: Path
+) -> None:
+    folder, port = tmp_path / "server", free_port()
+    folder.mkdir()
+    url = f"http://127.0.0.1:{port}"
+    test_file = tmp_path / "test.csv"
+    pd.DataFrame({"text": models.test.texts, "intent": models.test.intents}).to_csv(
+        test_file, index=False
+    )
+    marker = tmp_path / "paused-after-alias-move"
+    with sqlite_mlflow_server(folder, port) as server:
+        registry = Registry(url)
+        first = register(registry, models, models.middling, "baseline", tmp_path / "a").version
+        gate(registry, models)
+        second = register(registry, models, models.strong, "candidate", tmp_path / "b").version
+        process = subprocess.Popen(
+            [sys.executable, "-c", CRASHING_GATE, url, "", str(test_file)],
+            cwd=PROJECT_ROOT,
+            env={
+                **os.environ,
+                PAUSE_AFTER_ALIAS_MOVE: str(marker),
+                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 120
+        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), process.communicate(timeout=30)[0].decode()[-3000:]
+        os.killpg(server.pid, signal.SIGKILL)  # MLflow dies after the move, before the outcome
+        server.wait(timeout=30)
+        marker.unlink()  # the gate goes on, and cannot write its outcome
+        printed = process.communicate(timeout=120)[0].decode()
+    assert process.returncode not in (0, -signal.SIGKILL), printed[-2000:]
+
+    with sqlite_mlflow_server(folder, port):
+        registry = Registry(url)
+        assert registry.champion(MODEL_NAME).version == second
+        last = registry.audit(MODEL_NAME)[-1]
+        assert (last.action, last.version, last.outcome) == ("promote", second, None)
+        assert registry.champion_history(MODEL_NAME) == [first, second]
+        assert gate(registry, models) == []
+        last = registry.audit(MODEL_NAME)[-1]
+        assert (last.action, last.version, last.outcome) == ("promote", second, "repaired")
+        assert decisions_per_version(registry) == {first: 1, second: 1}
+        assert_alias_and_history_agree(registry)
