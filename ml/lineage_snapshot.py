@@ -20,10 +20,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
-OpenWarehouse = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
+if TYPE_CHECKING:  # a runtime alias would keep DuckDB's classes in typing's cache past exit
+    OpenWarehouse = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 """Opens a warehouse connection for one `with` block (the Warehouse resource's `connect`)."""
 
 LINEAGE_TABLES: dict[str, str] = {

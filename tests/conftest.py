@@ -1,16 +1,20 @@
 """Session-wide fixtures: a private data home per test, the public datasets, small demo data."""
 
+from __future__ import annotations
+
 import contextlib
 import os
+import random
 import secrets
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from dagster import AssetKey
@@ -22,6 +26,10 @@ from orchestration.labelstudio import LabelStudioConfig, LabelStudioServer, star
 from orchestration.labelstudio_client import LabelStudioClient
 from orchestration.processes import executable, stop_process_group, wait_until_ready
 from orchestration.serving import BentoServer, start_bento_server
+
+if TYPE_CHECKING:  # imported where used: MLflow and scikit-learn slow every test session's start
+    from ml.registry import ModelVersion, Registry
+    from ml.text_classification import BaselineClassifier, LabeledTexts
 
 
 @pytest.fixture
@@ -131,6 +139,54 @@ def free_port() -> int:
 MLFLOW_SERVER_START_TIMEOUT_S = 120
 
 
+@contextlib.contextmanager
+def running_mlflow_server(backend: str, folder: Path, port: int) -> Iterator[subprocess.Popen]:
+    """A real `mlflow server` on `port` over the `backend` store URI, artifacts proxied by it into
+    `folder`, its log there too (one per start: a test may kill it and start it again on the
+    same state); the process group is stopped on exit.
+
+    The server's job runner is turned off: it spawns seven huey consumer processes and roughly
+    doubles the start-up, and nothing here submits server jobs."""
+    log = folder / f"server-{time.monotonic_ns()}.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [
+                executable("mlflow"),
+                "server",
+                "--backend-store-uri",
+                backend,
+                "--serve-artifacts",
+                "--artifacts-destination",
+                str(folder / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            cwd=folder,
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        try:
+            wait_until_ready(
+                process,
+                f"http://127.0.0.1:{port}/health",
+                log,
+                MLFLOW_SERVER_START_TIMEOUT_S,
+                "mlflow server",
+            )
+        except RuntimeError as error:
+            pytest.fail(str(error))
+        yield process
+    finally:
+        stop_process_group(process)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` for the session: its backend (tracking and registry) in a database of
@@ -138,48 +194,86 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     Yields its URL; the process group is stopped and the database dropped afterwards.
 
     Start-up measured on the 2-core dev machine: about 8-10 s on a fresh database (the schema
-    migration included). The server's job runner is turned off: it spawns seven huey consumer
-    processes and roughly doubles the start-up (~22 s), and nothing here submits server jobs.
+    migration included); ~22 s with the server's job runner on.
     """
     with scratch_postgres_database("mlops_mlflow") as backend:
-        folder = tmp_path_factory.mktemp("mlflow_server")
-        log = folder / "server.log"
-        url = f"http://127.0.0.1:{free_port()}"
+        port = free_port()
         started = time.monotonic()
-        with log.open("wb") as output:
-            process = subprocess.Popen(
-                [
-                    executable("mlflow"),
-                    "server",
-                    "--backend-store-uri",
-                    backend,
-                    "--serve-artifacts",
-                    "--artifacts-destination",
-                    str(folder / "artifacts"),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    url.rsplit(":", 1)[1],
-                    "--workers",
-                    "1",
-                ],
-                cwd=folder,
-                env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            try:
-                wait_until_ready(
-                    process, f"{url}/health", log, MLFLOW_SERVER_START_TIMEOUT_S, "mlflow server"
-                )
-            except RuntimeError as error:
-                pytest.fail(str(error))
+        with running_mlflow_server(backend, tmp_path_factory.mktemp("mlflow_server"), port):
+            url = f"http://127.0.0.1:{port}"
             print(f"\nMLflow server started in {time.monotonic() - started:.1f} s on {url}")
             yield url
-        finally:
-            stop_process_group(process)
+
+
+STRONG_C = 0.5
+STARVED_C = 0.0005
+"""The same baseline with almost no capacity left: a real, much weaker model."""
+
+
+@dataclass(frozen=True)
+class Baselines:
+    """Real intent baselines on one set of generated requests, for the registry tests: every
+    version they register is a model that was really trained, of a known quality."""
+
+    classes: tuple[str, ...]
+    test: LabeledTexts
+    """Held out: what the gate scores every version on."""
+    strong: BaselineClassifier
+    starved: BaselineClassifier
+    """Trained with C = STARVED_C."""
+    shuffled: BaselineClassifier
+    """Trained on the same texts with their labels shuffled: it learned nothing."""
+    middling: BaselineClassifier
+    """Trained on 120 of the texts only."""
+
+
+@pytest.fixture(scope="session")
+def baselines() -> Baselines:
+    """700 generated requests: 450 to train, 100 to calibrate, 150 held out."""
+    from ml.taxonomy import synthetic_taxonomy
+    from ml.text_classification import LabeledTexts, train_baseline
+
+    frame = generate_requests(
+        700, seed=8, start=datetime(2025, 1, 1, tzinfo=UTC), end=datetime(2025, 3, 31, tzinfo=UTC)
+    )
+    texts, intents = frame["text"].to_list(), frame["intent"].to_list()
+    train = LabeledTexts(texts[:450], intents[:450])
+    validation = LabeledTexts(texts[450:550], intents[450:550])
+    shuffled = list(train.intents)
+    random.Random(3).shuffle(shuffled)
+    classes = synthetic_taxonomy().intents
+    return Baselines(
+        tuple(classes),
+        LabeledTexts(texts[550:], intents[550:]),
+        train_baseline(train, validation, classes, c=STRONG_C),
+        train_baseline(train, validation, classes, c=STARVED_C),
+        train_baseline(LabeledTexts(train.texts, shuffled), validation, classes, c=STRONG_C),
+        train_baseline(LabeledTexts(train.texts[:120], train.intents[:120]), validation, classes),
+    )
+
+
+def classifier_rescorer(
+    registry: Registry, model_name: str, test: LabeledTexts, calls: list[str] | None = None
+) -> Callable[[ModelVersion], float]:
+    """The gate's scoring as request_classifier_promotion does it: the version loaded through the
+    registry (digests verified) and its F1-macro on `test`; `calls` collects what was scored."""
+    import numpy as np
+    import pandas as pd
+
+    from ml.metrics import score_classification
+
+    def rescore(version: ModelVersion) -> float:
+        if calls is not None:
+            calls.append(version.version)
+        model = registry.load(model_name, version.version)
+        answer = model.predict(pd.DataFrame({"text": test.texts}))
+        return score_classification(
+            test.intents,
+            np.array(answer["probabilities"].tolist()),
+            model.metadata.metadata["classes"],
+        ).f1_macro
+
+    return rescore
 
 
 @pytest.fixture(scope="session")

@@ -63,6 +63,11 @@ class Loop:
         )
         return dict(zip(rows["ext_id"], rows["intent"], strict=True))
 
+    def review(self, batch: str) -> tuple[int, dict[str, str]]:
+        """The batch's review project and its key (a review task is `review:<ext_id>`)."""
+        answers = {f"review:{ext}": intent for ext, intent in self.answers(batch).items()}
+        return self.admin.find_project(f"Review {batch}"), answers
+
     def status(self, batch: str) -> set[str]:
         return set(
             self.warehouse.query(
@@ -204,8 +209,7 @@ def test_disagreements_are_adjudicated_by_a_third_person_and_labels_are_versione
     assert v1["pending_review"].value == disagreements, "no review yet: disagreements wait"
     assert v1["dagster/row_count"].value == 12 - disagreements
 
-    review = loop.admin.find_project(f"Review {batch}")
-    answers = {f"review:{ext}": intent for ext, intent in loop.answers(batch).items()}
+    review, answers = loop.review(batch)
     intents = synthetic_taxonomy().intents
     one_of_the_pair = simulated_annotator(loop.admin, "ann-0", 0.0, seed=3)
     assert one_of_the_pair.annotate(review, answers, intents, limit=1) == 1

@@ -12,32 +12,28 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
 from dagster import AssetKey, DagsterInstance, Definitions, materialize
 
-from assets.annotation import ACCEPTED, annotation_batches
+from assets.annotation import MIN_KAPPA_THRESHOLD
 from assets.request_models import request_test_set
-from ml.agreement import (
-    Annotation,
-    batch_agreement,
-    first_two_by_distinct_annotators,
-    resolve_labels,
-)
 from ml.lineage_snapshot import LINEAGE_TABLES, MANIFEST, file_sha256
 from ml.settings import PROJECT_ROOT, Settings
 from ml.synthetic import generate_requests
 from ml.taxonomy import synthetic_taxonomy
 from orchestration import restore
 from orchestration.definitions import build_definitions
+from orchestration.labelstudio import LabelStudioServer
+from orchestration.labelstudio_client import LabelStudioClient
 from orchestration.pipeline import execute_quietly, run_platform
 from orchestration.resources import DataHome, Warehouse
+from orchestration.simulated_annotators import simulated_annotator
 from tests.conftest import small_demand_source, write_request_drop
-
-REVIEWER = "cleo (simulated)"
+from tests.integration.test_annotation_loop import Loop, annotate
 
 
 @dataclass
@@ -73,135 +69,23 @@ def tables_in(warehouse: Warehouse) -> set[str]:
     return set(warehouse.query("select table_name from information_schema.tables")["table_name"])
 
 
-def annotate_and_merge(warehouse: Warehouse, batch_id: str, reviewed: bool) -> None:
-    """Two simulated annotators answer a batch from the hidden labels (one disagreement), and,
-    when `reviewed`, a third settles it. Rows go through the agreement functions and the tables
-    `annotated_batch` and `labeled_requests` write (Label Studio itself is tested elsewhere)."""
-    items = warehouse.query(
-        "select i.request_id, i.ext_id, h.intent from annotation_items i "
-        "join hidden_labels h using (request_id) where i.batch_id = ? order by i.request_id",
-        [batch_id],
-    )
-    start = datetime(2026, 2, 1, 9, tzinfo=UTC)
-    intents = synthetic_taxonomy().intents
-    wrong = next(i for i in intents if i != items["intent"][0])
-    annotations = [
-        Annotation(row["request_id"], who, label, start + timedelta(minutes=n))
-        for n, row in enumerate(items.iter_rows(named=True))
-        for who, label in (
-            ("ann (simulated)", row["intent"]),
-            ("bob (simulated)", wrong if n == 0 else row["intent"]),
-        )
-    ]
-    report = batch_agreement(annotations, intents)
-    ext_ids = dict(zip(items["request_id"], items["ext_id"], strict=True))
-    warehouse.replace_rows(
-        "batch_annotations",
-        pl.DataFrame(
-            [
-                {
-                    "batch_id": batch_id,
-                    "ext_id": ext_ids[a.task],
-                    "request_id": a.task,
-                    "task_id": n,
-                    "annotator": a.annotator,
-                    "label": a.label,
-                    "created_at": a.created_at,
-                    "cancelled": a.cancelled,
-                }
-                for n, a in enumerate(annotations)
-            ]
-        ),
-        "batch_id = ?",
-        [batch_id],
-    )
-    with warehouse.connect() as con:
-        con.execute(
-            "update annotation_items set status = ? where batch_id = ?", [ACCEPTED, batch_id]
-        )
-    warehouse.replace_rows(
-        "annotation_batch_agreement",
-        pl.DataFrame(
-            {
-                "batch_id": [batch_id],
-                "status": [ACCEPTED],
-                "kappa": [report.kappa],
-                "pairs": [len(report.pairs)],
-                "disagreements": [len(report.disagreements)],
-                "collected_at": [start + timedelta(hours=1)],
-            }
-        ),
-        "batch_id = ?",
-        [batch_id],
-    )
-    pairs, _, _ = first_two_by_distinct_annotators(annotations, set(intents))
-    reviews = {
-        pair.task: [Annotation(pair.task, REVIEWER, items["intent"][0], start + timedelta(hours=2))]
-        for pair in report.disagreements
-        if reviewed
-    }
-    resolution = resolve_labels({p.task: p for p in pairs}, reviews, set(intents))
-    labels = pl.DataFrame(
-        [
-            {
-                "request_id": label.item,
-                "intent": label.intent,
-                "batch_id": batch_id,
-                "batch_kappa": report.kappa,
-                "annotators": ", ".join(label.annotators),
-                "adjudicated": label.adjudicated,
-                "adjudicator": label.adjudicator,
-            }
-            for label in resolution.labels
-        ],
-        schema={
-            "request_id": pl.Utf8,
-            "intent": pl.Utf8,
-            "batch_id": pl.Utf8,
-            "batch_kappa": pl.Float64,
-            "annotators": pl.Utf8,
-            "adjudicated": pl.Boolean,
-            "adjudicator": pl.Utf8,
-        },
-    ).sort("request_id")
-    versions = warehouse.query_if_exists(
-        "labeled_request_versions", "select version from labeled_request_versions", None, {}
-    )
-    version = versions.height + 1
-    content = hashlib.sha256(
-        labels.select("request_id", "intent", "batch_id").write_csv().encode()
-    ).hexdigest()
-    warehouse.replace_rows(
-        "labeled_requests",
-        labels.with_columns(pl.lit(version).alias("version")),
-        "version = ?",
-        [version],
-    )
-    warehouse.replace_rows(
-        "labeled_request_versions",
-        pl.DataFrame(
-            {
-                "version": [version],
-                "rows": [labels.height],
-                "content_sha256": [content],
-                "created_at": [start + timedelta(hours=3)],
-            }
-        ),
-        "version = ?",
-        [version],
-    )
-
-
 @pytest.fixture(scope="module")
-def lineage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lineage]:
-    """Labeled and unlabeled drops through the real assets: splits, a first test version, one
-    annotated batch merged as two label versions, a second test version cut on purpose, then
-    `lineage_snapshot_job`."""
+def lineage(
+    tmp_path_factory: pytest.TempPathFactory,
+    label_studio: LabelStudioServer,
+    label_studio_admin: LabelStudioClient,
+) -> Iterator[Lineage]:
+    """Labeled and unlabeled drops through the real assets: splits, a first test version; one
+    batch of 12 through the real annotation loop (Label Studio, two scripted annotators who
+    disagree on a few requests): label version 1 with those pending, a third person's review,
+    label version 2; a second test version cut on purpose, then `lineage_snapshot_job`."""
     with pytest.MonkeyPatch.context() as env:
         home = tmp_path_factory.mktemp("lineage") / "data_home"
         env.setenv("MLOPS_DATA_HOME", str(home))
         env.setenv("MLOPS_WAREHOUSE_PATH", str(home / "warehouse.duckdb"))
         env.setenv("DAGSTER_HOME", str(home / "dagster"))
+        env.setenv("MLOPS_LABEL_STUDIO_URL", label_studio.config.url)
+        env.setenv("MLOPS_LABEL_STUDIO_TOKEN", label_studio.config.token)
         env.delenv("MLFLOW_TRACKING_URI", raising=False)
         settings = Settings.from_env()
         write_request_drop(settings, "jan.csv", rows=300, seed=1)
@@ -226,16 +110,20 @@ def lineage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lineage]:
             ).success
 
         freeze_test_set({})
-        picked = {
-            "ops": {"annotation_candidates": {"config": {"batch_size": 16, "use_champion": False}}}
-        }
-        assert execute_quietly(defs, instance, "annotation_candidates_job", config=picked).success
-        (batch,) = instance.get_dynamic_partitions(annotation_batches.name)
-        warehouse = Warehouse(path=str(settings.warehouse_path))
-        annotate_and_merge(warehouse, batch, reviewed=False)
-        annotate_and_merge(warehouse, batch, reviewed=True)
+        loop = Loop(settings, defs, instance, label_studio_admin)
+        batch = loop.new_batch(size=12)
+        annotate(loop, batch, error_rates=(0.0, 0.5))
+        lenient = {"kappa_threshold": MIN_KAPPA_THRESHOLD}
+        collect = {"ops": {"annotated_batch": {"config": lenient}}}
+        assert loop.run("annotated_batch_job", batch, config=collect).success
+        assert loop.run("labeled_requests_job").success
+        review, answers = loop.review(batch)
+        reviewer = simulated_annotator(loop.admin, "cid-0", 0.0, seed=4)
+        assert reviewer.annotate(review, answers, synthetic_taxonomy().intents) > 0
+        assert loop.run("labeled_requests_job").success
         assert execute_quietly(defs, instance, "warehouse_job").success
         freeze_test_set({"cut_new_version": True, "reason": "annotated test rows arrived"})
+        warehouse = Warehouse(path=str(settings.warehouse_path))
         fingerprints = {table: fingerprint(warehouse, table) for table in LINEAGE_TABLES}
         platform = Lineage(settings, defs, instance, Path(), fingerprints)
         platform.snapshot = platform.take_snapshot()

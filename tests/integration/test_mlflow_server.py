@@ -7,11 +7,9 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -29,53 +27,21 @@ from ml.registry import (
     TrainingRun,
     git_commit,
 )
-from ml.synthetic import generate_requests
-from ml.taxonomy import synthetic_taxonomy
-from ml.text_classification import BaselineClassifier, LabeledTexts, train_baseline
-from tests.conftest import free_port
+from ml.text_classification import BaselineClassifier, LabeledTexts
+from tests.conftest import STARVED_C, STRONG_C, Baselines, classifier_rescorer, free_port
 
 MODEL_NAME = "intent_classifier_on_server"
 TEST_VERSION = "1"
-STRONG_C = 0.5
-WEAK_C = 0.0005
-"""The same baseline with almost no capacity left: a real, much weaker model."""
 MARGIN = 0.01
 
 
-@dataclass(frozen=True)
-class Trained:
-    classes: tuple[str, ...]
-    test: LabeledTexts
-    strong: BaselineClassifier
-    weak: BaselineClassifier
-
-
-@pytest.fixture(scope="module")
-def trained() -> Trained:
-    """Two baselines on 600 generated requests: 400 to train, 100 to calibrate, 100 held out."""
-    frame = generate_requests(
-        600, seed=5, start=datetime(2025, 1, 1, tzinfo=UTC), end=datetime(2025, 3, 31, tzinfo=UTC)
-    )
-    texts, intents = frame["text"].to_list(), frame["intent"].to_list()
-    train = LabeledTexts(texts[:400], intents[:400])
-    validation = LabeledTexts(texts[400:500], intents[400:500])
-    test = LabeledTexts(texts[500:], intents[500:])
-    classes = synthetic_taxonomy().intents
-    return Trained(
-        tuple(classes),
-        test,
-        train_baseline(train, validation, classes, c=STRONG_C),
-        train_baseline(train, validation, classes, c=WEAK_C),
-    )
-
-
 def register(
-    registry: Registry, trained: Trained, model: BaselineClassifier, label: str, folder: Path
+    registry: Registry, baselines: Baselines, model: BaselineClassifier, label: str, folder: Path
 ) -> ModelVersion:
     """Log and register `model` as the request models asset does: scored on the held-out test,
     a report folder, the classifier folder as the pyfunc's artifact."""
     scores = score_classification(
-        trained.test.intents, model.predict_proba(trained.test.texts), trained.classes
+        baselines.test.intents, model.predict_proba(baselines.test.texts), baselines.classes
     )
     report = folder / "report"
     report.mkdir(parents=True)
@@ -99,26 +65,21 @@ def register(
         ),
         INTENT_CLASSIFIER_ENTRY,
         {"classifier": str(folder / "classifier")},
-        pd.DataFrame({"text": trained.test.texts[:3]}),
+        pd.DataFrame({"text": baselines.test.texts[:3]}),
         pip_requirements(),
-        {"classes": list(trained.classes), "kind": "baseline"},
+        {"classes": list(baselines.classes), "kind": "baseline"},
     )
 
 
 def gate(registry: Registry, test: LabeledTexts) -> list[GateOutcome]:
     """The real gate: every version loaded over HTTP (digests verified) and scored on `test`."""
-
-    def rescore(version: ModelVersion) -> float:
-        model = registry.load(MODEL_NAME, version.version)
-        answer = model.predict(pd.DataFrame({"text": test.texts}))
-        return score_classification(
-            test.intents,
-            np.array(answer["probabilities"].tolist()),
-            model.metadata.metadata["classes"],
-        ).f1_macro
-
     return gate_pending_versions(
-        registry, MODEL_NAME, TEST_VERSION, "test_f1_macro", MARGIN, rescore
+        registry,
+        MODEL_NAME,
+        TEST_VERSION,
+        "test_f1_macro",
+        MARGIN,
+        classifier_rescorer(registry, MODEL_NAME, test),
     )
 
 
@@ -138,7 +99,7 @@ def process_uris() -> dict[str, str | None]:
 
 @pytest.fixture(scope="module")
 def registered(
-    mlflow_server: str, trained: Trained, tmp_path_factory: pytest.TempPathFactory
+    mlflow_server: str, baselines: Baselines, tmp_path_factory: pytest.TempPathFactory
 ) -> Registered:
     """The weak baseline first (the first champion), then the strong one (promoted over it), then
     the weak one once more (kept as the challenger); the gate runs after each."""
@@ -147,18 +108,18 @@ def registered(
     folder = tmp_path_factory.mktemp("server_models")
     versions, outcomes = [], []
     for label, model in (
-        ("weak", trained.weak),
-        ("strong", trained.strong),
-        ("weak-again", trained.weak),
+        ("weak", baselines.starved),
+        ("strong", baselines.strong),
+        ("weak-again", baselines.starved),
     ):
-        versions.append(register(registry, trained, model, label, folder / label))
-        outcomes.extend(gate(registry, trained.test))
+        versions.append(register(registry, baselines, model, label, folder / label))
+        outcomes.extend(gate(registry, baselines.test))
     return Registered(registry, versions, outcomes, uris_before, process_uris())
 
 
 @pytest.mark.postgres
 def test_the_gate_promotes_the_better_model_and_the_rollback_moves_it_back(
-    registered: Registered, trained: Trained
+    registered: Registered, baselines: Baselines
 ) -> None:
     registry = registered.registry
     weak, strong, weak_again = (v.version for v in registered.versions)
@@ -189,10 +150,10 @@ def test_the_gate_promotes_the_better_model_and_the_rollback_moves_it_back(
     texts = ["I lost my card, please block it", "how do I activate my new card?"]
     answer = champion.predict(pd.DataFrame({"text": texts}))
     assert list(answer.columns) == ["intent", "confidence", "probabilities"]
-    assert answer["intent"].tolist() == trained.strong.predict(texts)
+    assert answer["intent"].tolist() == baselines.strong.predict(texts)
     assert set(answer["intent"]) <= set(champion.metadata.metadata["classes"])
     for _, row in answer.iterrows():
-        assert len(row["probabilities"]) == len(trained.classes)
+        assert len(row["probabilities"]) == len(baselines.classes)
         assert row["confidence"] == pytest.approx(max(row["probabilities"]))
 
     assert registry.rollback(MODEL_NAME, "test: strong model misbehaves") == (strong, weak)
@@ -217,7 +178,7 @@ def test_runs_carry_the_commit_and_their_artifacts_live_behind_the_server(
     for version in registered.versions:
         run = client.get_run(version.run_id)
         assert run.data.tags["mlflow.source.git.commit"] == git_commit() != "unknown"
-        assert run.data.params["svm_c"] in (str(STRONG_C), str(WEAK_C))
+        assert run.data.params["svm_c"] in (str(STRONG_C), str(STARVED_C))
         assert {"test_f1_macro", "test_accuracy", "test_ece"} <= set(run.data.metrics)
         # Proxied artifact storage: the client never sees the server's folder, only its API.
         assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
@@ -234,14 +195,14 @@ def test_runs_carry_the_commit_and_their_artifacts_live_behind_the_server(
 
 
 def test_a_server_that_is_down_fails_fast_naming_it_and_logs_nothing(
-    trained: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    baselines: Baselines, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # where MLflow's local fallbacks (mlruns/, mlflow.db) would land
     url = f"http://127.0.0.1:{free_port()}"  # a port nothing listens on
     before = mlflow.get_tracking_uri()
     started = time.monotonic()
     with pytest.raises(RegistryUnavailable, match=re.escape(url)) as failure:
-        register(Registry(url), trained, trained.strong, "down", tmp_path / "model")
+        register(Registry(url), baselines, baselines.strong, "down", tmp_path / "model")
     assert time.monotonic() - started < 10
     assert "nothing was logged or registered" in str(failure.value)
     assert mlflow.active_run() is None

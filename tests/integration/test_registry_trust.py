@@ -3,21 +3,15 @@ data home, artifacts on local disk): the gate decides only on scores it computed
 artifact is verified against the sha256 digests recorded at registration, alias moves are
 serialized and audited, and a crash between an alias move and its audit outcome is repaired."""
 
-import contextlib
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from dagster import materialize
@@ -42,49 +36,16 @@ from ml.registry import (
     TrainingRun,
 )
 from ml.settings import PROJECT_ROOT
-from ml.synthetic import generate_requests
-from ml.taxonomy import synthetic_taxonomy
-from ml.text_classification import BaselineClassifier, LabeledTexts, train_baseline
-from orchestration.processes import executable, stop_process_group, wait_until_ready
+from ml.text_classification import BaselineClassifier, LabeledTexts
 from orchestration.resources import BentoStore, ModelRegistry
 from orchestration.serving import bentoml_environment
-from tests.conftest import free_port
+from tests.conftest import Baselines, classifier_rescorer, free_port, running_mlflow_server
 
 MODEL_NAME = "request_classifier"
 """The served model's name: `champion_bento` packages it."""
 TEST_VERSION = "1"
 METRIC = "test_f1_macro"
 MARGIN = 0.01
-
-
-@dataclass(frozen=True)
-class Models:
-    classes: tuple[str, ...]
-    test: LabeledTexts
-    strong: BaselineClassifier
-    weak: BaselineClassifier
-    """Trained on the same texts with their labels shuffled: it learned nothing."""
-    middling: BaselineClassifier
-
-
-@pytest.fixture(scope="module")
-def models() -> Models:
-    frame = generate_requests(
-        700, seed=8, start=datetime(2025, 1, 1, tzinfo=UTC), end=datetime(2025, 3, 31, tzinfo=UTC)
-    )
-    texts, intents = frame["text"].to_list(), frame["intent"].to_list()
-    train = LabeledTexts(texts[:450], intents[:450])
-    validation = LabeledTexts(texts[450:550], intents[450:550])
-    shuffled = list(train.intents)
-    random.Random(3).shuffle(shuffled)
-    classes = synthetic_taxonomy().intents
-    return Models(
-        tuple(classes),
-        LabeledTexts(texts[550:], intents[550:]),
-        train_baseline(train, validation, classes, c=0.5),
-        train_baseline(LabeledTexts(train.texts, shuffled), validation, classes, c=0.5),
-        train_baseline(LabeledTexts(train.texts[:120], train.intents[:120]), validation, classes),
-    )
 
 
 def registry_in(home: Path) -> Registry:
@@ -97,7 +58,7 @@ def registry_in(home: Path) -> Registry:
 
 def register(
     registry: Registry,
-    models: Models,
+    baselines: Baselines,
     model: BaselineClassifier,
     role: str,
     folder: Path,
@@ -107,7 +68,7 @@ def register(
     trainer had claimed them."""
     model.save(folder / "classifier")
     honest = score_classification(
-        models.test.intents, model.predict_proba(models.test.texts), models.classes
+        baselines.test.intents, model.predict_proba(baselines.test.texts), baselines.classes
     ).as_metrics("test")
     return registry.log_and_register(
         MODEL_NAME,
@@ -125,33 +86,23 @@ def register(
         ),
         INTENT_CLASSIFIER_ENTRY,
         {"classifier": str(folder / "classifier")},
-        pd.DataFrame({"text": models.test.texts[:3]}),
+        pd.DataFrame({"text": baselines.test.texts[:3]}),
         pip_requirements(),
-        {"classes": list(models.classes), "kind": "baseline"},
+        {"classes": list(baselines.classes), "kind": "baseline"},
     )
 
 
-def rescorer(registry: Registry, test: LabeledTexts, calls: list[str] | None = None):
-    """The gate's scoring as request_classifier_promotion does it: load the version through
-    the registry (digests verified) and score it on the frozen test."""
-
-    def rescore(version: ModelVersion) -> float:
-        if calls is not None:
-            calls.append(version.version)
-        model = registry.load(MODEL_NAME, version.version)
-        answer = model.predict(pd.DataFrame({"text": test.texts}))
-        return score_classification(
-            test.intents,
-            np.array(answer["probabilities"].tolist()),
-            model.metadata.metadata["classes"],
-        ).f1_macro
-
-    return rescore
-
-
-def gate(registry: Registry, models: Models, calls: list[str] | None = None) -> list[GateOutcome]:
+def gate(
+    registry: Registry, test: LabeledTexts, calls: list[str] | None = None
+) -> list[GateOutcome]:
+    """The real gate, scoring on `test` as request_classifier_promotion does (digests verified)."""
     return gate_pending_versions(
-        registry, MODEL_NAME, TEST_VERSION, METRIC, MARGIN, rescorer(registry, models.test, calls)
+        registry,
+        MODEL_NAME,
+        TEST_VERSION,
+        METRIC,
+        MARGIN,
+        classifier_rescorer(registry, MODEL_NAME, test, calls),
     )
 
 
@@ -173,13 +124,13 @@ def assert_alias_and_history_agree(registry: Registry) -> None:
 
 
 def test_a_weak_model_with_forged_test_scores_is_made_challenger_not_champion(
-    models: Models, tmp_path: Path
+    baselines: Baselines, tmp_path: Path
 ) -> None:
     registry = registry_in(tmp_path / "home")
-    champion = register(registry, models, models.strong, "baseline", tmp_path / "strong")
-    assert [o.decision.alias for o in gate(registry, models)] == [CHAMPION]
+    champion = register(registry, baselines, baselines.strong, "baseline", tmp_path / "strong")
+    assert [o.decision.alias for o in gate(registry, baselines.test)] == [CHAMPION]
     forged = {METRIC: "0.990000", "test_version": TEST_VERSION, GATE_SCORE: "0.99"}
-    weak = register(registry, models, models.weak, "candidate", tmp_path / "weak", forged)
+    weak = register(registry, baselines, baselines.shuffled, "candidate", tmp_path / "weak", forged)
     # And again afterwards, straight through MLflow's own client, as anyone with write access can.
     client = MlflowClient(registry.tracking_uri, registry.tracking_uri)
     for key, value in {**forged, "test_accuracy": "0.99"}.items():
@@ -187,7 +138,7 @@ def test_a_weak_model_with_forged_test_scores_is_made_challenger_not_champion(
     assert registry.version(MODEL_NAME, weak.version).metric(METRIC) == 0.99
 
     calls: list[str] = []
-    (outcome,) = gate(registry, models, calls)
+    (outcome,) = gate(registry, baselines.test, calls)
     assert outcome.version == weak.version
     assert outcome.decision.alias == CHALLENGER
     assert outcome.score < 0.3, "the gate scored the shuffled-label model itself"
@@ -202,14 +153,14 @@ def test_a_weak_model_with_forged_test_scores_is_made_challenger_not_champion(
 
 
 def test_a_version_registered_around_the_registry_is_rejected_and_never_loaded(
-    models: Models, tmp_path: Path
+    baselines: Baselines, tmp_path: Path
 ) -> None:
     registry = registry_in(tmp_path / "home")
-    champion = register(registry, models, models.strong, "baseline", tmp_path / "strong")
-    gate(registry, models)
-    weak = register(registry, models, models.weak, "candidate", tmp_path / "weak")
+    champion = register(registry, baselines, baselines.strong, "baseline", tmp_path / "strong")
+    gate(registry, baselines.test)
+    weak = register(registry, baselines, baselines.shuffled, "candidate", tmp_path / "weak")
     client = MlflowClient(registry.tracking_uri, registry.tracking_uri)
-    gate(registry, models)  # the weak one is decided: the challenger
+    gate(registry, baselines.test)  # the weak one is decided: the challenger
     # A version made straight through MlflowClient from the weak model's files, claiming a
     # perfect score and a complete registration, with no digest.
     source = client.get_model_version_download_uri(MODEL_NAME, weak.version)
@@ -227,13 +178,22 @@ def test_a_version_registered_around_the_registry_is_rejected_and_never_loaded(
         ArtifactIntegrityError, match=f"v{forged.version} carries no {ARTIFACT_SHA256}"
     ):
         registry.load(MODEL_NAME, forged.version)
-    (outcome,) = gate(registry, models)
+    (outcome,) = gate(registry, baselines.test)
     assert outcome.version == str(forged.version) and outcome.decision.alias == REJECTED
     tags = registry.version(MODEL_NAME, str(forged.version)).tags
     assert tags[GATE_DECISION] == REJECTED and ARTIFACT_SHA256 in tags["gate_reason"]
     assert str(forged.version) not in registry.version(MODEL_NAME, str(forged.version)).aliases
     assert registry.champion(MODEL_NAME).version == champion.version
     assert registry.by_alias(MODEL_NAME, CHALLENGER).version == weak.version
+
+
+def strong_baseline_registered(baselines: Baselines, folder: Path) -> tuple[Path, Registry, str]:
+    """A data home in `folder` whose registry holds the strong baseline, not yet gated: the
+    home, its registry and the version."""
+    home = folder / "home"
+    registry = registry_in(home)
+    version = register(registry, baselines, baselines.strong, "baseline", folder / "strong")
+    return home, registry, version.version
 
 
 def stored_file(registry: Registry, home: Path, name: str) -> Path:
@@ -244,12 +204,10 @@ def stored_file(registry: Registry, home: Path, name: str) -> Path:
 
 
 def test_a_changed_artifact_file_fails_loading_and_packaging_naming_model_version_and_file(
-    models: Models, tmp_path: Path
+    baselines: Baselines, tmp_path: Path
 ) -> None:
-    home = tmp_path / "home"
-    registry = registry_in(home)
-    version = register(registry, models, models.strong, "baseline", tmp_path / "strong").version
-    gate(registry, models)
+    home, registry, version = strong_baseline_registered(baselines, tmp_path)
+    gate(registry, baselines.test)
     manifest = json.loads(registry.version(MODEL_NAME, version).tags[ARTIFACT_SHA256])
     assert {"MLmodel", "artifacts/classifier/pipeline.skops"} <= set(manifest)
     assert registry.load(MODEL_NAME, version).predict(pd.DataFrame({"text": ["hi"]})).shape[0] == 1
@@ -279,11 +237,9 @@ def test_a_changed_artifact_file_fails_loading_and_packaging_naming_model_versio
 
 
 def test_a_file_planted_beside_a_registered_artifact_is_refused(
-    models: Models, tmp_path: Path
+    baselines: Baselines, tmp_path: Path
 ) -> None:
-    home = tmp_path / "home"
-    registry = registry_in(home)
-    version = register(registry, models, models.strong, "baseline", tmp_path / "strong").version
+    home, registry, version = strong_baseline_registered(baselines, tmp_path)
     folder = stored_file(registry, home, "pipeline.skops").parent
     (folder / "extra.pkl").write_bytes(b"\x80\x04K\x01.")
     with pytest.raises(ArtifactIntegrityError, match=r"artifacts/classifier/extra\.pkl"):
@@ -291,11 +247,9 @@ def test_a_file_planted_beside_a_registered_artifact_is_refused(
 
 
 def test_an_artifact_changed_in_the_bentoml_store_is_neither_packaged_nor_served(
-    models: Models, tmp_path: Path
+    baselines: Baselines, tmp_path: Path
 ) -> None:
-    home = tmp_path / "home"
-    registry = registry_in(home)
-    version = register(registry, models, models.strong, "baseline", tmp_path / "strong").version
+    home, registry, version = strong_baseline_registered(baselines, tmp_path)
     store = BentoStore(home=str(home / "bentoml"))
     store.package(registry.tracking_uri, {MODEL_NAME: version})
     assert "intent" in served_by_bentoml(home / "bentoml", version)
@@ -333,18 +287,18 @@ def served_by_bentoml(bentoml_home: Path, version: str) -> str:
 
 
 def test_two_gates_and_a_rollback_racing_leave_one_decision_per_version_and_one_history(
-    models: Models, tmp_path: Path
+    baselines: Baselines, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
     registry = registry_in(home)
-    register(registry, models, models.middling, "baseline", tmp_path / "first")
-    gate(registry, models)
-    register(registry, models, models.strong, "candidate", tmp_path / "second")
-    gate(registry, models)
+    register(registry, baselines, baselines.middling, "baseline", tmp_path / "first")
+    gate(registry, baselines.test)
+    register(registry, baselines, baselines.strong, "candidate", tmp_path / "second")
+    gate(registry, baselines.test)
     assert len(registry.champion_history(MODEL_NAME)) == 2
-    register(registry, models, models.weak, "candidate", tmp_path / "weak")
-    register(registry, models, models.strong, "candidate", tmp_path / "strong-again")
-    register(registry, models, models.middling, "baseline", tmp_path / "middling-again")
+    register(registry, baselines, baselines.shuffled, "candidate", tmp_path / "weak")
+    register(registry, baselines, baselines.strong, "candidate", tmp_path / "strong-again")
+    register(registry, baselines, baselines.middling, "baseline", tmp_path / "middling-again")
 
     start = threading.Barrier(3)
     outcomes: list[list[GateOutcome]] = [[], []]
@@ -354,7 +308,7 @@ def test_two_gates_and_a_rollback_racing_leave_one_decision_per_version_and_one_
         try:
             own = registry_in(home)  # a registry (and MLflow client) of its own, as a process has
             start.wait()
-            outcomes[slot] = gate(own, models)
+            outcomes[slot] = gate(own, baselines.test)
         except BaseException as error:
             errors.append(error)
 
@@ -397,160 +351,120 @@ def gate_in_subprocess(tracking_uri: str, artifact_root: str, test_file: Path) -
     """What the crashing process runs: the real gate over the frozen test read from a file."""
     frame = pd.read_csv(test_file)
     test = LabeledTexts(frame["text"].tolist(), frame["intent"].tolist())
-    registry = Registry(tracking_uri, artifact_root)
-    gate_pending_versions(
-        registry, MODEL_NAME, TEST_VERSION, METRIC, MARGIN, rescorer(registry, test)
-    )
+    gate(Registry(tracking_uri, artifact_root), test)
 
 
-def test_a_gate_killed_between_the_alias_move_and_its_audit_outcome_is_repaired_next_run(
-    models: Models, tmp_path: Path
-) -> None:
-    home = tmp_path / "home"
-    registry = registry_in(home)
-    first = register(registry, models, models.middling, "baseline", tmp_path / "first").version
-    gate(registry, models)
-    second = register(registry, models, models.strong, "candidate", tmp_path / "second").version
-    test_file = tmp_path / "test.csv"
-    pd.DataFrame({"text": models.test.texts, "intent": models.test.intents}).to_csv(
+def champion_then_candidate(
+    registry: Registry, baselines: Baselines, folder: Path
+) -> tuple[str, str]:
+    """The middling baseline gated to champion, then the strong candidate registered: the next
+    gate promotes it. Returns both versions."""
+    first = register(registry, baselines, baselines.middling, "baseline", folder / "first")
+    gate(registry, baselines.test)
+    second = register(registry, baselines, baselines.strong, "candidate", folder / "second")
+    return first.version, second.version
+
+
+def gate_paused_after_alias_move(
+    tracking_uri: str, artifact_root: str, baselines: Baselines, folder: Path, **env: str
+) -> tuple[subprocess.Popen, Path]:
+    """The real gate in a process of its own, returned once the registry has paused it right
+    after an alias move, before the audit outcome; with the marker file that holds it there."""
+    test_file = folder / "test.csv"
+    pd.DataFrame({"text": baselines.test.texts, "intent": baselines.test.intents}).to_csv(
         test_file, index=False
     )
-    marker = tmp_path / "paused-after-alias-move"
+    marker = folder / "paused-after-alias-move"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            CRASHING_GATE,
-            registry.tracking_uri,
-            registry.artifact_root,
-            str(test_file),
-        ],
+        [sys.executable, "-c", CRASHING_GATE, tracking_uri, artifact_root, str(test_file)],
         cwd=PROJECT_ROOT,
-        env={**os.environ, PAUSE_AFTER_ALIAS_MOVE: str(marker)},
+        env={**os.environ, PAUSE_AFTER_ALIAS_MOVE: str(marker), **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    try:
-        deadline = time.monotonic() + 120
-        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert marker.exists(), process.communicate(timeout=30)[0].decode()[-3000:]
-        process.send_signal(signal.SIGKILL)  # the gate dies after the move, before the outcome
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 120
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not marker.exists():
+        process.kill()
+    assert marker.exists(), process.communicate(timeout=30)[0].decode()[-3000:]
+    return process, marker
 
+
+def assert_the_next_gate_repairs_the_crash(
+    registry: Registry, baselines: Baselines, first: str, second: str
+) -> None:
+    """The alias moved and the history follows it, the audit entry open; the next gate repairs
+    it before anything else and finds nothing left to decide."""
     assert registry.champion(MODEL_NAME).version == second
     last = registry.audit(MODEL_NAME)[-1]
     assert (last.action, last.version, last.outcome) == ("promote", second, None)
     assert registry.champion_history(MODEL_NAME) == [first, second], "history follows the alias"
 
-    assert gate(registry, models) == []  # nothing left to decide; the crash is repaired first
+    # Nothing left to decide: the crash is repaired first.
+    assert gate(registry, baselines.test) == []
     last = registry.audit(MODEL_NAME)[-1]
     assert (last.action, last.version, last.outcome) == ("promote", second, "repaired")
     assert decisions_per_version(registry) == {first: 1, second: 1}
-    assert registry.version(MODEL_NAME, second).tags[GATE_DECISION] == CHAMPION
     assert_alias_and_history_agree(registry)
+
+
+def test_a_gate_killed_between_the_alias_move_and_its_audit_outcome_is_repaired_next_run(
+    baselines: Baselines, tmp_path: Path
+) -> None:
+    registry = registry_in(tmp_path / "home")
+    first, second = champion_then_candidate(registry, baselines, tmp_path)
+    process, _ = gate_paused_after_alias_move(
+        registry.tracking_uri, registry.artifact_root, baselines, tmp_path
+    )
+    process.send_signal(signal.SIGKILL)  # the gate dies after the move, before the outcome
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+
+    assert_the_next_gate_repairs_the_crash(registry, baselines, first, second)
+    assert registry.version(MODEL_NAME, second).tags[GATE_DECISION] == CHAMPION
     assert registry.rollback(MODEL_NAME, "test: after the repair") == (second, first)
     assert_alias_and_history_agree(registry)
 
 
-def test_an_alias_moved_around_the_gate_stops_the_next_move(models: Models, tmp_path: Path) -> None:
+def test_an_alias_moved_around_the_gate_stops_the_next_move(
+    baselines: Baselines, tmp_path: Path
+) -> None:
     registry = registry_in(tmp_path / "home")
-    first = register(registry, models, models.strong, "baseline", tmp_path / "first").version
-    gate(registry, models)
-    weak = register(registry, models, models.weak, "candidate", tmp_path / "weak").version
+    first = register(registry, baselines, baselines.strong, "baseline", tmp_path / "first").version
+    gate(registry, baselines.test)
+    weak = register(registry, baselines, baselines.shuffled, "candidate", tmp_path / "weak").version
     MlflowClient(registry.tracking_uri, registry.tracking_uri).set_registered_model_alias(
         MODEL_NAME, CHAMPION, weak
     )
     with pytest.raises(Exception, match=rf"alias champion points at {weak}.*says {first}"):
-        gate(registry, models)
+        gate(registry, baselines.test)
     assert GATE_DECISION not in registry.version(MODEL_NAME, weak).tags
 
 
-@contextlib.contextmanager
-def sqlite_mlflow_server(folder: Path, port: int) -> Iterator[subprocess.Popen]:
-    """A real `mlflow server` over a SQLite backend in `folder` (so that it can be killed and
-    started again on the same state), artifacts proxied by it."""
-    log = folder / f"server-{time.monotonic_ns()}.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                executable("mlflow"),
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{folder / 'mlflow.db'}",
-                "--serve-artifacts",
-                "--artifacts-destination",
-                str(folder / "artifacts"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
-            cwd=folder,
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_until_ready(process, f"http://127.0.0.1:{port}/health", log, 120, "mlflow server")
-        yield process
-    finally:
-        stop_process_group(process)
-
-
 def test_an_mlflow_server_killed_between_the_alias_move_and_its_audit_outcome_is_repaired(
-    models: Models, tmp_path: Path
+    baselines: Baselines, tmp_path: Path
 ) -> None:
     folder, port = tmp_path / "server", free_port()
     folder.mkdir()
+    backend = f"sqlite:///{folder / 'mlflow.db'}"  # on disk: the server restarts on its state
     url = f"http://127.0.0.1:{port}"
-    test_file = tmp_path / "test.csv"
-    pd.DataFrame({"text": models.test.texts, "intent": models.test.intents}).to_csv(
-        test_file, index=False
-    )
-    marker = tmp_path / "paused-after-alias-move"
-    with sqlite_mlflow_server(folder, port) as server:
+    with running_mlflow_server(backend, folder, port) as server:
         registry = Registry(url)
-        first = register(registry, models, models.middling, "baseline", tmp_path / "a").version
-        gate(registry, models)
-        second = register(registry, models, models.strong, "candidate", tmp_path / "b").version
-        process = subprocess.Popen(
-            [sys.executable, "-c", CRASHING_GATE, url, "", str(test_file)],
-            cwd=PROJECT_ROOT,
-            env={
-                **os.environ,
-                PAUSE_AFTER_ALIAS_MOVE: str(marker),
-                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-                "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
-            },
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+        first, second = champion_then_candidate(registry, baselines, tmp_path)
+        process, marker = gate_paused_after_alias_move(
+            url,
+            "",
+            baselines,
+            tmp_path,
+            MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+            MLFLOW_HTTP_REQUEST_TIMEOUT="5",
         )
-        deadline = time.monotonic() + 120
-        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert marker.exists(), process.communicate(timeout=30)[0].decode()[-3000:]
         os.killpg(server.pid, signal.SIGKILL)  # MLflow dies after the move, before the outcome
         server.wait(timeout=30)
         marker.unlink()  # the gate goes on, and cannot write its outcome
         printed = process.communicate(timeout=120)[0].decode()
     assert process.returncode not in (0, -signal.SIGKILL), printed[-2000:]
 
-    with sqlite_mlflow_server(folder, port):
-        registry = Registry(url)
-        assert registry.champion(MODEL_NAME).version == second
-        last = registry.audit(MODEL_NAME)[-1]
-        assert (last.action, last.version, last.outcome) == ("promote", second, None)
-        assert registry.champion_history(MODEL_NAME) == [first, second]
-        assert gate(registry, models) == []
-        last = registry.audit(MODEL_NAME)[-1]
-        assert (last.action, last.version, last.outcome) == ("promote", second, "repaired")
-        assert decisions_per_version(registry) == {first: 1, second: 1}
-        assert_alias_and_history_agree(registry)
+    with running_mlflow_server(backend, folder, port):
+        assert_the_next_gate_repairs_the_crash(Registry(url), baselines, first, second)
