@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 from assets.metadata import counts_table, picture, preview
 from assets.request_models import MODEL_NAME as REQUEST_MODEL
 from assets.requests import DUCKDB_POOL, GROUP, OWNERS
-from ml.agreement import (
+from ml.annotation.agreement import (
     AgreementReport,
     Annotation,
     AnnotationPair,
@@ -34,9 +34,9 @@ from ml.agreement import (
     first_two_by_distinct_annotators,
     resolve_labels,
 )
+from ml.annotation.selection import pick_candidates, prediction_margins
+from ml.lifecycle.registry import RegistryUnavailable
 from ml.plots import confusion_figure
-from ml.registry import RegistryUnavailable
-from ml.selection import pick_candidates, prediction_margins
 from orchestration.resources import LabelStudioResource, ModelRegistry, RequestIntake, Warehouse
 
 annotation_batches = DynamicPartitionsDefinition(name="annotation_batches")

@@ -28,8 +28,8 @@ from dagster import (
 )
 
 from assets.metadata import column_schema, counts_table, preview
-from ml.contracts import Contract
-from ml.validation import ValidationOutcome
+from ml.data.contracts import Contract
+from ml.data.validation import ValidationOutcome
 from orchestration.resources import Warehouse
 
 CHECKS = {

@@ -17,8 +17,8 @@ from pydantic import Field, field_validator
 from assets.demand import GROUP, OWNERS
 from assets.metadata import markdown_table, picture, promotion_metadata
 from assets.requests import DUCKDB_POOL
-from ml.demand_forecaster import FALLBACK, MODEL_NAME, fit_forecaster, forecast_from_champion
-from ml.forecasting import (
+from ml.demand.forecaster import FALLBACK, MODEL_NAME, fit_forecaster, forecast_from_champion
+from ml.demand.forecasting import (
     BASELINES,
     GLOBAL_KINDS,
     LOCAL_KINDS,
@@ -31,10 +31,14 @@ from ml.forecasting import (
     score_backtests,
     select_model,
 )
-from ml.model_card import render_model_card
-from ml.promotion import check_margin, gate_pending_versions
-from ml.pyfunc import DEMAND_FORECASTER_ENTRY, demand_forecaster_signature, pip_requirements
-from ml.registry import ModelVersion, Registry, TrainingRun
+from ml.lifecycle.model_card import render_model_card
+from ml.lifecycle.promotion import check_margin, gate_pending_versions
+from ml.lifecycle.pyfunc import (
+    DEMAND_FORECASTER_ENTRY,
+    demand_forecaster_signature,
+    pip_requirements,
+)
+from ml.lifecycle.registry import ModelVersion, Registry, TrainingRun
 from orchestration.resources import REGISTRY_POOL, ModelRegistry, Warehouse
 
 BACKTEST_TABLE = "demand_backtest_forecasts"

@@ -10,7 +10,7 @@ from assets.annotation import annotated_batch, annotation_candidates, labeled_re
 from assets.metadata import counts_table
 from assets.request_models import request_test_set
 from assets.requests import DUCKDB_POOL, GROUP, OWNERS
-from ml.lineage_snapshot import LINEAGE_TABLES, snapshots_dir, take_snapshot
+from ml.data.lineage_snapshot import LINEAGE_TABLES, snapshots_dir, take_snapshot
 from orchestration.resources import DataHome, Warehouse
 
 TRIGGER_TAGS = ("mlops/trigger", "dagster/schedule_name", "dagster/sensor_name")

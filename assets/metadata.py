@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt
 import polars as pl
 from dagster import MetadataValue, TableColumn, TableSchema
 
-from ml.promotion import GateOutcome
-from ml.registry import ModelVersion
+from ml.lifecycle.promotion import GateOutcome
+from ml.lifecycle.registry import ModelVersion
 
 PREVIEW_ROWS = 10
 

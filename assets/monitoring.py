@@ -28,7 +28,14 @@ from assets.metadata import counts_table, markdown_table, picture, preview
 from assets.request_models import MODEL_NAME as REQUEST_MODEL
 from assets.request_models import load_training_data
 from assets.serving import GROUP, OWNERS, champion_bento
-from ml.drift import (
+from ml.data.ingestion import (
+    drop_id_for,
+    write_bytes_atomically,
+    write_drop,
+    write_parquet_atomically,
+    write_text_atomically,
+)
+from ml.monitoring.drift import (
     TextReference,
     build_text_reference,
     compare_profiles,
@@ -40,14 +47,7 @@ from ml.drift import (
     sentence_embedder,
     serialize_profile,
 )
-from ml.ingestion import (
-    drop_id_for,
-    write_bytes_atomically,
-    write_drop,
-    write_parquet_atomically,
-    write_text_atomically,
-)
-from ml.prediction_log import WINDOW_FORMAT, read_predictions, window_start
+from ml.monitoring.prediction_log import WINDOW_FORMAT, read_predictions, window_start
 from orchestration.resources import ModelRegistry, Monitoring, RequestIntake, Warehouse
 
 MONITORING_START = "2026-01-01-00:00"

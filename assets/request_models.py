@@ -22,13 +22,13 @@ from pydantic import Field, field_validator
 
 from assets.metadata import counts_table, picture, promotion_metadata
 from assets.requests import DUCKDB_POOL, GROUP, OWNERS
+from ml.lifecycle.model_card import render_model_card
+from ml.lifecycle.promotion import check_margin, gate_pending_versions
+from ml.lifecycle.pyfunc import INTENT_CLASSIFIER_ENTRY, pip_requirements
+from ml.lifecycle.registry import ModelVersion, Registry, TrainingRun
 from ml.metrics import ClassificationScores, measure_latency, score_classification
-from ml.model_card import render_model_card
 from ml.plots import confusion_figure
-from ml.promotion import check_margin, gate_pending_versions
-from ml.pyfunc import INTENT_CLASSIFIER_ENTRY, pip_requirements
-from ml.registry import ModelVersion, Registry, TrainingRun
-from ml.text_classification import (
+from ml.requests.text_classification import (
     IntentClassifier,
     LabeledTexts,
     TransformerConfig,
@@ -37,7 +37,7 @@ from ml.text_classification import (
     fine_tune,
     train_baseline,
 )
-from ml.train_transformer import fine_tune_with_torchrun
+from ml.requests.train_transformer import fine_tune_with_torchrun
 from orchestration.resources import REGISTRY_POOL, ModelRegistry, RequestIntake, Warehouse
 
 MODEL_NAME = "request_classifier"

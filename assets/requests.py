@@ -24,16 +24,16 @@ from assets.contract_outputs import (
     validation_specs,
 )
 from assets.metadata import bar_chart, column_schema, picture, preview
-from ml.contracts import request_contract
-from ml.ingestion import (
+from ml.data.contracts import request_contract
+from ml.data.ingestion import (
     IngestionError,
     load_drop,
     read_drop,
     redrops_of,
     write_parquet_atomically,
 )
-from ml.sources import map_request_drop
-from ml.validation import validate_against_contract
+from ml.data.sources import map_request_drop
+from ml.data.validation import validate_against_contract
 from orchestration.resources import DataHome, RequestIntake, Warehouse
 
 GROUP = "requests"

@@ -9,7 +9,7 @@ from assets.forecasting import MODEL_NAME as DEMAND_MODEL
 from assets.forecasting import demand_forecaster_promotion
 from assets.request_models import MODEL_NAME as REQUEST_MODEL
 from assets.request_models import request_classifier_promotion
-from ml.registry import Registry
+from ml.lifecycle.registry import Registry
 from orchestration.resources import BentoStore, ModelRegistry
 from orchestration.serving import record_current_bento
 from serving.package import bento_version

@@ -33,8 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml.demand_forecaster import FALLBACK
-from ml.forecasting import (
+from ml.demand.forecaster import FALLBACK
+from ml.demand.forecasting import (
     GLOBAL_KINDS,
     LOCAL_KINDS,
     ForecastSettings,

@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml import train_transformer
 from ml.metrics import score_classification
-from ml.text_classification import (
+from ml.requests import train_transformer
+from ml.requests.text_classification import (
     LabeledTexts,
     TransformerConfig,
     fine_tune,

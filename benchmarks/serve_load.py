@@ -58,10 +58,10 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assets.request_models import MODEL_NAME
-from ml.registry import ModelVersion, Registry
+from ml.lifecycle.registry import ModelVersion, Registry
+from ml.requests.text_classification import pick_device
 from ml.settings import PROJECT_ROOT, Settings
 from ml.synthetic import generate_requests
-from ml.text_classification import pick_device
 from orchestration.processes import stop_process_group, wait_until_ready
 from orchestration.resources import BentoStore
 from orchestration.serving import start_bento_server

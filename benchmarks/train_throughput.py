@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml.text_classification import (
+from ml.requests.text_classification import (
     LabeledTexts,
     TransformerConfig,
     fine_tune,
@@ -105,7 +105,7 @@ def bare_loop(
 def project_loop(
     checkpoint: str, data: LabeledTexts, classes: list[str], config: TransformerConfig
 ) -> tuple[float, float]:
-    """`ml.text_classification.fine_tune`, two epochs, no validation split."""
+    """`ml.requests.text_classification.fine_tune`, two epochs, no validation split."""
     return _project(checkpoint, data, classes, config)
 
 

@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ml.ingestion import DEFAULT_MAX_DROP_BYTES
-from ml.taxonomy import SYNTHETIC_TAXONOMY_PATH
+from ml.data.ingestion import DEFAULT_MAX_DROP_BYTES
+from ml.requests.taxonomy import SYNTHETIC_TAXONOMY_PATH
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
@@ -158,7 +158,7 @@ class ServingSettings:
     log_flush_seconds: float = 2.0
     log_max_buffered: int = 10_000
     """Records a worker keeps while its log writes fail; past it, records are refused, counted,
-    and `/readyz` fails (see ml.prediction_log)."""
+    and `/readyz` fails (see ml.monitoring.prediction_log)."""
     max_body_bytes: int = 2 * 1024 * 1024
     """Largest request body; a larger one is refused with 413 before it is read whole."""
 

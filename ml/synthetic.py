@@ -20,7 +20,7 @@ import holidays
 import numpy as np
 import polars as pl
 
-from ml.taxonomy import synthetic_taxonomy
+from ml.requests.taxonomy import synthetic_taxonomy
 
 REQUEST_SOURCE = "synthetic"
 

@@ -34,8 +34,8 @@ from assets.request_models import (
 from assets.requests import raw_requests, validate_requests
 from assets.serving import champion_bento
 from assets.warehouse_models import warehouse_dbt_models
+from ml.data.sources import DemandSource, demand_source_from_env
 from ml.settings import Settings
-from ml.sources import DemandSource, demand_source_from_env
 from orchestration.jobs import (
     annotated_batch_job,
     annotation_batch_job,

@@ -27,10 +27,10 @@ warnings.filterwarnings("ignore", category=PreviewWarning)
 from assets.forecasting import MODEL_NAME as DEMAND_MODEL  # noqa: E402
 from assets.monitoring import window_partition_key  # noqa: E402
 from assets.request_models import MODEL_NAME as REQUEST_MODEL  # noqa: E402
-from ml.ingestion import IngestionError  # noqa: E402
-from ml.registry import Registry  # noqa: E402
+from ml.data.ingestion import IngestionError  # noqa: E402
+from ml.data.sources import DemandSource, demand_source_from_env, orange_juice_source  # noqa: E402
+from ml.lifecycle.registry import Registry  # noqa: E402
 from ml.settings import Settings  # noqa: E402
-from ml.sources import DemandSource, demand_source_from_env, orange_juice_source  # noqa: E402
 from ml.synthetic import generate_demand, generate_requests  # noqa: E402
 from orchestration.definitions import build_definitions  # noqa: E402
 from orchestration.instance import open_instance  # noqa: E402

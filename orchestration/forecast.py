@@ -11,9 +11,9 @@ from pathlib import Path
 
 import polars as pl
 
-from ml.demand_forecaster import forecast_from_champion
-from ml.forecasting import ForecastingError
-from ml.registry import Registry
+from ml.demand.forecaster import forecast_from_champion
+from ml.demand.forecasting import ForecastingError
+from ml.lifecycle.registry import Registry
 from ml.settings import Settings
 
 

@@ -17,8 +17,8 @@ import requests
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
-from ml.agreement import Annotation
-from ml.taxonomy import Taxonomy
+from ml.annotation.agreement import Annotation
+from ml.requests.taxonomy import Taxonomy
 
 T = TypeVar("T")
 FROM_NAME, TO_NAME = "intent", "text"

@@ -8,7 +8,7 @@ from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResu
 
 from assets.annotation import project_title, review_title
 from assets.requests import request_drops
-from ml.ingestion import DropRegistration, register_drop
+from ml.data.ingestion import DropRegistration, register_drop
 from orchestration.labelstudio_client import LabelStudioClient
 from orchestration.resources import DataHome, Warehouse
 from orchestration.sensors import scan_request_drops

@@ -19,11 +19,11 @@ from dagster import ConfigurableResource
 from dagster_dbt import DbtCliResource
 from pydantic import Field
 
-from ml.drift import DriftThresholds
-from ml.ingestion import DEFAULT_MAX_DROP_BYTES
-from ml.registry import Registry
+from ml.data.ingestion import DEFAULT_MAX_DROP_BYTES
+from ml.lifecycle.registry import Registry
+from ml.monitoring.drift import DriftThresholds
+from ml.requests.taxonomy import Taxonomy, load_taxonomy
 from ml.settings import DBT_PROJECT_DIR, PROJECT_ROOT, Settings
-from ml.taxonomy import Taxonomy, load_taxonomy
 from orchestration.labelstudio_client import LabelStudioClient
 from orchestration.processes import executable
 from orchestration.serving import bentoml_environment
@@ -239,7 +239,7 @@ class Monitoring(ConfigurableResource):
     profile_dir: str
     ks_p_value: float = DriftThresholds.ks_p_value
     """A numeric column drifts when whylogs' KS test p-value falls below this (0.001: six
-    columns are tested per hour; see `ml.drift.DriftThresholds` for the measurement)."""
+    columns are tested per hour; see `ml.monitoring.drift.DriftThresholds` for the measurement)."""
     chi_square_p_value: float = DriftThresholds.chi_square_p_value
     """The predicted-intent distribution drifts when the chi-square p-value falls below this."""
     hellinger_distance: float = DriftThresholds.hellinger_distance

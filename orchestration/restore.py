@@ -15,7 +15,12 @@ from pathlib import Path
 
 import duckdb
 
-from ml.lineage_snapshot import SnapshotError, resolve_snapshot, restore_snapshot, snapshots_dir
+from ml.data.lineage_snapshot import (
+    SnapshotError,
+    resolve_snapshot,
+    restore_snapshot,
+    snapshots_dir,
+)
 from ml.settings import Settings
 from orchestration.resources import Warehouse
 

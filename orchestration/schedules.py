@@ -11,8 +11,8 @@ from dagster import (
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from assets.monitoring import window_partition_key
-from ml.prediction_log import WINDOW
-from ml.sources import DemandSource
+from ml.data.sources import DemandSource
+from ml.monitoring.prediction_log import WINDOW
 from orchestration.jobs import (
     demand_drift_job,
     demand_forecast_job,

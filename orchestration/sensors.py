@@ -30,8 +30,8 @@ from assets.monitoring import (
 from assets.requests import request_drops
 from assets.serving import champion_versions
 from assets.warehouse_models import warehouse_dbt_models
-from ml.agreement import doubly_annotated
-from ml.ingestion import DropScan, RefusedFile, scan_drops
+from ml.annotation.agreement import doubly_annotated
+from ml.data.ingestion import DropScan, RefusedFile, scan_drops
 from orchestration.jobs import (
     annotated_batch_job,
     annotation_batch_job,

@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ml.ingestion import write_text_atomically
+from ml.data.ingestion import write_text_atomically
 from ml.settings import Settings
 from orchestration.processes import executable, stop_process_group, wait_until_ready
 

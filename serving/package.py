@@ -22,14 +22,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ml.registry import ARTIFACT_SHA256, Registry, verify_artifact
+from ml.lifecycle.registry import ARTIFACT_SHA256, Registry, verify_artifact
 from ml.settings import PROJECT_ROOT
 
 BENTO_NAME = "mlops_platform"
 SERVICE = "serving.service:Champions"
 SERVED = {"request_classifier": "rc", "demand_forecaster": "df"}
 """Registered model → its short name in the Bento version."""
-SOURCES = ("serving/*.py", "ml/*.py", "ml/pyfunc_entry_points/*.py", "ml/taxonomy/*.json")
+SOURCES = ("serving/*.py", "ml/**/*.py", "ml/**/*.json")
 """What the Bento carries besides the lock file: the service and the plain `ml` package."""
 MLFLOW_MODEL_FOLDER = "mlflow_model"
 """Where bentoml.mlflow.import_model puts the MLflow model inside a BentoML model."""

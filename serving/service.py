@@ -4,8 +4,9 @@ behind `POST /classify` (adaptive batching) and `POST /forecast`.
 
 Which versions it serves is fixed when the Bento is built (`serving/package.py`, called by the
 `champion_bento` asset): they are Bento arguments, never a hard-coded file. Bad input is a 400
-naming the field; every answer is logged (`ml.prediction_log`), off the request path. Every error
-has one shape, declared in the published OpenAPI document (`serving.http_contract`).
+naming the field; every answer is logged (`ml.monitoring.prediction_log`), off the request
+path. Every error has one shape, declared in the published OpenAPI document
+(`serving.http_contract`).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from ml.forecasting import ForecastingError
-from ml.prediction_log import PredictionLogWriter, prediction_record
+from ml.demand.forecasting import ForecastingError
+from ml.monitoring.prediction_log import PredictionLogWriter, prediction_record
 from ml.settings import ServingSettings
 from serving.http_contract import ClientErrorsAsWarnings, HttpContract
 from serving.package import load_verified

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import pytest
 from dagster import AssetKey
 
+from ml.data.sources import DemandSource
 from ml.settings import PROJECT_ROOT, Settings
-from ml.sources import DemandSource
 from ml.synthetic import generate_demand, generate_requests
 from orchestration.labelstudio import LabelStudioConfig, LabelStudioServer, start_server
 from orchestration.labelstudio_client import LabelStudioClient
@@ -28,8 +28,8 @@ from orchestration.processes import executable, stop_process_group, wait_until_r
 from orchestration.serving import BentoServer, start_bento_server
 
 if TYPE_CHECKING:  # imported where used: MLflow and scikit-learn slow every test session's start
-    from ml.registry import ModelVersion, Registry
-    from ml.text_classification import BaselineClassifier, LabeledTexts
+    from ml.lifecycle.registry import ModelVersion, Registry
+    from ml.requests.text_classification import BaselineClassifier, LabeledTexts
 
 
 @pytest.fixture
@@ -230,8 +230,8 @@ class Baselines:
 @pytest.fixture(scope="session")
 def baselines() -> Baselines:
     """700 generated requests: 450 to train, 100 to calibrate, 150 held out."""
-    from ml.taxonomy import synthetic_taxonomy
-    from ml.text_classification import LabeledTexts, train_baseline
+    from ml.requests.taxonomy import synthetic_taxonomy
+    from ml.requests.text_classification import LabeledTexts, train_baseline
 
     frame = generate_requests(
         700, seed=8, start=datetime(2025, 1, 1, tzinfo=UTC), end=datetime(2025, 3, 31, tzinfo=UTC)

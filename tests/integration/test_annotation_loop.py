@@ -16,9 +16,9 @@ from dagster import (
     build_sensor_context,
 )
 
+from ml.requests.taxonomy import synthetic_taxonomy
 from ml.settings import Settings
 from ml.synthetic import generate_requests
-from ml.taxonomy import synthetic_taxonomy
 from orchestration.definitions import build_definitions
 from orchestration.labelstudio import LabelStudioServer
 from orchestration.labelstudio_client import LabelStudioClient

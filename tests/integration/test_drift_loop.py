@@ -16,8 +16,8 @@ from dagster import AssetKey, SensorResult, SkipReason, build_sensor_context
 
 from assets.monitoring import read_drift_reports, window_partition_key
 from assets.request_models import MODEL_NAME as REQUEST_MODEL
-from ml.prediction_log import PredictionLogWriter, prediction_record
-from ml.registry import Registry
+from ml.lifecycle.registry import Registry
+from ml.monitoring.prediction_log import PredictionLogWriter, prediction_record
 from ml.synthetic import generate_requests
 from orchestration.pipeline import PipelineRun, execute_quietly, ingest_request_drops
 from orchestration.resources import DataHome, Warehouse

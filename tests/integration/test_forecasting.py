@@ -12,9 +12,9 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from assets.forecasting import FORECASTS_TABLE, MODEL_NAME
-from ml.registry import Registry
+from ml.data.sources import DemandSource
+from ml.lifecycle.registry import Registry
 from ml.settings import Settings
-from ml.sources import DemandSource
 from ml.synthetic import generate_demand
 from orchestration.definitions import build_definitions
 from orchestration.forecast import main as forecast_cli

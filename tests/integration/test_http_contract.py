@@ -17,7 +17,7 @@ import pytest
 import requests
 from openapi_spec_validator import validate as validate_openapi
 
-from ml.prediction_log import read_predictions
+from ml.monitoring.prediction_log import read_predictions
 from orchestration.processes import executable
 from orchestration.serving import BentoServer
 from tests.conftest import ServedPlatform

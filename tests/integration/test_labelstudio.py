@@ -3,8 +3,8 @@ clear failure when the server is away."""
 
 import pytest
 
-from ml.agreement import batch_agreement
-from ml.taxonomy import taxonomy_from_names
+from ml.annotation.agreement import batch_agreement
+from ml.requests.taxonomy import taxonomy_from_names
 from orchestration.labelstudio_client import (
     LabelStudioClient,
     LabelStudioUnavailable,

@@ -21,10 +21,10 @@ from dagster import AssetKey, DagsterInstance, Definitions, materialize
 
 from assets.annotation import MIN_KAPPA_THRESHOLD
 from assets.request_models import request_test_set
-from ml.lineage_snapshot import LINEAGE_TABLES, MANIFEST, file_sha256
+from ml.data.lineage_snapshot import LINEAGE_TABLES, MANIFEST, file_sha256
+from ml.requests.taxonomy import synthetic_taxonomy
 from ml.settings import PROJECT_ROOT, Settings
 from ml.synthetic import generate_requests
-from ml.taxonomy import synthetic_taxonomy
 from orchestration import restore
 from orchestration.definitions import build_definitions
 from orchestration.labelstudio import LabelStudioServer

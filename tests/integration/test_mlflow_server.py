@@ -14,10 +14,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from ml.metrics import score_classification
-from ml.promotion import GateOutcome, gate_pending_versions
-from ml.pyfunc import INTENT_CLASSIFIER_ENTRY, pip_requirements
-from ml.registry import (
+from ml.lifecycle.promotion import GateOutcome, gate_pending_versions
+from ml.lifecycle.pyfunc import INTENT_CLASSIFIER_ENTRY, pip_requirements
+from ml.lifecycle.registry import (
     CHALLENGER,
     CHAMPION,
     URI_VARIABLES,
@@ -27,7 +26,8 @@ from ml.registry import (
     TrainingRun,
     git_commit,
 )
-from ml.text_classification import BaselineClassifier, LabeledTexts
+from ml.metrics import score_classification
+from ml.requests.text_classification import BaselineClassifier, LabeledTexts
 from tests.conftest import STARVED_C, STRONG_C, Baselines, classifier_rescorer, free_port
 
 MODEL_NAME = "intent_classifier_on_server"

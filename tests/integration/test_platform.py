@@ -271,7 +271,7 @@ def test_a_demand_source_that_points_nowhere_says_where(settings: Settings, tmp_
 def test_settings_that_point_nowhere_are_named(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from ml.sources import demand_source_from_env
+    from ml.data.sources import demand_source_from_env
     from orchestration.resources import RequestIntake
 
     monkeypatch.setenv("MLOPS_DEMAND_SOURCE", "bogus")

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 from dagster import DagsterInstance
 
-from ml.ingestion import content_sha256, drop_id_for
+from ml.data.ingestion import content_sha256, drop_id_for
 from ml.settings import Settings
 from ml.synthetic import generate_requests
 from orchestration.definitions import build_definitions

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterInstance, Definitions
 
-from ml.registry import Registry
+from ml.lifecycle.registry import Registry
 from ml.settings import Settings
 from orchestration.definitions import build_definitions
 from orchestration.demo import real_data_deployment

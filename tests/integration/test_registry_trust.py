@@ -18,10 +18,9 @@ from dagster import materialize
 from mlflow import MlflowClient
 
 from assets.serving import champion_bento
-from ml.metrics import score_classification
-from ml.promotion import GateOutcome, gate_pending_versions
-from ml.pyfunc import INTENT_CLASSIFIER_ENTRY, pip_requirements
-from ml.registry import (
+from ml.lifecycle.promotion import GateOutcome, gate_pending_versions
+from ml.lifecycle.pyfunc import INTENT_CLASSIFIER_ENTRY, pip_requirements
+from ml.lifecycle.registry import (
     ARTIFACT_SHA256,
     CHALLENGER,
     CHAMPION,
@@ -35,8 +34,9 @@ from ml.registry import (
     Registry,
     TrainingRun,
 )
+from ml.metrics import score_classification
+from ml.requests.text_classification import BaselineClassifier, LabeledTexts
 from ml.settings import PROJECT_ROOT
-from ml.text_classification import BaselineClassifier, LabeledTexts
 from orchestration.resources import BentoStore, ModelRegistry
 from orchestration.serving import bentoml_environment
 from tests.conftest import Baselines, classifier_rescorer, free_port, running_mlflow_server

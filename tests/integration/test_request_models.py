@@ -13,8 +13,8 @@ from dagster import AssetKey, DagsterInstance, Definitions
 from mlflow import MlflowClient
 
 from assets.request_models import MODEL_NAME
-from ml.registry import Registry
-from ml.selection import prediction_margins
+from ml.annotation.selection import prediction_margins
+from ml.lifecycle.registry import Registry
 from ml.settings import Settings
 from orchestration.definitions import build_definitions
 from orchestration.pipeline import execute_quietly, run_platform

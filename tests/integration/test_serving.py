@@ -19,10 +19,10 @@ from dagster import AssetKey
 
 from assets.forecasting import MODEL_NAME as DEMAND_MODEL
 from assets.request_models import MODEL_NAME as REQUEST_MODEL
-from ml.prediction_log import log_files, read_predictions
-from ml.registry import Registry
+from ml.lifecycle.registry import Registry
+from ml.monitoring.prediction_log import log_files, read_predictions
+from ml.requests.taxonomy import load_taxonomy
 from ml.synthetic import generate_requests
-from ml.taxonomy import load_taxonomy
 from orchestration.pipeline import execute_quietly
 from orchestration.resources import BentoStore
 from orchestration.serving import (

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from ml.agreement import (
+from ml.annotation.agreement import (
     Annotation,
     batch_agreement,
     cohen_kappa,

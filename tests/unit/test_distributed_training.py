@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from ml.text_classification import LabeledTexts, TransformerConfig, default_checkpoint_dir
-from ml.train_transformer import fine_tune_with_torchrun
+from ml.requests.text_classification import LabeledTexts, TransformerConfig, default_checkpoint_dir
+from ml.requests.train_transformer import fine_tune_with_torchrun
 
 WORDS = {
     "card_lost": ["card", "lost", "stolen", "blocked"],

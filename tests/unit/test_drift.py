@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from matplotlib.colors import to_hex
 
-from ml.drift import (
+from ml.monitoring.drift import (
     REQUEST_FEATURES,
     DatasetProfileView,
     DriftReport,
@@ -28,9 +28,9 @@ from ml.drift import (
     sentence_embedder,
     serialize_profile,
 )
+from ml.requests.taxonomy import synthetic_taxonomy
+from ml.requests.text_classification import BaselineClassifier, LabeledTexts, train_baseline
 from ml.synthetic import generate_requests
-from ml.taxonomy import synthetic_taxonomy
-from ml.text_classification import BaselineClassifier, LabeledTexts, train_baseline
 
 START, END = datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 31, tzinfo=UTC)
 BATCH = 300

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from darts import TimeSeries
 
-from ml.forecasting import (
+from ml.demand.forecasting import (
     LOCAL_KINDS,
     DemandPanel,
     ForecastingError,

@@ -9,7 +9,7 @@ import fsspec
 import polars as pl
 import pytest
 
-from ml.ingestion import (
+from ml.data.ingestion import (
     DropScan,
     DropTooLarge,
     IngestionError,

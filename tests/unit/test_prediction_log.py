@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from ml.prediction_log import PredictionLogWriter, log_files, prediction_record, read_predictions
+from ml.monitoring.prediction_log import (
+    PredictionLogWriter,
+    log_files,
+    prediction_record,
+    read_predictions,
+)
 
 START = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 

@@ -3,7 +3,7 @@
 import polars as pl
 import pytest
 
-from ml.selection import pick_candidates, proportional_allocation
+from ml.annotation.selection import pick_candidates, proportional_allocation
 
 
 def pool(rows: list[tuple[str, str, str]]) -> pl.DataFrame:

@@ -14,7 +14,7 @@ import skops.io
 import torch
 
 from ml.metrics import score_classification
-from ml.text_classification import (
+from ml.requests.text_classification import (
     BaselineClassifier,
     EpochRecord,
     FineTuneResult,

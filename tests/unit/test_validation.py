@@ -9,9 +9,9 @@ import pandera.errors
 import polars as pl
 import pytest
 
-from ml.contracts import DEMAND_CONTRACT, request_contract
-from ml.ingestion import Drop, IngestionError, read_raw_table
-from ml.sources import (
+from ml.data.contracts import DEMAND_CONTRACT, request_contract
+from ml.data.ingestion import Drop, IngestionError, read_raw_table
+from ml.data.sources import (
     DemandSource,
     map_demand_rows,
     map_request_drop,
@@ -19,7 +19,7 @@ from ml.sources import (
     read_demand_files,
     stable_request_id,
 )
-from ml.validation import validate_against_contract
+from ml.data.validation import validate_against_contract
 
 INTENTS = ["card_lost", "balance"]
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import fsspec
 import polars as pl
 
-from ml.contracts import DEMAND_CONTRACT
-from ml.ingestion import ROW_COLUMN, Drop, IngestionError, list_supported_files, read_raw_table
-from ml.ingestion import require_columns as require_file_columns
-from ml.validation import RAW_RECORD, RAW_ROW_ID, parse_column, raw_record
+from ml.data.contracts import DEMAND_CONTRACT
+from ml.data.ingestion import ROW_COLUMN, Drop, IngestionError, list_supported_files, read_raw_table
+from ml.data.ingestion import require_columns as require_file_columns
+from ml.data.validation import RAW_RECORD, RAW_ROW_ID, parse_column, raw_record
 
 # --- requests -------------------------------------------------------------------------------
 

@@ -2,6 +2,6 @@
 
 from mlflow.models import set_model
 
-from ml.pyfunc import DemandForecasterModel
+from ml.lifecycle.pyfunc import DemandForecasterModel
 
 set_model(DemandForecasterModel())

@@ -2,6 +2,6 @@
 
 from mlflow.models import set_model
 
-from ml.pyfunc import IntentClassifierModel
+from ml.lifecycle.pyfunc import IntentClassifierModel
 
 set_model(IntentClassifierModel())

@@ -16,7 +16,7 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
-from ml.text_classification import IntentClassifier, load_classifier
+from ml.requests.text_classification import IntentClassifier, load_classifier
 
 ENTRY_POINTS = Path(__file__).parent / "pyfunc_entry_points"
 """MLflow models-from-code: each file sets one model class (no pickled Python objects)."""
@@ -87,7 +87,7 @@ class DemandForecasterModel(mlflow.pyfunc.PythonModel):
     `feature`; param `horizon`. Out: P10/P50/P90 per series and period, and what was assumed."""
 
     def load_context(self, context) -> None:
-        from ml.demand_forecaster import DemandForecaster
+        from ml.demand.forecaster import DemandForecaster
 
         self.forecaster = DemandForecaster.load(Path(context.artifacts["forecaster"]))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ml.registry import (
+from ml.lifecycle.registry import (
     CHALLENGER,
     CHAMPION,
     REJECTED,

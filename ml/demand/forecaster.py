@@ -18,7 +18,7 @@ import pandas as pd
 import polars as pl
 from darts import TimeSeries
 
-from ml.forecasting import (
+from ml.demand.forecasting import (
     COVARIATES,
     GLOBAL_KINDS,
     QUANTILES,
@@ -33,7 +33,7 @@ from ml.forecasting import (
     make_local,
     make_tide,
 )
-from ml.registry import Registry
+from ml.lifecycle.registry import Registry
 
 MODEL_NAME = "demand_forecaster"
 """The registered model every demand forecaster version belongs to."""

@@ -2,7 +2,7 @@
 torchrun, in one process per GPU (DDP). The Dagster asset uses it for multi-GPU runs; it also
 runs by hand on any machine with torch and transformers:
 
-    torchrun --nproc-per-node 4 -m ml.train_transformer --splits splits.csv --output out/
+    torchrun --nproc-per-node 4 -m ml.requests.train_transformer --splits splits.csv --output out/
 
 `splits.csv` has `text`, `intent` and `split` (train / validation) columns. Rank 0 writes the
 calibrated classifier to `out/classifier/` and the run's record to `out/run.json`.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ml.text_classification import (
+from ml.requests.text_classification import (
     EpochRecord,
     FineTuneResult,
     LabeledTexts,
@@ -82,7 +82,7 @@ def fine_tune_with_torchrun(
             "--standalone",
             f"--nproc-per-node={processes}",
             "-m",
-            "ml.train_transformer",
+            "ml.requests.train_transformer",
             "--splits",
             str(folder / "splits.csv"),
             "--output",

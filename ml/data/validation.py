@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import pandera.errors
 import polars as pl
 
-from ml.contracts import Contract
-from ml.ingestion import ROW_COLUMN
+from ml.data.contracts import Contract
+from ml.data.ingestion import ROW_COLUMN
 
 RAW_ROW_ID = "raw_row_id"
 RAW_RECORD = "raw_record"

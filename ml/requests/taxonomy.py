@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-SYNTHETIC_TAXONOMY_PATH = Path(__file__).parent / "taxonomy" / "synthetic_intents_v1.json"
+SYNTHETIC_TAXONOMY_PATH = Path(__file__).parent / "taxonomies" / "synthetic_intents_v1.json"
 INTENT_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 SOURCE_LABEL_PATTERN = re.compile(r"^\S(?:.*\S)?$")
 """A source's own labels are kept as the source spells them: any name without outer spaces."""

@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 from scipy.stats import chi2_contingency
 
-from ml.ingestion import write_bytes_atomically, write_text_atomically
+from ml.data.ingestion import write_bytes_atomically, write_text_atomically
 
 # whylogs 1.6.4 (its last release) checks string types against `np.unicode_`, which numpy 2
 # removed; restore the alias before whylogs is imported. whylogs also posts usage statistics
@@ -143,7 +143,7 @@ def sentence_embedder(
     import torch.nn.functional as F
     from transformers import AutoModel, AutoTokenizer
 
-    from ml.text_classification import default_checkpoint_dir, quiet_transformers
+    from ml.requests.text_classification import default_checkpoint_dir, quiet_transformers
 
     folder = checkpoint_dir or default_checkpoint_dir()
     with quiet_transformers():

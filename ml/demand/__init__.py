@@ -1,0 +1,2 @@
+"""The retail demand domain: calendar, panel, forecasting models, backtests, and the fitted
+forecaster."""

@@ -1,0 +1,1 @@
+"""What watches served models: the prediction log and drift scores."""

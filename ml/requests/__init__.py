@@ -1,0 +1,1 @@
+"""The customer-request (intent) domain: taxonomy, classifiers and their training."""
