@@ -24,8 +24,8 @@ from dagster import (
 from pydantic import Field, field_validator
 
 from assets.metadata import counts_table, picture, preview
-from assets.request_models import MODEL_NAME as REQUEST_MODEL
 from assets.requests import DUCKDB_POOL, GROUP, OWNERS
+from assets.resources import LabelStudioResource, ModelRegistry, RequestIntake, Warehouse
 from ml.annotation.agreement import (
     AgreementReport,
     Annotation,
@@ -35,9 +35,9 @@ from ml.annotation.agreement import (
     resolve_labels,
 )
 from ml.annotation.selection import pick_candidates, prediction_margins
+from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registry import RegistryUnavailable
 from ml.plots import confusion_figure
-from orchestration.resources import LabelStudioResource, ModelRegistry, RequestIntake, Warehouse
 
 annotation_batches = DynamicPartitionsDefinition(name="annotation_batches")
 """One partition per batch sent to Label Studio; a re-annotation round is a batch of its own."""
@@ -83,16 +83,18 @@ def _score_pool(
     registry = model_registry.registry()
     try:
         registry.ping()
-        champion = registry.champion(REQUEST_MODEL)
+        champion = registry.champion(REQUEST_CLASSIFIER)
     except RegistryUnavailable as error:
         context.log.warning(f"picking without a model: {error}")
         return pool, "none (registry unreachable)"
     if champion is None or pool.is_empty():
         return pool, "none"
-    model = registry.load(REQUEST_MODEL, champion.version)
+    model = registry.load(REQUEST_CLASSIFIER, champion.version)
     predicted = model.predict(pd.DataFrame({"text": pool["text"].to_list()}))
     margins = prediction_margins(np.array(predicted["probabilities"].tolist()))
-    return pool.with_columns(pl.Series("margin", margins)), f"{REQUEST_MODEL} v{champion.version}"
+    return pool.with_columns(
+        pl.Series("margin", margins)
+    ), f"{REQUEST_CLASSIFIER} v{champion.version}"
 
 
 def _out_for_annotation(warehouse: Warehouse) -> pl.DataFrame:

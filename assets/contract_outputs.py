@@ -28,9 +28,9 @@ from dagster import (
 )
 
 from assets.metadata import column_schema, counts_table, preview
+from assets.resources import Warehouse
 from ml.data.contracts import Contract
 from ml.data.validation import ValidationOutcome
-from orchestration.resources import Warehouse
 
 CHECKS = {
     "rows_reconcile": "Rows in = valid + quarantined, for this drop: nothing is lost.",

@@ -28,12 +28,12 @@ from assets.contract_outputs import (
 )
 from assets.metadata import column_schema, picture, preview
 from assets.requests import DUCKDB_POOL
+from assets.resources import DataHome, Warehouse
 from ml.data.contracts import DEMAND_CONTRACT
 from ml.data.ingestion import IngestionError, write_parquet_atomically
 from ml.data.sources import DemandSource, map_demand_rows, read_demand_files
 from ml.data.validation import RAW_ROW_ID, validate_against_contract
 from ml.demand.calendar import calendar_days as build_calendar
-from orchestration.resources import DataHome, Warehouse
 
 GROUP = "demand"
 OWNERS = ["team:demand"]

@@ -4,7 +4,6 @@ logged and registered as versions of `demand_forecaster` → the shared promotio
 of the champion in DuckDB → their realized error as actuals arrive."""
 
 import hashlib
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,7 +16,8 @@ from pydantic import Field, field_validator
 from assets.demand import GROUP, OWNERS
 from assets.metadata import markdown_table, picture, promotion_metadata
 from assets.requests import DUCKDB_POOL
-from ml.demand.forecaster import FALLBACK, MODEL_NAME, fit_forecaster, forecast_from_champion
+from assets.resources import REGISTRY_POOL, ModelRegistry, Warehouse
+from ml.demand.forecaster import FALLBACK, fit_forecaster, forecast_from_champion
 from ml.demand.forecasting import (
     BASELINES,
     GLOBAL_KINDS,
@@ -31,15 +31,11 @@ from ml.demand.forecasting import (
     score_backtests,
     select_model,
 )
-from ml.lifecycle.model_card import render_model_card
 from ml.lifecycle.promotion import check_margin, gate_pending_versions
-from ml.lifecycle.pyfunc import (
-    DEMAND_FORECASTER_ENTRY,
-    demand_forecaster_signature,
-    pip_requirements,
-)
-from ml.lifecycle.registry import ModelVersion, Registry, TrainingRun
-from orchestration.resources import REGISTRY_POOL, ModelRegistry, Warehouse
+from ml.lifecycle.pyfunc import DEMAND_FORECASTER_ENTRY, demand_forecaster_signature
+from ml.lifecycle.registered_models import DEMAND_FORECASTER
+from ml.lifecycle.registration import Candidate, ModelCard, register_candidate
+from ml.lifecycle.registry import ModelVersion, Registry
 
 BACKTEST_TABLE = "demand_backtest_forecasts"
 SCORES_TABLE = "demand_backtest_scores"
@@ -235,58 +231,60 @@ def _fit_and_register(
         if row.get(m) is not None
     }
     baseline = summary.filter(pl.col("model").is_in(BASELINES)).sort("wape").row(0, named=True)
-    card = render_model_card(
-        f"{MODEL_NAME}: {kind}",
-        f"Demand forecaster ({role}) for {len(panel.keys)} store × item series, "
-        f"{panel.settings.freq} periods, horizon {panel.settings.horizon}; P10/P50/P90.",
-        {
-            "backtest version": version,
-            "regular series": len(panel.index("regular")),
-            "fallback": f"{FALLBACK} for intermittent / too short series, zeros for all-zero",
-        },
-        metrics,
-        {f"backtest_{m}": float(baseline[m]) for m in ("wape", "mape", "smape", "mase")},
-        [
-            "Without planned covariates it assumes the last price, no deal and no feature ad.",
-            "Missing periods are interpolated for fitting and never scored.",
-            "Point models' P10/P90 come from their own backtest error ratios.",
-        ],
-    )
-    with tempfile.TemporaryDirectory() as folder:
-        report = Path(folder) / "report"
-        report.mkdir()
-        (report / "model_card.md").write_text(card, encoding="utf-8")
-        forecaster.save(Path(folder) / "forecaster")
-        first = panel.keys[0]
-        return registry.log_and_register(
-            MODEL_NAME,
-            TrainingRun(
-                run_name=f"{kind}-{context.run.run_id[:8]}",
-                params={
-                    "kind": kind,
-                    "role": role,
-                    "horizon": panel.settings.horizon,
-                    "folds": panel.settings.folds,
-                    "freq": panel.settings.freq,
-                    "epochs": config.epochs if kind in GLOBAL_KINDS else 0,
+    first = panel.keys[0]
+
+    def save(folder: Path) -> dict[str, str]:
+        forecaster.save(folder / "forecaster")
+        return {"forecaster": str(folder / "forecaster")}
+
+    registered, _ = register_candidate(
+        registry,
+        Candidate(
+            model_name=DEMAND_FORECASTER,
+            kind=kind,
+            role=role,
+            run_name=f"{kind}-{context.run.run_id[:8]}",
+            card=ModelCard(
+                f"{DEMAND_FORECASTER}: {kind}",
+                f"Demand forecaster ({role}) for {len(panel.keys)} store × item series, "
+                f"{panel.settings.freq} periods, horizon {panel.settings.horizon}; P10/P50/P90.",
+                {
+                    "backtest version": version,
+                    "regular series": len(panel.index("regular")),
+                    "fallback": f"{FALLBACK} for intermittent / too short series, zeros for "
+                    "all-zero",
                 },
-                metrics=metrics,
-                tags={"kind": kind, "backtest_version": version, "role": role},
-                version_tags={
-                    "kind": kind,
-                    "role": role,
-                    "test_version": version,
-                    **{key: f"{value:.6f}" for key, value in metrics.items()},
-                },
-                report_dir=report,
+                metrics,
+                {f"backtest_{m}": float(baseline[m]) for m in ("wape", "mape", "smape", "mase")},
+                [
+                    "Without planned covariates it assumes the last price, no deal and no "
+                    "feature ad.",
+                    "Missing periods are interpolated for fitting and never scored.",
+                    "Point models' P10/P90 come from their own backtest error ratios.",
+                ],
             ),
-            DEMAND_FORECASTER_ENTRY,
-            {"forecaster": str(Path(folder) / "forecaster")},
-            (pd.DataFrame({"store": [first[0]], "item": [first[1]]}), {"horizon": 2}),
-            pip_requirements(),
-            {"kind": kind, "horizon": panel.settings.horizon, "freq": panel.settings.freq},
-            demand_forecaster_signature(panel.settings.horizon),
-        )
+            entry_point=DEMAND_FORECASTER_ENTRY,
+            save=save,
+            input_example=(pd.DataFrame({"store": [first[0]], "item": [first[1]]}), {"horizon": 2}),
+            params={
+                "horizon": panel.settings.horizon,
+                "folds": panel.settings.folds,
+                "freq": panel.settings.freq,
+                "epochs": config.epochs if kind in GLOBAL_KINDS else 0,
+            },
+            metrics=metrics,
+            tagged_scores=metrics,
+            run_tags={"backtest_version": version, "dagster_run_id": context.run.run_id},
+            version_tags={"test_version": version},
+            model_metadata={
+                "kind": kind,
+                "horizon": panel.settings.horizon,
+                "freq": panel.settings.freq,
+            },
+            signature=demand_forecaster_signature(panel.settings.horizon),
+        ),
+    )
+    return registered
 
 
 @asset(
@@ -389,7 +387,7 @@ def demand_forecaster_promotion(
         # A forecaster fitted on all history cannot be scored on folds inside it: the gate
         # re-runs the backtest of the kind the verified artifact itself says it is (never the
         # version's tags), on the frozen folds of this backtest version.
-        loaded = registry.load(MODEL_NAME, candidate.version)
+        loaded = registry.load(DEMAND_FORECASTER, candidate.version)
         kind = loaded.unwrap_python_model().forecaster.kind
         if kind not in by_kind:
             context.log.info(f"re-running the {kind} backtest for version {version}")
@@ -401,7 +399,7 @@ def demand_forecaster_promotion(
 
     outcomes = gate_pending_versions(
         registry,
-        MODEL_NAME,
+        DEMAND_FORECASTER,
         version,
         GATE_METRIC,
         config.margin,
@@ -409,12 +407,12 @@ def demand_forecaster_promotion(
         higher_is_better=False,
         via=f"demand_forecaster_promotion, dagster run {context.run.run_id}",
     )
-    champion = registry.champion(MODEL_NAME)
+    champion = registry.champion(DEMAND_FORECASTER)
     return MaterializeResult(
         metadata={
             "backtest_version": version,
             **promotion_metadata(
-                outcomes, champion, registry.champion_history(MODEL_NAME), "backtest WAPE"
+                outcomes, champion, registry.champion_history(DEMAND_FORECASTER), "backtest WAPE"
             ),
         }
     )

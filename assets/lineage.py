@@ -10,8 +10,8 @@ from assets.annotation import annotated_batch, annotation_candidates, labeled_re
 from assets.metadata import counts_table
 from assets.request_models import request_test_set
 from assets.requests import DUCKDB_POOL, GROUP, OWNERS
+from assets.resources import DataHome, Warehouse
 from ml.data.lineage_snapshot import LINEAGE_TABLES, snapshots_dir, take_snapshot
-from orchestration.resources import DataHome, Warehouse
 
 TRIGGER_TAGS = ("mlops/trigger", "dagster/schedule_name", "dagster/sensor_name")
 

@@ -23,10 +23,9 @@ from dagster import (
 )
 
 from assets.forecasting import FORECASTS_TABLE
-from assets.forecasting import MODEL_NAME as DEMAND_MODEL
 from assets.metadata import counts_table, markdown_table, picture, preview
-from assets.request_models import MODEL_NAME as REQUEST_MODEL
 from assets.request_models import load_training_data
+from assets.resources import ModelRegistry, Monitoring, RequestIntake, Warehouse
 from assets.serving import GROUP, OWNERS, champion_bento
 from ml.data.ingestion import (
     drop_id_for,
@@ -35,6 +34,7 @@ from ml.data.ingestion import (
     write_parquet_atomically,
     write_text_atomically,
 )
+from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.monitoring.drift import (
     TextReference,
     build_text_reference,
@@ -48,7 +48,6 @@ from ml.monitoring.drift import (
     serialize_profile,
 )
 from ml.monitoring.prediction_log import WINDOW_FORMAT, read_predictions, window_start
-from orchestration.resources import ModelRegistry, Monitoring, RequestIntake, Warehouse
 
 MONITORING_START = "2026-01-01-00:00"
 monitoring_windows = HourlyPartitionsDefinition(start_date=MONITORING_START, end_offset=1)
@@ -82,7 +81,7 @@ prediction_logs = AssetSpec(
 
 
 def _reference_folder(monitoring: Monitoring, version: str) -> Path:
-    return monitoring.profiles / "reference" / f"{REQUEST_MODEL}-v{version}"
+    return monitoring.profiles / "reference" / f"{REQUEST_CLASSIFIER}-v{version}"
 
 
 def current_reference(monitoring: Monitoring) -> tuple[str, Path]:
@@ -117,15 +116,15 @@ def reference_profiles(
 ) -> MaterializeResult:
     registry = model_registry.registry()
     registry.ping()
-    champion = registry.champion(REQUEST_MODEL)
+    champion = registry.champion(REQUEST_CLASSIFIER)
     if champion is None:
-        raise ValueError(f"{REQUEST_MODEL} has no champion: nothing is served to monitor")
+        raise ValueError(f"{REQUEST_CLASSIFIER} has no champion: nothing is served to monitor")
     data = load_training_data(warehouse, request_intake, REFERENCE_ROWS, REFERENCE_ROWS)
     if not len(data.validation):
         raise ValueError("the validation split is empty: the reference profile is made from it")
     embed = sentence_embedder()
     reference = build_text_reference(data.train.texts, embed)
-    model = registry.load(REQUEST_MODEL, champion.version)
+    model = registry.load(REQUEST_CLASSIFIER, champion.version)
     predicted = model.predict(pd.DataFrame({"text": data.validation.texts}))
     features = request_feature_frame(
         data.validation.texts, predicted["intent"], predicted["confidence"], reference, embed
@@ -135,7 +134,7 @@ def reference_profiles(
     write_bytes_atomically(folder / "profile.bin", serialize_profile(profile(features)))
     pointer = monitoring.profiles / "reference" / "current.json"
     write_text_atomically(pointer, json.dumps({"version": champion.version, "folder": str(folder)}))
-    context.log.info(f"reference for {REQUEST_MODEL} v{champion.version} in {folder}")
+    context.log.info(f"reference for {REQUEST_CLASSIFIER} v{champion.version} in {folder}")
     return MaterializeResult(
         metadata={
             "champion_version": champion.version,
@@ -333,7 +332,7 @@ def demand_forecast_drift(
     model_registry: ModelRegistry,
     monitoring: Monitoring,
 ) -> MaterializeResult:
-    champion = model_registry.registry().champion(DEMAND_MODEL)
+    champion = model_registry.registry().champion(DEMAND_FORECASTER)
     version = champion.version if champion else ""
     realized = warehouse.query_if_exists(
         FORECASTS_TABLE,

@@ -3,7 +3,6 @@ fine-tuned transformer (each logged to MLflow and registered as a version of
 `request_classifier`), and the promotion gate that alone moves the `champion` alias."""
 
 import hashlib
-import tempfile
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,10 +21,12 @@ from pydantic import Field, field_validator
 
 from assets.metadata import counts_table, picture, promotion_metadata
 from assets.requests import DUCKDB_POOL, GROUP, OWNERS
-from ml.lifecycle.model_card import render_model_card
+from assets.resources import REGISTRY_POOL, ModelRegistry, RequestIntake, Warehouse
 from ml.lifecycle.promotion import check_margin, gate_pending_versions
-from ml.lifecycle.pyfunc import INTENT_CLASSIFIER_ENTRY, pip_requirements
-from ml.lifecycle.registry import ModelVersion, Registry, TrainingRun
+from ml.lifecycle.pyfunc import INTENT_CLASSIFIER_ENTRY
+from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
+from ml.lifecycle.registration import Candidate, ModelCard, register_candidate
+from ml.lifecycle.registry import ModelVersion, Registry
 from ml.metrics import ClassificationScores, measure_latency, score_classification
 from ml.plots import confusion_figure
 from ml.requests.text_classification import (
@@ -38,9 +39,7 @@ from ml.requests.text_classification import (
     train_baseline,
 )
 from ml.requests.train_transformer import fine_tune_with_torchrun
-from orchestration.resources import REGISTRY_POOL, ModelRegistry, RequestIntake, Warehouse
 
-MODEL_NAME = "request_classifier"
 TEST_SETS_TABLE = "request_test_sets"
 METRIC = "test_f1_macro"
 
@@ -218,7 +217,7 @@ def _baseline_of(registry: Registry, test_version: int) -> ModelVersion | None:
     """The latest baseline version scored on this test version."""
     candidates = [
         v
-        for v in registry.versions(MODEL_NAME)
+        for v in registry.versions(REQUEST_CLASSIFIER)
         if v.tags.get("kind") == "baseline" and v.tags.get("test_version") == str(test_version)
     ]
     return candidates[-1] if candidates else None
@@ -279,58 +278,58 @@ def evaluate_and_register(
         "validation rows": len(data.validation),
         "test version": f"{data.test_version} ({len(data.test)} rows)",
     }
-    card = render_model_card(
-        f"{MODEL_NAME}: {kind}",
-        f"Intent classifier over {len(data.classes)} intents ({data.taxonomy}); probabilities "
-        "calibrated by temperature scaling on the validation split.",
-        data_summary,
-        {k: v for k, v in metrics.items() if k.startswith("test_")},
-        baseline_metrics,
-        [
-            "Scored on the frozen test version only; labels there are as annotated then.",
-            "Texts longer than the model's maximum length are truncated.",
-            "Intents with few training examples score worst (see the per-class report).",
-        ],
-    )
     figure = confusion_figure(
         test.confusion, data.classes, f"{kind}: test confusion", "true", "predicted"
     )
-    with tempfile.TemporaryDirectory() as folder:
-        report = Path(folder) / "report"
-        report.mkdir()
-        figure.savefig(report / "confusion_matrix.png", dpi=80, bbox_inches="tight")
-        (report / "per_class_report.md").write_text(test.report_markdown(), encoding="utf-8")
-        (report / "model_card.md").write_text(card, encoding="utf-8")
-        classifier.save(Path(folder) / "classifier")
-        version = registry.log_and_register(
-            MODEL_NAME,
-            TrainingRun(
-                run_name=f"{kind}-{context.run.run_id[:8]}",
-                params={**params, "kind": kind, "train_rows": len(data.train)},
-                metrics=metrics,
-                epoch_metrics=epoch_metrics,
-                tags={
-                    "kind": kind,
-                    "dataset_version": data.dataset_version,
-                    "test_version": str(data.test_version),
-                    "taxonomy": data.taxonomy,
-                    "dagster_run_id": context.run.run_id,
-                },
-                version_tags={
-                    "kind": kind,
-                    "role": "baseline" if kind == "baseline" else "candidate",
-                    "dataset_version": data.dataset_version,
-                    "test_version": str(data.test_version),
-                    **{key: f"{value:.6f}" for key, value in test.as_metrics("test").items()},
-                },
-                report_dir=report,
+
+    def save(folder: Path) -> dict[str, str]:
+        classifier.save(folder / "classifier")
+        return {"classifier": str(folder / "classifier")}
+
+    version, card = register_candidate(
+        registry,
+        Candidate(
+            model_name=REQUEST_CLASSIFIER,
+            kind=kind,
+            role="baseline" if kind == "baseline" else "candidate",
+            run_name=f"{kind}-{context.run.run_id[:8]}",
+            card=ModelCard(
+                f"{REQUEST_CLASSIFIER}: {kind}",
+                f"Intent classifier over {len(data.classes)} intents ({data.taxonomy}); "
+                "probabilities calibrated by temperature scaling on the validation split.",
+                data_summary,
+                {k: v for k, v in metrics.items() if k.startswith("test_")},
+                baseline_metrics,
+                [
+                    "Scored on the frozen test version only; labels there are as annotated then.",
+                    "Texts longer than the model's maximum length are truncated.",
+                    "Intents with few training examples score worst (see the per-class report).",
+                ],
             ),
-            INTENT_CLASSIFIER_ENTRY,
-            {"classifier": str(Path(folder) / "classifier")},
-            pd.DataFrame({"text": data.test.texts[:3]}),
-            pip_requirements(),
-            {"classes": list(data.classes), "taxonomy": data.taxonomy, "kind": kind},
-        )
+            entry_point=INTENT_CLASSIFIER_ENTRY,
+            save=save,
+            input_example=pd.DataFrame({"text": data.test.texts[:3]}),
+            params={**params, "train_rows": len(data.train)},
+            metrics=metrics,
+            tagged_scores=test.as_metrics("test"),
+            run_tags={
+                "dataset_version": data.dataset_version,
+                "test_version": str(data.test_version),
+                "taxonomy": data.taxonomy,
+                "dagster_run_id": context.run.run_id,
+            },
+            version_tags={
+                "dataset_version": data.dataset_version,
+                "test_version": str(data.test_version),
+            },
+            epoch_metrics=epoch_metrics,
+            report={
+                "confusion_matrix.png": figure,
+                "per_class_report.md": test.report_markdown(),
+            },
+            model_metadata={"classes": list(data.classes), "taxonomy": data.taxonomy, "kind": kind},
+        ),
+    )
     return MaterializeResult(
         metadata={
             "model_version": version.version,
@@ -530,7 +529,7 @@ def request_classifier_promotion(
 
     def rescore(version: ModelVersion) -> float:
         context.log.info(f"scoring v{version.version} on test version {test_version}")
-        model = registry.load(MODEL_NAME, version.version)
+        model = registry.load(REQUEST_CLASSIFIER, version.version)
         predicted = model.predict(pd.DataFrame({"text": test.texts}))
         classes = model.metadata.metadata["classes"]
         return score_classification(
@@ -539,21 +538,21 @@ def request_classifier_promotion(
 
     outcomes = gate_pending_versions(
         registry,
-        MODEL_NAME,
+        REQUEST_CLASSIFIER,
         str(test_version),
         METRIC,
         config.margin,
         rescore,
         via=f"request_classifier_promotion, dagster run {context.run.run_id}",
     )
-    champion = registry.champion(MODEL_NAME)
+    champion = registry.champion(REQUEST_CLASSIFIER)
     for o in outcomes:
         context.log.info(f"v{o.version} → {o.decision.alias}: {o.decision.reason}")
     return MaterializeResult(
         metadata={
             "test_version": test_version,
             **promotion_metadata(
-                outcomes, champion, registry.champion_history(MODEL_NAME), "test F1-macro"
+                outcomes, champion, registry.champion_history(REQUEST_CLASSIFIER), "test F1-macro"
             ),
         }
     )

@@ -24,6 +24,7 @@ from assets.contract_outputs import (
     validation_specs,
 )
 from assets.metadata import bar_chart, column_schema, picture, preview
+from assets.resources import DataHome, RequestIntake, Warehouse
 from ml.data.contracts import request_contract
 from ml.data.ingestion import (
     IngestionError,
@@ -34,7 +35,6 @@ from ml.data.ingestion import (
 )
 from ml.data.sources import map_request_drop
 from ml.data.validation import validate_against_contract
-from orchestration.resources import DataHome, RequestIntake, Warehouse
 
 GROUP = "requests"
 OWNERS = ["team:requests"]

@@ -5,26 +5,14 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 
-from assets.forecasting import MODEL_NAME as DEMAND_MODEL
 from assets.forecasting import demand_forecaster_promotion
-from assets.request_models import MODEL_NAME as REQUEST_MODEL
 from assets.request_models import request_classifier_promotion
-from ml.lifecycle.registry import Registry
-from orchestration.resources import BentoStore, ModelRegistry
-from orchestration.serving import record_current_bento
-from serving.package import bento_version
+from assets.resources import BentoStore, ModelRegistry
+from ml.lifecycle.registered_models import SERVED_MODELS, champion_versions
+from serving.package import bento_version, record_current_bento
 
 GROUP = "serving"
 OWNERS = ["team:platform"]
-SERVED_MODELS = (REQUEST_MODEL, DEMAND_MODEL)
-
-
-def champion_versions(registry: Registry) -> dict[str, str]:
-    """{model: MLflow version holding `champion`} ('' where a model has none yet)."""
-    return {
-        model: (champion.version if (champion := registry.champion(model)) else "")
-        for model in SERVED_MODELS
-    }
 
 
 @asset(

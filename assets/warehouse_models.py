@@ -8,9 +8,8 @@ from dagster import AssetExecutionContext, AutomationCondition
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from assets.requests import DUCKDB_POOL
-from ml.settings import DBT_PROJECT_DIR
-from orchestration.processes import executable
-from orchestration.resources import Warehouse
+from assets.resources import Warehouse
+from ml.settings import DBT_PROJECT_DIR, executable
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 

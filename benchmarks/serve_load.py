@@ -57,13 +57,13 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assets.request_models import MODEL_NAME
+from assets.resources import BentoStore
+from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registry import ModelVersion, Registry
 from ml.requests.text_classification import pick_device
 from ml.settings import PROJECT_ROOT, Settings
 from ml.synthetic import generate_requests
 from orchestration.processes import stop_process_group, wait_until_ready
-from orchestration.resources import BentoStore
 from orchestration.serving import start_bento_server
 
 RAW_BATCH_SIZE = 64
@@ -113,21 +113,21 @@ def load_texts(path: Path | None) -> tuple[list[str], str]:
 
 def pick_version(registry: Registry, wanted: str) -> ModelVersion:
     """--model-version when given, else the latest complete `transformer` version."""
-    versions = registry.versions(MODEL_NAME)
+    versions = registry.versions(REQUEST_CLASSIFIER)
     if wanted:
         found = [v for v in versions if v.version == wanted]
         if not found:
             known = ", ".join(v.version for v in versions) or "none"
             raise SystemExit(
-                f"{MODEL_NAME} has no complete version {wanted} in {registry.tracking_uri} "
+                f"{REQUEST_CLASSIFIER} has no complete version {wanted} in {registry.tracking_uri} "
                 f"(complete versions: {known})"
             )
         return found[0]
     transformers = [v for v in versions if v.tags.get("kind") == "transformer"]
     if not transformers:
         raise SystemExit(
-            f"no transformer version of {MODEL_NAME} in {registry.tracking_uri}: run `make demo` "
-            "first (it trains and registers one), or pass --model-version"
+            f"no transformer version of {REQUEST_CLASSIFIER} in {registry.tracking_uri}: run "
+            "`make demo` first (it trains and registers one), or pass --model-version"
         )
     return transformers[-1]
 
@@ -150,7 +150,9 @@ def serve_one_at_a_time(settings: Settings, version: str, port: int, threads: in
 
     from serving.service import SETTINGS, Classification, ScoredIntent
 
-    model = Registry(settings.tracking_uri, settings.artifact_root).load(MODEL_NAME, version)
+    model = Registry(settings.tracking_uri, settings.artifact_root).load(
+        REQUEST_CLASSIFIER, version
+    )
     classes = list(model.metadata.metadata["classes"])
     answers = TypeAdapter(list[Classification])
 
@@ -197,7 +199,7 @@ def serve_one_at_a_time(settings: Settings, version: str, port: int, threads: in
     class Server(HTTPServer):
         request_queue_size = 256  # the default backlog of 5 drops connections under load
 
-    print(f"plain server for {MODEL_NAME} v{version} on port {port}", flush=True)
+    print(f"plain server for {REQUEST_CLASSIFIER} v{version} on port {port}", flush=True)
     Server(("127.0.0.1", port), Handler).serve_forever()
 
 
@@ -330,7 +332,7 @@ def measure_raw(
     registry: Registry, version: str, texts: list[str], seconds: float, warm_up: float, label: str
 ) -> Measured:
     """The pyfunc's predict on batches of RAW_BATCH_SIZE texts for `seconds`: texts/s."""
-    model = registry.load(MODEL_NAME, version)
+    model = registry.load(REQUEST_CLASSIFIER, version)
     frames = [
         pd.DataFrame({"text": texts[start : start + RAW_BATCH_SIZE]})
         for start in range(0, len(texts) - RAW_BATCH_SIZE + 1, RAW_BATCH_SIZE)
@@ -421,14 +423,14 @@ def main() -> int:
         f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f} before the run), torch "
         f"device {pick_device()}, {torch.get_num_threads()} torch threads per process; the "
         "load generator runs on the same machine and shares its cores with the server\n"
-        f"{MODEL_NAME} v{version.version} ({version.tags.get('kind', '?')}), {source}\n"
+        f"{REQUEST_CLASSIFIER} v{version.version} ({version.tags.get('kind', '?')}), {source}\n"
         f"{args.concurrency} requests in flight, one text each; {args.warm_up:g} s warm-up + "
         f"{args.seconds:g} s per way; {args.workers} BentoML worker(s)\n"
         f"packaging the Bento (python -m serving.package) …",
         flush=True,
     )
     packaged = BentoStore(home=str(settings.bentoml_home)).package(
-        settings.tracking_uri, {MODEL_NAME: version.version}
+        settings.tracking_uri, {REQUEST_CLASSIFIER: version.version}
     )
     bento = str(packaged["bento"])
     print(f"    {bento} ({'built' if packaged['built'] else 'already built'})", flush=True)

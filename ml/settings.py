@@ -7,6 +7,7 @@ folder in the checkout); production changes only environment variables.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -15,6 +16,19 @@ from ml.requests.taxonomy import SYNTHETIC_TAXONOMY_PATH
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+
+
+def executable(name: str) -> str:
+    """The `name` console script installed beside this Python, so a venv works without being
+    on PATH; else whatever PATH finds."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else name
+
+
+def environment_with(**overrides: str) -> dict[str, str]:
+    """This process's environment plus `overrides`: what a child process (dbt, bentoml,
+    torchrun, Label Studio) is started with."""
+    return {**os.environ, **overrides}
 
 
 def _path_from_env(name: str, default: Path) -> Path:

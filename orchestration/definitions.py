@@ -32,6 +32,7 @@ from assets.request_models import (
     request_test_set,
 )
 from assets.requests import raw_requests, validate_requests
+from assets.resources import build_resources
 from assets.serving import champion_bento
 from assets.warehouse_models import warehouse_dbt_models
 from ml.data.sources import DemandSource, demand_source_from_env
@@ -54,7 +55,6 @@ from orchestration.jobs import (
     rollback_champion_job,
     warehouse_job,
 )
-from orchestration.resources import build_resources
 from orchestration.schedules import (
     build_demand_schedules,
     demand_drift_schedule,

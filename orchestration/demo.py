@@ -24,18 +24,18 @@ from dagster import AssetKey, BetaWarning, PreviewWarning
 warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
 
-from assets.forecasting import MODEL_NAME as DEMAND_MODEL  # noqa: E402
 from assets.monitoring import window_partition_key  # noqa: E402
-from assets.request_models import MODEL_NAME as REQUEST_MODEL  # noqa: E402
+from assets.resources import DataHome, Warehouse  # noqa: E402
+from ml.annotation.label_studio_client import LabelStudioClient  # noqa: E402
 from ml.data.ingestion import IngestionError  # noqa: E402
 from ml.data.sources import DemandSource, demand_source_from_env, orange_juice_source  # noqa: E402
+from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER  # noqa: E402
 from ml.lifecycle.registry import Registry  # noqa: E402
 from ml.settings import Settings  # noqa: E402
 from ml.synthetic import generate_demand, generate_requests  # noqa: E402
 from orchestration.definitions import build_definitions  # noqa: E402
 from orchestration.instance import open_instance  # noqa: E402
 from orchestration.labelstudio import LabelStudioConfig, is_up, start_server  # noqa: E402
-from orchestration.labelstudio_client import LabelStudioClient  # noqa: E402
 from orchestration.pipeline import (  # noqa: E402
     execute_quietly,
     run_annotation_round,
@@ -43,8 +43,8 @@ from orchestration.pipeline import (  # noqa: E402
     train_demand_models,
     train_request_models,
 )
-from orchestration.resources import DataHome, Warehouse  # noqa: E402
-from orchestration.serving import current_bento, start_bento_server  # noqa: E402
+from orchestration.serving import start_bento_server  # noqa: E402
+from serving.package import current_bento  # noqa: E402
 
 DEMO_REQUEST_DROPS = (
     # (file, rows, seed, first moment, last moment): two drops, as if two exports arrived.
@@ -160,7 +160,10 @@ def print_registry(settings: Settings) -> None:
     """The latest versions of each registered model with the gate's decision."""
     registry = Registry(settings.tracking_uri, settings.artifact_root)
     print(f"MLflow registry ({settings.tracking_uri}):")
-    for model, metric in ((REQUEST_MODEL, "test_f1_macro"), (DEMAND_MODEL, "backtest_wape")):
+    for model, metric in (
+        (REQUEST_CLASSIFIER, "test_f1_macro"),
+        (DEMAND_FORECASTER, "backtest_wape"),
+    ):
         versions = registry.versions(model)
         if versions:
             print(f"  {model}:")
@@ -226,9 +229,9 @@ def show_answers(url: str, settings: Settings) -> list[str]:
         f"({classified['confidence']:.2f}, request_classifier v{classified['model_version']})"
     ]
     registry = Registry(settings.tracking_uri, settings.artifact_root)
-    champion = registry.champion(DEMAND_MODEL)
+    champion = registry.champion(DEMAND_FORECASTER)
     if champion is not None:
-        model = registry.load(DEMAND_MODEL, champion.version)
+        model = registry.load(DEMAND_FORECASTER, champion.version)
         store, item = model.unwrap_python_model().forecaster.keys[0]
         answer = post_json(
             f"{url}/forecast", {"series": [{"store": store, "item": item}], "horizon": 3}

@@ -7,10 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ml.settings import PROJECT_ROOT, Settings
+from ml.settings import PROJECT_ROOT, Settings, executable
 from orchestration.instance import open_instance
 from orchestration.labelstudio import LabelStudioConfig, is_up, start_server
-from orchestration.processes import executable
 
 
 def main() -> int:

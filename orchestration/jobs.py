@@ -18,7 +18,6 @@ from assets.annotation import (
     labeled_requests,
 )
 from assets.demand import calendar_days
-from assets.forecasting import MODEL_NAME as DEMAND_MODEL
 from assets.forecasting import (
     demand_backtests,
     demand_forecast_errors,
@@ -35,17 +34,15 @@ from assets.monitoring import (
     serving_profiles,
 )
 from assets.request_models import (
-    MODEL_NAME as REQUEST_MODEL,
-)
-from assets.request_models import (
     request_baseline,
     request_classifier,
     request_classifier_promotion,
     request_test_set,
 )
+from assets.resources import REGISTRY_POOL, ModelRegistry
 from assets.serving import champion_bento
 from assets.warehouse_models import warehouse_dbt_models
-from orchestration.resources import REGISTRY_POOL, ModelRegistry
+from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
 
 request_ingest_job = define_asset_job(
     "request_ingest_job",
@@ -127,14 +124,14 @@ demand_forecast_job = define_asset_job(
 )
 
 PROMOTION_ASSETS = {
-    REQUEST_MODEL: request_classifier_promotion.key,
-    DEMAND_MODEL: demand_forecaster_promotion.key,
+    REQUEST_CLASSIFIER: request_classifier_promotion.key,
+    DEMAND_FORECASTER: demand_forecaster_promotion.key,
 }
 """Where a rollback is shown in the Dagster UI: the promotion asset of each registered model."""
 
 
 class RollbackConfig(Config):
-    model_name: str = REQUEST_MODEL
+    model_name: str = REQUEST_CLASSIFIER
     reason: str = "manual rollback"
 
 

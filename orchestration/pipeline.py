@@ -8,9 +8,9 @@ from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResu
 
 from assets.annotation import project_title, review_title
 from assets.requests import request_drops
+from assets.resources import DataHome, Warehouse
+from ml.annotation.label_studio_client import LabelStudioClient
 from ml.data.ingestion import DropRegistration, register_drop
-from orchestration.labelstudio_client import LabelStudioClient
-from orchestration.resources import DataHome, Warehouse
 from orchestration.sensors import scan_request_drops
 from orchestration.simulated_annotators import simulated_annotator
 

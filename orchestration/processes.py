@@ -5,18 +5,10 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-
-
-def executable(name: str) -> str:
-    """The `name` console script installed beside this Python, so a venv works without being
-    on PATH; else whatever PATH finds."""
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else name
 
 
 def stop_process_group(process: subprocess.Popen, grace_s: float = 15) -> None:

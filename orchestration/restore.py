@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 
+from assets.resources import Warehouse
 from ml.data.lineage_snapshot import (
     SnapshotError,
     resolve_snapshot,
@@ -22,7 +23,6 @@ from ml.data.lineage_snapshot import (
     snapshots_dir,
 )
 from ml.settings import Settings
-from orchestration.resources import Warehouse
 
 
 def main(argv: list[str] | None = None) -> int:

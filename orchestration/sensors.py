@@ -28,10 +28,19 @@ from assets.monitoring import (
     read_drift_reports,
 )
 from assets.requests import request_drops
-from assets.serving import champion_versions
+from assets.resources import (
+    BentoStore,
+    DataHome,
+    LabelStudioResource,
+    ModelRegistry,
+    Monitoring,
+    RequestIntake,
+)
 from assets.warehouse_models import warehouse_dbt_models
 from ml.annotation.agreement import doubly_annotated
+from ml.annotation.label_studio_client import LabelStudioClient
 from ml.data.ingestion import DropScan, RefusedFile, scan_drops
+from ml.lifecycle.registered_models import champion_versions
 from orchestration.jobs import (
     annotated_batch_job,
     annotation_batch_job,
@@ -40,17 +49,7 @@ from orchestration.jobs import (
     request_ingest_job,
     request_retraining_job,
 )
-from orchestration.labelstudio_client import LabelStudioClient
-from orchestration.resources import (
-    BentoStore,
-    DataHome,
-    LabelStudioResource,
-    ModelRegistry,
-    Monitoring,
-    RequestIntake,
-)
-from orchestration.serving import current_bento
-from serving.package import bento_version
+from serving.package import bento_version, current_bento
 
 
 def scan_request_drops(

@@ -9,7 +9,6 @@ an answer on the port while it swaps; production rolls Kubernetes pods instead, 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -18,35 +17,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ml.data.ingestion import write_text_atomically
-from ml.settings import Settings
-from orchestration.processes import executable, stop_process_group, wait_until_ready
+from ml.settings import Settings, executable
+from orchestration.processes import stop_process_group, wait_until_ready
+from serving.package import bentoml_environment, current_bento
 
 START_TIMEOUT_SECONDS = 240.0
-POINTER_FILE = "champion_bento.json"
-
-
-def bentoml_environment(bentoml_home: Path, **overrides: str) -> dict[str, str]:
-    """This environment with BentoML's store set and no telemetry (packaging and serving)."""
-    return {
-        **os.environ,
-        "BENTOML_HOME": str(bentoml_home),
-        "BENTOML_DO_NOT_TRACK": "true",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        **overrides,
-    }
-
-
-def current_bento(bentoml_home: Path) -> dict[str, object] | None:
-    """What `champion_bento` last built for the current champions, or None before the first."""
-    path = bentoml_home / POINTER_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-def record_current_bento(bentoml_home: Path, packaged: dict[str, object]) -> None:
-    """Point `make serve` at `packaged` (written whole, then renamed: readers never see half)."""
-    bentoml_home.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(bentoml_home / POINTER_FILE, json.dumps(packaged, indent=2))
 
 
 @dataclass

@@ -7,7 +7,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from orchestration.labelstudio_client import LabelStudioClient
+from ml.annotation.label_studio_client import LabelStudioClient
 
 SIMULATED_DOMAIN = "simulated.annotators.local"
 

@@ -22,8 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ml.data.ingestion import write_text_atomically
 from ml.lifecycle.registry import ARTIFACT_SHA256, Registry, verify_artifact
-from ml.settings import PROJECT_ROOT
+from ml.settings import PROJECT_ROOT, environment_with
 
 BENTO_NAME = "mlops_platform"
 SERVICE = "serving.service:Champions"
@@ -33,6 +34,31 @@ SOURCES = ("serving/*.py", "ml/**/*.py", "ml/**/*.json")
 """What the Bento carries besides the lock file: the service and the plain `ml` package."""
 MLFLOW_MODEL_FOLDER = "mlflow_model"
 """Where bentoml.mlflow.import_model puts the MLflow model inside a BentoML model."""
+
+POINTER_FILE = "champion_bento.json"
+"""Which Bento `champion_bento` built last, under BENTOML_HOME: what `make serve` follows."""
+
+
+def bentoml_environment(bentoml_home: Path, **overrides: str) -> dict[str, str]:
+    """This environment with BentoML's store set and no telemetry (packaging and serving)."""
+    return environment_with(
+        BENTOML_HOME=str(bentoml_home),
+        BENTOML_DO_NOT_TRACK="true",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        **overrides,
+    )
+
+
+def current_bento(bentoml_home: Path) -> dict[str, object] | None:
+    """What `champion_bento` last built for the current champions, or None before the first."""
+    path = bentoml_home / POINTER_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def record_current_bento(bentoml_home: Path, packaged: dict[str, object]) -> None:
+    """Point `make serve` at `packaged` (written whole, then renamed: readers never see half)."""
+    bentoml_home.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(bentoml_home / POINTER_FILE, json.dumps(packaged, indent=2))
 
 
 def source_files() -> list[Path]:

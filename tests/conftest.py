@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 import pytest
 from dagster import AssetKey
 
+from ml.annotation.label_studio_client import LabelStudioClient
 from ml.data.sources import DemandSource
-from ml.settings import PROJECT_ROOT, Settings
+from ml.settings import PROJECT_ROOT, Settings, executable
 from ml.synthetic import generate_demand, generate_requests
 from orchestration.labelstudio import LabelStudioConfig, LabelStudioServer, start_server
-from orchestration.labelstudio_client import LabelStudioClient
-from orchestration.processes import executable, stop_process_group, wait_until_ready
+from orchestration.processes import stop_process_group, wait_until_ready
 from orchestration.serving import BentoServer, start_bento_server
 
 if TYPE_CHECKING:  # imported where used: MLflow and scikit-learn slow every test session's start
@@ -326,9 +326,9 @@ def served_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served
     registered and gated → `champion_bento` and `reference_profiles` materialized."""
     from dagster import DagsterInstance
 
+    from assets.resources import DataHome
     from orchestration.definitions import build_definitions
     from orchestration.pipeline import execute_quietly, run_platform
-    from orchestration.resources import DataHome
 
     with pytest.MonkeyPatch.context() as env:
         home = tmp_path_factory.mktemp("served") / "data_home"

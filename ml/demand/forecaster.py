@@ -33,9 +33,9 @@ from ml.demand.forecasting import (
     make_local,
     make_tide,
 )
+from ml.lifecycle.registered_models import DEMAND_FORECASTER
 from ml.lifecycle.registry import Registry
 
-MODEL_NAME = "demand_forecaster"
 """The registered model every demand forecaster version belongs to."""
 FALLBACK = "moving_median"
 META_FILE = "forecaster.json"
@@ -255,10 +255,10 @@ def forecast_from_champion(
     """(champion version, P10/P50/P90) for `series` (None: all) over `horizon` periods, with
     the caller's planned covariates (store, item, period_start, price / deal / feature) where
     given. The public way to forecast: the same pyfunc the registry and the service load."""
-    champion = registry.champion(MODEL_NAME)
+    champion = registry.champion(DEMAND_FORECASTER)
     if champion is None:
-        raise ForecastingError(f"{MODEL_NAME} has no champion yet: run demand_models_job")
-    model = registry.load(MODEL_NAME, champion.version)
+        raise ForecastingError(f"{DEMAND_FORECASTER} has no champion yet: run demand_models_job")
+    model = registry.load(DEMAND_FORECASTER, champion.version)
     if planned is not None and not planned.is_empty():
         frame = planned.to_pandas()
     else:

@@ -16,14 +16,14 @@ from dagster import (
     build_sensor_context,
 )
 
+from assets.resources import DataHome, Warehouse, build_resources
+from ml.annotation.label_studio_client import LabelStudioClient
 from ml.requests.taxonomy import synthetic_taxonomy
 from ml.settings import Settings
 from ml.synthetic import generate_requests
 from orchestration.definitions import build_definitions
 from orchestration.labelstudio import LabelStudioServer
-from orchestration.labelstudio_client import LabelStudioClient
 from orchestration.pipeline import run_platform
-from orchestration.resources import DataHome, Warehouse, build_resources
 from orchestration.sensors import annotation_complete_sensor, batches_to_send, completed_batches
 from orchestration.simulated_annotators import simulated_annotator
 from tests.conftest import small_demand_source

@@ -15,12 +15,12 @@ import pytest
 from dagster import AssetKey, SensorResult, SkipReason, build_sensor_context
 
 from assets.monitoring import read_drift_reports, window_partition_key
-from assets.request_models import MODEL_NAME as REQUEST_MODEL
+from assets.resources import DataHome, Warehouse
+from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry
 from ml.monitoring.prediction_log import PredictionLogWriter, prediction_record
 from ml.synthetic import generate_requests
 from orchestration.pipeline import PipelineRun, execute_quietly, ingest_request_drops
-from orchestration.resources import DataHome, Warehouse
 from orchestration.sensors import drift_sensor, plan_retraining
 from tests.conftest import SERVED_TRANSFORMER, ServedPlatform
 
@@ -60,13 +60,15 @@ def shifted_texts(count: int) -> list[str]:
 def serve_into_log(platform: ServedPlatform, texts: list[str], hour: datetime) -> None:
     """Answer `texts` with the champion and log each answer as the service does."""
     registry = Registry(platform.settings.tracking_uri, platform.settings.artifact_root)
-    champion = registry.champion(REQUEST_MODEL)
-    answers = registry.load(REQUEST_MODEL, champion.version).predict(pd.DataFrame({"text": texts}))
+    champion = registry.champion(REQUEST_CLASSIFIER)
+    answers = registry.load(REQUEST_CLASSIFIER, champion.version).predict(
+        pd.DataFrame({"text": texts})
+    )
     writer = PredictionLogWriter(platform.settings.prediction_log_dir, "test", flush_seconds=60)
     writer.log(
         prediction_record(
             "classify",
-            REQUEST_MODEL,
+            REQUEST_CLASSIFIER,
             champion.version,
             {"text": text},
             {"intent": intent},

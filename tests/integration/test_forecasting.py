@@ -11,8 +11,10 @@ import polars as pl
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from assets.forecasting import FORECASTS_TABLE, MODEL_NAME
+from assets.forecasting import FORECASTS_TABLE
+from assets.resources import DataHome, Warehouse
 from ml.data.sources import DemandSource
+from ml.lifecycle.registered_models import DEMAND_FORECASTER
 from ml.lifecycle.registry import Registry
 from ml.settings import Settings
 from ml.synthetic import generate_demand
@@ -25,7 +27,6 @@ from orchestration.pipeline import (
     ingest_demand,
     run_platform,
 )
-from orchestration.resources import DataHome, Warehouse
 from tests.conftest import write_request_drop
 
 QUICK = {"epochs": 2, "hidden_size": 16}
@@ -120,10 +121,10 @@ def test_backtests_compare_every_model_with_the_baselines_over_three_folds(
 def test_the_selected_model_and_the_best_baseline_are_registered_and_gated(
     forecasting: Forecasting,
 ) -> None:
-    versions = forecasting.registry.versions(MODEL_NAME)
+    versions = forecasting.registry.versions(DEMAND_FORECASTER)
     roles = {v.tags["role"] for v in versions}
     assert "baseline" in roles
-    champion = forecasting.registry.champion(MODEL_NAME)
+    champion = forecasting.registry.champion(DEMAND_FORECASTER)
     assert champion is not None
     assert all("gate_decision" in v.tags for v in versions)
     baseline = next(v for v in versions if v.tags["role"] == "baseline")
@@ -153,8 +154,8 @@ def test_forecasts_land_in_duckdb_once_per_origin_and_version(forecasting: Forec
 def test_the_champion_forecasts_any_horizon_from_planned_covariates(
     forecasting: Forecasting,
 ) -> None:
-    champion = forecasting.registry.champion(MODEL_NAME)
-    model = forecasting.registry.load(MODEL_NAME, champion.version)
+    champion = forecasting.registry.champion(DEMAND_FORECASTER)
+    model = forecasting.registry.load(DEMAND_FORECASTER, champion.version)
     store, item = model.unwrap_python_model().forecaster.keys[0]
     days = pd.date_range(ORIGIN, periods=3, freq="D")
     planned = pd.DataFrame(
@@ -201,7 +202,7 @@ def ingest_demand_until(defs, forecasting: Forecasting) -> bool:
 def test_the_forecast_cli_uses_the_champion_and_a_plan_file(
     forecasting: Forecasting, tmp_path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    champion = forecasting.registry.champion(MODEL_NAME)
+    champion = forecasting.registry.champion(DEMAND_FORECASTER)
     store, item = forecasting.warehouse.query(
         "select store, item from demand_forecasts limit 1"
     ).row(0)

@@ -18,7 +18,7 @@ import requests
 from openapi_spec_validator import validate as validate_openapi
 
 from ml.monitoring.prediction_log import read_predictions
-from orchestration.processes import executable
+from ml.settings import executable
 from orchestration.serving import BentoServer
 from tests.conftest import ServedPlatform
 

@@ -4,12 +4,12 @@ clear failure when the server is away."""
 import pytest
 
 from ml.annotation.agreement import batch_agreement
-from ml.requests.taxonomy import taxonomy_from_names
-from orchestration.labelstudio_client import (
+from ml.annotation.label_studio_client import (
     LabelStudioClient,
     LabelStudioUnavailable,
     labeling_config,
 )
+from ml.requests.taxonomy import taxonomy_from_names
 from orchestration.simulated_annotators import simulated_annotator
 from tests.conftest import free_port
 

@@ -21,6 +21,8 @@ from dagster import AssetKey, DagsterInstance, Definitions, materialize
 
 from assets.annotation import MIN_KAPPA_THRESHOLD
 from assets.request_models import request_test_set
+from assets.resources import DataHome, Warehouse
+from ml.annotation.label_studio_client import LabelStudioClient
 from ml.data.lineage_snapshot import LINEAGE_TABLES, MANIFEST, file_sha256
 from ml.requests.taxonomy import synthetic_taxonomy
 from ml.settings import PROJECT_ROOT, Settings
@@ -28,9 +30,7 @@ from ml.synthetic import generate_requests
 from orchestration import restore
 from orchestration.definitions import build_definitions
 from orchestration.labelstudio import LabelStudioServer
-from orchestration.labelstudio_client import LabelStudioClient
 from orchestration.pipeline import execute_quietly, run_platform
-from orchestration.resources import DataHome, Warehouse
 from orchestration.simulated_annotators import simulated_annotator
 from tests.conftest import small_demand_source, write_request_drop
 from tests.integration.test_annotation_loop import Loop, annotate

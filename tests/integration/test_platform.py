@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 from dagster import AssetKey, DagsterInstance, Definitions
 
+from assets.resources import DataHome, Warehouse
 from ml.settings import Settings
 from orchestration.definitions import build_definitions
 from orchestration.pipeline import PipelineRun, ingest_demand, ingest_request_drops, run_platform
-from orchestration.resources import DataHome, Warehouse
 from tests.conftest import small_demand_source, write_request_drop
 
 
@@ -271,8 +271,8 @@ def test_a_demand_source_that_points_nowhere_says_where(settings: Settings, tmp_
 def test_settings_that_point_nowhere_are_named(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    from assets.resources import RequestIntake
     from ml.data.sources import demand_source_from_env
-    from orchestration.resources import RequestIntake
 
     monkeypatch.setenv("MLOPS_DEMAND_SOURCE", "bogus")
     with pytest.raises(ValueError, match="MLOPS_DEMAND_SOURCE='bogus': expected one of"):

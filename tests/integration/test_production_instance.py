@@ -5,11 +5,11 @@ import pytest
 from dagster import DagsterInstance
 from dagster_postgres import PostgresRunStorage
 
+from assets.resources import DataHome
 from ml.settings import Settings
 from orchestration.definitions import build_definitions
 from orchestration.instance import prepare_dagster_home
 from orchestration.pipeline import PipelineRun, ingest_demand, ingest_request_drops
-from orchestration.resources import DataHome
 from tests.conftest import small_demand_source, write_request_drop
 
 

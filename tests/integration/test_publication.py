@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 from dagster import DagsterInstance
 
+from assets.resources import DataHome, Warehouse
 from ml.data.ingestion import content_sha256, drop_id_for
 from ml.settings import Settings
 from ml.synthetic import generate_requests
@@ -19,7 +20,6 @@ from orchestration.pipeline import (
     ingest_request_drops,
     run_platform,
 )
-from orchestration.resources import DataHome, Warehouse
 from tests.conftest import small_demand_source, write_request_drop
 
 TRAINING_ROWS = (

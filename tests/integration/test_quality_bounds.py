@@ -10,8 +10,8 @@ from dagster import DagsterInstance, materialize
 from assets.annotation import annotated_batch, annotation_batches
 from assets.forecasting import demand_forecaster_promotion
 from assets.request_models import TEST_SETS_TABLE, request_classifier_promotion
+from assets.resources import Warehouse, build_resources
 from ml.settings import Settings
-from orchestration.resources import Warehouse, build_resources
 
 
 def failure_of(result) -> str:

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterInstance, Definitions
 
+from assets.resources import DataHome, Warehouse
 from ml.lifecycle.registry import Registry
 from ml.settings import Settings
 from orchestration.definitions import build_definitions
 from orchestration.demo import real_data_deployment
 from orchestration.pipeline import PipelineRun, execute_quietly, run_platform
-from orchestration.resources import DataHome, Warehouse
 
 pytestmark = pytest.mark.real_data
 

@@ -17,9 +17,11 @@ import pytest
 from dagster import materialize
 from mlflow import MlflowClient
 
+from assets.resources import BentoStore, ModelRegistry
 from assets.serving import champion_bento
 from ml.lifecycle.promotion import GateOutcome, gate_pending_versions
 from ml.lifecycle.pyfunc import INTENT_CLASSIFIER_ENTRY, pip_requirements
+from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registry import (
     ARTIFACT_SHA256,
     CHALLENGER,
@@ -37,11 +39,9 @@ from ml.lifecycle.registry import (
 from ml.metrics import score_classification
 from ml.requests.text_classification import BaselineClassifier, LabeledTexts
 from ml.settings import PROJECT_ROOT
-from orchestration.resources import BentoStore, ModelRegistry
-from orchestration.serving import bentoml_environment
+from serving.package import bentoml_environment
 from tests.conftest import Baselines, classifier_rescorer, free_port, running_mlflow_server
 
-MODEL_NAME = "request_classifier"
 """The served model's name: `champion_bento` packages it."""
 TEST_VERSION = "1"
 METRIC = "test_f1_macro"
@@ -71,7 +71,7 @@ def register(
         baselines.test.intents, model.predict_proba(baselines.test.texts), baselines.classes
     ).as_metrics("test")
     return registry.log_and_register(
-        MODEL_NAME,
+        REQUEST_CLASSIFIER,
         TrainingRun(
             run_name=folder.name,
             params={"kind": "baseline"},
@@ -98,29 +98,29 @@ def gate(
     """The real gate, scoring on `test` as request_classifier_promotion does (digests verified)."""
     return gate_pending_versions(
         registry,
-        MODEL_NAME,
+        REQUEST_CLASSIFIER,
         TEST_VERSION,
         METRIC,
         MARGIN,
-        classifier_rescorer(registry, MODEL_NAME, test, calls),
+        classifier_rescorer(registry, REQUEST_CLASSIFIER, test, calls),
     )
 
 
 def decisions_per_version(registry: Registry) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for entry in registry.audit(MODEL_NAME):
+    for entry in registry.audit(REQUEST_CLASSIFIER):
         if entry.action in ("promote", "challenger", "reject"):
             counts[entry.version] = counts.get(entry.version, 0) + 1
     return counts
 
 
 def assert_alias_and_history_agree(registry: Registry) -> None:
-    history = registry.champion_history(MODEL_NAME)
-    champion = registry.champion(MODEL_NAME)
+    history = registry.champion_history(REQUEST_CLASSIFIER)
+    champion = registry.champion(REQUEST_CLASSIFIER)
     assert champion is not None and history and history[-1] == champion.version, (
         f"champion {champion} but history {history}"
     )
-    registry.reconcile(MODEL_NAME)  # raises RegistryDiverged when alias and record disagree
+    registry.reconcile(REQUEST_CLASSIFIER)  # raises RegistryDiverged when alias and record disagree
 
 
 def test_a_weak_model_with_forged_test_scores_is_made_challenger_not_champion(
@@ -134,8 +134,8 @@ def test_a_weak_model_with_forged_test_scores_is_made_challenger_not_champion(
     # And again afterwards, straight through MLflow's own client, as anyone with write access can.
     client = MlflowClient(registry.tracking_uri, registry.tracking_uri)
     for key, value in {**forged, "test_accuracy": "0.99"}.items():
-        client.set_model_version_tag(MODEL_NAME, weak.version, key, value)
-    assert registry.version(MODEL_NAME, weak.version).metric(METRIC) == 0.99
+        client.set_model_version_tag(REQUEST_CLASSIFIER, weak.version, key, value)
+    assert registry.version(REQUEST_CLASSIFIER, weak.version).metric(METRIC) == 0.99
 
     calls: list[str] = []
     (outcome,) = gate(registry, baselines.test, calls)
@@ -144,12 +144,12 @@ def test_a_weak_model_with_forged_test_scores_is_made_challenger_not_champion(
     assert outcome.score < 0.3, "the gate scored the shuffled-label model itself"
     assert sorted(set(calls)) == sorted({champion.version, weak.version})
     assert len(calls) == 2, "each version is scored once per gate run"
-    tags = registry.version(MODEL_NAME, weak.version).tags
+    tags = registry.version(REQUEST_CLASSIFIER, weak.version).tags
     assert float(tags[GATE_SCORE]) == pytest.approx(outcome.score, abs=1e-6)
     assert "0.99" not in tags["gate_reason"]
     assert f"v{weak.version} {METRIC} {outcome.score:.4f}" in tags["gate_reason"]
-    assert registry.champion(MODEL_NAME).version == champion.version
-    assert registry.by_alias(MODEL_NAME, CHALLENGER).version == weak.version
+    assert registry.champion(REQUEST_CLASSIFIER).version == champion.version
+    assert registry.by_alias(REQUEST_CLASSIFIER, CHALLENGER).version == weak.version
 
 
 def test_a_version_registered_around_the_registry_is_rejected_and_never_loaded(
@@ -163,8 +163,8 @@ def test_a_version_registered_around_the_registry_is_rejected_and_never_loaded(
     gate(registry, baselines.test)  # the weak one is decided: the challenger
     # A version made straight through MlflowClient from the weak model's files, claiming a
     # perfect score and a complete registration, with no digest.
-    source = client.get_model_version_download_uri(MODEL_NAME, weak.version)
-    forged = client.create_model_version(MODEL_NAME, source, run_id=weak.run_id)
+    source = client.get_model_version_download_uri(REQUEST_CLASSIFIER, weak.version)
+    forged = client.create_model_version(REQUEST_CLASSIFIER, source, run_id=weak.run_id)
     for key, value in {
         REGISTRATION: "complete",
         "role": "candidate",
@@ -172,19 +172,21 @@ def test_a_version_registered_around_the_registry_is_rejected_and_never_loaded(
         "test_version": TEST_VERSION,
         METRIC: "0.99",
     }.items():
-        client.set_model_version_tag(MODEL_NAME, forged.version, key, value)
+        client.set_model_version_tag(REQUEST_CLASSIFIER, forged.version, key, value)
 
     with pytest.raises(
         ArtifactIntegrityError, match=f"v{forged.version} carries no {ARTIFACT_SHA256}"
     ):
-        registry.load(MODEL_NAME, forged.version)
+        registry.load(REQUEST_CLASSIFIER, forged.version)
     (outcome,) = gate(registry, baselines.test)
     assert outcome.version == str(forged.version) and outcome.decision.alias == REJECTED
-    tags = registry.version(MODEL_NAME, str(forged.version)).tags
+    tags = registry.version(REQUEST_CLASSIFIER, str(forged.version)).tags
     assert tags[GATE_DECISION] == REJECTED and ARTIFACT_SHA256 in tags["gate_reason"]
-    assert str(forged.version) not in registry.version(MODEL_NAME, str(forged.version)).aliases
-    assert registry.champion(MODEL_NAME).version == champion.version
-    assert registry.by_alias(MODEL_NAME, CHALLENGER).version == weak.version
+    assert (
+        str(forged.version) not in registry.version(REQUEST_CLASSIFIER, str(forged.version)).aliases
+    )
+    assert registry.champion(REQUEST_CLASSIFIER).version == champion.version
+    assert registry.by_alias(REQUEST_CLASSIFIER, CHALLENGER).version == weak.version
 
 
 def strong_baseline_registered(baselines: Baselines, folder: Path) -> tuple[Path, Registry, str]:
@@ -208,15 +210,20 @@ def test_a_changed_artifact_file_fails_loading_and_packaging_naming_model_versio
 ) -> None:
     home, registry, version = strong_baseline_registered(baselines, tmp_path)
     gate(registry, baselines.test)
-    manifest = json.loads(registry.version(MODEL_NAME, version).tags[ARTIFACT_SHA256])
+    manifest = json.loads(registry.version(REQUEST_CLASSIFIER, version).tags[ARTIFACT_SHA256])
     assert {"MLmodel", "artifacts/classifier/pipeline.skops"} <= set(manifest)
-    assert registry.load(MODEL_NAME, version).predict(pd.DataFrame({"text": ["hi"]})).shape[0] == 1
+    assert (
+        registry.load(REQUEST_CLASSIFIER, version).predict(pd.DataFrame({"text": ["hi"]})).shape[0]
+        == 1
+    )
 
     stored = stored_file(registry, home, "pipeline.skops")
     stored.write_bytes(stored.read_bytes() + b"\0")  # one byte appended, on disk, for real
-    expected = f"{MODEL_NAME} v{version}: file artifacts/classifier/pipeline.skops has sha256"
+    expected = (
+        f"{REQUEST_CLASSIFIER} v{version}: file artifacts/classifier/pipeline.skops has sha256"
+    )
     with pytest.raises(ArtifactIntegrityError, match=expected):
-        registry.load(MODEL_NAME, version)
+        registry.load(REQUEST_CLASSIFIER, version)
 
     result = materialize(
         [champion_bento],
@@ -243,7 +250,7 @@ def test_a_file_planted_beside_a_registered_artifact_is_refused(
     folder = stored_file(registry, home, "pipeline.skops").parent
     (folder / "extra.pkl").write_bytes(b"\x80\x04K\x01.")
     with pytest.raises(ArtifactIntegrityError, match=r"artifacts/classifier/extra\.pkl"):
-        registry.load(MODEL_NAME, version)
+        registry.load(REQUEST_CLASSIFIER, version)
 
 
 def test_an_artifact_changed_in_the_bentoml_store_is_neither_packaged_nor_served(
@@ -251,13 +258,13 @@ def test_an_artifact_changed_in_the_bentoml_store_is_neither_packaged_nor_served
 ) -> None:
     home, registry, version = strong_baseline_registered(baselines, tmp_path)
     store = BentoStore(home=str(home / "bentoml"))
-    store.package(registry.tracking_uri, {MODEL_NAME: version})
+    store.package(registry.tracking_uri, {REQUEST_CLASSIFIER: version})
     assert "intent" in served_by_bentoml(home / "bentoml", version)
     (imported,) = (home / "bentoml" / "models").rglob("pipeline.skops")
     imported.write_bytes(b"not the pipeline")
     expected = r"artifacts/classifier/pipeline\.skops has sha256"
     with pytest.raises(RuntimeError, match=expected):
-        store.package(registry.tracking_uri, {MODEL_NAME: version})
+        store.package(registry.tracking_uri, {REQUEST_CLASSIFIER: version})
     with pytest.raises(RuntimeError, match=expected):
         served_by_bentoml(home / "bentoml", version)
 
@@ -275,7 +282,7 @@ print(model.predict(pd.DataFrame({"text": ["card arrival"]})).to_json())
 def served_by_bentoml(bentoml_home: Path, version: str) -> str:
     """What the service's verified load answers, in a process of its own (BENTOML_HOME)."""
     done = subprocess.run(
-        [sys.executable, "-c", SERVICE_LOAD, f"{MODEL_NAME}:v{version}"],
+        [sys.executable, "-c", SERVICE_LOAD, f"{REQUEST_CLASSIFIER}:v{version}"],
         cwd=PROJECT_ROOT,
         env=bentoml_environment(bentoml_home),
         capture_output=True,
@@ -295,7 +302,7 @@ def test_two_gates_and_a_rollback_racing_leave_one_decision_per_version_and_one_
     gate(registry, baselines.test)
     register(registry, baselines, baselines.strong, "candidate", tmp_path / "second")
     gate(registry, baselines.test)
-    assert len(registry.champion_history(MODEL_NAME)) == 2
+    assert len(registry.champion_history(REQUEST_CLASSIFIER)) == 2
     register(registry, baselines, baselines.shuffled, "candidate", tmp_path / "weak")
     register(registry, baselines, baselines.strong, "candidate", tmp_path / "strong-again")
     register(registry, baselines, baselines.middling, "baseline", tmp_path / "middling-again")
@@ -316,7 +323,7 @@ def test_two_gates_and_a_rollback_racing_leave_one_decision_per_version_and_one_
         try:
             own = registry_in(home)
             start.wait()
-            own.rollback(MODEL_NAME, "test: rollback racing the gates")
+            own.rollback(REQUEST_CLASSIFIER, "test: rollback racing the gates")
         except BaseException as error:
             errors.append(error)
 
@@ -331,10 +338,10 @@ def test_two_gates_and_a_rollback_racing_leave_one_decision_per_version_and_one_
     decided = [o.version for run in outcomes for o in run]
     assert sorted(decided, key=int) == ["3", "4", "5"], "each version decided by exactly one gate"
     assert decisions_per_version(registry) == {"1": 1, "2": 1, "3": 1, "4": 1, "5": 1}
-    entries = registry.audit(MODEL_NAME)
+    entries = registry.audit(REQUEST_CLASSIFIER)
     assert all(entry.outcome == "done" for entry in entries)
     assert [e.action for e in entries].count("rollback") == 1
-    for version in registry.versions(MODEL_NAME):
+    for version in registry.versions(REQUEST_CLASSIFIER):
         assert GATE_DECISION in version.tags
     assert_alias_and_history_agree(registry)
 
@@ -396,14 +403,16 @@ def assert_the_next_gate_repairs_the_crash(
 ) -> None:
     """The alias moved and the history follows it, the audit entry open; the next gate repairs
     it before anything else and finds nothing left to decide."""
-    assert registry.champion(MODEL_NAME).version == second
-    last = registry.audit(MODEL_NAME)[-1]
+    assert registry.champion(REQUEST_CLASSIFIER).version == second
+    last = registry.audit(REQUEST_CLASSIFIER)[-1]
     assert (last.action, last.version, last.outcome) == ("promote", second, None)
-    assert registry.champion_history(MODEL_NAME) == [first, second], "history follows the alias"
+    assert registry.champion_history(REQUEST_CLASSIFIER) == [first, second], (
+        "history follows the alias"
+    )
 
     # Nothing left to decide: the crash is repaired first.
     assert gate(registry, baselines.test) == []
-    last = registry.audit(MODEL_NAME)[-1]
+    last = registry.audit(REQUEST_CLASSIFIER)[-1]
     assert (last.action, last.version, last.outcome) == ("promote", second, "repaired")
     assert decisions_per_version(registry) == {first: 1, second: 1}
     assert_alias_and_history_agree(registry)
@@ -422,8 +431,8 @@ def test_a_gate_killed_between_the_alias_move_and_its_audit_outcome_is_repaired_
     assert process.returncode == -signal.SIGKILL
 
     assert_the_next_gate_repairs_the_crash(registry, baselines, first, second)
-    assert registry.version(MODEL_NAME, second).tags[GATE_DECISION] == CHAMPION
-    assert registry.rollback(MODEL_NAME, "test: after the repair") == (second, first)
+    assert registry.version(REQUEST_CLASSIFIER, second).tags[GATE_DECISION] == CHAMPION
+    assert registry.rollback(REQUEST_CLASSIFIER, "test: after the repair") == (second, first)
     assert_alias_and_history_agree(registry)
 
 
@@ -435,11 +444,11 @@ def test_an_alias_moved_around_the_gate_stops_the_next_move(
     gate(registry, baselines.test)
     weak = register(registry, baselines, baselines.shuffled, "candidate", tmp_path / "weak").version
     MlflowClient(registry.tracking_uri, registry.tracking_uri).set_registered_model_alias(
-        MODEL_NAME, CHAMPION, weak
+        REQUEST_CLASSIFIER, CHAMPION, weak
     )
     with pytest.raises(Exception, match=rf"alias champion points at {weak}.*says {first}"):
         gate(registry, baselines.test)
-    assert GATE_DECISION not in registry.version(MODEL_NAME, weak).tags
+    assert GATE_DECISION not in registry.version(REQUEST_CLASSIFIER, weak).tags
 
 
 def test_an_mlflow_server_killed_between_the_alias_move_and_its_audit_outcome_is_repaired(

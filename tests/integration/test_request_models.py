@@ -12,13 +12,13 @@ import pytest
 from dagster import AssetKey, DagsterInstance, Definitions
 from mlflow import MlflowClient
 
-from assets.request_models import MODEL_NAME
+from assets.resources import DataHome, Warehouse
 from ml.annotation.selection import prediction_margins
+from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry
 from ml.settings import Settings
 from orchestration.definitions import build_definitions
 from orchestration.pipeline import execute_quietly, run_platform
-from orchestration.resources import DataHome, Warehouse
 from tests.conftest import small_demand_source, write_request_drop
 
 SMALL_TRANSFORMER = {
@@ -79,7 +79,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
 
 def test_both_candidates_are_registered_with_what_a_reviewer_needs(trained: Trained) -> None:
     assert trained.first_run.success and trained.second_run.success
-    versions = trained.registry.versions(MODEL_NAME)
+    versions = trained.registry.versions(REQUEST_CLASSIFIER)
     assert [v.tags["kind"] for v in versions] == [
         "baseline",
         "transformer",
@@ -110,8 +110,8 @@ def test_both_candidates_are_registered_with_what_a_reviewer_needs(trained: Trai
 def test_a_registered_version_predicts_intents_with_probabilities_over_the_taxonomy(
     trained: Trained,
 ) -> None:
-    champion = trained.registry.champion(MODEL_NAME)
-    model = trained.registry.load(MODEL_NAME, champion.version)
+    champion = trained.registry.champion(REQUEST_CLASSIFIER)
+    model = trained.registry.load(REQUEST_CLASSIFIER, champion.version)
     classes = model.metadata.metadata["classes"]
     assert len(classes) == 77
     assert model.metadata.signature is not None
@@ -125,7 +125,7 @@ def test_a_registered_version_predicts_intents_with_probabilities_over_the_taxon
 
 
 def test_a_better_model_is_promoted_and_a_worse_one_is_not(trained: Trained) -> None:
-    weak, _, strong, second_transformer = trained.registry.versions(MODEL_NAME)
+    weak, _, strong, second_transformer = trained.registry.versions(REQUEST_CLASSIFIER)
     assert weak.tags["gate_decision"] == "champion"
     assert "no champion yet" in weak.tags["gate_reason"]
     assert strong.metric("test_f1_macro") > weak.metric("test_f1_macro") + 0.1
@@ -134,8 +134,8 @@ def test_a_better_model_is_promoted_and_a_worse_one_is_not(trained: Trained) -> 
     # The small transformer (96 rows, one epoch) is worse than the real baseline: never promoted.
     assert second_transformer.tags["gate_decision"] == "challenger"
     assert "loses to the baseline" in second_transformer.tags["gate_reason"]
-    assert trained.registry.champion(MODEL_NAME).version == strong.version
-    assert trained.registry.by_alias(MODEL_NAME, "challenger").version == (
+    assert trained.registry.champion(REQUEST_CLASSIFIER).version == strong.version
+    assert trained.registry.by_alias(REQUEST_CLASSIFIER, "challenger").version == (
         second_transformer.version
     )
     promotion = trained.instance.get_latest_materialization_event(
@@ -158,8 +158,10 @@ def test_training_metadata_shows_scores_against_the_baseline_and_a_picture(
 
 
 def test_rollback_moves_the_champion_back_and_shows_in_the_ui(trained: Trained) -> None:
-    history = trained.registry.champion_history(MODEL_NAME)
-    assert len(history) >= 2 and history[-1] == trained.registry.champion(MODEL_NAME).version
+    history = trained.registry.champion_history(REQUEST_CLASSIFIER)
+    assert (
+        len(history) >= 2 and history[-1] == trained.registry.champion(REQUEST_CLASSIFIER).version
+    )
     while len(history) > 1:
         rolled_back, expected = history[-1], history[-2]
         result = execute_quietly(
@@ -169,26 +171,26 @@ def test_rollback_moves_the_champion_back_and_shows_in_the_ui(trained: Trained) 
             config={"ops": {"rollback_champion": {"config": {"reason": "test: bad outputs"}}}},
         )
         assert result.success
-        assert trained.registry.champion(MODEL_NAME).version == expected
-        tags = trained.registry.version(MODEL_NAME, rolled_back).tags
+        assert trained.registry.champion(REQUEST_CLASSIFIER).version == expected
+        tags = trained.registry.version(REQUEST_CLASSIFIER, rolled_back).tags
         assert tags["rollback_reason"] == "test: bad outputs"
         observed = trained.instance.fetch_observations(
             AssetKey("request_classifier_promotion"), limit=1
         ).records[0]
         assert observed.asset_observation.metadata["champion_version"].value == expected
-        history = trained.registry.champion_history(MODEL_NAME)
+        history = trained.registry.champion_history(REQUEST_CLASSIFIER)
     # Nothing older to go back to: a clear failure, and the alias stays where it is.
     again = execute_quietly(trained.defs, trained.instance, "rollback_champion_job")
     assert not again.success
     assert "no earlier champion" in str(again.get_step_failure_events()[0].event_specific_data)
-    assert trained.registry.champion(MODEL_NAME).version == history[0]
+    assert trained.registry.champion(REQUEST_CLASSIFIER).version == history[0]
 
 
 def test_a_checkpoint_that_does_not_exist_fails_clearly_and_registers_nothing(
     trained: Trained, tmp_path: Path
 ) -> None:
-    before = len(trained.registry.versions(MODEL_NAME))
-    champion = trained.registry.champion(MODEL_NAME).version
+    before = len(trained.registry.versions(REQUEST_CLASSIFIER))
+    champion = trained.registry.champion(REQUEST_CLASSIFIER).version
     missing = tmp_path / "no-such-model"
     result = execute_quietly(
         trained.defs,
@@ -199,9 +201,9 @@ def test_a_checkpoint_that_does_not_exist_fails_clearly_and_registers_nothing(
     assert not result.success
     failure = str(result.get_step_failure_events()[0].event_specific_data)
     assert str(missing) in failure and "no such folder" in failure
-    after = trained.registry.versions(MODEL_NAME)
+    after = trained.registry.versions(REQUEST_CLASSIFIER)
     assert len(after) == before + 1  # the baseline of this run only
-    assert trained.registry.champion(MODEL_NAME).version == champion
+    assert trained.registry.champion(REQUEST_CLASSIFIER).version == champion
 
 
 def test_an_mlflow_server_that_is_down_fails_clearly_and_moves_nothing(
@@ -209,18 +211,18 @@ def test_an_mlflow_server_that_is_down_fails_clearly_and_moves_nothing(
 ) -> None:
     down = replace(trained.settings, mlflow_tracking_uri="http://127.0.0.1:9")
     defs = build_definitions(down, small_demand_source(trained.settings))
-    before = [(v.version, v.aliases) for v in trained.registry.versions(MODEL_NAME)]
+    before = [(v.version, v.aliases) for v in trained.registry.versions(REQUEST_CLASSIFIER)]
     result = execute_quietly(defs, trained.instance, "request_models_job", config=models_config())
     assert not result.success
     failure = str(result.get_step_failure_events()[0].event_specific_data)
     assert "MLflow tracking server at http://127.0.0.1:9 is not reachable" in failure
-    assert [(v.version, v.aliases) for v in trained.registry.versions(MODEL_NAME)] == before
+    assert [(v.version, v.aliases) for v in trained.registry.versions(REQUEST_CLASSIFIER)] == before
 
 
 def test_the_champion_picks_the_requests_it_is_least_sure_of_for_annotation(
     trained: Trained,
 ) -> None:
-    champion = trained.registry.champion(MODEL_NAME)
+    champion = trained.registry.champion(REQUEST_CLASSIFIER)
     result = execute_quietly(
         trained.defs,
         trained.instance,
@@ -232,7 +234,7 @@ def test_the_champion_picks_the_requests_it_is_least_sure_of_for_annotation(
         AssetKey("annotation_candidates")
     ).asset_materialization.metadata
     assert metadata["strategy"].value == "smallest margin"
-    assert metadata["scored_by"].value == f"{MODEL_NAME} v{champion.version}"
+    assert metadata["scored_by"].value == f"{REQUEST_CLASSIFIER} v{champion.version}"
     batch = metadata["batch"].value
     chosen = (
         Warehouse(path=str(trained.settings.warehouse_path))
@@ -244,7 +246,7 @@ def test_the_champion_picks_the_requests_it_is_least_sure_of_for_annotation(
         .query("select text from stg_requests where intent is null")["text"]
         .to_list()
     )
-    model = trained.registry.load(MODEL_NAME, champion.version)
+    model = trained.registry.load(REQUEST_CLASSIFIER, champion.version)
     margins = prediction_margins(
         np.array(model.predict(pd.DataFrame({"text": pool}))["probabilities"].tolist())
     )

@@ -17,21 +17,15 @@ import pytest
 import requests
 from dagster import AssetKey
 
-from assets.forecasting import MODEL_NAME as DEMAND_MODEL
-from assets.request_models import MODEL_NAME as REQUEST_MODEL
+from assets.resources import BentoStore
+from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry
 from ml.monitoring.prediction_log import log_files, read_predictions
 from ml.requests.taxonomy import load_taxonomy
 from ml.synthetic import generate_requests
 from orchestration.pipeline import execute_quietly
-from orchestration.resources import BentoStore
-from orchestration.serving import (
-    BentoServer,
-    current_bento,
-    follow_champion,
-    record_current_bento,
-    start_bento_server,
-)
+from orchestration.serving import BentoServer, follow_champion, start_bento_server
+from serving.package import current_bento, record_current_bento
 from tests.conftest import ServedPlatform, free_port
 
 
@@ -57,7 +51,7 @@ def metric_total(metrics: str, name: str) -> float:
 
 def a_series(platform: ServedPlatform) -> dict[str, str]:
     model = registry_of(platform).load(
-        DEMAND_MODEL, registry_of(platform).champion(DEMAND_MODEL).version
+        DEMAND_FORECASTER, registry_of(platform).champion(DEMAND_FORECASTER).version
     )
     store, item = model.unwrap_python_model().forecaster.keys[0]
     return {"store": store, "item": item}
@@ -209,7 +203,7 @@ def test_every_answer_is_logged_with_its_model_and_version(
         time.sleep(0.2)
     mine = logged.filter(logged["request_id"].is_in(list(wanted)))
     assert mine.height == 5
-    assert set(mine["model_name"]) == {REQUEST_MODEL}
+    assert set(mine["model_name"]) == {REQUEST_CLASSIFIER}
     assert set(mine["model_version"]) == {answers[0]["model_version"]}
     assert mine["text"].null_count() == 0 and mine["confidence"].min() > 0
     metrics = requests.get(f"{bento_server.url}/metrics", timeout=10).text
@@ -292,11 +286,11 @@ def transformer_server(served_platform: ServedPlatform) -> Iterator[BentoServer]
     registry = registry_of(served_platform)
     version = next(
         v.version
-        for v in reversed(registry.versions(REQUEST_MODEL))
+        for v in reversed(registry.versions(REQUEST_CLASSIFIER))
         if v.tags["kind"] == "transformer"
     )
     packaged = BentoStore(home=str(served_platform.settings.bentoml_home)).package(
-        served_platform.settings.tracking_uri, {REQUEST_MODEL: version}
+        served_platform.settings.tracking_uri, {REQUEST_CLASSIFIER: version}
     )
     server = start_bento_server(
         served_platform.settings,
@@ -383,13 +377,13 @@ def test_a_rollback_serves_the_previous_champions_bento_again(
     """Last in this module: it moves the request classifier's champion back."""
     instance, defs = served_platform.instance, served_platform.defs
     before = current_bento(served_platform.settings.bentoml_home)["bento"]
-    history = registry_of(served_platform).champion_history(REQUEST_MODEL)
+    history = registry_of(served_platform).champion_history(REQUEST_CLASSIFIER)
     assert len(history) >= 2, f"the fixture should have promoted twice: {history}"
     rollback = execute_quietly(
         defs,
         instance,
         "rollback_champion_job",
-        config={"ops": {"rollback_champion": {"config": {"model_name": REQUEST_MODEL}}}},
+        config={"ops": {"rollback_champion": {"config": {"model_name": REQUEST_CLASSIFIER}}}},
     )
     assert rollback.success
     assert execute_quietly(defs, instance, "champion_bento_job").success

@@ -6,8 +6,8 @@ import time
 
 import polars as pl
 
+from assets.resources import Warehouse
 from ml.settings import Settings
-from orchestration.resources import Warehouse
 
 HOLD_LOCK = """
 import duckdb, sys, time

@@ -19,14 +19,13 @@ from dagster import ConfigurableResource
 from dagster_dbt import DbtCliResource
 from pydantic import Field
 
+from ml.annotation.label_studio_client import LabelStudioClient
 from ml.data.ingestion import DEFAULT_MAX_DROP_BYTES
 from ml.lifecycle.registry import Registry
 from ml.monitoring.drift import DriftThresholds
 from ml.requests.taxonomy import Taxonomy, load_taxonomy
-from ml.settings import DBT_PROJECT_DIR, PROJECT_ROOT, Settings
-from orchestration.labelstudio_client import LabelStudioClient
-from orchestration.processes import executable
-from orchestration.serving import bentoml_environment
+from ml.settings import DBT_PROJECT_DIR, PROJECT_ROOT, Settings, executable
+from serving.package import bentoml_environment
 
 LOCK_WAIT_SECONDS = 60.0
 REGISTRY_POOL = "model_registry_aliases"

@@ -1,0 +1,108 @@
+"""Registering a trained model, the same for every domain: its model card and report files, its
+saved artifacts, the training run and the version's tags, in one call (no alias moves here:
+those are the promotion gate's)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from mlflow.models import ModelSignature
+
+from ml.lifecycle.model_card import render_model_card
+from ml.lifecycle.pyfunc import pip_requirements
+from ml.lifecycle.registry import ModelVersion, Registry, TrainingRun
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a reviewer reads before trusting a version (`report/model_card.md`)."""
+
+    title: str
+    summary: str
+    data: Mapping[str, object]
+    metrics: Mapping[str, float]
+    baseline_metrics: Mapping[str, float] | None
+    limits: Sequence[str]
+
+    def render(self) -> str:
+        return render_model_card(
+            self.title, self.summary, self.data, self.metrics, self.baseline_metrics, self.limits
+        )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One trained model as a domain hands it over to become a version of `model_name`."""
+
+    model_name: str
+    kind: str
+    """What the model is (`baseline`, `transformer`, `theta`, …): a run and version tag."""
+    role: str
+    """Why it is registered (`baseline`, `candidate`, `selected`): a run and version tag."""
+    run_name: str
+    card: ModelCard
+    entry_point: Path
+    """The models-from-code file that defines the version's pyfunc class."""
+    save: Callable[[Path], Mapping[str, str]]
+    """Writes the model's files under the given folder; returns the pyfunc artifacts mapping."""
+    input_example: object
+    params: Mapping[str, object]
+    metrics: Mapping[str, float]
+    tagged_scores: Mapping[str, float]
+    """Scores copied onto the version's tags (six decimals) for people browsing the registry;
+    the gate never reads them."""
+    run_tags: Mapping[str, str] = field(default_factory=dict)
+    version_tags: Mapping[str, str] = field(default_factory=dict)
+    epoch_metrics: Sequence[Mapping[str, float]] = ()
+    report: Mapping[str, str | Figure] = field(default_factory=dict)
+    """Files logged under `report/` beside the card: text as written, figures as PNG."""
+    model_metadata: Mapping[str, object] = field(default_factory=dict)
+    signature: ModelSignature | None = None
+
+
+def _write_report(folder: Path, candidate: Candidate, card: str) -> None:
+    folder.mkdir()
+    for name, content in candidate.report.items():
+        if isinstance(content, Figure):
+            content.savefig(folder / name, dpi=80, bbox_inches="tight")
+        else:
+            (folder / name).write_text(content, encoding="utf-8")
+    (folder / "model_card.md").write_text(card, encoding="utf-8")
+
+
+def register_candidate(registry: Registry, candidate: Candidate) -> tuple[ModelVersion, str]:
+    """Log the candidate's training run with its report and pyfunc model, and register it as a
+    new version; returns the version and the rendered model card."""
+    card = candidate.card.render()
+    identity = {"kind": candidate.kind, "role": candidate.role}
+    with tempfile.TemporaryDirectory(prefix="candidate-") as folder:
+        report = Path(folder) / "report"
+        _write_report(report, candidate, card)
+        artifacts = candidate.save(Path(folder) / "model")
+        version = registry.log_and_register(
+            candidate.model_name,
+            TrainingRun(
+                run_name=candidate.run_name,
+                params={**candidate.params, **identity},
+                metrics=candidate.metrics,
+                epoch_metrics=candidate.epoch_metrics,
+                tags={**candidate.run_tags, **identity},
+                version_tags={
+                    **candidate.version_tags,
+                    **identity,
+                    **{key: f"{value:.6f}" for key, value in candidate.tagged_scores.items()},
+                },
+                report_dir=report,
+            ),
+            candidate.entry_point,
+            artifacts,
+            candidate.input_example,
+            pip_requirements(),
+            candidate.model_metadata,
+            candidate.signature,
+        )
+    return version, card
