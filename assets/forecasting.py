@@ -5,7 +5,6 @@ of the champion in DuckDB → their realized error as actuals arrive."""
 
 import hashlib
 from datetime import UTC, datetime
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -233,10 +232,6 @@ def _fit_and_register(
     baseline = summary.filter(pl.col("model").is_in(BASELINES)).sort("wape").row(0, named=True)
     first = panel.keys[0]
 
-    def save(folder: Path) -> dict[str, str]:
-        forecaster.save(folder / "forecaster")
-        return {"forecaster": str(folder / "forecaster")}
-
     registered, _ = register_candidate(
         registry,
         Candidate(
@@ -264,7 +259,7 @@ def _fit_and_register(
                 ],
             ),
             entry_point=DEMAND_FORECASTER_ENTRY,
-            save=save,
+            artifacts={"forecaster": forecaster.save},
             input_example=(pd.DataFrame({"store": [first[0]], "item": [first[1]]}), {"horizon": 2}),
             params={
                 "horizon": panel.settings.horizon,

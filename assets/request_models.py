@@ -5,7 +5,6 @@ fine-tuned transformer (each logged to MLflow and registered as a version of
 import hashlib
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -282,10 +281,6 @@ def evaluate_and_register(
         test.confusion, data.classes, f"{kind}: test confusion", "true", "predicted"
     )
 
-    def save(folder: Path) -> dict[str, str]:
-        classifier.save(folder / "classifier")
-        return {"classifier": str(folder / "classifier")}
-
     version, card = register_candidate(
         registry,
         Candidate(
@@ -307,7 +302,7 @@ def evaluate_and_register(
                 ],
             ),
             entry_point=INTENT_CLASSIFIER_ENTRY,
-            save=save,
+            artifacts={"classifier": classifier.save},
             input_example=pd.DataFrame({"text": data.test.texts[:3]}),
             params={**params, "train_rows": len(data.train)},
             metrics=metrics,

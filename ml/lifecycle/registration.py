@@ -47,8 +47,8 @@ class Candidate:
     card: ModelCard
     entry_point: Path
     """The models-from-code file that defines the version's pyfunc class."""
-    save: Callable[[Path], Mapping[str, str]]
-    """Writes the model's files under the given folder; returns the pyfunc artifacts mapping."""
+    artifacts: Mapping[str, Callable[[Path], None]]
+    """The pyfunc's artifacts: name → what writes its files into a folder (a model's `save`)."""
     input_example: object
     params: Mapping[str, object]
     metrics: Mapping[str, float]
@@ -82,7 +82,10 @@ def register_candidate(registry: Registry, candidate: Candidate) -> tuple[ModelV
     with tempfile.TemporaryDirectory(prefix="candidate-") as folder:
         report = Path(folder) / "report"
         _write_report(report, candidate, card)
-        artifacts = candidate.save(Path(folder) / "model")
+        artifacts = {}
+        for name, save in candidate.artifacts.items():
+            save(Path(folder) / "artifacts" / name)
+            artifacts[name] = str(Path(folder) / "artifacts" / name)
         version = registry.log_and_register(
             candidate.model_name,
             TrainingRun(
