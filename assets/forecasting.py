@@ -16,25 +16,16 @@ from assets.demand import GROUP, OWNERS
 from assets.metadata import markdown_table, picture, promotion_metadata
 from assets.requests import DUCKDB_POOL
 from assets.resources import REGISTRY_POOL, ModelRegistry, Warehouse
+from ml.demand.backtesting import backtest, mase_scales, score_backtests, select_model
 from ml.demand.forecaster import FALLBACK, fit_forecaster, forecast_from_champion
-from ml.demand.forecasting import (
-    BASELINES,
-    GLOBAL_KINDS,
-    LOCAL_KINDS,
-    DemandPanel,
-    ForecastSettings,
-    GlobalModelSettings,
-    backtest,
-    build_panel,
-    mase_scales,
-    score_backtests,
-    select_model,
-)
+from ml.demand.models import GLOBAL_KINDS, LOCAL_KINDS, GlobalModelSettings
+from ml.demand.panel import BASELINES, DemandPanel, ForecastSettings, build_panel
 from ml.lifecycle.promotion import check_margin, gate_pending_versions
 from ml.lifecycle.pyfunc import DEMAND_FORECASTER_ENTRY, demand_forecaster_signature
 from ml.lifecycle.registered_models import DEMAND_FORECASTER
 from ml.lifecycle.registration import Candidate, ModelCard, register_candidate
 from ml.lifecycle.registry import ModelVersion, Registry
+from ml.metrics import forecast_errors, forecast_scores
 
 BACKTEST_TABLE = "demand_backtest_forecasts"
 SCORES_TABLE = "demand_backtest_scores"
@@ -471,20 +462,29 @@ def demand_forecasts(
     ),
 )
 def demand_forecast_errors(warehouse: Warehouse) -> MaterializeResult:
-    realized = warehouse.query(
+    scored = warehouse.query(
         f"""
-        select f.forecast_origin, f.model_version,
-               count(*) as points,
-               sum(abs(m.units - f.p50)) / nullif(sum(m.units), 0) as wape,
-               avg(case when m.units > 0 then abs(m.units - f.p50) / m.units end) as mape,
-               avg(case when m.units between f.p10 and f.p90 then 1.0 else 0.0 end) as coverage,
-               max(f.period_start) as last_period_scored
+        select f.forecast_origin, f.model_version, f.period_start, m.units as actual,
+               f.p10, f.p50, f.p90
         from {FORECASTS_TABLE} f
         join mart_demand m
           on m.store = f.store and m.item = f.item and m.period_start = f.period_start
         where m.units is not null
-        group by 1, 2 order by 1, 2
         """
+    )
+    window = ["forecast_origin", "model_version"]
+    realized = (
+        forecast_scores(forecast_errors(scored), window)
+        .join(scored.group_by(window).agg(pl.col("period_start").max()), on=window)
+        .select(
+            *window,
+            pl.col("points").cast(pl.Int64),
+            "wape",
+            "mape",
+            "coverage",
+            pl.col("period_start").alias("last_period_scored"),
+        )
+        .sort(window)
     )
     warehouse.replace_rows(ERRORS_TABLE, realized, "true", [])
     return MaterializeResult(

@@ -33,17 +33,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ml.demand.backtesting import backtest, mase_scales, score_backtests
 from ml.demand.forecaster import FALLBACK
-from ml.demand.forecasting import (
-    GLOBAL_KINDS,
-    LOCAL_KINDS,
-    ForecastSettings,
-    GlobalModelSettings,
-    backtest,
-    build_panel,
-    mase_scales,
-    score_backtests,
-)
+from ml.demand.models import GLOBAL_KINDS, LOCAL_KINDS, GlobalModelSettings
+from ml.demand.panel import ForecastSettings, build_panel
 from ml.synthetic import generate_demand
 
 KINDS = (*LOCAL_KINDS, *GLOBAL_KINDS)

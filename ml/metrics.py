@@ -1,5 +1,6 @@
-"""Model quality figures shared by every domain: classification scores with calibration, and the
-latency of a predict function. numpy and scikit-learn only (the GPU machine runs this too)."""
+"""Model quality figures shared by every domain: classification scores with calibration, forecast
+errors (WAPE, MAPE, sMAPE, MASE, P10–P90 coverage), and the latency of a predict function.
+numpy, polars and scikit-learn only (the GPU machine runs this too)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 CALIBRATION_BINS = 15
@@ -134,4 +136,49 @@ def measure_latency(
         per_sample_ms=median_ms(singles),
         per_batch_ms=median_ms([batch] * 5),
         batch_size=batch_size,
+    )
+
+
+FORECAST_METRICS = ("wape", "mape", "smape", "mase", "coverage")
+
+
+def wape_expr(actual: str = "actual", forecast: str = "p50") -> pl.Expr:
+    """WAPE = Σ|actual − forecast| / Σ|actual| over the rows aggregated; null where no demand
+    (all actuals 0) leaves it undefined."""
+    total = pl.col(actual).abs().sum()
+    return pl.when(total > 0).then((pl.col(actual) - pl.col(forecast)).abs().sum() / total)
+
+
+def forecast_errors(frame: pl.DataFrame) -> pl.DataFrame:
+    """Per scored row (columns actual, p10, p50, p90): absolute error, APE (where actual > 0),
+    symmetric APE, and whether the actual fell inside P10–P90."""
+    error = (pl.col("actual") - pl.col("p50")).abs()
+    return frame.with_columns(
+        error.alias("abs_error"),
+        pl.when(pl.col("actual") > 0).then(error / pl.col("actual")).alias("ape"),
+        pl.when((pl.col("actual") + pl.col("p50")) > 0)
+        .then(2 * error / (pl.col("actual").abs() + pl.col("p50").abs()))
+        .otherwise(0.0)
+        .alias("sape"),
+        ((pl.col("actual") >= pl.col("p10")) & (pl.col("actual") <= pl.col("p90")))
+        .cast(pl.Float64)
+        .alias("covered"),
+    )
+
+
+def forecast_scores(errors: pl.DataFrame, by: Sequence[str]) -> pl.DataFrame:
+    """The forecast metrics of `forecast_errors` rows per group; MASE where the rows carry their
+    series' `mase_scale`."""
+    mase = (
+        (pl.col("abs_error") / pl.col("mase_scale")).mean()
+        if "mase_scale" in errors.columns
+        else pl.lit(None, pl.Float64)
+    )
+    return errors.group_by(*by).agg(
+        wape_expr().alias("wape"),
+        pl.col("ape").mean().alias("mape"),
+        pl.col("sape").mean().alias("smape"),
+        mase.alias("mase"),
+        pl.col("covered").mean().alias("coverage"),
+        pl.len().alias("points"),
     )

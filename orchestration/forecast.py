@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from ml.demand.forecaster import forecast_from_champion
-from ml.demand.forecasting import ForecastingError
+from ml.demand.panel import ForecastingError
 from ml.lifecycle.registry import Registry
 from ml.settings import Settings
 

@@ -31,7 +31,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from ml.demand.forecasting import ForecastingError
+from ml.demand.panel import ForecastingError
 from ml.monitoring.prediction_log import PredictionLogWriter, prediction_record
 from ml.settings import ServingSettings
 from serving.http_contract import ClientErrorsAsWarnings, HttpContract

@@ -18,20 +18,22 @@ import pandas as pd
 import polars as pl
 from darts import TimeSeries
 
-from ml.demand.forecasting import (
-    COVARIATES,
+from ml.demand.models import (
     GLOBAL_KINDS,
-    QUANTILES,
-    DemandPanel,
-    ForecastingError,
     GlobalModelSettings,
-    ResolvedSettings,
     applicable,
     expm1_series,
-    future_covariates,
     log1p_series,
     make_local,
     make_tide,
+)
+from ml.demand.panel import (
+    COVARIATES,
+    QUANTILES,
+    DemandPanel,
+    ForecastingError,
+    ResolvedSettings,
+    future_covariates,
 )
 from ml.lifecycle.registered_models import DEMAND_FORECASTER
 from ml.lifecycle.registry import Registry

@@ -28,6 +28,7 @@ import polars as pl
 from scipy.stats import chi2_contingency
 
 from ml.data.ingestion import write_bytes_atomically, write_text_atomically
+from ml.metrics import wape_expr
 
 # whylogs 1.6.4 (its last release) checks string types against `np.unicode_`, which numpy 2
 # removed; restore the alias before whylogs is imported. whylogs also posts usage statistics
@@ -617,12 +618,11 @@ def forecast_error_drift(
     scored = errors.drop_nulls(["actual", "p50"])
     if scored.is_empty():
         return nothing
-    total = float(scored["actual"].abs().sum())
-    if total == 0.0:
+    wape = scored.select(wape_expr("actual", "p50")).item()
+    if wape is None:
         raise ValueError(
             f"column 'actual' is 0 in all {scored.height} scored rows: WAPE is undefined"
         )
-    wape = float((scored["actual"] - scored["p50"]).abs().sum()) / total
     window = None
     if period_column in scored.columns:
         window = (scored[period_column].min(), scored[period_column].max())

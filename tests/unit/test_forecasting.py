@@ -11,20 +11,15 @@ import polars as pl
 import pytest
 from darts import TimeSeries
 
-from ml.demand.forecasting import (
-    LOCAL_KINDS,
+from ml.demand.backtesting import backtest, mase_scales, score_backtests, select_model
+from ml.demand.models import LOCAL_KINDS, GlobalModelSettings, MovingMedian
+from ml.demand.panel import (
     DemandPanel,
     ForecastingError,
     ForecastSettings,
-    GlobalModelSettings,
-    MovingMedian,
-    backtest,
     build_panel,
     future_covariates,
     infer_freq,
-    mase_scales,
-    score_backtests,
-    select_model,
 )
 
 SMALL = ForecastSettings(horizon=7, folds=2)
