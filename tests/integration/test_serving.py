@@ -231,28 +231,34 @@ def test_a_worker_killed_mid_load_corrupts_no_log_and_the_service_recovers(
     workers = _workers(bento_server)
     assert len(workers) == 2, [w.cmdline() for w in workers]
     sample = texts(64, seed=55)
-    stop_at = time.monotonic() + 4.0
+    stop = threading.Event()
+    outcomes: list[tuple[float, int]] = []  # (time, status); -1: connection failed
 
-    def keep_calling(offset: int) -> list[tuple[float, int]]:
-        """(time, status) of one client's requests until `stop_at`; -1: connection failed."""
-        outcomes = []
+    def keep_calling(offset: int) -> None:
         for i in itertools.count(offset):
-            if time.monotonic() > stop_at:
-                return outcomes
+            if stop.is_set():
+                return
             text = sample[i % len(sample)]
             try:
                 status = post(bento_server, "classify", {"texts": [text]}, timeout=30).status_code
             except requests.RequestException:
                 status = -1
             outcomes.append((time.monotonic(), status))
-        return outcomes
+
+    def wait_for(condition, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         clients = [pool.submit(keep_calling, 8 * n) for n in range(8)]
-        time.sleep(1.5)
+        wait_for(lambda: len(outcomes) >= 16)  # the load is running
         killed_at = time.monotonic()
         workers[0].send_signal(signal.SIGKILL)
-        outcomes = [outcome for client in clients for outcome in client.result()]
+        wait_for(lambda: sum(1 for m, s in outcomes if m > killed_at + 0.5 and s == 200) >= 16)
+        stop.set()
+        for client in clients:
+            client.result()
     before = [status for moment, status in outcomes if moment < killed_at]
     after = [status for moment, status in outcomes if moment > killed_at + 0.5]
     assert before and set(before) == {200}, "the load was running when the worker died"

@@ -46,7 +46,13 @@ def test_records_are_flushed_by_size_and_by_time(tmp_path: Path) -> None:
         time.sleep(0.02)
     assert len(log_files(tmp_path, START, START + timedelta(hours=1))) == 1, "size flush"
     writer.log([record(10, START)])  # below the size bound: the timer flushes it
-    time.sleep(0.8)
+    deadline = time.monotonic() + 10
+    while (
+        read_predictions(tmp_path, START, START + timedelta(hours=1)).height < 11
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.02)
+    assert writer.health().buffered == 0, "the timer flushed the record without a size flush"
     assert read_predictions(tmp_path, START, START + timedelta(hours=1)).height == 11
     writer.close()
 
