@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -24,7 +23,14 @@ from ml.data.ingestion import DEFAULT_MAX_DROP_BYTES
 from ml.lifecycle.registry import Registry
 from ml.monitoring.drift import DriftThresholds
 from ml.requests.taxonomy import Taxonomy, load_taxonomy
-from ml.settings import DBT_PROJECT_DIR, PROJECT_ROOT, Settings, executable
+from ml.settings import (
+    DBT_PROJECT_DIR,
+    PROJECT_ROOT,
+    Settings,
+    environment_set,
+    executable,
+    secret_from_environment,
+)
 from serving.package import bentoml_environment
 
 LOCK_WAIT_SECONDS = 60.0
@@ -145,15 +151,8 @@ class Warehouse(ConfigurableResource):
     @contextmanager
     def dbt_environment(self) -> Iterator[None]:
         """dbt reads the warehouse path from MLOPS_WAREHOUSE_PATH (see dbt_project/profiles.yml)."""
-        previous = os.environ.get("MLOPS_WAREHOUSE_PATH")
-        os.environ["MLOPS_WAREHOUSE_PATH"] = self.path
-        try:
+        with environment_set(MLOPS_WAREHOUSE_PATH=self.path):
             yield
-        finally:
-            if previous is None:
-                os.environ.pop("MLOPS_WAREHOUSE_PATH", None)
-            else:
-                os.environ["MLOPS_WAREHOUSE_PATH"] = previous
 
 
 class RequestIntake(ConfigurableResource):
@@ -182,7 +181,7 @@ class LabelStudioResource(ConfigurableResource):
     token_file: str = ""
 
     def client(self) -> LabelStudioClient:
-        token = os.environ.get(self.token_env_var, "")
+        token = secret_from_environment(self.token_env_var)
         if not token and self.token_file and Path(self.token_file).exists():
             token = Path(self.token_file).read_text(encoding="utf-8").strip()
         if not token:

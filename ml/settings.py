@@ -1,4 +1,5 @@
-"""One settings module: every path the platform reads or writes, resolved from the environment.
+"""One settings module, and the only reader of the environment: every path the platform reads
+or writes and every setting it takes from a variable, resolved here.
 
 The embedded default needs no configuration: everything lives under one data home (a git-ignored
 folder in the checkout); production changes only environment variables.
@@ -6,9 +7,11 @@ folder in the checkout); production changes only environment variables.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ml.data.ingestion import DEFAULT_MAX_DROP_BYTES
@@ -25,10 +28,67 @@ def executable(name: str) -> str:
     return str(beside) if beside.exists() else name
 
 
-def environment_with(**overrides: str) -> dict[str, str]:
-    """This process's environment plus `overrides`: what a child process (dbt, bentoml,
-    torchrun, Label Studio) is started with."""
-    return {**os.environ, **overrides}
+def environment_with(defaults: Mapping[str, str] | None = None, **overrides: str) -> dict[str, str]:
+    """What a child process (dbt, bentoml, torchrun, Label Studio) is started with: `defaults`
+    unless this process's environment sets them, then the environment, then `overrides`."""
+    return {**(defaults or {}), **os.environ, **overrides}
+
+
+def set_environment_defaults(**values: str) -> None:
+    """Set variables a library reads at import (telemetry off, tokenizer threads), unless the
+    environment already sets them."""
+    for name, value in values.items():
+        os.environ.setdefault(name, value)
+
+
+@contextlib.contextmanager
+def environment_set(**values: str) -> Iterator[None]:
+    """Variables set for the duration of a call that reads them from the process (dbt's
+    `env_var()` in profiles.yml), restored afterwards."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def secret_from_environment(name: str) -> str:
+    """A secret passed by its variable's name (never by value, so config and the UI never hold
+    it); '' when unset."""
+    return os.environ.get(name, "")
+
+
+@dataclass(frozen=True)
+class DistributedProcess:
+    """Where this process sits in a torchrun launch (RANK, LOCAL_RANK, WORLD_SIZE); one
+    process on its own is rank 0 of 1."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def from_env(cls) -> DistributedProcess:
+        return cls(
+            rank=_int_from_env("RANK", 0),
+            local_rank=_int_from_env("LOCAL_RANK", 0),
+            world_size=_int_from_env("WORLD_SIZE", 1),
+        )
+
+
+REGISTRY_PAUSE_VARIABLE = "MLOPS_REGISTRY_PAUSE_AFTER_ALIAS_MOVE"
+"""Fault injection (tests only): a registry writing an alias pauses after the move until the
+file this names is removed, so a test can kill it between the move and its audit record."""
+
+
+def registry_pause_marker() -> Path | None:
+    value = os.environ.get(REGISTRY_PAUSE_VARIABLE)
+    return Path(value) if value else None
 
 
 def _path_from_env(name: str, default: Path) -> Path:
@@ -70,6 +130,24 @@ class Settings:
     """MLflow tracking server and registry; '' = a SQLite file under the data home."""
     mlflow_artifact_root: str = ""
     """Where a file-backed MLflow keeps artifacts; '' = a folder under the data home."""
+    demand_source: str = "synthetic"
+    """The demand source preset (synthetic, orange_juice)."""
+    demand_uri: str = ""
+    """Where the preset's files are instead ('' = its default)."""
+    demand_max_age_days: float | None = None
+    """Cadence promise of a live demand feed; None: the preset's."""
+    dagster_profile: str = "local"
+    """Which instance config (orchestration/instance/dagster.<profile>.yaml) the UI runs on."""
+    serving_port: int = 3001
+    label_studio_venv: Path = PROJECT_ROOT / ".venv-labelstudio"
+    label_studio_port: int = 8080
+    label_studio_username: str = "admin@localhost.local"
+    label_studio_password: str = field(default="", repr=False)
+    """'' = a random one kept (0600) in the data home."""
+    label_studio_token: str = field(default="", repr=False)
+    """'' = a random one kept (0600) in the data home."""
+    label_studio_task_lock_ttl: int = 600
+    """Seconds a task fetched from the labeling stream stays locked to its annotator."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -97,6 +175,21 @@ class Settings:
             max_drop_bytes=_int_from_env("MLOPS_MAX_DROP_BYTES", DEFAULT_MAX_DROP_BYTES),
             mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),
             mlflow_artifact_root=os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT", ""),
+            demand_source=os.environ.get("MLOPS_DEMAND_SOURCE", "synthetic"),
+            demand_uri=os.environ.get("MLOPS_DEMAND_URI", ""),
+            demand_max_age_days=_float_from_env("MLOPS_DEMAND_MAX_AGE_DAYS"),
+            dagster_profile=os.environ.get("MLOPS_DAGSTER_PROFILE", "local"),
+            serving_port=_int_from_env("MLOPS_SERVING_PORT", 3001),
+            label_studio_venv=_path_from_env(
+                "MLOPS_LABEL_STUDIO_VENV", PROJECT_ROOT / ".venv-labelstudio"
+            ),
+            label_studio_port=_int_from_env("MLOPS_LABEL_STUDIO_PORT", 8080),
+            label_studio_username=os.environ.get(
+                "MLOPS_LABEL_STUDIO_USERNAME", "admin@localhost.local"
+            ),
+            label_studio_password=os.environ.get("MLOPS_LABEL_STUDIO_PASSWORD", ""),
+            label_studio_token=os.environ.get("MLOPS_LABEL_STUDIO_TOKEN", ""),
+            label_studio_task_lock_ttl=_int_from_env("MLOPS_LABEL_STUDIO_TASK_LOCK_TTL", 600),
         )
 
     @property
@@ -117,11 +210,6 @@ class Settings:
     def prediction_log_dir(self) -> Path:
         return _path_from_env("MLOPS_PREDICTION_LOG_DIR", self.data_home / "prediction_logs")
 
-    @property
-    def raw_dir(self) -> Path:
-        """Immutable raw copies of every ingested partition, as read (all strings)."""
-        return self.data_home / "raw"
-
     def moved_to(self, data_home: Path) -> Settings:
         """The same deployment with every written path under another data home."""
         return replace(
@@ -131,11 +219,6 @@ class Settings:
             dagster_home=data_home / "dagster",
             request_drops_uri=str(data_home / "drops" / "requests"),
         )
-
-    @property
-    def drop_registry_dir(self) -> Path:
-        """One JSON manifest per registered drop: what was read, from where, with which hash."""
-        return self.data_home / "drop_registry"
 
 
 def _int_from_env(name: str, default: int) -> int:

@@ -35,7 +35,7 @@ from assets.requests import raw_requests, validate_requests
 from assets.resources import build_resources
 from assets.serving import champion_bento
 from assets.warehouse_models import warehouse_dbt_models
-from ml.data.sources import DemandSource, demand_source_from_env
+from ml.data.sources import DemandSource, demand_source_of
 from ml.settings import Settings
 from orchestration.jobs import (
     annotated_batch_job,
@@ -147,6 +147,4 @@ def build_definitions(settings: Settings, demand_source: DemandSource) -> Defini
 
 
 _settings = Settings.from_env()
-defs = build_definitions(
-    _settings, demand_source_from_env(_settings.data_home, _settings.shared_data)
-)
+defs = build_definitions(_settings, demand_source_of(_settings))

@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import sys
 import time
 import urllib.request
@@ -28,7 +27,7 @@ from assets.monitoring import window_partition_key  # noqa: E402
 from assets.resources import DataHome, Warehouse  # noqa: E402
 from ml.annotation.label_studio_client import LabelStudioClient  # noqa: E402
 from ml.data.ingestion import IngestionError  # noqa: E402
-from ml.data.sources import DemandSource, demand_source_from_env, orange_juice_source  # noqa: E402
+from ml.data.sources import DemandSource, demand_source_of, orange_juice_source  # noqa: E402
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER  # noqa: E402
 from ml.lifecycle.registry import Registry  # noqa: E402
 from ml.settings import Settings  # noqa: E402
@@ -183,7 +182,7 @@ def serve_and_monitor(settings: Settings, defs, instance, run, report, log_path:
     """Start `bentoml serve` on the champion Bento, show its answers, send it traffic, stop it
     (its workers flush their logs), then profile this hour's traffic and score its drift."""
     bento = current_bento(settings.bentoml_home)["bento"]
-    port = int(os.environ.get("MLOPS_SERVING_PORT", "3001"))
+    port = settings.serving_port
     server = start_bento_server(
         settings, str(bento), port, settings.data_home / "logs" / "bentoml-serve.log"
     )
@@ -273,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.real:
         settings, demand_source, request_files = real_data_deployment(settings)
     else:
-        demand_source = demand_source_from_env(settings.data_home, settings.shared_data)
+        demand_source = demand_source_of(settings)
         request_files = []
         for path in write_demo_sources(settings):
             print(f"  generated {path.relative_to(settings.data_home)}")

@@ -1,7 +1,6 @@
 """Prepare $DAGSTER_HOME with the chosen instance config: `local` (SQLite) or `production`
 (PostgreSQL). `python -m orchestration.instance` is what `make dev` runs first."""
 
-import os
 import shutil
 from pathlib import Path
 
@@ -24,9 +23,7 @@ def prepare_dagster_home(home: Path, profile: str = "local") -> Path:
 
 def open_instance(settings: Settings) -> DagsterInstance:
     """The persistent instance the UI shows, prepared for the profile in MLOPS_DAGSTER_PROFILE."""
-    home = prepare_dagster_home(
-        settings.dagster_home, os.environ.get("MLOPS_DAGSTER_PROFILE", "local")
-    )
+    home = prepare_dagster_home(settings.dagster_home, settings.dagster_profile)
     return DagsterInstance.from_config(str(home))
 
 

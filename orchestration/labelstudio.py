@@ -6,17 +6,16 @@ The admin token comes from MLOPS_LABEL_STUDIO_TOKEN, or is generated once and ke
 in the data home; it is never printed or logged.
 """
 
-import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ml.settings import PROJECT_ROOT, Settings
+from ml.settings import Settings, environment_with
 
 LABEL_STUDIO_VERSION = "1.23.2"
 START_TIMEOUT_SECONDS = 240.0
@@ -28,8 +27,10 @@ class LabelStudioConfig:
     data_dir: Path
     port: int
     username: str
-    password: str
-    token: str
+    password: str = field(repr=False)
+    token: str = field(repr=False)
+    task_lock_ttl: int = 600
+    """Seconds a task fetched from the labeling stream stays locked to its annotator."""
 
     @property
     def url(self) -> str:
@@ -39,16 +40,13 @@ class LabelStudioConfig:
     def from_settings(cls, settings: Settings, port: int | None = None) -> "LabelStudioConfig":
         data_dir = settings.data_home / "labelstudio"
         return cls(
-            venv=Path(
-                os.environ.get("MLOPS_LABEL_STUDIO_VENV", PROJECT_ROOT / ".venv-labelstudio")
-            ),
+            venv=settings.label_studio_venv,
             data_dir=data_dir,
-            port=port or int(os.environ.get("MLOPS_LABEL_STUDIO_PORT", "8080")),
-            username=os.environ.get("MLOPS_LABEL_STUDIO_USERNAME", "admin@localhost.local"),
-            password=os.environ.get("MLOPS_LABEL_STUDIO_PASSWORD")
-            or _kept_secret(data_dir, "admin_password", 16),
-            token=os.environ.get("MLOPS_LABEL_STUDIO_TOKEN")
-            or _kept_secret(data_dir, "admin_token", 20),
+            port=port or settings.label_studio_port,
+            username=settings.label_studio_username,
+            password=settings.label_studio_password or _kept_secret(data_dir, "admin_password", 16),
+            token=settings.label_studio_token or _kept_secret(data_dir, "admin_token", 20),
+            task_lock_ttl=settings.label_studio_task_lock_ttl,
         )
 
 
@@ -83,17 +81,15 @@ def ensure_installed(venv: Path) -> Path:
 
 
 def server_environment(config: LabelStudioConfig) -> dict[str, str]:
-    return {
-        **os.environ,
-        "LABEL_STUDIO_BASE_DATA_DIR": str(config.data_dir),
-        "LATEST_VERSION_CHECK": "false",
-        # A task fetched from the labeling stream stays locked to its annotator this long.
-        "TASK_LOCK_TTL": os.environ.get("MLOPS_LABEL_STUDIO_TASK_LOCK_TTL", "600"),
+    return environment_with(
+        LABEL_STUDIO_BASE_DATA_DIR=str(config.data_dir),
+        LATEST_VERSION_CHECK="false",
+        TASK_LOCK_TTL=str(config.task_lock_ttl),
         # Credentials travel in the environment, never on the command line (`ps` shows that).
-        "LABEL_STUDIO_USERNAME": config.username,
-        "LABEL_STUDIO_PASSWORD": config.password,
-        "LABEL_STUDIO_USER_TOKEN": config.token,
-    }
+        LABEL_STUDIO_USERNAME=config.username,
+        LABEL_STUDIO_PASSWORD=config.password,
+        LABEL_STUDIO_USER_TOKEN=config.token,
+    )
 
 
 def server_command(config: LabelStudioConfig, executable: Path) -> list[str]:

@@ -9,7 +9,6 @@ an answer on the port while it swaps; production rolls Kubernetes pods instead, 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -103,7 +102,7 @@ def follow_champion(
 
 def main() -> int:
     settings = Settings.from_env()
-    port = int(os.environ.get("MLOPS_SERVING_PORT", "3001"))
+    port = settings.serving_port
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server on the way out
     with contextlib.suppress(KeyboardInterrupt):
         follow_champion(settings, port)

@@ -12,7 +12,6 @@ path. Every error has one shape, declared in the published OpenAPI document
 from __future__ import annotations
 
 import logging
-import os
 import time
 from datetime import date
 from typing import Annotated
@@ -33,7 +32,7 @@ from pydantic import (
 
 from ml.demand.panel import ForecastingError
 from ml.monitoring.prediction_log import PredictionLogWriter, prediction_record
-from ml.settings import ServingSettings
+from ml.settings import ServingSettings, set_environment_defaults
 from serving.http_contract import ClientErrorsAsWarnings, HttpContract
 from serving.package import load_verified
 
@@ -45,7 +44,7 @@ class ServedModels(BaseModel):
     demand_forecaster: str = ""
 
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are processes already
+set_environment_defaults(TOKENIZERS_PARALLELISM="false")  # the workers are processes already
 SETTINGS = ServingSettings.from_env()
 MODELS = bentoml.use_arguments(ServedModels)
 

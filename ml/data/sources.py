@@ -7,7 +7,6 @@ mapping does not use are reported (requests) or carried as extra covariates (dem
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
@@ -20,6 +19,7 @@ from ml.data.contracts import DEMAND_CONTRACT
 from ml.data.ingestion import ROW_COLUMN, Drop, IngestionError, list_supported_files, read_raw_table
 from ml.data.ingestion import require_columns as require_file_columns
 from ml.data.validation import RAW_RECORD, RAW_ROW_ID, parse_column, raw_record
+from ml.settings import Settings
 
 # --- requests -------------------------------------------------------------------------------
 
@@ -224,20 +224,21 @@ def orange_juice_source(shared_data: Path) -> DemandSource:
     )
 
 
-def demand_source_from_env(data_home: Path, shared_data: Path) -> DemandSource:
-    """MLOPS_DEMAND_SOURCE picks a preset (synthetic, orange_juice); MLOPS_DEMAND_URI moves it."""
+def demand_source_of(settings: Settings) -> DemandSource:
+    """The deployment's demand source: MLOPS_DEMAND_SOURCE picks a preset (synthetic,
+    orange_juice); MLOPS_DEMAND_URI moves it, MLOPS_DEMAND_MAX_AGE_DAYS gives it a cadence."""
     presets = {
-        "synthetic": synthetic_demand_source(data_home),
-        "orange_juice": orange_juice_source(shared_data),
+        "synthetic": synthetic_demand_source(settings.data_home),
+        "orange_juice": orange_juice_source(settings.shared_data),
     }
-    name = os.environ.get("MLOPS_DEMAND_SOURCE", "synthetic")
+    name = settings.demand_source
     if name not in presets:
         raise ValueError(f"MLOPS_DEMAND_SOURCE={name!r}: expected one of {sorted(presets)}")
     source = presets[name]
-    if uri := os.environ.get("MLOPS_DEMAND_URI"):
-        source = replace(source, uri=uri)
-    if max_age := os.environ.get("MLOPS_DEMAND_MAX_AGE_DAYS"):
-        source = replace(source, max_age_days=float(max_age))
+    if settings.demand_uri:
+        source = replace(source, uri=settings.demand_uri)
+    if settings.demand_max_age_days is not None:
+        source = replace(source, max_age_days=settings.demand_max_age_days)
     return source
 
 

@@ -41,12 +41,18 @@ from pathlib import Path
 import mlflow
 import mlflow.pyfunc
 from mlflow import MlflowClient
+from mlflow.environment_variables import (
+    MLFLOW_DISABLE_TELEMETRY,
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR,
+    MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+    MLFLOW_HTTP_REQUEST_TIMEOUT,
+    MLFLOW_REGISTRY_URI,
+    MLFLOW_TRACKING_URI,
+)
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.tracking._model_registry import utils as registry_utils
-from mlflow.tracking._tracking_service import utils as tracking_utils
 
-from ml.settings import PROJECT_ROOT
+from ml.settings import PROJECT_ROOT, registry_pause_marker
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -67,10 +73,16 @@ AUDIT_PREFIX = "alias_audit/"
 AUDIT_WHY_MAX_CHARS = 2000
 """A registered-model tag holds 5000 characters on a PostgreSQL backend."""
 ALIAS_LOCK_WAIT_SECONDS = 120.0
-PAUSE_AFTER_ALIAS_MOVE = "MLOPS_REGISTRY_PAUSE_AFTER_ALIAS_MOVE"
 """For crash tests: a file path; after moving an alias, before writing the audit outcome, the
 registry writes this file and waits (up to 5 minutes) until it is removed or the process killed."""
-URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+URI_VARIABLES = (MLFLOW_TRACKING_URI, MLFLOW_REGISTRY_URI)
+QUIET_CLIENT = {
+    MLFLOW_HTTP_REQUEST_MAX_RETRIES: "2",
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR: "false",
+    MLFLOW_DISABLE_TELEMETRY: "true",
+    MLFLOW_HTTP_REQUEST_TIMEOUT: "60",
+}
+"""Client settings unless the environment says otherwise: fail fast, no progress bars."""
 """Exported by mlflow.set_*_uri; `Registry._active` puts them back as they were."""
 
 
@@ -292,28 +304,27 @@ class Registry:
         """MLflow's fluent API (runs, log_model) reads process-wide URIs: set them for the call,
         one call at a time per process (threads interleaving set/restore would leak a URI)."""
         with _FLUENT_URIS:
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-            os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+            for variable, value in QUIET_CLIENT.items():
+                if not variable.defined:
+                    variable.set(value)
             # Restore what was *set*, not what get_*_uri() resolves to: setting the resolved
             # default back would pin it process-wide and export it as MLFLOW_TRACKING_URI /
             # REGISTRY_URI (then Settings.from_env and every later MlflowClient would use
-            # ./mlflow.db).
-            previous = tracking_utils._tracking_uri, registry_utils._registry_uri
-            previous_env = {key: os.environ.get(key) for key in URI_VARIABLES}
+            # ./mlflow.db). set_tracking_uri mirrors the URI it is given in its variable, so the
+            # variables say what was set; None unsets.
+            previous = {variable: variable.get_raw() for variable in URI_VARIABLES}
             mlflow.set_tracking_uri(self.tracking_uri)
             mlflow.set_registry_uri(self.tracking_uri)
             try:
                 yield
             finally:
-                mlflow.set_tracking_uri(previous[0])
-                mlflow.set_registry_uri(previous[1])
-                for key, value in previous_env.items():
+                mlflow.set_tracking_uri(previous[MLFLOW_TRACKING_URI])
+                mlflow.set_registry_uri(previous[MLFLOW_REGISTRY_URI])
+                for variable, value in previous.items():
                     if value is None:
-                        os.environ.pop(key, None)
+                        variable.unset()
                     else:
-                        os.environ[key] = value
+                        variable.set(value)
 
     def _experiment_id(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -582,8 +593,8 @@ class Registry:
         )
         self.client.set_registered_model_tag(name, f"{AUDIT_PREFIX}{entry.id:06d}", entry.to_json())
         self._apply(name, entry)
-        if entry.moves and (marker := os.environ.get(PAUSE_AFTER_ALIAS_MOVE)):
-            Path(marker).write_text(json.dumps({"entry": entry.id, "pid": os.getpid()}))
+        if entry.moves and (marker := registry_pause_marker()):
+            marker.write_text(json.dumps({"entry": entry.id, "pid": os.getpid()}))
             deadline = time.monotonic() + 300
             while Path(marker).exists() and time.monotonic() < deadline:
                 time.sleep(0.05)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,18 +28,19 @@ from scipy.stats import chi2_contingency
 
 from ml.data.ingestion import write_bytes_atomically, write_text_atomically
 from ml.metrics import wape_expr
+from ml.settings import set_environment_defaults
 
 # whylogs 1.6.4 (its last release) checks string types against `np.unicode_`, which numpy 2
 # removed; restore the alias before whylogs is imported. whylogs also posts usage statistics
 # unless this variable is set; ml/ makes no network calls.
 if not hasattr(np, "unicode_"):
     np.unicode_ = np.str_
-os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
+set_environment_defaults(WHYLOGS_NO_ANALYTICS="True")
 
-import whylogs as why
-from whylogs.core.view.column_profile_view import ColumnProfileView
-from whylogs.core.view.dataset_profile_view import DatasetProfileView
-from whylogs.viz.drift.column_drift_algorithms import (
+import whylogs as why  # noqa: E402
+from whylogs.core.view.column_profile_view import ColumnProfileView  # noqa: E402
+from whylogs.core.view.dataset_profile_view import DatasetProfileView  # noqa: E402
+from whylogs.viz.drift.column_drift_algorithms import (  # noqa: E402
     KS,
     ChiSquare,
     ColumnDriftAlgorithm,
@@ -48,13 +48,13 @@ from whylogs.viz.drift.column_drift_algorithms import (
     Hellinger,
     calculate_drift_scores,
 )
-from whylogs.viz.drift.configs import (
+from whylogs.viz.drift.configs import (  # noqa: E402
     ChiSquareConfig,
     HellingerConfig,
     KSTestConfig,
 )
-from whylogs.viz.drift.configs import DriftThresholds as WhylogsThresholds
-from whylogs.viz.utils.frequent_items_calculations import (
+from whylogs.viz.drift.configs import DriftThresholds as WhylogsThresholds  # noqa: E402
+from whylogs.viz.utils.frequent_items_calculations import (  # noqa: E402
     FrequentStats,
     get_frequent_stats,
 )

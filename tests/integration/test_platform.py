@@ -272,11 +272,11 @@ def test_settings_that_point_nowhere_are_named(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from assets.resources import RequestIntake
-    from ml.data.sources import demand_source_from_env
+    from ml.data.sources import demand_source_of
 
     monkeypatch.setenv("MLOPS_DEMAND_SOURCE", "bogus")
     with pytest.raises(ValueError, match="MLOPS_DEMAND_SOURCE='bogus': expected one of"):
-        demand_source_from_env(settings.data_home, settings.shared_data)
+        demand_source_of(Settings.from_env())
     monkeypatch.setenv("MLOPS_REQUESTS_MAX_AGE_DAYS", "soon")
     with pytest.raises(ValueError, match="MLOPS_REQUESTS_MAX_AGE_DAYS='soon'"):
         Settings.from_env()

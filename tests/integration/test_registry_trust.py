@@ -28,7 +28,6 @@ from ml.lifecycle.registry import (
     CHAMPION,
     GATE_DECISION,
     GATE_SCORE,
-    PAUSE_AFTER_ALIAS_MOVE,
     REGISTRATION,
     REJECTED,
     ArtifactIntegrityError,
@@ -38,7 +37,7 @@ from ml.lifecycle.registry import (
 )
 from ml.metrics import score_classification
 from ml.requests.text_classification import BaselineClassifier, LabeledTexts
-from ml.settings import PROJECT_ROOT
+from ml.settings import PROJECT_ROOT, REGISTRY_PAUSE_VARIABLE
 from serving.package import bentoml_environment
 from tests.conftest import Baselines, classifier_rescorer, free_port, running_mlflow_server
 
@@ -385,7 +384,7 @@ def gate_paused_after_alias_move(
     process = subprocess.Popen(
         [sys.executable, "-c", CRASHING_GATE, tracking_uri, artifact_root, str(test_file)],
         cwd=PROJECT_ROOT,
-        env={**os.environ, PAUSE_AFTER_ALIAS_MOVE: str(marker), **env},
+        env={**os.environ, REGISTRY_PAUSE_VARIABLE: str(marker), **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
