@@ -6,7 +6,6 @@ import hashlib
 import re
 from datetime import UTC, datetime
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -19,6 +18,7 @@ from dagster import (
     Config,
     DynamicPartitionsDefinition,
     MaterializeResult,
+    MetadataValue,
     asset,
 )
 from pydantic import Field, field_validator
@@ -37,7 +37,7 @@ from ml.annotation.agreement import (
 from ml.annotation.selection import pick_candidates, prediction_margins
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registry import RegistryUnavailable
-from ml.plots import confusion_figure
+from ml.plots import confusion_figure, threshold_figure
 
 annotation_batches = DynamicPartitionsDefinition(name="annotation_batches")
 """One partition per batch sent to Label Studio; a re-annotation round is a batch of its own."""
@@ -457,14 +457,14 @@ def _stored_pairs(
     return {pair.task: pair for pair in pairs}
 
 
-def _kappa_over_time_picture(agreement: pl.DataFrame, threshold: float):
+def _kappa_over_time_picture(agreement: pl.DataFrame, threshold: float) -> MetadataValue:
     ordered = agreement.sort("collected_at")
-    figure, axis = plt.subplots(figsize=(7, 2.8))
-    axis.plot(range(ordered.height), ordered["kappa"].fill_null(0).to_list(), marker="o")
-    axis.axhline(threshold, color="#c0392b", linestyle="--", label=f"threshold {threshold}")
-    axis.set_xticks(range(ordered.height), ordered["batch_id"].to_list(), rotation=45, fontsize=6)
-    axis.set_ylabel("Cohen's kappa")
-    axis.legend(fontsize=7)
+    figure = threshold_figure(
+        ordered["batch_id"].to_list(),
+        ordered["kappa"].fill_null(0).to_list(),
+        threshold,
+        "Cohen's kappa",
+    )
     return picture(figure, "Kappa per batch, in collection order")
 
 

@@ -3,7 +3,6 @@ the valid rows are published to dbt only when every blocking check of the run pa
 
 from datetime import UTC, date, datetime
 
-import matplotlib.pyplot as plt
 import polars as pl
 from dagster import (
     AssetExecutionContext,
@@ -11,6 +10,7 @@ from dagster import (
     BackfillPolicy,
     DailyPartitionsDefinition,
     MaterializeResult,
+    MetadataValue,
     TimeWindowPartitionsDefinition,
     WeeklyPartitionsDefinition,
     asset,
@@ -34,6 +34,7 @@ from ml.data.ingestion import IngestionError, write_parquet_atomically
 from ml.data.sources import DemandSource, map_demand_rows, read_demand_files
 from ml.data.validation import RAW_ROW_ID, validate_against_contract
 from ml.demand.calendar import calendar_days as build_calendar
+from ml.plots import series_figure
 
 GROUP = "demand"
 OWNERS = ["team:demand"]
@@ -54,12 +55,11 @@ def demand_partitions(source: DemandSource) -> TimeWindowPartitionsDefinition:
     raise ValueError(f"demand source {source.name!r}: unsupported frequency {source.freq!r}")
 
 
-def _units_picture(valid: pl.DataFrame):
+def _units_picture(valid: pl.DataFrame) -> MetadataValue:
     totals = valid.group_by("period_start").agg(pl.col("units").sum()).sort("period_start")
-    figure, axis = plt.subplots(figsize=(8, 2.8))
-    axis.plot(totals["period_start"].to_list(), totals["units"].to_list(), color="#4f7cac")
-    axis.set_title("units sold, all series")
-    figure.autofmt_xdate()
+    figure = series_figure(
+        totals["period_start"].to_list(), totals["units"].to_list(), "units sold, all series"
+    )
     return picture(figure, "Total units per period")
 
 

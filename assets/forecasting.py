@@ -6,7 +6,6 @@ of the champion in DuckDB → their realized error as actuals arrive."""
 import hashlib
 from datetime import UTC, datetime
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import polars as pl
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
@@ -16,7 +15,13 @@ from assets.demand import GROUP, OWNERS
 from assets.metadata import markdown_table, picture, promotion_metadata
 from assets.requests import DUCKDB_POOL
 from assets.resources import REGISTRY_POOL, ModelRegistry, Warehouse
-from ml.demand.backtesting import backtest, mase_scales, score_backtests, select_model
+from ml.demand.backtesting import (
+    backtest,
+    backtest_plots,
+    mase_scales,
+    score_backtests,
+    select_model,
+)
 from ml.demand.forecaster import FALLBACK, fit_forecaster, forecast_from_champion
 from ml.demand.models import GLOBAL_KINDS, LOCAL_KINDS, GlobalModelSettings
 from ml.demand.panel import BASELINES, DemandPanel, ForecastSettings, build_panel
@@ -26,6 +31,7 @@ from ml.lifecycle.registered_models import DEMAND_FORECASTER
 from ml.lifecycle.registration import Candidate, ModelCard, register_candidate
 from ml.lifecycle.registry import ModelVersion, Registry
 from ml.metrics import forecast_errors, forecast_scores
+from ml.plots import forecast_figure
 
 BACKTEST_TABLE = "demand_backtest_forecasts"
 SCORES_TABLE = "demand_backtest_scores"
@@ -72,28 +78,6 @@ def backtest_version(panel: DemandPanel) -> str:
     series = hashlib.sha256("\n".join(f"{s}/{i}" for s, i in panel.keys).encode()).hexdigest()
     s = panel.settings
     return f"{s.freq}-h{s.horizon}x{s.folds}-{panel.last_period}-{series[:8]}"
-
-
-def _forecast_plot(results: pl.DataFrame, panel: DemandPanel, best: str, series: list[int]):
-    figure, axes = plt.subplots(len(series), 1, figsize=(9, 2.4 * len(series)), squeeze=False)
-    for axis, i in zip(axes[:, 0], series, strict=True):
-        store, item = panel.keys[i]
-        target = panel.targets[i]
-        history = target.to_dataframe().iloc[-3 * panel.settings.held_out :]
-        axis.plot(history.index, history.iloc[:, 0], color="black", lw=1, label="actual")
-        for model, color in ((best, "#1f77b4"), ("naive", "#d62728")):
-            rows = results.filter(
-                (pl.col("store") == store) & (pl.col("item") == item) & (pl.col("model") == model)
-            ).sort("period_start")
-            if rows.is_empty():
-                continue
-            axis.plot(rows["period_start"], rows["p50"], color=color, lw=1, label=model)
-            if model == best:
-                axis.fill_between(rows["period_start"], rows["p10"], rows["p90"], alpha=0.2)
-        axis.set_title(f"store {store}, item {item}", fontsize=9)
-        axis.legend(fontsize=7, loc="upper left")
-    figure.tight_layout()
-    return figure
 
 
 @asset(
@@ -195,7 +179,7 @@ def demand_backtests(
             ),
             "worst_series_of_selected_model": markdown_table(worst),
             "forecast_vs_actual": picture(
-                _forecast_plot(results, panel, selection.best, plotted),
+                forecast_figure(backtest_plots(results, panel, [selection.best, "naive"], plotted)),
                 f"Backtest forecasts of {selection.best} (P10–P90 band) and naive",
             ),
         }

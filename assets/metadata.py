@@ -65,15 +65,6 @@ def picture(figure: plt.Figure, caption: str) -> MetadataValue:
     return MetadataValue.md(f"**{caption}**\n\n![{caption}](data:image/png;base64,{encoded})")
 
 
-def bar_chart(counts: Mapping[str, int], title: str, limit: int = 30) -> MetadataValue:
-    items = sorted(counts.items(), key=lambda kv: kv[1], reverse=True)[:limit]
-    figure, axis = plt.subplots(figsize=(8, max(2.0, 0.22 * len(items) + 1)))
-    axis.barh([k for k, _ in reversed(items)], [v for _, v in reversed(items)], color="#4f7cac")
-    axis.set_title(title)
-    axis.tick_params(axis="y", labelsize=7)
-    return picture(figure, title)
-
-
 def promotion_metadata(
     outcomes: Sequence[GateOutcome],
     champion: ModelVersion | None,

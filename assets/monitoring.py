@@ -40,7 +40,6 @@ from ml.monitoring.drift import (
     build_text_reference,
     compare_profiles,
     deserialize_profile,
-    drift_figure,
     forecast_error_drift,
     profile,
     request_feature_frame,
@@ -48,6 +47,7 @@ from ml.monitoring.drift import (
     serialize_profile,
 )
 from ml.monitoring.prediction_log import WINDOW_FORMAT, read_predictions, window_start
+from ml.plots import drift_figure
 
 MONITORING_START = "2026-01-01-00:00"
 monitoring_windows = HourlyPartitionsDefinition(start_date=MONITORING_START, end_offset=1)

@@ -4,7 +4,6 @@ rows are published to dbt only when every blocking check of the drop passes."""
 from dataclasses import replace
 from datetime import UTC, datetime
 
-import matplotlib.pyplot as plt
 import polars as pl
 from dagster import (
     AssetExecutionContext,
@@ -23,7 +22,7 @@ from assets.contract_outputs import (
     validation_results,
     validation_specs,
 )
-from assets.metadata import bar_chart, column_schema, picture, preview
+from assets.metadata import column_schema, picture, preview
 from assets.resources import DataHome, RequestIntake, Warehouse
 from ml.data.contracts import request_contract
 from ml.data.ingestion import (
@@ -35,6 +34,7 @@ from ml.data.ingestion import (
 )
 from ml.data.sources import map_request_drop
 from ml.data.validation import validate_against_contract
+from ml.plots import bar_figure, histogram_figure
 
 GROUP = "requests"
 OWNERS = ["team:requests"]
@@ -74,14 +74,6 @@ def raw_requests(context: AssetExecutionContext, data_home: DataHome) -> Materia
             "preview": preview(raw),
         }
     )
-
-
-def _text_length_picture(valid: pl.DataFrame):
-    figure, axis = plt.subplots(figsize=(6, 2.5))
-    axis.hist(valid["text"].str.len_chars().to_numpy(), bins=40, color="#4f7cac")
-    axis.set_xlabel("characters")
-    axis.set_title("text length")
-    return picture(figure, "Text length of valid requests")
 
 
 @multi_asset(
@@ -174,8 +166,16 @@ def validate_requests(
             "labeled_share": round(
                 1 - intent_counts.get("(unlabeled)", 0) / max(outcome.valid.height, 1), 4
             ),
-            "intents": bar_chart(intent_counts, "Requests per intent (top 30)"),
-            "text_length": _text_length_picture(outcome.valid)
+            "intents": picture(
+                bar_figure(intent_counts, "Requests per intent (top 30)"),
+                "Requests per intent (top 30)",
+            ),
+            "text_length": picture(
+                histogram_figure(
+                    outcome.valid["text"].str.len_chars().to_numpy(), "text length", "characters"
+                ),
+                "Text length of valid requests",
+            )
             if outcome.valid.height
             else "no rows",
         },

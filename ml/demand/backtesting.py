@@ -23,6 +23,7 @@ from ml.demand.models import (
 )
 from ml.demand.panel import BASELINES, KEY, QUANTILES, DemandPanel, ForecastingError, offset
 from ml.metrics import FORECAST_METRICS, forecast_errors, forecast_scores
+from ml.plots import ForecastLine, ForecastPlot
 
 
 def _rows(panel: DemandPanel, i: int, forecast: TimeSeries, fold: int, model: str) -> list[dict]:
@@ -192,3 +193,33 @@ def select_model(overall: pl.DataFrame, metric: str = "wape") -> Selection:
         beats_every_baseline=beats,
         reasons=reasons,
     )
+
+
+def backtest_plots(
+    results: pl.DataFrame, panel: DemandPanel, models: Sequence[str], series: Sequence[int]
+) -> list[ForecastPlot]:
+    """What `forecast_figure` draws for these series: the last three held-out spans of actuals,
+    and each model's backtest P50 (with its P10–P90 band for the first model)."""
+    plots = []
+    for i in series:
+        store, item = panel.keys[i]
+        history = panel.targets[i].to_dataframe().iloc[-3 * panel.settings.held_out :]
+        lines = []
+        for n, model in enumerate(models):
+            rows = results.filter(
+                (pl.col("store") == store) & (pl.col("item") == item) & (pl.col("model") == model)
+            ).sort("period_start")
+            if rows.is_empty():
+                continue
+            band = (rows["p10"].to_list(), rows["p90"].to_list()) if n == 0 else None
+            periods = rows["period_start"].to_list()
+            lines.append(ForecastLine(model, periods, rows["p50"].to_list(), band))
+        plots.append(
+            ForecastPlot(
+                f"store {store}, item {item}",
+                list(history.index),
+                history.iloc[:, 0].tolist(),
+                lines,
+            )
+        )
+    return plots

@@ -21,7 +21,6 @@ from typing import Literal, get_args
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 from scipy.stats import chi2_contingency
@@ -554,33 +553,6 @@ def compare_profiles(
             )
         )
     return DriftReport(tuple(report))
-
-
-def drift_figure(report: DriftReport, title: str = "Request drift") -> plt.Figure:
-    """One bar per column: its score relative to its threshold (the dashed line at 1), drifted
-    columns in orange; each bar is labeled with the score itself."""
-    shown = 4.0
-    severities = [min(column.severity, shown) for column in report.columns]
-    figure, axis = plt.subplots(figsize=(7, 0.45 * len(report.columns) + 1.4))
-    positions = range(len(report.columns))
-    axis.barh(
-        positions,
-        severities,
-        color=["tab:orange" if column.drifted else "tab:blue" for column in report.columns],
-    )
-    axis.axvline(1.0, color="black", linestyle="--", linewidth=1)
-    for position, column, severity in zip(positions, report.columns, severities, strict=True):
-        label = (
-            f"p={column.p_value:.2g}" if column.p_value is not None else f"d={column.statistic:.2f}"
-        )
-        axis.text(severity, position, f" {label}", va="center", fontsize=8)
-    axis.set_yticks(list(positions), [f"{c.column} ({c.algorithm})" for c in report.columns])
-    axis.invert_yaxis()
-    axis.set_xlim(0, shown * 1.25)
-    axis.set_xlabel("score relative to threshold (1 = threshold; p-values on a log scale)")
-    verdict = ", ".join(report.drifted_columns) if report.drifted else "no column"
-    axis.set_title(f"{title}: {verdict} drifted")
-    return figure
 
 
 # --- demand: realized forecast error -----------------------------------------------------------

@@ -21,13 +21,13 @@ from ml.monitoring.drift import (
     build_text_reference,
     compare_profiles,
     deserialize_profile,
-    drift_figure,
     forecast_error_drift,
     profile,
     request_feature_frame,
     sentence_embedder,
     serialize_profile,
 )
+from ml.plots import drift_figure
 from ml.requests.taxonomy import synthetic_taxonomy
 from ml.requests.text_classification import BaselineClassifier, LabeledTexts, train_baseline
 from ml.synthetic import generate_requests
