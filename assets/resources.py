@@ -34,6 +34,8 @@ from ml.settings import (
 from serving.package import bentoml_environment
 
 LOCK_WAIT_SECONDS = 60.0
+DUCKDB_POOL = "duckdb_writer"
+"""Assets that write the DuckDB warehouse run one at a time (DuckDB has one writer)."""
 REGISTRY_POOL = "model_registry_aliases"
 """Dagster pool of everything that moves a registry alias (the promotion gates, the rollback):
 one at a time per deployment (the instance's default pool limit is 1). The registry's own lock

@@ -22,6 +22,7 @@ from dagster import AssetKey, BetaWarning, DagsterInstance, PreviewWarning
 warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
 
+from assets.requests.sensors import completed_batches  # noqa: E402
 from assets.resources import DataHome, Warehouse  # noqa: E402
 from ml.annotation.label_studio_client import LabelStudioClient  # noqa: E402
 from ml.data.sources import synthetic_demand_source  # noqa: E402
@@ -31,7 +32,6 @@ from ml.synthetic import generate_demand, generate_requests  # noqa: E402
 from orchestration.definitions import build_definitions  # noqa: E402
 from orchestration.labelstudio import LabelStudioConfig, start_server  # noqa: E402
 from orchestration.pipeline import execute_quietly, run_platform  # noqa: E402
-from orchestration.sensors import completed_batches  # noqa: E402
 from orchestration.simulated_annotators import simulated_annotator  # noqa: E402
 
 

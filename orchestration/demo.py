@@ -23,7 +23,7 @@ from dagster import AssetKey, BetaWarning, PreviewWarning
 warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
 
-from assets.monitoring import window_partition_key  # noqa: E402
+from assets.monitoring.drift import window_partition_key  # noqa: E402
 from assets.resources import DataHome, Warehouse  # noqa: E402
 from ml.annotation.label_studio_client import LabelStudioClient  # noqa: E402
 from ml.data.ingestion import IngestionError  # noqa: E402

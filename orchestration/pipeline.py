@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 
 from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
 
-from assets.annotation import project_title, review_title
-from assets.requests import request_drops
+from assets.requests.annotation import project_title, review_title
+from assets.requests.intake import request_drops
+from assets.requests.sensors import scan_request_drops
 from assets.resources import DataHome, Warehouse
 from ml.annotation.label_studio_client import LabelStudioClient
 from ml.data.ingestion import DropRegistration, register_drop
-from orchestration.sensors import scan_request_drops
 from orchestration.simulated_annotators import simulated_annotator
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

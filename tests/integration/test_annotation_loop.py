@@ -16,6 +16,7 @@ from dagster import (
     build_sensor_context,
 )
 
+from assets.requests.sensors import annotation_complete_sensor, batches_to_send, completed_batches
 from assets.resources import DataHome, Warehouse, build_resources
 from ml.annotation.label_studio_client import LabelStudioClient
 from ml.requests.taxonomy import synthetic_taxonomy
@@ -24,7 +25,6 @@ from ml.synthetic import generate_requests
 from orchestration.definitions import build_definitions
 from orchestration.labelstudio import LabelStudioServer
 from orchestration.pipeline import run_platform
-from orchestration.sensors import annotation_complete_sensor, batches_to_send, completed_batches
 from orchestration.simulated_annotators import simulated_annotator
 from tests.conftest import small_demand_source
 

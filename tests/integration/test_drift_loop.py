@@ -14,14 +14,14 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, SensorResult, SkipReason, build_sensor_context
 
-from assets.monitoring import read_drift_reports, window_partition_key
+from assets.monitoring.drift import read_drift_reports, window_partition_key
+from assets.monitoring.sensors import drift_sensor, plan_retraining
 from assets.resources import DataHome, Warehouse
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry
 from ml.monitoring.prediction_log import PredictionLogWriter, prediction_record
 from ml.synthetic import generate_requests
 from orchestration.pipeline import PipelineRun, execute_quietly, ingest_request_drops
-from orchestration.sensors import drift_sensor, plan_retraining
 from tests.conftest import SERVED_TRANSFORMER, ServedPlatform
 
 CALM = datetime(2026, 11, 30, 10, tzinfo=UTC)

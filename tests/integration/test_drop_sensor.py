@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
 
+from assets.requests.sensors import request_drop_sensor
 from assets.resources import build_resources
 from ml.settings import Settings
-from orchestration.sensors import request_drop_sensor
 from tests.conftest import write_request_drop
 
 

@@ -19,8 +19,8 @@ import polars as pl
 import pytest
 from dagster import AssetKey, DagsterInstance, Definitions, materialize
 
-from assets.annotation import MIN_KAPPA_THRESHOLD
-from assets.request_models import request_test_set
+from assets.requests.annotation import MIN_KAPPA_THRESHOLD
+from assets.requests.models import request_test_set
 from assets.resources import DataHome, Warehouse
 from ml.annotation.label_studio_client import LabelStudioClient
 from ml.data.lineage_snapshot import LINEAGE_TABLES, MANIFEST, file_sha256

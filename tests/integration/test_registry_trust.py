@@ -18,7 +18,7 @@ from dagster import materialize
 from mlflow import MlflowClient
 
 from assets.resources import BentoStore, ModelRegistry
-from assets.serving import champion_bento
+from assets.serving.bento import champion_bento
 from ml.lifecycle.promotion import GateOutcome, gate_pending_versions
 from ml.lifecycle.pyfunc import INTENT_CLASSIFIER_ENTRY, pip_requirements
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER

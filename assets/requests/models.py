@@ -19,8 +19,8 @@ from dagster import (
 from pydantic import Field, field_validator
 
 from assets.metadata import counts_table, picture, promotion_metadata
-from assets.requests import DUCKDB_POOL, GROUP, OWNERS
-from assets.resources import REGISTRY_POOL, ModelRegistry, RequestIntake, Warehouse
+from assets.requests import GROUP, OWNERS
+from assets.resources import DUCKDB_POOL, REGISTRY_POOL, ModelRegistry, RequestIntake, Warehouse
 from ml.lifecycle.promotion import check_margin, gate_pending_versions
 from ml.lifecycle.pyfunc import INTENT_CLASSIFIER_ENTRY
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER

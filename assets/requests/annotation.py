@@ -24,8 +24,14 @@ from dagster import (
 from pydantic import Field, field_validator
 
 from assets.metadata import counts_table, picture, preview
-from assets.requests import DUCKDB_POOL, GROUP, OWNERS
-from assets.resources import LabelStudioResource, ModelRegistry, RequestIntake, Warehouse
+from assets.requests import GROUP, OWNERS
+from assets.resources import (
+    DUCKDB_POOL,
+    LabelStudioResource,
+    ModelRegistry,
+    RequestIntake,
+    Warehouse,
+)
 from ml.annotation.agreement import (
     AgreementReport,
     Annotation,

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from assets.annotation import annotated_batch, annotation_candidates, labeled_requests
 from assets.metadata import counts_table
-from assets.request_models import request_test_set
-from assets.requests import DUCKDB_POOL, GROUP, OWNERS
-from assets.resources import DataHome, Warehouse
+from assets.requests import GROUP, OWNERS
+from assets.requests.annotation import annotated_batch, annotation_candidates, labeled_requests
+from assets.requests.models import request_test_set
+from assets.resources import DUCKDB_POOL, DataHome, Warehouse
 from ml.data.lineage_snapshot import LINEAGE_TABLES, snapshots_dir, take_snapshot
 
 TRIGGER_TAGS = ("mlops/trigger", "dagster/schedule_name", "dagster/sensor_name")

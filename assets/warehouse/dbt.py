@@ -7,8 +7,7 @@ from typing import Any
 from dagster import AssetExecutionContext, AutomationCondition
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from assets.requests import DUCKDB_POOL
-from assets.resources import Warehouse
+from assets.resources import DUCKDB_POOL, Warehouse
 from ml.settings import DBT_PROJECT_DIR, executable
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)

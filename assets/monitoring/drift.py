@@ -22,11 +22,12 @@ from dagster import (
     asset,
 )
 
-from assets.forecasting import FORECASTS_TABLE
+from assets.demand.forecasting import FORECASTS_TABLE
 from assets.metadata import counts_table, markdown_table, picture, preview
-from assets.request_models import load_training_data
+from assets.monitoring import GROUP, OWNERS
+from assets.requests.models import load_training_data
 from assets.resources import ModelRegistry, Monitoring, RequestIntake, Warehouse
-from assets.serving import GROUP, OWNERS, champion_bento
+from assets.serving.bento import champion_bento
 from ml.data.ingestion import (
     drop_id_for,
     write_bytes_atomically,

@@ -13,8 +13,7 @@ from pydantic import Field, field_validator
 
 from assets.demand import GROUP, OWNERS
 from assets.metadata import markdown_table, picture, promotion_metadata
-from assets.requests import DUCKDB_POOL
-from assets.resources import REGISTRY_POOL, ModelRegistry, Warehouse
+from assets.resources import DUCKDB_POOL, REGISTRY_POOL, ModelRegistry, Warehouse
 from ml.demand.backtesting import (
     backtest,
     backtest_plots,

@@ -26,9 +26,9 @@ from assets.contract_outputs import (
     validation_results,
     validation_specs,
 )
+from assets.demand import GROUP, OWNERS
 from assets.metadata import column_schema, picture, preview
-from assets.requests import DUCKDB_POOL
-from assets.resources import DataHome, Warehouse
+from assets.resources import DUCKDB_POOL, DataHome, Warehouse
 from ml.data.contracts import DEMAND_CONTRACT
 from ml.data.ingestion import IngestionError, write_parquet_atomically
 from ml.data.sources import DemandSource, map_demand_rows, read_demand_files
@@ -36,8 +36,6 @@ from ml.data.validation import RAW_ROW_ID, validate_against_contract
 from ml.demand.calendar import calendar_days as build_calendar
 from ml.plots import series_figure
 
-GROUP = "demand"
-OWNERS = ["team:demand"]
 CALENDAR_RANGE = (date(1985, 1, 1), date(2035, 12, 31))
 
 

@@ -23,7 +23,8 @@ from assets.contract_outputs import (
     validation_specs,
 )
 from assets.metadata import column_schema, picture, preview
-from assets.resources import DataHome, RequestIntake, Warehouse
+from assets.requests import GROUP, OWNERS
+from assets.resources import DUCKDB_POOL, DataHome, RequestIntake, Warehouse
 from ml.data.contracts import request_contract
 from ml.data.ingestion import (
     IngestionError,
@@ -35,10 +36,6 @@ from ml.data.ingestion import (
 from ml.data.sources import map_request_drop
 from ml.data.validation import validate_against_contract
 from ml.plots import bar_figure, histogram_figure
-
-GROUP = "requests"
-OWNERS = ["team:requests"]
-DUCKDB_POOL = "duckdb_writer"
 
 request_drops = DynamicPartitionsDefinition(name="request_drops")
 """One partition per dropped file, keyed `<source>-<content hash>`: the same bytes, the same key."""

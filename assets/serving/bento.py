@@ -5,14 +5,12 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 
-from assets.forecasting import demand_forecaster_promotion
-from assets.request_models import request_classifier_promotion
+from assets.demand.forecasting import demand_forecaster_promotion
+from assets.requests.models import request_classifier_promotion
 from assets.resources import BentoStore, ModelRegistry
+from assets.serving import GROUP, OWNERS
 from ml.lifecycle.registered_models import SERVED_MODELS, champion_versions
 from serving.package import bento_version, record_current_bento
-
-GROUP = "serving"
-OWNERS = ["team:platform"]
 
 
 @asset(

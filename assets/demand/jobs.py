@@ -1,0 +1,43 @@
+"""Jobs of the demand domain: ingest, models, forecasts."""
+
+from dagster import (
+    AssetSelection,
+    define_asset_job,
+)
+
+from assets.demand.forecasting import (
+    demand_backtests,
+    demand_forecast_errors,
+    demand_forecaster,
+    demand_forecaster_promotion,
+    demand_forecasts,
+)
+
+demand_ingest_job = define_asset_job(
+    "demand_ingest_job",
+    selection=AssetSelection.assets("raw_demand", "validated_demand", "quarantine_demand"),
+    description="Read the demand source for the selected periods and validate them.",
+)
+
+
+demand_models_job = define_asset_job(
+    "demand_models_job",
+    selection=AssetSelection.assets(
+        demand_backtests,
+        demand_forecaster,
+        demand_forecaster_promotion,
+        demand_forecasts,
+        demand_forecast_errors,
+    ),
+    description=(
+        "Backtest every forecasting model, register the best and the best baseline, gate the "
+        "champion, forecast with it and score earlier forecasts against arrived actuals."
+    ),
+)
+
+
+demand_forecast_job = define_asset_job(
+    "demand_forecast_job",
+    selection=AssetSelection.assets(demand_forecasts, demand_forecast_errors),
+    description="Fresh forecasts from the current champion, and the realized error so far.",
+)

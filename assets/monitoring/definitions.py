@@ -1,0 +1,18 @@
+"""Everything monitoring brings to the code location."""
+
+from dagster import Definitions
+
+from assets.monitoring import drift, jobs, schedules, sensors
+
+definitions = Definitions(
+    assets=[
+        drift.prediction_logs,
+        drift.reference_profiles,
+        drift.serving_profiles,
+        drift.drift_report,
+        drift.demand_forecast_drift,
+    ],
+    jobs=[jobs.monitoring_job, jobs.demand_drift_job],
+    schedules=[schedules.monitoring_schedule, schedules.demand_drift_schedule],
+    sensors=[sensors.drift_sensor, sensors.demand_drift_sensor],
+)

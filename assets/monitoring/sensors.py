@@ -1,0 +1,161 @@
+"""Sensors that turn drift into retraining, for requests and for demand."""
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from dagster import (
+    AssetKey,
+    AssetObservation,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from assets.demand.jobs import demand_models_job
+from assets.monitoring.drift import (
+    DEMAND_DRIFT_FILE,
+    SERVING_SOURCE,
+    drift_report,
+    read_drift_reports,
+)
+from assets.requests.jobs import (
+    request_retraining_job,
+)
+from assets.resources import (
+    Monitoring,
+)
+
+
+@dataclass(frozen=True)
+class RetrainingPlan:
+    window: str | None
+    """The drifted window that triggers a retraining run now, if any."""
+    reason: str
+    cursor: dict[str, object]
+    notes: dict[str, str]
+    """Per window newly decided: why it does or does not trigger a run."""
+
+
+def plan_retraining(
+    reports: list[dict[str, object]],
+    cursor: dict[str, object],
+    ingested_drops: set[str],
+    now: datetime,
+    min_interval_hours: float,
+) -> RetrainingPlan:
+    """Decide on each complete, not yet decided window: no drift → done; drift whose traffic is
+    not ingested yet → wait; drift within the minimum interval of the last retraining → noted,
+    no run; else one run (at most one per evaluation)."""
+    decided = set(cursor.get("decided", []))
+    last = cursor.get("last_retraining_at")
+    chosen, reason, notes = None, "", {}
+    for report in reports:
+        window = str(report["window"])
+        if window in decided or not report.get("complete"):
+            continue
+        if not report["drifted"]:
+            notes[window] = str(report.get("note", "no drift"))
+        elif report["drop_id"] not in ingested_drops:
+            continue  # decided once its traffic is ingested (the drop sensor's run)
+        elif chosen is not None:
+            notes[window] = f"drift; covered by the retraining run requested for {chosen}"
+        elif last and now - datetime.fromisoformat(str(last)) < timedelta(hours=min_interval_hours):
+            notes[window] = (
+                f"drift in {', '.join(report['drifted_columns'])}; no run: within "
+                f"{min_interval_hours:g} h of the last retraining ({last})"
+            )
+        else:
+            chosen = window
+            reason = f"drift in {', '.join(report['drifted_columns'])} in window {window}"
+            notes[window] = f"retraining requested: {reason}"
+            last = now.isoformat()
+        decided.add(window)
+    return RetrainingPlan(
+        chosen,
+        reason,
+        {"decided": sorted(decided), "last_retraining_at": last},
+        notes,
+    )
+
+
+RETRAINING_CANDIDATES = {"batch_size": 50, "prefer_sources": [SERVING_SOURCE]}
+
+
+@sensor(
+    job=request_retraining_job,
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "Reads each complete hour's drift report; when a threshold is crossed (and the drifted "
+        "traffic has been ingested as a `serving` drop) it requests one retraining run: "
+        "re-annotation candidates from the drifted traffic, train, gate, Bento. Never twice for "
+        "a window (cursor and run key), at most once per minimum interval; why it fired is "
+        "recorded on the run's tags and as an observation of drift_report."
+    ),
+)
+def drift_sensor(context: SensorEvaluationContext, monitoring: Monitoring):
+    reports = read_drift_reports(monitoring)
+    partitions = {str(report["window"]): str(report["partition"]) for report in reports}
+    plan = plan_retraining(
+        reports,
+        json.loads(context.cursor or "{}"),
+        context.instance.get_materialized_partitions(AssetKey("validated_requests")),
+        datetime.now(UTC),
+        monitoring.retrain_min_interval_hours,
+    )
+    observations = [
+        AssetObservation(
+            asset_key=drift_report.key,
+            partition=partitions[window],
+            metadata={"drift_sensor": note},
+        )
+        for window, note in plan.notes.items()
+    ]
+    runs = []
+    if plan.window is not None:
+        runs.append(
+            RunRequest(
+                run_key=f"retrain:{plan.window}",
+                run_config={"ops": {"annotation_candidates": {"config": RETRAINING_CANDIDATES}}},
+                tags={
+                    "mlops/trigger": "drift",
+                    "mlops/drift_window": plan.window,
+                    "mlops/reason": plan.reason[:250],
+                },
+            )
+        )
+    if not runs and not observations:
+        return SkipReason("no newly complete drift report to act on")
+    return SensorResult(
+        run_requests=runs, asset_events=observations, cursor=json.dumps(plan.cursor)
+    )
+
+
+@sensor(
+    job=demand_models_job,
+    minimum_interval_seconds=300,
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "Requests one demand retraining run when the champion's realized forecast error crosses "
+        "its threshold, once per forecast origin (run key)."
+    ),
+)
+def demand_drift_sensor(context: SensorEvaluationContext, monitoring: Monitoring):
+    path = monitoring.profiles / DEMAND_DRIFT_FILE
+    if not path.exists():
+        return SkipReason("no demand drift evaluation yet")
+    signal = json.loads(path.read_text(encoding="utf-8"))
+    if not signal["drifted"]:
+        return SkipReason(f"realized WAPE {signal['wape']:.3f} within {signal['threshold']}")
+    key = f"demand:{signal['model_version']}:{signal['forecast_origin']}"
+    return RunRequest(
+        run_key=key,
+        tags={
+            "mlops/trigger": "drift",
+            "mlops/reason": f"realized WAPE {signal['wape']:.3f} > {signal['threshold']}",
+        },
+    )

@@ -1,0 +1,41 @@
+"""Everything the request domain brings to the code location."""
+
+from dagster import Definitions
+
+from assets.requests import annotation, intake, jobs, lineage, models, schedules, sensors
+
+definitions = Definitions(
+    assets=[
+        intake.raw_requests,
+        intake.validate_requests,
+        annotation.annotation_candidates,
+        annotation.annotation_batch,
+        annotation.annotated_batch,
+        annotation.labeled_requests,
+        models.request_test_set,
+        lineage.lineage_snapshot,
+        models.request_baseline,
+        models.request_classifier,
+        models.request_classifier_promotion,
+    ],
+    jobs=[
+        jobs.request_ingest_job,
+        jobs.annotation_candidates_job,
+        jobs.annotation_batch_job,
+        jobs.annotated_batch_job,
+        jobs.labeled_requests_job,
+        jobs.request_models_job,
+        jobs.request_retraining_job,
+        jobs.lineage_snapshot_job,
+    ],
+    schedules=[
+        schedules.labeled_requests_schedule,
+        schedules.monthly_request_retraining_schedule,
+        schedules.lineage_snapshot_schedule,
+    ],
+    sensors=[
+        sensors.request_drop_sensor,
+        sensors.annotation_batch_sensor,
+        sensors.annotation_complete_sensor,
+    ],
+)
