@@ -28,7 +28,8 @@ from ml.annotation.label_studio_client import LabelStudioClient  # noqa: E402
 from ml.data.sources import synthetic_demand_source  # noqa: E402
 from ml.requests.taxonomy import synthetic_taxonomy  # noqa: E402
 from ml.settings import PROJECT_ROOT, Settings  # noqa: E402
-from ml.synthetic import generate_demand, generate_requests  # noqa: E402
+from ml.synthetic.demand import generate_demand  # noqa: E402
+from ml.synthetic.requests import generate_requests  # noqa: E402
 from orchestration.definitions import build_definitions  # noqa: E402
 from orchestration.labelstudio import LabelStudioConfig, start_server  # noqa: E402
 from orchestration.pipeline import execute_quietly, run_platform  # noqa: E402

@@ -37,7 +37,7 @@ from ml.demand.backtesting import backtest, mase_scales, score_backtests
 from ml.demand.forecaster import FALLBACK
 from ml.demand.models import GLOBAL_KINDS, LOCAL_KINDS, GlobalModelSettings
 from ml.demand.panel import ForecastSettings, build_panel
-from ml.synthetic import generate_demand
+from ml.synthetic.demand import generate_demand
 
 KINDS = (*LOCAL_KINDS, *GLOBAL_KINDS)
 STEPS = ("panel", *KINDS, "fallback", "score")

@@ -62,7 +62,7 @@ from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registry import ModelVersion, Registry
 from ml.requests.text_classification import pick_device
 from ml.settings import PROJECT_ROOT, Settings
-from ml.synthetic import generate_requests
+from ml.synthetic.requests import generate_requests
 from orchestration.processes import stop_process_group, wait_until_ready
 from orchestration.serving import start_bento_server
 

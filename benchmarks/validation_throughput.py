@@ -21,7 +21,7 @@ import polars as pl
 from ml.data.contracts import DEMAND_CONTRACT
 from ml.data.sources import DemandSource, map_demand_rows
 from ml.data.validation import validate_against_contract
-from ml.synthetic import generate_demand
+from ml.synthetic.demand import generate_demand
 
 BAD_ROW_EVERY = 1000
 """One row in a thousand is broken (negative units, unreadable price, or a repeated row)."""

@@ -31,7 +31,8 @@ from ml.data.sources import DemandSource, demand_source_of, orange_juice_source 
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER  # noqa: E402
 from ml.lifecycle.registry import Registry  # noqa: E402
 from ml.settings import Settings  # noqa: E402
-from ml.synthetic import generate_demand, generate_requests  # noqa: E402
+from ml.synthetic.demand import generate_demand  # noqa: E402
+from ml.synthetic.requests import generate_requests  # noqa: E402
 from orchestration.definitions import build_definitions  # noqa: E402
 from orchestration.instance import open_instance  # noqa: E402
 from orchestration.labelstudio import LabelStudioConfig, is_up, start_server  # noqa: E402

@@ -22,7 +22,8 @@ from dagster import AssetKey
 from ml.annotation.label_studio_client import LabelStudioClient
 from ml.data.sources import DemandSource
 from ml.settings import PROJECT_ROOT, Settings, executable
-from ml.synthetic import generate_demand, generate_requests
+from ml.synthetic.demand import generate_demand
+from ml.synthetic.requests import generate_requests
 from orchestration.labelstudio import LabelStudioConfig, LabelStudioServer, start_server
 from orchestration.processes import stop_process_group, wait_until_ready
 from orchestration.serving import BentoServer, start_bento_server

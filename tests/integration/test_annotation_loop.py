@@ -21,7 +21,7 @@ from assets.resources import DataHome, Warehouse, build_resources
 from ml.annotation.label_studio_client import LabelStudioClient
 from ml.requests.taxonomy import synthetic_taxonomy
 from ml.settings import Settings
-from ml.synthetic import generate_requests
+from ml.synthetic.requests import generate_requests
 from orchestration.definitions import build_definitions
 from orchestration.labelstudio import LabelStudioServer
 from orchestration.pipeline import run_platform

@@ -20,7 +20,7 @@ from assets.resources import DataHome, Warehouse
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry
 from ml.monitoring.prediction_log import PredictionLogWriter, prediction_record
-from ml.synthetic import generate_requests
+from ml.synthetic.requests import generate_requests
 from orchestration.pipeline import PipelineRun, execute_quietly, ingest_request_drops
 from tests.conftest import SERVED_TRANSFORMER, ServedPlatform
 

@@ -17,7 +17,7 @@ from ml.data.sources import DemandSource
 from ml.lifecycle.registered_models import DEMAND_FORECASTER
 from ml.lifecycle.registry import Registry
 from ml.settings import Settings
-from ml.synthetic import generate_demand
+from ml.synthetic.demand import generate_demand
 from orchestration.definitions import build_definitions
 from orchestration.forecast import main as forecast_cli
 from orchestration.pipeline import (

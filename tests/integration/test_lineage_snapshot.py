@@ -26,7 +26,7 @@ from ml.annotation.label_studio_client import LabelStudioClient
 from ml.data.lineage_snapshot import LINEAGE_TABLES, MANIFEST, file_sha256
 from ml.requests.taxonomy import synthetic_taxonomy
 from ml.settings import PROJECT_ROOT, Settings
-from ml.synthetic import generate_requests
+from ml.synthetic.requests import generate_requests
 from orchestration import restore
 from orchestration.definitions import build_definitions
 from orchestration.labelstudio import LabelStudioServer

@@ -11,7 +11,7 @@ from dagster import DagsterInstance
 from assets.resources import DataHome, Warehouse
 from ml.data.ingestion import content_sha256, drop_id_for
 from ml.settings import Settings
-from ml.synthetic import generate_requests
+from ml.synthetic.requests import generate_requests
 from orchestration.definitions import build_definitions
 from orchestration.pipeline import (
     PipelineRun,

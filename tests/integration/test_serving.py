@@ -22,7 +22,7 @@ from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry
 from ml.monitoring.prediction_log import log_files, read_predictions
 from ml.requests.taxonomy import load_taxonomy
-from ml.synthetic import generate_requests
+from ml.synthetic.requests import generate_requests
 from orchestration.pipeline import execute_quietly
 from orchestration.serving import BentoServer, follow_champion, start_bento_server
 from serving.package import current_bento, record_current_bento

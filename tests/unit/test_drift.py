@@ -30,7 +30,7 @@ from ml.monitoring.drift import (
 from ml.plots import drift_figure
 from ml.requests.taxonomy import synthetic_taxonomy
 from ml.requests.text_classification import BaselineClassifier, LabeledTexts, train_baseline
-from ml.synthetic import generate_requests
+from ml.synthetic.requests import generate_requests
 
 START, END = datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 31, tzinfo=UTC)
 BATCH = 300

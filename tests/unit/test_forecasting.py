@@ -191,7 +191,7 @@ def test_demand_data_without_the_mart_columns_or_rows_is_refused() -> None:
 
 
 def test_the_synthetic_demand_builds_a_daily_panel_of_every_store_and_item() -> None:
-    from ml.synthetic import generate_demand
+    from ml.synthetic.demand import generate_demand
 
     demand = generate_demand(
         stores=2, items=2, start=date(2024, 1, 1), end=date(2024, 6, 30), seed=3

@@ -13,7 +13,8 @@ import polars as pl
 import pytest
 
 from ml.requests.taxonomy import Taxonomy, load_taxonomy, synthetic_taxonomy, taxonomy_from_names
-from ml.synthetic import EXTRA_WORDS, TEMPLATES, generate_demand, generate_requests
+from ml.synthetic.demand import generate_demand
+from ml.synthetic.requests import EXTRA_WORDS, TEMPLATES, generate_requests
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 END = datetime(2024, 3, 31, 23, 59, tzinfo=UTC)

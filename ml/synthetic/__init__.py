@@ -1,0 +1,2 @@
+"""The seeded demo data of every domain, generated here so that `make demo` and the tests need
+no download."""
