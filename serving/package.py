@@ -23,7 +23,8 @@ import tempfile
 from pathlib import Path
 
 from ml.data.ingestion import write_text_atomically
-from ml.lifecycle.registry import ARTIFACT_SHA256, Registry, verify_artifact
+from ml.lifecycle.artifacts import ARTIFACT_SHA256, verify_artifact
+from ml.lifecycle.registry import Registry
 from ml.settings import PROJECT_ROOT, environment_with
 
 BENTO_NAME = "mlops_platform"

@@ -11,16 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ml.lifecycle.registry import (
-    CHALLENGER,
-    CHAMPION,
-    REJECTED,
-    AliasMoved,
-    AlreadyDecided,
-    ArtifactIntegrityError,
-    ModelVersion,
-    Registry,
-)
+from ml.lifecycle.aliases import CHALLENGER, CHAMPION, REJECTED, AliasMoved, AlreadyDecided
+from ml.lifecycle.artifacts import ArtifactIntegrityError
+from ml.lifecycle.registry import ModelVersion, Registry
 
 MARGIN_TOLERANCE = 1e-9
 """Float noise allowed when comparing a gain with the margin (0.85 - 0.80 < 0.05 in floats)."""

@@ -13,11 +13,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from ml.lifecycle.aliases import CHALLENGER, CHAMPION
 from ml.lifecycle.promotion import GateOutcome, gate_pending_versions
 from ml.lifecycle.pyfunc import INTENT_CLASSIFIER_ENTRY, pip_requirements
 from ml.lifecycle.registry import (
-    CHALLENGER,
-    CHAMPION,
     URI_VARIABLES,
     ModelVersion,
     Registry,

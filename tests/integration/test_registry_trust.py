@@ -19,22 +19,19 @@ from mlflow import MlflowClient
 
 from assets.resources import BentoStore, ModelRegistry
 from assets.serving.bento import champion_bento
-from ml.lifecycle.promotion import GateOutcome, gate_pending_versions
-from ml.lifecycle.pyfunc import INTENT_CLASSIFIER_ENTRY, pip_requirements
-from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
-from ml.lifecycle.registry import (
-    ARTIFACT_SHA256,
+from ml.lifecycle.aliases import (
     CHALLENGER,
     CHAMPION,
     GATE_DECISION,
     GATE_SCORE,
     REGISTRATION,
     REJECTED,
-    ArtifactIntegrityError,
-    ModelVersion,
-    Registry,
-    TrainingRun,
 )
+from ml.lifecycle.artifacts import ARTIFACT_SHA256, ArtifactIntegrityError
+from ml.lifecycle.promotion import GateOutcome, gate_pending_versions
+from ml.lifecycle.pyfunc import INTENT_CLASSIFIER_ENTRY, pip_requirements
+from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
+from ml.lifecycle.registry import ModelVersion, Registry, TrainingRun
 from ml.metrics import score_classification
 from ml.requests.text_classification import BaselineClassifier, LabeledTexts
 from ml.settings import PROJECT_ROOT, REGISTRY_PAUSE_VARIABLE

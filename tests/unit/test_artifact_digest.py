@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ml.lifecycle.registry import ArtifactIntegrityError, artifact_manifest, verify_artifact
+from ml.lifecycle.artifacts import ArtifactIntegrityError, artifact_manifest, verify_artifact
 
 
 def model_folder(root: Path) -> Path:

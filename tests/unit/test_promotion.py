@@ -2,8 +2,8 @@
 
 import pytest
 
+from ml.lifecycle.aliases import CHALLENGER, CHAMPION
 from ml.lifecycle.promotion import GateScores, decide_promotion
-from ml.lifecycle.registry import CHALLENGER, CHAMPION
 
 BASELINE = GateScores("1", 0.70)
 
