@@ -21,12 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ml.metrics import score_classification
 from ml.requests import train_transformer
-from ml.requests.text_classification import (
-    LabeledTexts,
-    TransformerConfig,
-    fine_tune,
-    train_baseline,
-)
+from ml.requests.classifiers import LabeledTexts, train_baseline
+from ml.requests.training import TransformerConfig, fine_tune
 
 
 def read_splits(path: Path | None) -> dict[str, LabeledTexts]:

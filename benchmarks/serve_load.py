@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from assets.resources import BentoStore
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registry import ModelVersion, Registry
-from ml.requests.text_classification import pick_device
+from ml.requests.backbone import pick_device
 from ml.settings import PROJECT_ROOT, Settings
 from ml.synthetic.requests import generate_requests
 from orchestration.processes import stop_process_group, wait_until_ready

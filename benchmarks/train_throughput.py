@@ -29,15 +29,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml.requests.text_classification import (
-    LabeledTexts,
-    TransformerConfig,
-    fine_tune,
-    load_backbone,
-    pick_device,
-    resolve_checkpoint,
-    uses_bf16,
-)
+from ml.requests.backbone import load_backbone, pick_device, resolve_checkpoint
+from ml.requests.classifiers import LabeledTexts
+from ml.requests.training import TransformerConfig, fine_tune, uses_bf16
 
 DENSE_BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0}
 
@@ -105,7 +99,7 @@ def bare_loop(
 def project_loop(
     checkpoint: str, data: LabeledTexts, classes: list[str], config: TransformerConfig
 ) -> tuple[float, float]:
-    """`ml.requests.text_classification.fine_tune`, two epochs, no validation split."""
+    """`ml.requests.training.fine_tune`, two epochs, no validation split."""
     return _project(checkpoint, data, classes, config)
 
 

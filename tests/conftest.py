@@ -30,7 +30,7 @@ from orchestration.serving import BentoServer, start_bento_server
 
 if TYPE_CHECKING:  # imported where used: MLflow and scikit-learn slow every test session's start
     from ml.lifecycle.registry import ModelVersion, Registry
-    from ml.requests.text_classification import BaselineClassifier, LabeledTexts
+    from ml.requests.classifiers import BaselineClassifier, LabeledTexts
 
 
 @pytest.fixture
@@ -231,8 +231,8 @@ class Baselines:
 @pytest.fixture(scope="session")
 def baselines() -> Baselines:
     """700 generated requests: 450 to train, 100 to calibrate, 150 held out."""
+    from ml.requests.classifiers import LabeledTexts, train_baseline
     from ml.requests.taxonomy import synthetic_taxonomy
-    from ml.requests.text_classification import LabeledTexts, train_baseline
 
     frame = generate_requests(
         700, seed=8, start=datetime(2025, 1, 1, tzinfo=UTC), end=datetime(2025, 3, 31, tzinfo=UTC)

@@ -28,16 +28,14 @@ from ml.lifecycle.registration import Candidate, ModelCard, register_candidate
 from ml.lifecycle.registry import ModelVersion, Registry
 from ml.metrics import ClassificationScores, measure_latency, score_classification
 from ml.plots import confusion_figure
-from ml.requests.text_classification import (
+from ml.requests.classifiers import (
     IntentClassifier,
     LabeledTexts,
-    TransformerConfig,
     check_training_data,
-    config_params,
-    fine_tune,
     train_baseline,
 )
 from ml.requests.train_transformer import fine_tune_with_torchrun
+from ml.requests.training import TransformerConfig, config_params, fine_tune
 
 TEST_SETS_TABLE = "request_test_sets"
 METRIC = "test_f1_macro"

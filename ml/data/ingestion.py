@@ -75,6 +75,15 @@ def read_bytes(uri: str) -> bytes:
         raise _read_error(uri, error) from error
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 of a local file, read in 1 MiB blocks (snapshots, model artifacts)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def content_sha256(uri: str, max_bytes: int = DEFAULT_MAX_DROP_BYTES) -> tuple[str, int]:
     """(sha256, size) of the file's content, hashed in chunks: the identity of a drop, whatever
     its name. More than `max_bytes` is refused as soon as the stream passes the cap."""

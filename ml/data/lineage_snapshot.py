@@ -9,7 +9,6 @@ complete, anything else is not a snapshot.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
+
+from ml.data.ingestion import file_sha256
 
 if TYPE_CHECKING:  # a runtime alias would keep DuckDB's classes in typing's cache past exit
     OpenWarehouse = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
@@ -152,14 +153,6 @@ def row_digest(con: duckdb.DuckDBPyConnection, relation: str) -> tuple[int, str]
 def _utc(con: duckdb.DuckDBPyConnection) -> None:
     """Timestamps with a time zone print in the session's zone: hash them in one zone."""
     con.execute("set TimeZone = 'UTC'")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _export(

@@ -3,9 +3,10 @@ registration and checked before anything in a model folder is read."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
+
+from ml.data.ingestion import file_sha256
 
 ARTIFACT_SHA256 = "artifact_sha256"
 """Version tag: JSON {path in the logged model folder: sha256 of the file as stored}."""
@@ -17,18 +18,10 @@ class ArtifactIntegrityError(RuntimeError):
     """A version's stored files do not match the sha256 digests recorded at registration."""
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def artifact_manifest(folder: Path) -> dict[str, str]:
     """{path relative to `folder`: sha256} of every file of a model folder."""
     files = (path for path in sorted(folder.rglob("*")) if path.is_file())
-    manifest = {path.relative_to(folder).as_posix(): sha256_of(path) for path in files}
+    manifest = {path.relative_to(folder).as_posix(): file_sha256(path) for path in files}
     return {path: digest for path, digest in manifest.items() if path not in DOWNLOAD_MARKERS}
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
-from ml.requests.text_classification import IntentClassifier, load_classifier
+from ml.requests.classifiers import IntentClassifier, load_classifier
 
 ENTRY_POINTS = Path(__file__).parent / "pyfunc_entry_points"
 """MLflow models-from-code: each file sets one model class (no pickled Python objects)."""

@@ -143,7 +143,7 @@ def sentence_embedder(
     import torch.nn.functional as F
     from transformers import AutoModel, AutoTokenizer
 
-    from ml.requests.text_classification import default_checkpoint_dir, quiet_transformers
+    from ml.requests.backbone import default_checkpoint_dir, quiet_transformers
 
     folder = checkpoint_dir or default_checkpoint_dir()
     with quiet_transformers():

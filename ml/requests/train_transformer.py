@@ -22,14 +22,8 @@ from pathlib import Path
 
 import torch
 
-from ml.requests.text_classification import (
-    EpochRecord,
-    FineTuneResult,
-    LabeledTexts,
-    TransformerClassifier,
-    TransformerConfig,
-    fine_tune,
-)
+from ml.requests.classifiers import LabeledTexts, TransformerClassifier
+from ml.requests.training import EpochRecord, FineTuneResult, TransformerConfig, fine_tune
 from ml.settings import DistributedProcess, environment_with
 
 RUN_FILE = "run.json"

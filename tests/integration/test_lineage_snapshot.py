@@ -23,7 +23,8 @@ from assets.requests.annotation import MIN_KAPPA_THRESHOLD
 from assets.requests.models import request_test_set
 from assets.resources import DataHome, Warehouse
 from ml.annotation.label_studio_client import LabelStudioClient
-from ml.data.lineage_snapshot import LINEAGE_TABLES, MANIFEST, file_sha256
+from ml.data.ingestion import file_sha256
+from ml.data.lineage_snapshot import LINEAGE_TABLES, MANIFEST
 from ml.requests.taxonomy import synthetic_taxonomy
 from ml.settings import PROJECT_ROOT, Settings
 from ml.synthetic.requests import generate_requests

@@ -25,7 +25,7 @@ from ml.lifecycle.registry import (
     git_commit,
 )
 from ml.metrics import score_classification
-from ml.requests.text_classification import BaselineClassifier, LabeledTexts
+from ml.requests.classifiers import BaselineClassifier, LabeledTexts
 from tests.conftest import STARVED_C, STRONG_C, Baselines, classifier_rescorer, free_port
 
 MODEL_NAME = "intent_classifier_on_server"

@@ -33,7 +33,7 @@ from ml.lifecycle.pyfunc import INTENT_CLASSIFIER_ENTRY, pip_requirements
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registry import ModelVersion, Registry, TrainingRun
 from ml.metrics import score_classification
-from ml.requests.text_classification import BaselineClassifier, LabeledTexts
+from ml.requests.classifiers import BaselineClassifier, LabeledTexts
 from ml.settings import PROJECT_ROOT, REGISTRY_PAUSE_VARIABLE
 from serving.package import bentoml_environment
 from tests.conftest import Baselines, classifier_rescorer, free_port, running_mlflow_server

@@ -5,8 +5,10 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from ml.requests.text_classification import LabeledTexts, TransformerConfig, default_checkpoint_dir
+from ml.requests.backbone import default_checkpoint_dir
+from ml.requests.classifiers import LabeledTexts
 from ml.requests.train_transformer import fine_tune_with_torchrun
+from ml.requests.training import TransformerConfig
 
 WORDS = {
     "card_lost": ["card", "lost", "stolen", "blocked"],

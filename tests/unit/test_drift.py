@@ -28,8 +28,8 @@ from ml.monitoring.drift import (
     serialize_profile,
 )
 from ml.plots import drift_figure
+from ml.requests.classifiers import BaselineClassifier, LabeledTexts, train_baseline
 from ml.requests.taxonomy import synthetic_taxonomy
-from ml.requests.text_classification import BaselineClassifier, LabeledTexts, train_baseline
 from ml.synthetic.requests import generate_requests
 
 START, END = datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 31, tzinfo=UTC)

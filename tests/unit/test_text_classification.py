@@ -14,25 +14,29 @@ import skops.io
 import torch
 
 from ml.metrics import score_classification
-from ml.requests.text_classification import (
-    BaselineClassifier,
-    EpochRecord,
-    FineTuneResult,
-    LabeledTexts,
-    TrainingDataError,
-    TransformerClassifier,
-    TransformerConfig,
-    check_training_data,
+from ml.requests.backbone import (
     default_checkpoint_dir,
-    fine_tune,
-    fit_temperature,
     length_bucketed_batches,
-    load_classifier,
     pad_batch,
     pick_device,
     resolve_checkpoint,
+)
+from ml.requests.classifiers import (
+    BaselineClassifier,
+    LabeledTexts,
+    TrainingDataError,
+    TransformerClassifier,
+    check_training_data,
+    fit_temperature,
+    load_classifier,
     softmax,
     train_baseline,
+)
+from ml.requests.training import (
+    EpochRecord,
+    FineTuneResult,
+    TransformerConfig,
+    fine_tune,
     uses_bf16,
 )
 
