@@ -36,18 +36,15 @@ from ml.data.ingestion import (
     write_text_atomically,
 )
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
-from ml.monitoring.drift import (
+from ml.monitoring.drift import compare_profiles, deserialize_profile, profile, serialize_profile
+from ml.monitoring.forecast_error import forecast_error_drift
+from ml.monitoring.prediction_log import WINDOW_FORMAT, read_predictions, window_start
+from ml.monitoring.request_features import (
     TextReference,
     build_text_reference,
-    compare_profiles,
-    deserialize_profile,
-    forecast_error_drift,
-    profile,
     request_feature_frame,
     sentence_embedder,
-    serialize_profile,
 )
-from ml.monitoring.prediction_log import WINDOW_FORMAT, read_predictions, window_start
 from ml.plots import drift_figure
 
 MONITORING_START = "2026-01-01-00:00"

@@ -13,19 +13,21 @@ import pytest
 from matplotlib.colors import to_hex
 
 from ml.monitoring.drift import (
-    REQUEST_FEATURES,
     DatasetProfileView,
     DriftReport,
     DriftThresholds,
-    TextReference,
-    build_text_reference,
     compare_profiles,
     deserialize_profile,
-    forecast_error_drift,
     profile,
+    serialize_profile,
+)
+from ml.monitoring.forecast_error import forecast_error_drift
+from ml.monitoring.request_features import (
+    REQUEST_FEATURES,
+    TextReference,
+    build_text_reference,
     request_feature_frame,
     sentence_embedder,
-    serialize_profile,
 )
 from ml.plots import drift_figure
 from ml.requests.classifiers import BaselineClassifier, LabeledTexts, train_baseline
