@@ -11,7 +11,7 @@ from assets.requests.intake import request_drops
 from assets.requests.sensors import scan_request_drops
 from assets.resources import DataHome, Warehouse
 from ml.annotation.label_studio_client import LabelStudioClient
-from ml.data.ingestion import DropRegistration, register_drop
+from ml.data.drops import DropRegistration, register_drop
 from orchestration.simulated_annotators import simulated_annotator
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ml.data.ingestion import write_text_atomically
+from ml.data.atomic_files import write_text_atomically
 from ml.lifecycle.artifacts import ARTIFACT_SHA256, verify_artifact
 from ml.lifecycle.registry import Registry
 from ml.settings import PROJECT_ROOT, environment_with

@@ -29,8 +29,9 @@ from assets.contract_outputs import (
 from assets.demand import GROUP, OWNERS
 from assets.metadata import column_schema, picture, preview
 from assets.resources import DUCKDB_POOL, DataHome, Warehouse
+from ml.data.atomic_files import write_parquet_atomically
 from ml.data.contracts import DEMAND_CONTRACT
-from ml.data.ingestion import IngestionError, write_parquet_atomically
+from ml.data.ingestion import IngestionError
 from ml.data.sources import DemandSource, map_demand_rows, read_demand_files
 from ml.data.validation import RAW_ROW_ID, validate_against_contract
 from ml.demand.calendar import calendar_days as build_calendar

@@ -28,13 +28,12 @@ from assets.monitoring import GROUP, OWNERS
 from assets.requests.models import load_training_data
 from assets.resources import ModelRegistry, Monitoring, RequestIntake, Warehouse
 from assets.serving.bento import champion_bento
-from ml.data.ingestion import (
-    drop_id_for,
+from ml.data.atomic_files import (
     write_bytes_atomically,
-    write_drop,
     write_parquet_atomically,
     write_text_atomically,
 )
+from ml.data.drops import drop_id_for, write_drop
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.monitoring.drift import compare_profiles, deserialize_profile, profile, serialize_profile
 from ml.monitoring.forecast_error import forecast_error_drift

@@ -25,14 +25,10 @@ from assets.contract_outputs import (
 from assets.metadata import column_schema, picture, preview
 from assets.requests import GROUP, OWNERS
 from assets.resources import DUCKDB_POOL, DataHome, RequestIntake, Warehouse
+from ml.data.atomic_files import write_parquet_atomically
 from ml.data.contracts import request_contract
-from ml.data.ingestion import (
-    IngestionError,
-    load_drop,
-    read_drop,
-    redrops_of,
-    write_parquet_atomically,
-)
+from ml.data.drops import load_drop, read_drop, redrops_of
+from ml.data.ingestion import IngestionError
 from ml.data.sources import map_request_drop
 from ml.data.validation import validate_against_contract
 from ml.plots import bar_figure, histogram_figure

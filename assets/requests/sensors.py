@@ -29,7 +29,7 @@ from assets.resources import (
 )
 from ml.annotation.agreement import doubly_annotated
 from ml.annotation.label_studio_client import LabelStudioClient
-from ml.data.ingestion import DropScan, RefusedFile, scan_drops
+from ml.data.drops import DropScan, RefusedFile, scan_drops
 
 
 def scan_request_drops(

@@ -16,7 +16,8 @@ import fsspec
 import polars as pl
 
 from ml.data.contracts import DEMAND_CONTRACT
-from ml.data.ingestion import ROW_COLUMN, Drop, IngestionError, list_supported_files, read_raw_table
+from ml.data.drops import Drop, list_supported_files
+from ml.data.ingestion import ROW_COLUMN, IngestionError, read_raw_table
 from ml.data.ingestion import require_columns as require_file_columns
 from ml.data.validation import RAW_RECORD, RAW_ROW_ID, parse_column, raw_record
 from ml.settings import Settings

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ml.data.ingestion import write_bytes_atomically, write_text_atomically
+from ml.data.atomic_files import write_bytes_atomically, write_text_atomically
 
 REQUEST_FEATURES = (
     "text_length",

@@ -9,7 +9,8 @@ import polars as pl
 from dagster import DagsterInstance
 
 from assets.resources import DataHome, Warehouse
-from ml.data.ingestion import content_sha256, drop_id_for
+from ml.data.drops import drop_id_for
+from ml.data.ingestion import content_sha256
 from ml.settings import Settings
 from ml.synthetic.requests import generate_requests
 from orchestration.definitions import build_definitions

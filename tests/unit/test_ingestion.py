@@ -9,24 +9,23 @@ import fsspec
 import polars as pl
 import pytest
 
-from ml.data.ingestion import (
+from ml.data.atomic_files import (
+    write_bytes_atomically,
+    write_parquet_atomically,
+    write_text_atomically,
+)
+from ml.data.drops import (
     DropScan,
-    DropTooLarge,
-    IngestionError,
-    content_sha256,
     discover_drop_files,
     load_drop,
     read_drop,
-    read_raw_table,
     redrops_of,
     refused_files,
     register_drop,
     scan_drops,
-    write_bytes_atomically,
     write_drop,
-    write_parquet_atomically,
-    write_text_atomically,
 )
+from ml.data.ingestion import DropTooLarge, IngestionError, content_sha256, read_raw_table
 
 
 def write(path: Path, content: bytes) -> str:

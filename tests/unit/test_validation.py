@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 
 from ml.data.contracts import DEMAND_CONTRACT, request_contract
-from ml.data.ingestion import Drop, IngestionError, read_raw_table
+from ml.data.drops import Drop
+from ml.data.ingestion import IngestionError, read_raw_table
 from ml.data.sources import (
     DemandSource,
     map_demand_rows,
