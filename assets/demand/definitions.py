@@ -3,7 +3,7 @@ frequency fixes the partitions; a live feed gets an ingest schedule)."""
 
 from dagster import Definitions
 
-from assets.demand import forecasting, intake, jobs, schedules
+from assets.demand import forecasting, forecasts, intake, jobs, schedules
 from ml.data.sources import DemandSource
 
 
@@ -15,8 +15,8 @@ def demand_definitions(source: DemandSource) -> Definitions:
             forecasting.demand_backtests,
             forecasting.demand_forecaster,
             forecasting.demand_forecaster_promotion,
-            forecasting.demand_forecasts,
-            forecasting.demand_forecast_errors,
+            forecasts.demand_forecasts,
+            forecasts.demand_forecast_errors,
         ],
         jobs=[jobs.demand_ingest_job, jobs.demand_models_job, jobs.demand_forecast_job],
         schedules=[

@@ -21,7 +21,7 @@ from ml.demand.backtesting import (
     score_backtests,
     select_model,
 )
-from ml.demand.forecaster import FALLBACK, fit_forecaster, forecast_from_champion
+from ml.demand.forecaster import FALLBACK, fit_forecaster
 from ml.demand.models import GLOBAL_KINDS, LOCAL_KINDS, GlobalModelSettings
 from ml.demand.panel import BASELINES, DemandPanel, ForecastSettings, build_panel
 from ml.lifecycle.promotion import check_margin, gate_pending_versions
@@ -29,14 +29,13 @@ from ml.lifecycle.pyfunc import DEMAND_FORECASTER_ENTRY, demand_forecaster_signa
 from ml.lifecycle.registered_models import DEMAND_FORECASTER
 from ml.lifecycle.registration import Candidate, ModelCard, register_candidate
 from ml.lifecycle.registry import ModelVersion, Registry
-from ml.metrics import forecast_errors, forecast_scores
 from ml.plots import forecast_figure
 
 BACKTEST_TABLE = "demand_backtest_forecasts"
 SCORES_TABLE = "demand_backtest_scores"
 SUMMARY_TABLE = "demand_backtest_summary"
-FORECASTS_TABLE = "demand_forecasts"
-ERRORS_TABLE = "demand_forecast_errors"
+
+
 GATE_METRIC = "backtest_wape"
 
 
@@ -383,98 +382,5 @@ def demand_forecaster_promotion(
             **promotion_metadata(
                 outcomes, champion, registry.champion_history(DEMAND_FORECASTER), "backtest WAPE"
             ),
-        }
-    )
-
-
-@asset(
-    deps=[demand_forecaster_promotion],
-    group_name=GROUP,
-    owners=OWNERS,
-    code_version="1",
-    kinds={"python", "duckdb"},
-    pool=DUCKDB_POOL,
-    description=(
-        "P10/P50/P90 of every series for the next horizon from the current champion, in the "
-        "DuckDB table demand_forecasts (store, item, period_start, quantiles, model version, "
-        "forecast origin, created at). Re-running an origin and version replaces it."
-    ),
-)
-def demand_forecasts(
-    context: AssetExecutionContext, warehouse: Warehouse, model_registry: ModelRegistry
-) -> MaterializeResult:
-    registry = model_registry.registry()
-    registry.ping()
-    version, forecast = forecast_from_champion(registry)
-    frame = forecast.with_columns(pl.col("period_start").cast(pl.Date))
-    origin = frame["period_start"].min()
-    frame = frame.with_columns(
-        pl.lit(version).alias("model_version"),
-        pl.lit(origin).alias("forecast_origin"),
-        pl.lit(datetime.now(UTC)).alias("created_at"),
-    )
-    warehouse.replace_rows(
-        FORECASTS_TABLE,
-        frame,
-        "model_version = ? and forecast_origin = ?",
-        [version, origin],
-    )
-    return MaterializeResult(
-        metadata={
-            "dagster/row_count": frame.height,
-            "model_version": version,
-            "forecast_origin": str(origin),
-            "series": frame.select("store", "item").n_unique(),
-            "assumed": frame["assumed"][0],
-            "preview": markdown_table(frame.head(8).drop("created_at")),
-        }
-    )
-
-
-@asset(
-    deps=[demand_forecasts, "mart_demand"],
-    group_name=GROUP,
-    owners=OWNERS,
-    code_version="1",
-    kinds={"python", "duckdb"},
-    pool=DUCKDB_POOL,
-    description=(
-        "Realized forecast error as actuals arrive: every stored forecast joined with the "
-        "observed demand, per forecast origin and model version (WAPE, MAPE, P10–P90 "
-        "coverage): the drift signal for demand."
-    ),
-)
-def demand_forecast_errors(warehouse: Warehouse) -> MaterializeResult:
-    scored = warehouse.query(
-        f"""
-        select f.forecast_origin, f.model_version, f.period_start, m.units as actual,
-               f.p10, f.p50, f.p90
-        from {FORECASTS_TABLE} f
-        join mart_demand m
-          on m.store = f.store and m.item = f.item and m.period_start = f.period_start
-        where m.units is not null
-        """
-    )
-    window = ["forecast_origin", "model_version"]
-    realized = (
-        forecast_scores(forecast_errors(scored), window)
-        .join(scored.group_by(window).agg(pl.col("period_start").max()), on=window)
-        .select(
-            *window,
-            pl.col("points").cast(pl.Int64),
-            "wape",
-            "mape",
-            "coverage",
-            pl.col("period_start").alias("last_period_scored"),
-        )
-        .sort(window)
-    )
-    warehouse.replace_rows(ERRORS_TABLE, realized, "true", [])
-    return MaterializeResult(
-        metadata={
-            "windows_with_actuals": realized.height,
-            "realized_error": markdown_table(realized)
-            if realized.height
-            else MetadataValue.md("_no actuals yet for any stored forecast_"),
         }
     )

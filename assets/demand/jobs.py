@@ -7,11 +7,10 @@ from dagster import (
 
 from assets.demand.forecasting import (
     demand_backtests,
-    demand_forecast_errors,
     demand_forecaster,
     demand_forecaster_promotion,
-    demand_forecasts,
 )
+from assets.demand.forecasts import demand_forecast_errors, demand_forecasts
 
 demand_ingest_job = define_asset_job(
     "demand_ingest_job",

@@ -22,10 +22,10 @@ from dagster import (
     asset,
 )
 
-from assets.demand.forecasting import FORECASTS_TABLE
+from assets.demand.forecasts import FORECASTS_TABLE
 from assets.metadata import counts_table, markdown_table, picture, preview
 from assets.monitoring import GROUP, OWNERS
-from assets.requests.models import load_training_data
+from assets.requests.datasets import load_training_data
 from assets.resources import ModelRegistry, Monitoring, RequestIntake, Warehouse
 from assets.serving.bento import champion_bento
 from ml.data.atomic_files import (

@@ -2,7 +2,17 @@
 
 from dagster import Definitions
 
-from assets.requests import annotation, intake, jobs, lineage, models, schedules, sensors
+from assets.requests import (
+    annotation,
+    datasets,
+    intake,
+    jobs,
+    labels,
+    lineage,
+    models,
+    schedules,
+    sensors,
+)
 
 definitions = Definitions(
     assets=[
@@ -11,8 +21,8 @@ definitions = Definitions(
         annotation.annotation_candidates,
         annotation.annotation_batch,
         annotation.annotated_batch,
-        annotation.labeled_requests,
-        models.request_test_set,
+        labels.labeled_requests,
+        datasets.request_test_set,
         lineage.lineage_snapshot,
         models.request_baseline,
         models.request_classifier,

@@ -5,18 +5,14 @@ from dagster import (
     define_asset_job,
 )
 
-from assets.requests.annotation import (
-    annotated_batch,
-    annotation_batch,
-    annotation_candidates,
-    labeled_requests,
-)
+from assets.requests.annotation import annotated_batch, annotation_batch, annotation_candidates
+from assets.requests.datasets import request_test_set
+from assets.requests.labels import labeled_requests
 from assets.requests.lineage import lineage_snapshot
 from assets.requests.models import (
     request_baseline,
     request_classifier,
     request_classifier_promotion,
-    request_test_set,
 )
 from assets.warehouse.dbt import warehouse_dbt_models
 

@@ -8,8 +8,9 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from assets.metadata import counts_table
 from assets.requests import GROUP, OWNERS
-from assets.requests.annotation import annotated_batch, annotation_candidates, labeled_requests
-from assets.requests.models import request_test_set
+from assets.requests.annotation import annotated_batch, annotation_candidates
+from assets.requests.datasets import request_test_set
+from assets.requests.labels import labeled_requests
 from assets.resources import DUCKDB_POOL, DataHome, Warehouse
 from ml.data.lineage_snapshot import LINEAGE_TABLES, snapshots_dir, take_snapshot
 

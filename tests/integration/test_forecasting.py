@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from assets.demand.forecasting import FORECASTS_TABLE
+from assets.demand.forecasts import FORECASTS_TABLE
 from assets.resources import DataHome, Warehouse
 from ml.data.sources import DemandSource
 from ml.lifecycle.registered_models import DEMAND_FORECASTER

@@ -20,7 +20,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance, Definitions, materialize
 
 from assets.requests.annotation import MIN_KAPPA_THRESHOLD
-from assets.requests.models import request_test_set
+from assets.requests.datasets import request_test_set
 from assets.resources import DataHome, Warehouse
 from ml.annotation.label_studio_client import LabelStudioClient
 from ml.data.ingestion import file_sha256

@@ -9,7 +9,8 @@ from dagster import DagsterInstance, materialize
 
 from assets.demand.forecasting import demand_forecaster_promotion
 from assets.requests.annotation import annotated_batch, annotation_batches
-from assets.requests.models import TEST_SETS_TABLE, request_classifier_promotion
+from assets.requests.datasets import TEST_SETS_TABLE
+from assets.requests.models import request_classifier_promotion
 from assets.resources import Warehouse, build_resources
 from ml.settings import Settings
 
