@@ -258,21 +258,12 @@ def classifier_rescorer(
 ) -> Callable[[ModelVersion], float]:
     """The gate's scoring as request_classifier_promotion does it: the version loaded through the
     registry (digests verified) and its F1-macro on `test`; `calls` collects what was scored."""
-    import numpy as np
-    import pandas as pd
-
-    from ml.metrics import score_classification
+    from ml.requests.classifiers import registered_f1_macro
 
     def rescore(version: ModelVersion) -> float:
         if calls is not None:
             calls.append(version.version)
-        model = registry.load(model_name, version.version)
-        answer = model.predict(pd.DataFrame({"text": test.texts}))
-        return score_classification(
-            test.intents,
-            np.array(answer["probabilities"].tolist()),
-            model.metadata.metadata["classes"],
-        ).f1_macro
+        return registered_f1_macro(registry, model_name, version.version, test)
 
     return rescore
 

@@ -12,7 +12,8 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field, field_validator
 
 from assets.demand import GROUP, OWNERS
-from assets.metadata import markdown_table, picture, promotion_metadata
+from assets.metadata import markdown_table, picture
+from assets.promotion import run_promotion_gate
 from assets.resources import DUCKDB_POOL, REGISTRY_POOL, ModelRegistry, Warehouse
 from ml.demand.backtesting import (
     backtest,
@@ -24,7 +25,7 @@ from ml.demand.backtesting import (
 from ml.demand.forecaster import FALLBACK, fit_forecaster
 from ml.demand.models import GLOBAL_KINDS, LOCAL_KINDS, GlobalModelSettings
 from ml.demand.panel import BASELINES, DemandPanel, ForecastSettings, build_panel
-from ml.lifecycle.promotion import check_margin, gate_pending_versions
+from ml.lifecycle.promotion import check_margin
 from ml.lifecycle.pyfunc import DEMAND_FORECASTER_ENTRY, demand_forecaster_signature
 from ml.lifecycle.registered_models import DEMAND_FORECASTER
 from ml.lifecycle.registration import Candidate, ModelCard, register_candidate
@@ -365,22 +366,15 @@ def demand_forecaster_promotion(
             )
         return by_kind[kind]
 
-    outcomes = gate_pending_versions(
+    gate = run_promotion_gate(
+        context,
         registry,
         DEMAND_FORECASTER,
         version,
         GATE_METRIC,
         config.margin,
         rescore,
+        "backtest WAPE",
         higher_is_better=False,
-        via=f"demand_forecaster_promotion, dagster run {context.run.run_id}",
     )
-    champion = registry.champion(DEMAND_FORECASTER)
-    return MaterializeResult(
-        metadata={
-            "backtest_version": version,
-            **promotion_metadata(
-                outcomes, champion, registry.champion_history(DEMAND_FORECASTER), "backtest WAPE"
-            ),
-        }
-    )
+    return MaterializeResult(metadata={"backtest_version": version, **gate})

@@ -15,7 +15,8 @@ from dagster import (
 )
 from pydantic import Field, field_validator
 
-from assets.metadata import picture, promotion_metadata
+from assets.metadata import picture
+from assets.promotion import run_promotion_gate
 from assets.requests import GROUP, OWNERS
 from assets.requests.datasets import (
     RequestTrainingData,
@@ -24,7 +25,7 @@ from assets.requests.datasets import (
     request_test_set,
 )
 from assets.resources import REGISTRY_POOL, ModelRegistry, RequestIntake, Warehouse
-from ml.lifecycle.promotion import check_margin, gate_pending_versions
+from ml.lifecycle.promotion import check_margin
 from ml.lifecycle.pyfunc import INTENT_CLASSIFIER_ENTRY
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registration import Candidate, ModelCard, register_candidate
@@ -33,6 +34,7 @@ from ml.metrics import ClassificationScores, measure_latency, score_classificati
 from ml.plots import confusion_figure
 from ml.requests.classifiers import (
     IntentClassifier,
+    registered_f1_macro,
     train_baseline,
 )
 from ml.requests.train_transformer import fine_tune_with_torchrun
@@ -353,30 +355,16 @@ def request_classifier_promotion(
 
     def rescore(version: ModelVersion) -> float:
         context.log.info(f"scoring v{version.version} on test version {test_version}")
-        model = registry.load(REQUEST_CLASSIFIER, version.version)
-        predicted = model.predict(pd.DataFrame({"text": test.texts}))
-        classes = model.metadata.metadata["classes"]
-        return score_classification(
-            test.intents, np.array(predicted["probabilities"].tolist()), classes
-        ).f1_macro
+        return registered_f1_macro(registry, REQUEST_CLASSIFIER, version.version, test)
 
-    outcomes = gate_pending_versions(
+    gate = run_promotion_gate(
+        context,
         registry,
         REQUEST_CLASSIFIER,
         str(test_version),
         METRIC,
         config.margin,
         rescore,
-        via=f"request_classifier_promotion, dagster run {context.run.run_id}",
+        "test F1-macro",
     )
-    champion = registry.champion(REQUEST_CLASSIFIER)
-    for o in outcomes:
-        context.log.info(f"v{o.version} → {o.decision.alias}: {o.decision.reason}")
-    return MaterializeResult(
-        metadata={
-            "test_version": test_version,
-            **promotion_metadata(
-                outcomes, champion, registry.champion_history(REQUEST_CLASSIFIER), "test F1-macro"
-            ),
-        }
-    )
+    return MaterializeResult(metadata={"test_version": test_version, **gate})

@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import skops.io
 import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import Pipeline, make_union
 from sklearn.svm import LinearSVC
 
+from ml.lifecycle.registry import Registry
+from ml.metrics import score_classification
 from ml.requests.backbone import pad_batch, pick_device, quiet_transformers
 
 META_FILE = "classifier.json"
@@ -265,3 +268,17 @@ def load_classifier(folder: Path) -> IntentClassifier:
     if kind not in loaders:
         raise ValueError(f"{meta_path}: unknown classifier kind {kind!r}")
     return loaders[kind](folder)
+
+
+def registered_f1_macro(
+    registry: Registry, model_name: str, version: str, test: LabeledTexts
+) -> float:
+    """F1-macro on `test` of a registered classifier version, loaded through the registry (its
+    digests verified): the score the promotion gate decides on, never a tag."""
+    model = registry.load(model_name, version)
+    predicted = model.predict(pd.DataFrame({"text": test.texts}))
+    return score_classification(
+        test.intents,
+        np.array(predicted["probabilities"].tolist()),
+        model.metadata.metadata["classes"],
+    ).f1_macro
