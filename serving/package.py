@@ -24,12 +24,13 @@ from pathlib import Path
 
 from ml.data.atomic_files import write_text_atomically
 from ml.lifecycle.artifacts import ARTIFACT_SHA256, verify_artifact
+from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry
 from ml.settings import PROJECT_ROOT, environment_with
 
 BENTO_NAME = "mlops_platform"
 SERVICE = "serving.service:Champions"
-SERVED = {"request_classifier": "rc", "demand_forecaster": "df"}
+SERVED = {REQUEST_CLASSIFIER: "rc", DEMAND_FORECASTER: "df"}
 """Registered model → its short name in the Bento version."""
 SOURCES = ("serving/*.py", "ml/**/*.py", "ml/**/*.json")
 """What the Bento carries besides the lock file: the service and the plain `ml` package."""

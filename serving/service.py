@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from ml.demand.panel import ForecastingError
+from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.monitoring.prediction_log import PredictionLogWriter, prediction_record
 from ml.settings import ServingSettings, set_environment_defaults
 from serving.http_contract import ClientErrorsAsWarnings, HttpContract
@@ -265,7 +266,7 @@ class Champions:
         """One text or a list of texts → intent, confidence and the top-k intents per text."""
         if self.classifier is None:
             raise ServiceUnavailable("no request_classifier champion is served by this Bento")
-        labels = ("classify", "request_classifier", self.classifier_version)
+        labels = ("classify", REQUEST_CLASSIFIER, self.classifier_version)
         started = time.perf_counter()
         predicted = self.classifier.predict(pd.DataFrame({"text": texts}))
         INFERENCE_SECONDS.labels(*labels).observe(time.perf_counter() - started)
@@ -278,7 +279,7 @@ class Champions:
         ):
             record = prediction_record(
                 "classify",
-                "request_classifier",
+                REQUEST_CLASSIFIER,
                 self.classifier_version,
                 {"text": text},
                 None,
@@ -314,7 +315,7 @@ class Champions:
         defaults are assumed (price: last known, no deal, no feature) and named in `assumed`."""
         if self.forecaster is None:
             raise ServiceUnavailable("no demand_forecaster champion is served by this Bento")
-        labels = ("forecast", "demand_forecaster", self.forecaster_version)
+        labels = ("forecast", DEMAND_FORECASTER, self.forecaster_version)
         fitted = self.forecaster.unwrap_python_model().forecaster
         try:
             frame = self._forecast_input(fitted, series, horizon, covariates)
@@ -339,7 +340,7 @@ class Champions:
         )
         record = prediction_record(
             "forecast",
-            "demand_forecaster",
+            DEMAND_FORECASTER,
             self.forecaster_version,
             {
                 "series": [s.model_dump() for s in series],
