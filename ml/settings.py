@@ -91,6 +91,20 @@ def registry_pause_marker() -> Path | None:
     return Path(value) if value else None
 
 
+VARIABLES = {
+    "data_home": "MLOPS_DATA_HOME",
+    "warehouse_path": "MLOPS_WAREHOUSE_PATH",
+    "request_drops_uri": "MLOPS_REQUEST_DROPS_URI",
+    "intent_taxonomy": "MLOPS_INTENT_TAXONOMY",
+    "label_studio_url": "MLOPS_LABEL_STUDIO_URL",
+    "tracking_uri": "MLFLOW_TRACKING_URI",
+    "artifact_root": "MLOPS_MLFLOW_ARTIFACT_ROOT",
+    "bentoml_home": "BENTOML_HOME",
+    "prediction_log_dir": "MLOPS_PREDICTION_LOG_DIR",
+}
+"""The settings a resource takes verbatim, and the variable that sets each."""
+
+
 def _path_from_env(name: str, default: Path) -> Path:
     value = os.environ.get(name)
     return Path(value).expanduser().resolve() if value else default.resolve()
@@ -148,6 +162,9 @@ class Settings:
     """'' = a random one kept (0600) in the data home."""
     label_studio_task_lock_ttl: int = 600
     """Seconds a task fetched from the labeling stream stays locked to its annotator."""
+    variables: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    """Setting → (the variable that set it, its text), for what came from the environment:
+    resources take those as Dagster `EnvVar`s, so the UI shows where a value came from."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -190,6 +207,11 @@ class Settings:
             label_studio_password=os.environ.get("MLOPS_LABEL_STUDIO_PASSWORD", ""),
             label_studio_token=os.environ.get("MLOPS_LABEL_STUDIO_TOKEN", ""),
             label_studio_task_lock_ttl=_int_from_env("MLOPS_LABEL_STUDIO_TASK_LOCK_TTL", 600),
+            variables={
+                setting: (name, os.environ[name])
+                for setting, name in VARIABLES.items()
+                if os.environ.get(name)
+            },
         )
 
     @property
@@ -212,12 +234,14 @@ class Settings:
 
     def moved_to(self, data_home: Path) -> Settings:
         """The same deployment with every written path under another data home."""
+        moved = ("data_home", "warehouse_path", "dagster_home", "request_drops_uri")
         return replace(
             self,
             data_home=data_home,
             warehouse_path=data_home / "warehouse.duckdb",
             dagster_home=data_home / "dagster",
             request_drops_uri=str(data_home / "drops" / "requests"),
+            variables={k: v for k, v in self.variables.items() if k not in moved},
         )
 
 

@@ -1,6 +1,9 @@
 """The code location a person opens in the UI: one graph, two domains and their serving, every
 asset explained."""
 
+from pathlib import Path
+
+import pytest
 from dagster import AssetKey
 
 from ml.settings import Settings
@@ -58,3 +61,33 @@ def test_the_graph_runs_raw_to_validated_to_dbt_marts_to_serving_and_drift(
         ):
             assert (asset, check) in checks
     assert ("request_splits", "no_text_key_straddles_splits") in checks
+
+
+def test_a_setting_from_the_environment_reaches_a_run_as_its_variable(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The UI shows which variable set a resource's value (a Dagster EnvVar), and a run reads
+    the variable itself; a setting nobody set stays a plain value."""
+    from dagster import EnvVar, asset, materialize
+
+    from assets.resources import RequestIntake, build_resources
+
+    drops = tmp_path / "elsewhere" / "drops"
+    monkeypatch.setenv("MLOPS_REQUEST_DROPS_URI", str(drops))
+    monkeypatch.delenv("MLOPS_LABEL_STUDIO_URL", raising=False)
+    resources = build_resources(Settings.from_env())
+    intake = resources["request_intake"]
+    assert isinstance(intake.drops_uri, EnvVar)
+    assert intake.drops_uri == "MLOPS_REQUEST_DROPS_URI"
+    assert not isinstance(resources["label_studio"].url, EnvVar)
+
+    @asset
+    def where_drops_land(request_intake: RequestIntake) -> str:
+        return request_intake.drops_uri
+
+    result = materialize([where_drops_land], resources={"request_intake": intake})
+    assert result.output_for_node("where_drops_land") == str(drops)
+    moved = Settings.from_env().moved_to(tmp_path / "home")
+    assert build_resources(moved)["request_intake"].drops_uri == str(
+        tmp_path / "home" / "drops" / "requests"
+    ), "a data home moved in code no longer follows the variable"
