@@ -13,8 +13,11 @@ import signal
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+
+import psutil
 
 from ml.settings import Settings, executable
 from orchestration.processes import stop_process_group, wait_until_ready
@@ -30,14 +33,30 @@ class BentoServer:
     process: subprocess.Popen
     log_path: Path
     started_in_seconds: float
+    workers: list[psutil.Process] = field(default_factory=list)
+    """Last seen worker processes: BentoML starts each in a session of its own, so a server
+    killed outright leaves them answering on its socket until they are stopped by pid."""
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def watch_workers(self) -> None:
+        with contextlib.suppress(psutil.Error):
+            self.workers = psutil.Process(self.process.pid).children(recursive=True)
+
     def stop(self) -> None:
-        """SIGTERM to the server and its workers (they flush their prediction logs)."""
+        """SIGTERM to the server and its workers (they flush their prediction logs); workers
+        its death left behind are stopped by pid."""
         stop_process_group(self.process, grace_s=30)
+        orphans = [worker for worker in self.workers if worker.is_running()]
+        for worker in orphans:
+            with contextlib.suppress(psutil.Error):
+                worker.terminate()
+        _, alive = psutil.wait_procs(orphans, timeout=15)
+        for worker in alive:
+            with contextlib.suppress(psutil.Error):
+                worker.kill()
 
 
 def start_bento_server(
@@ -45,6 +64,8 @@ def start_bento_server(
 ) -> BentoServer:
     """`bentoml serve <bento>` on 127.0.0.1:`port`, waiting until /readyz answers."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    if log_path.exists():  # a restart keeps the log of the run before (how it died)
+        log_path.replace(log_path.with_suffix(".previous.log"))
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [executable("bentoml"), "serve", bento, "--host", "127.0.0.1", "--port", str(port)],
@@ -67,6 +88,15 @@ def start_bento_server(
     return BentoServer(bento, port, process, log_path, seconds)
 
 
+def _say(settings: Settings, message: str) -> None:
+    """What the supervisor did, on stdout (make serve's terminal) and in its log file."""
+    print(message, flush=True)
+    log = settings.data_home / "logs" / "serving-supervisor.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as handle:
+        handle.write(f"{datetime.now(UTC).isoformat(timespec='seconds')} {message}\n")
+
+
 def follow_champion(
     settings: Settings,
     port: int,
@@ -74,23 +104,40 @@ def follow_champion(
     stop: threading.Event | None = None,
 ) -> None:
     """Serve the current champion Bento and swap to each new one as it is built, until `stop`
-    is set (or forever)."""
+    is set (or forever). A server that dies is restarted, and the restart is said on stdout
+    and in the data home's `logs/serving-supervisor.log`."""
     stop = stop or threading.Event()
     server, waiting = None, False
     try:
         while not stop.is_set():
             wanted = current_bento(settings.bentoml_home)
+            if server is not None and server.process.poll() is None:
+                server.watch_workers()
+            elif server is not None:
+                _say(
+                    settings,
+                    f"bentoml serve {server.bento} exited with {server.process.returncode}: "
+                    "restarting it",
+                )
+                server.stop()  # the workers it left behind still hold the port
+                server = None
             if wanted is not None and (server is None or server.bento != wanted["bento"]):
                 if server is not None:
-                    print(f"champion Bento changed: {server.bento} → {wanted['bento']}", flush=True)
+                    _say(settings, f"champion Bento changed: {server.bento} → {wanted['bento']}")
                     server.stop()
-                server = start_bento_server(
-                    settings,
-                    str(wanted["bento"]),
-                    port,
-                    settings.data_home / "logs" / f"bentoml-serve-{wanted['bento']}.log",
-                )
-                print(f"serving {server.bento} on {server.url}", flush=True)
+                    server = None
+                try:
+                    server = start_bento_server(
+                        settings,
+                        str(wanted["bento"]),
+                        port,
+                        settings.data_home / "logs" / f"bentoml-serve-{wanted['bento']}.log",
+                    )
+                except RuntimeError as error:
+                    _say(settings, f"could not start {wanted['bento']}, trying again: {error}")
+                else:
+                    server.watch_workers()
+                    _say(settings, f"serving {server.bento} on {server.url}")
             elif wanted is None and not waiting:
                 print("no champion Bento yet: waiting for champion_bento", flush=True)
                 waiting = True

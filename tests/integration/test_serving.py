@@ -377,6 +377,63 @@ def test_make_serve_rolls_each_new_champion_bento_out_to_the_running_service(
     assert _served_version(url) is None, "stopping the follower stops its server"
 
 
+def _bentoml_serve_on(port: int) -> psutil.Process:
+    """The `bentoml serve` main process listening on `port` (started by the supervisor)."""
+    for process in psutil.process_iter(["cmdline"]):
+        command = process.info["cmdline"] or []
+        launched = any(
+            part.endswith("bentoml") and rest[:1] == ["serve"]
+            for part, rest in ((part, command[i + 1 :]) for i, part in enumerate(command))
+        )
+        if launched and command[-1] == str(port):
+            return process
+    raise AssertionError(f"no bentoml serve on port {port}")
+
+
+def test_a_killed_bentoml_serve_is_restarted_and_answers_within_60_s(
+    served_platform: ServedPlatform,
+) -> None:
+    port, stop = free_port(), threading.Event()
+    follower = threading.Thread(
+        target=follow_champion, args=(served_platform.settings, port, 0.5, stop)
+    )
+    follower.start()
+    url = f"http://127.0.0.1:{port}"
+    supervisor_log = served_platform.settings.data_home / "logs" / "serving-supervisor.log"
+    try:
+        assert _wait_for_version(url, _served_version_of_current(served_platform))
+        killed = _bentoml_serve_on(port)
+        orphans = killed.children(recursive=True)
+        assert orphans, "the server has workers"
+        killed.send_signal(signal.SIGKILL)  # its workers live on in sessions of their own
+        killed_at = time.monotonic()
+
+        def restarted() -> bool:
+            try:
+                fresh = _bentoml_serve_on(port)
+            except AssertionError:
+                return False
+            return fresh.pid != killed.pid and _served_version(url) is not None
+
+        while not restarted() and time.monotonic() < killed_at + 60:
+            time.sleep(0.25)
+        back_after = time.monotonic() - killed_at
+        assert restarted(), "no new bentoml serve answered within 60 s of the SIGKILL"
+        assert not any(worker.is_running() for worker in orphans), "the old workers were stopped"
+        said = supervisor_log.read_text(encoding="utf-8")
+        assert f"exited with {-signal.SIGKILL}: restarting it" in said, said[-500:]
+        print(f"answering again {back_after:.0f} s after the SIGKILL")
+    finally:
+        stop.set()
+        follower.join(timeout=90)
+    assert not follower.is_alive()
+
+
+def _served_version_of_current(platform: ServedPlatform) -> str:
+    bento = str(current_bento(platform.settings.bentoml_home)["bento"])
+    return re.match(r"rc(\d+)-", bento.split(":")[1]).group(1)
+
+
 def test_a_rollback_serves_the_previous_champions_bento_again(
     served_platform: ServedPlatform,
 ) -> None:
