@@ -66,6 +66,7 @@ benchmark: install  ## validation, training-loop and serving throughput, forecas
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/forecast_scaling.py
 	$(BIN)/python benchmarks/serve_load.py
+	$(BIN)/python benchmarks/serve_open_loop.py
 
 clean:
 	rm -rf $(VENV) .venv-labelstudio .data dbt_project/target dbt_project/logs

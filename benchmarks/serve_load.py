@@ -397,8 +397,9 @@ def print_ratios(ways: dict[str, Measured]) -> None:
     )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def load_arguments(description: str) -> argparse.ArgumentParser:
+    """The options every serving benchmark takes: how long, how much load, which model."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per way")
     parser.add_argument("--warm-up", type=float, default=5.0, help="uncounted seconds per way")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
@@ -406,6 +407,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads, every way")
     parser.add_argument("--model-version", default="", help="MLflow version of request_classifier")
     parser.add_argument("--texts", type=Path, help="a CSV with a `text` column (else generated)")
+    return parser
+
+
+def main() -> int:
+    parser = load_arguments(__doc__.splitlines()[0])
     parser.add_argument(
         "--serve-plain", type=int, metavar="PORT", help="only run way (c)'s server on PORT"
     )
