@@ -267,42 +267,41 @@ class Monitoring(ConfigurableResource):
         )
 
 
-def _configured(settings: Settings, setting: str, value: object) -> str:
-    """`value`, or the Dagster `EnvVar` that set it (the UI then names the variable, and the run
-    reads the same variable)."""
+def _configured(settings: Settings, setting: str) -> str:
+    """The setting's value, or the Dagster `EnvVar` that set it (the UI then names the
+    variable, and the run reads the same variable)."""
+    value = str(getattr(settings, setting))
     variable = settings.variables.get(setting)
-    if variable is not None and variable[1] == str(value):
+    if variable is not None and variable[1] == value:
         return EnvVar(variable[0])
-    return str(value)
+    return value
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
     """The resources of one deployment, from `Settings`; what the environment set stays an
     `EnvVar`."""
 
-    def configured(setting: str) -> str:
-        return _configured(settings, setting, getattr(settings, setting))
-
     return {
-        "data_home": DataHome(path=configured("data_home")),
-        "warehouse": Warehouse(path=configured("warehouse_path")),
+        "data_home": DataHome(path=_configured(settings, "data_home")),
+        "warehouse": Warehouse(path=_configured(settings, "warehouse_path")),
         "request_intake": RequestIntake(
-            drops_uri=configured("request_drops_uri"),
-            taxonomy_path=configured("intent_taxonomy"),
+            drops_uri=_configured(settings, "request_drops_uri"),
+            taxonomy_path=_configured(settings, "intent_taxonomy"),
             max_age_days=settings.request_max_age_days,
             hidden_label_sources=list(settings.hidden_label_sources),
             max_drop_bytes=settings.max_drop_bytes,
         ),
         "label_studio": LabelStudioResource(
-            url=configured("label_studio_url"),
+            url=_configured(settings, "label_studio_url"),
             token_file=str(settings.data_home / "labelstudio" / ".admin_token"),
         ),
         "model_registry": ModelRegistry(
-            tracking_uri=configured("tracking_uri"), artifact_root=configured("artifact_root")
+            tracking_uri=_configured(settings, "tracking_uri"),
+            artifact_root=_configured(settings, "artifact_root"),
         ),
-        "bento_store": BentoStore(home=configured("bentoml_home")),
+        "bento_store": BentoStore(home=_configured(settings, "bentoml_home")),
         "monitoring": Monitoring(
-            log_dir=configured("prediction_log_dir"),
+            log_dir=_configured(settings, "prediction_log_dir"),
             profile_dir=str(settings.data_home / "profiles"),
         ),
         "dbt": DbtCliResource(

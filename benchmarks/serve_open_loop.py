@@ -67,10 +67,14 @@ class OpenLoopRun:
         return sum(n for status, n in self.statuses.items() if status.startswith("5"))
 
 
-async def open_loop(url: str, texts: list[str], rate: float, seconds: float) -> OpenLoopRun:
-    """Start request i at `i / rate` seconds, each in a task of its own, for `seconds`; wait for
-    every answer (or its timeout) and measure it from its scheduled start."""
-    run = OpenLoopRun(0.0, rate, seconds)
+async def open_loop(
+    url: str, texts: list[str], load: float, capacity: float, seconds: float
+) -> OpenLoopRun:
+    """Start request i at `i / rate` seconds (rate = load x capacity), each in a task of its
+    own, for `seconds`; wait for every answer (or its timeout) and measure it from its
+    scheduled start."""
+    rate = load * capacity
+    run = OpenLoopRun(load, rate, seconds)
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -172,8 +176,7 @@ def main() -> int:
         capacity = asyncio.run(drive(url, texts, args.concurrency, args.seconds, None)).rate
         print(f"capacity: {capacity:,.1f} req/s", flush=True)
         for load in LOADS:
-            run = asyncio.run(open_loop(url, texts, load * capacity, args.seconds))
-            run.load = load
+            run = asyncio.run(open_loop(url, texts, load, capacity, args.seconds))
             runs.append(run)
             print(f"    {load:.0%}: {dict(run.statuses)}", flush=True)
             time.sleep(2)  # let the queue drain between loads

@@ -168,20 +168,22 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        data_home = _path_from_env("MLOPS_DATA_HOME", PROJECT_ROOT / ".data")
+        data_home = _path_from_env(VARIABLES["data_home"], PROJECT_ROOT / ".data")
         return cls(
             data_home=data_home,
             shared_data=_path_from_env(
                 "MLOPS_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"
             ),
-            warehouse_path=_path_from_env("MLOPS_WAREHOUSE_PATH", data_home / "warehouse.duckdb"),
+            warehouse_path=_path_from_env(
+                VARIABLES["warehouse_path"], data_home / "warehouse.duckdb"
+            ),
             dagster_home=_path_from_env("DAGSTER_HOME", data_home / "dagster"),
-            intent_taxonomy=_path_from_env("MLOPS_INTENT_TAXONOMY", SYNTHETIC_TAXONOMY_PATH),
+            intent_taxonomy=_path_from_env(VARIABLES["intent_taxonomy"], SYNTHETIC_TAXONOMY_PATH),
             request_drops_uri=os.environ.get(
-                "MLOPS_REQUEST_DROPS_URI", str(data_home / "drops" / "requests")
+                VARIABLES["request_drops_uri"], str(data_home / "drops" / "requests")
             ),
             request_max_age_days=_float_from_env("MLOPS_REQUESTS_MAX_AGE_DAYS"),
-            label_studio_url=os.environ.get("MLOPS_LABEL_STUDIO_URL", "http://127.0.0.1:8080"),
+            label_studio_url=os.environ.get(VARIABLES["label_studio_url"], "http://127.0.0.1:8080"),
             hidden_label_sources=tuple(
                 name.strip()
                 for name in os.environ.get(
@@ -190,8 +192,8 @@ class Settings:
                 if name.strip()
             ),
             max_drop_bytes=_int_from_env("MLOPS_MAX_DROP_BYTES", DEFAULT_MAX_DROP_BYTES),
-            mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),
-            mlflow_artifact_root=os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT", ""),
+            mlflow_tracking_uri=os.environ.get(VARIABLES["tracking_uri"], ""),
+            mlflow_artifact_root=os.environ.get(VARIABLES["artifact_root"], ""),
             demand_source=os.environ.get("MLOPS_DEMAND_SOURCE", "synthetic"),
             demand_uri=os.environ.get("MLOPS_DEMAND_URI", ""),
             demand_max_age_days=_float_from_env("MLOPS_DEMAND_MAX_AGE_DAYS"),
@@ -226,11 +228,11 @@ class Settings:
     @property
     def bentoml_home(self) -> Path:
         """BentoML's model and Bento store (BENTOML_HOME), under the data home by default."""
-        return _path_from_env("BENTOML_HOME", self.data_home / "bentoml")
+        return _path_from_env(VARIABLES["bentoml_home"], self.data_home / "bentoml")
 
     @property
     def prediction_log_dir(self) -> Path:
-        return _path_from_env("MLOPS_PREDICTION_LOG_DIR", self.data_home / "prediction_logs")
+        return _path_from_env(VARIABLES["prediction_log_dir"], self.data_home / "prediction_logs")
 
     def moved_to(self, data_home: Path) -> Settings:
         """The same deployment with every written path under another data home."""

@@ -25,10 +25,11 @@ from ml.demand.backtesting import (
 from ml.demand.forecaster import FALLBACK, fit_forecaster
 from ml.demand.models import GLOBAL_KINDS, LOCAL_KINDS, GlobalModelSettings
 from ml.demand.panel import BASELINES, DemandPanel, ForecastSettings, build_panel
+from ml.lifecycle.model_card import ModelCard
 from ml.lifecycle.promotion import check_margin
 from ml.lifecycle.pyfunc import DEMAND_FORECASTER_ENTRY, demand_forecaster_signature
 from ml.lifecycle.registered_models import DEMAND_FORECASTER
-from ml.lifecycle.registration import Candidate, ModelCard, register_candidate
+from ml.lifecycle.registration import Candidate, register_candidate
 from ml.lifecycle.registry import ModelVersion, Registry
 from ml.plots import forecast_figure
 

@@ -25,10 +25,11 @@ from assets.requests.datasets import (
     request_test_set,
 )
 from assets.resources import REGISTRY_POOL, ModelRegistry, RequestIntake, Warehouse
+from ml.lifecycle.model_card import ModelCard
 from ml.lifecycle.promotion import check_margin
 from ml.lifecycle.pyfunc import INTENT_CLASSIFIER_ENTRY
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
-from ml.lifecycle.registration import Candidate, ModelCard, register_candidate
+from ml.lifecycle.registration import Candidate, register_candidate
 from ml.lifecycle.registry import ModelVersion, Registry
 from ml.metrics import ClassificationScores, measure_latency, score_classification
 from ml.plots import confusion_figure

@@ -12,26 +12,9 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from mlflow.models import ModelSignature
 
-from ml.lifecycle.model_card import render_model_card
+from ml.lifecycle.model_card import ModelCard
 from ml.lifecycle.pyfunc import pip_requirements
 from ml.lifecycle.registry import ModelVersion, Registry, TrainingRun
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    """What a reviewer reads before trusting a version (`report/model_card.md`)."""
-
-    title: str
-    summary: str
-    data: Mapping[str, object]
-    metrics: Mapping[str, float]
-    baseline_metrics: Mapping[str, float] | None
-    limits: Sequence[str]
-
-    def render(self) -> str:
-        return render_model_card(
-            self.title, self.summary, self.data, self.metrics, self.baseline_metrics, self.limits
-        )
 
 
 @dataclass(frozen=True)

@@ -365,7 +365,7 @@ def test_make_serve_rolls_each_new_champion_bento_out_to_the_running_service(
     follower.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        now_serving = re.match(r"rc(\d+)-", str(current["bento"]).split(":")[1]).group(1)
+        now_serving = _served_version_of_current(served_platform)
         assert _wait_for_version(url, now_serving), "the current champion Bento is served"
         record_current_bento(home, {**current, "bento": f"mlops_platform:{earlier.name}"})
         assert _wait_for_version(url, "1"), "a new champion Bento replaces the running one"
