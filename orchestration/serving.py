@@ -49,7 +49,7 @@ class BentoServer:
         """SIGTERM to the server and its workers (they flush their prediction logs); workers
         its death left behind are stopped by pid."""
         stop_process_group(self.process, grace_s=30)
-        orphans = [worker for worker in self.workers if worker.is_running()]
+        orphans = [worker for worker in self.workers if is_alive(worker)]
         for worker in orphans:
             with contextlib.suppress(psutil.Error):
                 worker.terminate()
@@ -57,6 +57,15 @@ class BentoServer:
         for worker in alive:
             with contextlib.suppress(psutil.Error):
                 worker.kill()
+
+
+def is_alive(process: psutil.Process) -> bool:
+    """Running and not a zombie: a killed worker whose new parent has not reaped it yet is
+    gone (it holds no socket and answers nothing), though `is_running()` still says True."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def start_bento_server(

@@ -24,7 +24,7 @@ from ml.monitoring.prediction_log import log_files, read_predictions
 from ml.requests.taxonomy import load_taxonomy
 from ml.synthetic.requests import generate_requests
 from orchestration.pipeline import execute_quietly
-from orchestration.serving import BentoServer, follow_champion, start_bento_server
+from orchestration.serving import BentoServer, follow_champion, is_alive, start_bento_server
 from serving.package import current_bento, record_current_bento
 from tests.conftest import ServedPlatform, free_port
 
@@ -216,9 +216,7 @@ def _workers(server: BentoServer) -> list[psutil.Process]:
     found = []
     for child in psutil.Process(server.process.pid).children(recursive=True):
         try:
-            if child.status() != psutil.STATUS_ZOMBIE and "_bentoml_impl.worker" in " ".join(
-                child.cmdline()
-            ):
+            if is_alive(child) and "_bentoml_impl.worker" in " ".join(child.cmdline()):
                 found.append(child)
         except psutil.Error:
             continue
@@ -419,7 +417,8 @@ def test_a_killed_bentoml_serve_is_restarted_and_answers_within_60_s(
             time.sleep(0.25)
         back_after = time.monotonic() - killed_at
         assert restarted(), "no new bentoml serve answered within 60 s of the SIGKILL"
-        assert not any(worker.is_running() for worker in orphans), "the old workers were stopped"
+        left = [worker for worker in orphans if is_alive(worker)]
+        assert not left, f"the old workers were not stopped: {[w.cmdline() for w in left]}"
         said = supervisor_log.read_text(encoding="utf-8")
         assert f"exited with {-signal.SIGKILL}: restarting it" in said, said[-500:]
         print(f"answering again {back_after:.0f} s after the SIGKILL")
