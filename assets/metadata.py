@@ -14,7 +14,7 @@ import polars as pl
 from dagster import MetadataValue, TableColumn, TableSchema
 
 from ml.lifecycle.promotion import GateOutcome
-from ml.lifecycle.registry import ModelVersion
+from ml.lifecycle.registry import ModelVersion, Registry
 
 PREVIEW_ROWS = 10
 
@@ -83,3 +83,24 @@ def promotion_metadata(
         "decisions": MetadataValue.md("\n".join(lines) if outcomes else "_no new version_"),
         "champion_history": ", ".join(history),
     }
+
+
+def alias_history(registry: Registry, model_name: str) -> MetadataValue:
+    """The append-only audit record as a table: MLflow keeps no alias history of its own."""
+    rows = [
+        {
+            "#": entry.id,
+            "when": entry.when,
+            "who": entry.who,
+            "action": entry.action,
+            "version": entry.version,
+            "moves": ", ".join(
+                f"{alias}: {before or '-'} → {to or '-'}"
+                for alias, (before, to) in entry.moves.items()
+            ),
+            "why": entry.why[:160],
+            "outcome": entry.outcome or "pending",
+        }
+        for entry in registry.audit(model_name)
+    ]
+    return markdown_table(pl.DataFrame(rows)) if rows else MetadataValue.md("_no alias moves_")

@@ -21,6 +21,7 @@ from pydantic import Field
 from ml.annotation.label_studio_client import LabelStudioClient
 from ml.data.ingestion import DEFAULT_MAX_DROP_BYTES
 from ml.lifecycle.registry import Registry
+from ml.lifecycle.release import ReleasePolicy
 from ml.monitoring.drift import DriftThresholds
 from ml.requests.taxonomy import Taxonomy, load_taxonomy
 from ml.settings import (
@@ -211,11 +212,19 @@ class BentoStore(ConfigurableResource):
 
     home: str
 
-    def package(self, tracking_uri: str, versions: Mapping[str, str]) -> dict[str, object]:
-        """Import the MLflow `versions` ({model: version}) and build (or find) their Bento."""
+    def package(
+        self,
+        tracking_uri: str,
+        versions: Mapping[str, str],
+        challengers: Mapping[str, str] | None = None,
+    ) -> dict[str, object]:
+        """Import the MLflow `versions` ({model: version}) and their `challengers` and build
+        (or find) their Bento."""
         command = [sys.executable, "-m", "serving.package", "--tracking-uri", tracking_uri]
         for model, version in versions.items():
             command += [f"--{model.replace('_', '-')}-version", version]
+        for model, version in (challengers or {}).items():
+            command += [f"--{model.replace('_', '-')}-challenger", version]
         done = subprocess.run(
             command,
             env=bentoml_environment(Path(self.home)),
@@ -267,6 +276,40 @@ class Monitoring(ConfigurableResource):
         )
 
 
+class ReleaseControl(ConfigurableResource):
+    """Where the staged-release state and the service's request log live, and when a release
+    step may advance (`ml.lifecycle.release.ReleasePolicy`; these are its defaults)."""
+
+    state_path: str
+    request_log_dir: str
+    prediction_log_dir: str
+    canary_steps: list[float] = Field(default_factory=lambda: list(ReleasePolicy.canary_steps))
+    shadow_share: float = ReleasePolicy.shadow_share
+    min_requests: int = ReleasePolicy.min_requests
+    max_error_rate_increase: float = ReleasePolicy.max_error_rate_increase
+    max_p99_ratio: float = ReleasePolicy.max_p99_ratio
+    p99_slack_ms: float = ReleasePolicy.p99_slack_ms
+    min_shadow_agreement: float = ReleasePolicy.min_shadow_agreement
+    max_accuracy_drop: float = ReleasePolicy.max_accuracy_drop
+    min_labeled: int = ReleasePolicy.min_labeled
+    promotion_margin: float = 0.005
+    """At the end of the canary the challenger may trail the champion's offline score by at
+    most this (the request gate's margin)."""
+
+    def policy(self) -> ReleasePolicy:
+        return ReleasePolicy(
+            canary_steps=tuple(self.canary_steps),
+            shadow_share=self.shadow_share,
+            min_requests=self.min_requests,
+            max_error_rate_increase=self.max_error_rate_increase,
+            max_p99_ratio=self.max_p99_ratio,
+            p99_slack_ms=self.p99_slack_ms,
+            min_shadow_agreement=self.min_shadow_agreement,
+            max_accuracy_drop=self.max_accuracy_drop,
+            min_labeled=self.min_labeled,
+        )
+
+
 def _configured(settings: Settings, setting: str) -> str:
     """The setting's value, or the Dagster `EnvVar` that set it (the UI then names the
     variable, and the run reads the same variable)."""
@@ -303,6 +346,11 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "monitoring": Monitoring(
             log_dir=_configured(settings, "prediction_log_dir"),
             profile_dir=str(settings.data_home / "profiles"),
+        ),
+        "release_control": ReleaseControl(
+            state_path=str(settings.release_state_path),
+            request_log_dir=str(settings.request_log_dir),
+            prediction_log_dir=_configured(settings, "prediction_log_dir"),
         ),
         "dbt": DbtCliResource(
             project_dir=str(DBT_PROJECT_DIR),

@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import polars as pl
 
 if TYPE_CHECKING:
     from ml.monitoring.drift import DriftReport
@@ -132,4 +133,23 @@ def drift_figure(report: DriftReport, title: str = "Request drift") -> plt.Figur
     axis.set_xlabel("score relative to threshold (1 = threshold; p-values on a log scale)")
     verdict = ", ".join(report.drifted_columns) if report.drifted else "no column"
     axis.set_title(f"{title}: {verdict} drifted")
+    return figure
+
+
+def variant_figure(metrics: pl.DataFrame) -> plt.Figure:
+    """Latency p50/p95/p99 of champion and challenger side by side, errors and requests in the
+    labels: what a release step decided on."""
+    figure, axis = plt.subplots(figsize=(7, 2.8))
+    rows = metrics.to_dicts()
+    width = 0.38
+    for offset, row, colour in zip((-width / 2, width / 2), rows, (BLUE, "#e67e22"), strict=False):
+        values = [row.get(k) or 0.0 for k in ("p50_ms", "p95_ms", "p99_ms")]
+        label = (
+            f"{row['variant']} v{row.get('model_version') or '?'}: {row.get('requests') or 0} "
+            f"requests, {100 * (row.get('error_rate') or 0):.1f}% 5xx"
+        )
+        axis.bar([i + offset for i in range(3)], values, width, label=label, color=colour)
+    axis.set_xticks(range(3), ["p50", "p95", "p99"])
+    axis.set_ylabel("latency (ms)")
+    axis.legend(fontsize=7)
     return figure

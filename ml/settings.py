@@ -234,6 +234,16 @@ class Settings:
     def prediction_log_dir(self) -> Path:
         return _path_from_env(VARIABLES["prediction_log_dir"], self.data_home / "prediction_logs")
 
+    @property
+    def request_log_dir(self) -> Path:
+        """Where the service's router logs every request's variant, status and latency."""
+        return self.data_home / "request_log"
+
+    @property
+    def release_state_path(self) -> Path:
+        """The staged-release state the release job writes and every serving worker reads."""
+        return self.data_home / "serving" / "release_state.json"
+
     def moved_to(self, data_home: Path) -> Settings:
         """The same deployment with every written path under another data home."""
         moved = ("data_home", "warehouse_path", "dagster_home", "request_drops_uri")
@@ -263,6 +273,8 @@ class ServingSettings:
 
     prediction_log_dir: Path
     """Where every worker appends its prediction log (under the data home by default)."""
+    request_log_dir: Path
+    release_state_path: Path
     workers: int = 1
     batching: bool = True
     """Adaptive batching on /classify; off only to measure what it buys (benchmarks)."""
@@ -284,6 +296,16 @@ class ServingSettings:
     and `/readyz` fails (see ml.monitoring.prediction_log)."""
     max_body_bytes: int = 2 * 1024 * 1024
     """Largest request body; a larger one is refused with 413 before it is read whole."""
+    max_in_flight_classify: int = 48
+    """Requests a worker holds on /classify at once; one more is answered 429 at once, so the
+    latency of the admitted stays bounded under overload (benchmarks/serve_open_loop.py)."""
+    max_in_flight_forecast: int = 4
+    """The same for /forecast, whose calls are whole model runs, not batched."""
+    request_timeout_s: int = 30
+    """BentoML's per-request time limit (504 past it)."""
+    shadow_queue: int = 16
+    """Batches waiting for shadow scoring; past it a sample is skipped and counted, never queued
+    without bound on the champion's worker."""
 
     @property
     def threads_per_worker(self) -> int:
@@ -294,6 +316,8 @@ class ServingSettings:
         settings = Settings.from_env()
         return cls(
             prediction_log_dir=settings.prediction_log_dir,
+            request_log_dir=settings.request_log_dir,
+            release_state_path=settings.release_state_path,
             workers=_int_from_env("MLOPS_SERVING_WORKERS", 1),
             batching=os.environ.get("MLOPS_SERVING_BATCHING", "on").lower() not in ("off", "0"),
             max_batch_size=_int_from_env("MLOPS_SERVING_MAX_BATCH_SIZE", 64),
@@ -306,4 +330,8 @@ class ServingSettings:
             log_flush_seconds=float(os.environ.get("MLOPS_PREDICTION_LOG_FLUSH_SECONDS", "2")),
             log_max_buffered=_int_from_env("MLOPS_PREDICTION_LOG_MAX_BUFFERED", 10_000),
             max_body_bytes=_int_from_env("MLOPS_SERVING_MAX_BODY_BYTES", 2 * 1024 * 1024),
+            max_in_flight_classify=_int_from_env("MLOPS_SERVING_MAX_IN_FLIGHT_CLASSIFY", 48),
+            max_in_flight_forecast=_int_from_env("MLOPS_SERVING_MAX_IN_FLIGHT_FORECAST", 4),
+            request_timeout_s=_int_from_env("MLOPS_SERVING_REQUEST_TIMEOUT_S", 30),
+            shadow_queue=_int_from_env("MLOPS_SERVING_SHADOW_QUEUE", 16),
         )

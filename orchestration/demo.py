@@ -9,7 +9,9 @@ import logging
 import sys
 import time
 import urllib.request
+import uuid
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -30,6 +32,7 @@ from ml.data.ingestion import IngestionError  # noqa: E402
 from ml.data.sources import DemandSource, demand_source_of, orange_juice_source  # noqa: E402
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER  # noqa: E402
 from ml.lifecycle.registry import Registry  # noqa: E402
+from ml.lifecycle.release import ReleaseState, read_release_states  # noqa: E402
 from ml.settings import Settings  # noqa: E402
 from ml.synthetic.demand import generate_demand  # noqa: E402
 from ml.synthetic.requests import generate_requests  # noqa: E402
@@ -177,6 +180,8 @@ def print_registry(settings: Settings) -> None:
 
 DEMO_TRAFFIC = 240
 """Requests the demo sends to the live service: one hour's worth for the drift report."""
+DEMO_RELEASE_TRAFFIC = 400
+"""Requests per release step: enough shadow answers (a quarter of them) for the first step."""
 
 
 def serve_and_monitor(settings: Settings, defs, instance, run, report, log_path: Path) -> None:
@@ -203,6 +208,7 @@ def serve_and_monitor(settings: Settings, defs, instance, run, report, log_path:
         report(
             f"  ok   {sent} requests answered on /classify, logged in {settings.prediction_log_dir}"
         )
+        release_in_stages(settings, defs, instance, server.url, texts["text"].to_list(), report)
     finally:
         server.stop()
         report("  ok   bentoml serve stopped (make serve or make dev keep it running)")
@@ -218,6 +224,46 @@ def serve_and_monitor(settings: Settings, defs, instance, run, report, log_path:
         report(
             f"       drift report {hour}: {latest.asset_materialization.metadata['verdict'].value}"
         )
+
+
+def release_step(settings: Settings, defs, instance, report) -> ReleaseState | None:
+    """One run of the release job (what the release sensor starts in `make dev`)."""
+    result = execute_quietly(defs, instance, "release_job")
+    state = read_release_states(settings.release_state_path).get(REQUEST_CLASSIFIER)
+    if not result.success or state is None:
+        report("  FAIL release job: see the Dagster run log")
+        return None
+    share = f"canary {state.canary_share:.0%}" if state.stage == "canary" else state.stage
+    report(f"  ok   release of request_classifier v{state.challenger_version}: {share}")
+    report(f"       {state.reason}")
+    return state
+
+
+def release_in_stages(settings: Settings, defs, instance, url: str, texts: list[str], report):
+    """The challenger in shadow (it scores a sample of champion traffic, answers nothing),
+    then the first canary step (a sticky share of request ids), as the release sensor would
+    walk it; each step and the alias history are on request_classifier_promotion in the UI."""
+    registry = Registry(settings.tracking_uri, settings.artifact_root)
+    if registry.by_alias(REQUEST_CLASSIFIER, "challenger") is None:
+        report("       no request_classifier challenger: nothing to release in stages")
+        return
+    state = release_step(settings, defs, instance, report)
+    if state is None or state.stage != "shadow":
+        return
+    send_traffic(url, (texts * 2)[:DEMO_RELEASE_TRAFFIC])
+    time.sleep(3)  # the workers flush their logs every 2 s
+    state = release_step(settings, defs, instance, report)
+    if state is None or state.stage != "canary":
+        return
+    answers = send_traffic(url, texts[:DEMO_RELEASE_TRAFFIC], answers=True)
+    by_variant = Counter(answer[0]["variant"] for answer in answers)
+    report(
+        f"       canary traffic: {by_variant['champion']} answered by the champion, "
+        f"{by_variant['challenger']} by the challenger (sticky by X-Request-ID)"
+    )
+    for entry in registry.audit(REQUEST_CLASSIFIER)[-3:]:
+        moves = ", ".join(f"{a}: {f or '-'} → {t or '-'}" for a, (f, t) in entry.moves.items())
+        report(f"       audit #{entry.id} {entry.when} {entry.action} v{entry.version} ({moves})")
 
 
 def show_answers(url: str, settings: Settings) -> list[str]:
@@ -245,18 +291,25 @@ def show_answers(url: str, settings: Settings) -> list[str]:
     return lines
 
 
-def post_json(url: str, body: object) -> object:
-    request = urllib.request.Request(
-        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
-    )
+def post_json(url: str, body: object, request_id: str = "") -> object:
+    headers = {"Content-Type": "application/json"}
+    if request_id:
+        headers["X-Request-ID"] = request_id
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers)
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
 
 
-def send_traffic(url: str, texts: list[str]) -> int:
+def send_traffic(url: str, texts: list[str], answers: bool = False):
+    """`texts` sent to /classify by 8 clients, each request with an id of its own; how many
+    were answered (or the answers)."""
+
+    def call(text: str) -> object:
+        return post_json(f"{url}/classify", {"texts": text}, uuid.uuid4().hex)
+
     with ThreadPoolExecutor(max_workers=8) as pool:
-        answers = list(pool.map(lambda text: post_json(f"{url}/classify", {"texts": text}), texts))
-    return len(answers)
+        answered = list(pool.map(call, texts))
+    return answered if answers else len(answered)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from copy import deepcopy
 from typing import Any
 
@@ -30,6 +30,8 @@ LOGGER = logging.getLogger("mlops.serving")
 REQUEST_ID_HEADER = "x-request-id"
 JSON_MEDIA_TYPE = "application/json"
 OPENAPI_PATH = "/docs.json"
+INTERNAL_PREFIX = "/internal/"
+"""Routes only the service's own router calls (the challenger's endpoints): not published."""
 PROBE_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
 
 ERROR_CODES: dict[int, tuple[str, str]] = {
@@ -144,10 +146,20 @@ class HttpContract:
     """ASGI middleware: see the module docstring. `api_paths` are the POST endpoints whose bodies
     are checked before BentoML parses them."""
 
-    def __init__(self, app: ASGIApp, api_paths: Iterable[str], max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        api_paths: Iterable[str],
+        max_body_bytes: int,
+        max_in_flight: Mapping[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.api_paths = frozenset(api_paths)
         self.max_body_bytes = max_body_bytes
+        self.max_in_flight = dict(max_in_flight or {})
+        """Admission control: requests a path holds at once in this worker; one more is a 429
+        at once (with Retry-After), before its body is read."""
+        self._in_flight: dict[str, int] = dict.fromkeys(self.api_paths, 0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -166,26 +178,48 @@ class HttpContract:
             await self._forward(scope, receive, send, request_id, rewrite=publish_openapi)
             return
         if path in self.api_paths and method == "POST":
-            refusal = self._refuse_headers(scope)
-            if refusal is None:
-                body, refusal = await self._read_body(receive)
-            if refusal is None:
-                refusal = _refuse_json(body)
-            if refusal is not None:
-                status, message, fields = refusal
-                LOGGER.warning(
-                    "client error %d on %s %s (request %s): %s",
-                    status,
-                    method,
-                    path,
-                    request_id,
-                    message,
-                )
+            limit = self.max_in_flight.get(path)
+            if limit is not None and self._in_flight[path] >= limit:
+                message = f"{path} holds {limit} requests at once in this worker; retry shortly"
                 await _send_json(
-                    send, status, error_body(status, message, fields, request_id), request_id
+                    send,
+                    429,
+                    error_body(429, message, (), request_id),
+                    request_id,
+                    [(b"retry-after", b"1")],
                 )
                 return
-            receive = _replay(body, receive)
+            self._in_flight[path] += 1
+            try:
+                await self._admitted(scope, receive, send, request_id)
+            finally:
+                self._in_flight[path] -= 1
+            return
+        await self._forward(scope, receive, send, request_id)
+
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        """Check the headers, then the body, before BentoML sees the request."""
+        path, method = scope["path"], scope["method"]
+        refusal = self._refuse_headers(scope)
+        if refusal is None:
+            body, refusal = await self._read_body(receive)
+        if refusal is None:
+            refusal = _refuse_json(body)
+        if refusal is not None:
+            status, message, fields = refusal
+            LOGGER.warning(
+                "client error %d on %s %s (request %s): %s",
+                status,
+                method,
+                path,
+                request_id,
+                message,
+            )
+            await _send_json(
+                send, status, error_body(status, message, fields, request_id), request_id
+            )
+            return
+        receive = _replay(body, receive)
         await self._forward(scope, receive, send, request_id)
 
     def _refuse_headers(self, scope: Scope) -> tuple[int, str, list[str]] | None:
@@ -342,6 +376,11 @@ def publish_openapi(document: bytes) -> bytes:
     `components/schemas`, and every error status of every route declared with the one shape."""
     spec = json.loads(document)
     spec["openapi"] = "3.1.0"
+    spec["paths"] = {
+        path: item
+        for path, item in spec.get("paths", {}).items()
+        if not path.startswith(INTERNAL_PREFIX)
+    }
     hoisted: dict[str, Any] = {}
     spec = _hoist_definitions(spec, hoisted)
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})

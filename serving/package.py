@@ -20,6 +20,7 @@ import json
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from ml.data.atomic_files import write_text_atomically
@@ -76,10 +77,16 @@ def source_digest() -> str:
     return digest.hexdigest()[:8]
 
 
-def bento_version(versions: dict[str, str]) -> str:
+def bento_version(versions: Mapping[str, str], challengers: Mapping[str, str] | None = None) -> str:
     """`rc3-df2-<code>`: which MLflow version of each model the Bento serves (`none` when
-    absent), and which code serves them; a rollback on the same code finds its Bento again."""
-    models = "-".join(f"{short}{versions.get(model) or 'none'}" for model, short in SERVED.items())
+    absent), with its challenger where there is one (`rc3c5`), and which code serves them; a
+    rollback on the same code finds its Bento again."""
+    challengers = challengers or {}
+    models = "-".join(
+        f"{short}{versions.get(model) or 'none'}"
+        + (f"c{challengers[model]}" if challengers.get(model) else "")
+        for model, short in SERVED.items()
+    )
     return f"{models}-{source_digest()}"
 
 
@@ -153,15 +160,33 @@ def build_context(folder: Path) -> None:
         shutil.copy2(source, target)
 
 
-def package(registry: Registry, versions: dict[str, str]) -> dict[str, object]:
-    """Build (or find) the Bento serving `versions` ({model: MLflow version})."""
+def smoke_examples(registry: Registry, versions: Mapping[str, str]) -> dict[str, object]:
+    """What the serving supervisor asks a new Bento before it takes traffic: a series the
+    forecasting champion knows."""
+    if not versions.get(DEMAND_FORECASTER):
+        return {}
+    model = registry.load(DEMAND_FORECASTER, versions[DEMAND_FORECASTER])
+    store, item = model.unwrap_python_model().forecaster.keys[0]
+    return {"forecast": {"series": [{"store": str(store), "item": str(item)}]}}
+
+
+def package(
+    registry: Registry, versions: Mapping[str, str], challengers: Mapping[str, str] | None = None
+) -> dict[str, object]:
+    """Build (or find) the Bento serving `versions` ({model: MLflow version}) and, beside each
+    champion, its `challengers` ({model: MLflow version}) for a staged release."""
     import bentoml
     from bentoml.exceptions import NotFound
 
+    challengers = {m: v for m, v in (challengers or {}).items() if v and versions.get(m)}
     tags = {model: import_champion(registry, model, v) for model, v in versions.items() if v}
     if not tags:
         raise ValueError("no champion to package: promote a model first")
-    version = bento_version(versions)
+    challenger_tags = {
+        f"{model}_challenger": import_champion(registry, model, v)
+        for model, v in challengers.items()
+    }
+    version = bento_version(versions, challengers)
     try:
         bento = bentoml.bentos.get(f"{BENTO_NAME}:{version}")
         built = False
@@ -173,16 +198,23 @@ def package(registry: Registry, versions: dict[str, str]) -> dict[str, object]:
                 name=BENTO_NAME,
                 version=version,
                 build_ctx=context,
-                labels={f"{model}_version": v for model, v in versions.items() if v},
-                description="The platform's champions: /classify and /forecast.",
+                labels={
+                    **{f"{model}_version": v for model, v in versions.items() if v},
+                    **{f"{model}_challenger": v for model, v in challengers.items()},
+                },
+                description="The platform's champions and challengers: /classify, /forecast.",
                 python={"requirements_txt": "requirements.lock", "lock_packages": False},
-                args=tags,
+                args={**tags, **challenger_tags},
             )
         built = True
     return {
         "bento": str(bento.tag),
         "path": str(bento.path),
         "models": tags,
+        "challenger_models": challenger_tags,
+        "versions": {model: v for model, v in versions.items() if v},
+        "challengers": challengers,
+        "smoke": smoke_examples(registry, versions),
         "built": built,
     }
 
@@ -192,9 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", required=True)
     for model in SERVED:
         parser.add_argument(f"--{model.replace('_', '-')}-version", default="")
+        parser.add_argument(f"--{model.replace('_', '-')}-challenger", default="")
     args = parser.parse_args(argv)
     versions = {model: getattr(args, f"{model}_version") for model in SERVED}
-    print(json.dumps(package(Registry(args.tracking_uri), versions)))
+    challengers = {model: getattr(args, f"{model}_challenger") for model in SERVED}
+    print(json.dumps(package(Registry(args.tracking_uri), versions, challengers)))
     return 0
 
 

@@ -32,22 +32,63 @@ from pydantic import (
 
 from ml.demand.panel import ForecastingError
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
+from ml.lifecycle.release import (
+    CHALLENGER_VARIANT,
+    CHAMPION_VARIANT,
+    SHADOW_VARIANT,
+    in_shadow_sample,
+)
 from ml.monitoring.prediction_log import PredictionLogWriter, prediction_record
 from ml.settings import ServingSettings, set_environment_defaults
-from serving.http_contract import ClientErrorsAsWarnings, HttpContract
+from serving.http_contract import INTERNAL_PREFIX, ClientErrorsAsWarnings, HttpContract
 from serving.package import load_verified
+from serving.release import (
+    ReleaseRouter,
+    ReleaseStates,
+    Route,
+    ShadowScorer,
+    close_outcome_logs,
+    shadow_share,
+)
 
 
 class ServedModels(BaseModel):
-    """Bento arguments: the BentoML model tags of the champions ('' = not served)."""
+    """Bento arguments: the BentoML model tags of the champions and of their challengers
+    ('' = not served)."""
 
     request_classifier: str = ""
     demand_forecaster: str = ""
+    request_classifier_challenger: str = ""
+    demand_forecaster_challenger: str = ""
 
 
 set_environment_defaults(TOKENIZERS_PARALLELISM="false")  # the workers are processes already
 SETTINGS = ServingSettings.from_env()
 MODELS = bentoml.use_arguments(ServedModels)
+CLASSIFY_CHALLENGER = f"{INTERNAL_PREFIX}classify-challenger"
+FORECAST_CHALLENGER = f"{INTERNAL_PREFIX}forecast-challenger"
+
+
+def _mlflow_version(tag: str) -> str:
+    """`request_classifier:v3` → "3" (serving.package names every model so)."""
+    return tag.rsplit(":", 1)[-1].removeprefix("v") if tag else ""
+
+
+ROUTES = {
+    "/classify": Route(
+        REQUEST_CLASSIFIER,
+        _mlflow_version(MODELS.request_classifier),
+        _mlflow_version(MODELS.request_classifier_challenger),
+        CLASSIFY_CHALLENGER,
+    ),
+    "/forecast": Route(
+        DEMAND_FORECASTER,
+        _mlflow_version(MODELS.demand_forecaster),
+        _mlflow_version(MODELS.demand_forecaster_challenger),
+        FORECAST_CHALLENGER,
+    ),
+}
+"""Each public model endpoint, its model, and where its challenger answers (the router)."""
 
 
 def _not_blank(text: str) -> str:
@@ -103,6 +144,8 @@ class Classification(BaseModel):
     confidence: float
     top_k: list[ScoredIntent]
     model_version: str
+    variant: str = CHAMPION_VARIANT
+    """Who answered: the `champion`, or the `challenger` during a canary release."""
 
 
 class SeriesId(BaseModel):
@@ -139,6 +182,7 @@ class PeriodForecast(BaseModel):
 class ForecastResponse(BaseModel):
     request_id: str
     model_version: str
+    variant: str = CHAMPION_VARIANT
     horizon: int
     assumed: list[str]
     """The default assumptions used where no covariate was given ('none' = all were given)."""
@@ -177,6 +221,11 @@ LOG_WRITE_FAILURES = bentoml.metrics.Counter(
     name="mlops_prediction_log_write_failures",
     documentation="Prediction-log flushes that failed (records stay buffered, /readyz fails)",
 )
+SHADOW_SKIPPED = bentoml.metrics.Counter(
+    name="mlops_shadow_skipped",
+    documentation="Champion answers not shadow-scored because the shadow queue was full",
+    labelnames=["model_name"],
+)
 LOG_REFUSED = bentoml.metrics.Counter(
     name="mlops_prediction_log_refused",
     documentation="Records refused by a full prediction-log buffer under a persistent failure",
@@ -202,7 +251,7 @@ def _version_of(model: bentoml.Model) -> str:
 @bentoml.service(
     name="mlops_platform",
     workers=SETTINGS.workers,
-    traffic={"timeout": 60},
+    traffic={"timeout": SETTINGS.request_timeout_s},
     metrics={"enabled": True},
 )
 class Champions:
@@ -212,12 +261,19 @@ class Champions:
         classifier_model = bentoml.models.BentoModel(MODELS.request_classifier)
     if MODELS.demand_forecaster:
         forecaster_model = bentoml.models.BentoModel(MODELS.demand_forecaster)
+    if MODELS.request_classifier_challenger:
+        classifier_challenger_model = bentoml.models.BentoModel(
+            MODELS.request_classifier_challenger
+        )
+    if MODELS.demand_forecaster_challenger:
+        forecaster_challenger_model = bentoml.models.BentoModel(MODELS.demand_forecaster_challenger)
 
     def __init__(self) -> None:
         import torch
 
         torch.set_num_threads(SETTINGS.threads_per_worker)
         self.classifier = self.forecaster = None
+        self.classifier_challenger = self.forecaster_challenger = None
         if MODELS.request_classifier:
             self.classifier = load_verified(self.classifier_model)
             self.classifier_version = _version_of(self.classifier_model)
@@ -225,6 +281,20 @@ class Champions:
         if MODELS.demand_forecaster:
             self.forecaster = load_verified(self.forecaster_model)
             self.forecaster_version = _version_of(self.forecaster_model)
+        if MODELS.request_classifier_challenger:
+            self.classifier_challenger = load_verified(self.classifier_challenger_model)
+            self.classifier_challenger_version = _version_of(self.classifier_challenger_model)
+        if MODELS.demand_forecaster_challenger:
+            self.forecaster_challenger = load_verified(self.forecaster_challenger_model)
+            self.forecaster_challenger_version = _version_of(self.forecaster_challenger_model)
+        self.release = ReleaseStates(SETTINGS.release_state_path)
+        self.shadow = None
+        if self.classifier is not None and self.classifier_challenger is not None:
+            self.shadow = ShadowScorer(
+                self._shadow_classify,
+                SETTINGS.shadow_queue,
+                lambda skipped: SHADOW_SKIPPED.labels(REQUEST_CLASSIFIER).inc(skipped),
+            )
         worker = f"worker{bentoml.server_context.worker_index or 0}"
         self.log = PredictionLogWriter(
             SETTINGS.prediction_log_dir,
@@ -255,7 +325,10 @@ class Champions:
 
     @bentoml.on_shutdown
     def flush_log(self) -> None:
+        if self.shadow is not None:
+            self.shadow.close()
         self.log.close()
+        close_outcome_logs()
 
     @bentoml.api(
         batchable=SETTINGS.batching,
@@ -266,9 +339,41 @@ class Champions:
         """One text or a list of texts → intent, confidence and the top-k intents per text."""
         if self.classifier is None:
             raise ServiceUnavailable("no request_classifier champion is served by this Bento")
-        labels = ("classify", REQUEST_CLASSIFIER, self.classifier_version)
+        answers = self._classify(self.classifier, self.classifier_version, CHAMPION_VARIANT, texts)
+        if self.shadow is not None:
+            share = shadow_share(self.release.get(REQUEST_CLASSIFIER), ROUTES["/classify"])
+            sample = [
+                (text, answer.intent, answer.request_id)
+                for text, answer in zip(texts, answers, strict=True)
+                if in_shadow_sample(answer.request_id, share)
+            ]
+            if sample:
+                self.shadow.submit(sample)
+        return answers
+
+    @bentoml.api(
+        route=CLASSIFY_CHALLENGER,
+        batchable=SETTINGS.batching,
+        max_batch_size=SETTINGS.max_batch_size,
+        max_latency_ms=SETTINGS.max_latency_ms,
+    )
+    def classify_challenger(self, texts: Texts) -> list[Classification]:
+        """/classify answered by the challenger: the router sends the canary share here."""
+        if self.classifier_challenger is None:
+            raise ServiceUnavailable("no request_classifier challenger is served by this Bento")
+        return self._classify(
+            self.classifier_challenger,
+            self.classifier_challenger_version,
+            CHALLENGER_VARIANT,
+            texts,
+        )
+
+    def _classify(
+        self, model, version: str, variant: str, texts: list[str]
+    ) -> list[Classification]:
+        labels = ("classify", REQUEST_CLASSIFIER, version)
         started = time.perf_counter()
-        predicted = self.classifier.predict(pd.DataFrame({"text": texts}))
+        predicted = model.predict(pd.DataFrame({"text": texts}))
         INFERENCE_SECONDS.labels(*labels).observe(time.perf_counter() - started)
         BATCH_ITEMS.labels(*labels[1:]).observe(len(texts))
         probabilities = np.array(predicted["probabilities"].tolist())
@@ -280,12 +385,13 @@ class Champions:
             record = prediction_record(
                 "classify",
                 REQUEST_CLASSIFIER,
-                self.classifier_version,
+                version,
                 {"text": text},
                 None,
                 text=text,
                 intent=str(intent),
                 confidence=float(confidence),
+                variant=variant,
             )
             answer = Classification(
                 request_id=str(record["request_id"]),
@@ -294,7 +400,8 @@ class Champions:
                 top_k=[
                     ScoredIntent(intent=self.classes[i], probability=float(row[i])) for i in best
                 ],
-                model_version=self.classifier_version,
+                model_version=version,
+                variant=variant,
             )
             record["output"] = answer.model_dump_json()
             answers.append(answer)
@@ -302,6 +409,33 @@ class Champions:
         self._keep(records, *labels)
         PREDICTIONS.labels(*labels).inc(len(texts))
         return answers
+
+    def _shadow_classify(self, items: list[tuple[str, str, str]]) -> None:
+        """The challenger's answers to champion traffic, logged as `shadow`, never returned."""
+        version = self.classifier_challenger_version
+        texts = [text for text, _, _ in items]
+        predicted = self.classifier_challenger.predict(pd.DataFrame({"text": texts}))
+        records = []
+        for (text, champion_intent, request_id), intent, confidence in zip(
+            items, predicted["intent"], predicted["confidence"], strict=True
+        ):
+            output = {"intent": str(intent), "confidence": float(confidence)}
+            records.append(
+                prediction_record(
+                    "classify",
+                    REQUEST_CLASSIFIER,
+                    version,
+                    {"text": text},
+                    {**output, "champion_intent": champion_intent},
+                    text=text,
+                    intent=str(intent),
+                    confidence=float(confidence),
+                    request_id=request_id,
+                    variant=SHADOW_VARIANT,
+                    agrees=str(intent) == champion_intent,
+                )
+            )
+        self._keep(records, "classify", REQUEST_CLASSIFIER, version)
 
     @bentoml.api
     def forecast(
@@ -315,14 +449,44 @@ class Champions:
         defaults are assumed (price: last known, no deal, no feature) and named in `assumed`."""
         if self.forecaster is None:
             raise ServiceUnavailable("no demand_forecaster champion is served by this Bento")
-        labels = ("forecast", DEMAND_FORECASTER, self.forecaster_version)
-        fitted = self.forecaster.unwrap_python_model().forecaster
+        return self._forecast(
+            self.forecaster, self.forecaster_version, CHAMPION_VARIANT, series, horizon, covariates
+        )
+
+    @bentoml.api(route=FORECAST_CHALLENGER)
+    def forecast_challenger(
+        self,
+        series: Annotated[list[SeriesId], Field(min_length=1, max_length=SETTINGS.max_items)],
+        horizon: Annotated[int | None, Field(ge=1, strict=True)] = None,
+        covariates: Annotated[list[PlannedPeriod], Field(max_length=10_000)] = [],  # noqa: B006
+    ) -> ForecastResponse:
+        """/forecast answered by the challenger: the router sends the canary share here."""
+        if self.forecaster_challenger is None:
+            raise ServiceUnavailable("no demand_forecaster challenger is served by this Bento")
+        return self._forecast(
+            self.forecaster_challenger,
+            self.forecaster_challenger_version,
+            CHALLENGER_VARIANT,
+            series,
+            horizon,
+            covariates,
+        )
+
+    def _forecast(
+        self,
+        model,
+        version: str,
+        variant: str,
+        series: list[SeriesId],
+        horizon: int | None,
+        covariates: list[PlannedPeriod],
+    ) -> ForecastResponse:
+        labels = ("forecast", DEMAND_FORECASTER, version)
+        fitted = model.unwrap_python_model().forecaster
         try:
             frame = self._forecast_input(fitted, series, horizon, covariates)
             started = time.perf_counter()
-            answer = self.forecaster.predict(
-                frame, params={"horizon": horizon} if horizon else None
-            )
+            answer = model.predict(frame, params={"horizon": horizon} if horizon else None)
         except (BadInput, ForecastingError) as error:
             PREDICTION_ERRORS.labels(*labels).inc()
             if isinstance(error, BadInput):
@@ -333,7 +497,8 @@ class Champions:
         used = horizon or fitted.settings.horizon
         response = ForecastResponse(
             request_id="",
-            model_version=self.forecaster_version,
+            model_version=version,
+            variant=variant,
             horizon=used,
             assumed=sorted({p.assumed for p in periods}),
             forecasts=periods,
@@ -341,13 +506,14 @@ class Champions:
         record = prediction_record(
             "forecast",
             DEMAND_FORECASTER,
-            self.forecaster_version,
+            version,
             {
                 "series": [s.model_dump() for s in series],
                 "horizon": used,
                 "covariates": [c.model_dump() for c in covariates],
             },
             None,
+            variant=variant,
         )
         response.request_id = str(record["request_id"])
         record["output"] = response.model_dump_json()
@@ -384,5 +550,18 @@ class Champions:
 
 
 Champions.add_asgi_middleware(
-    HttpContract, api_paths=("/classify", "/forecast"), max_body_bytes=SETTINGS.max_body_bytes
+    HttpContract,
+    api_paths=tuple(ROUTES),
+    max_body_bytes=SETTINGS.max_body_bytes,
+    max_in_flight={
+        "/classify": SETTINGS.max_in_flight_classify,
+        "/forecast": SETTINGS.max_in_flight_forecast,
+    },
+)
+Champions.add_asgi_middleware(  # inside HttpContract: the request id is set, errors are shaped
+    ReleaseRouter,
+    routes=ROUTES,
+    state_path=str(SETTINGS.release_state_path),
+    outcome_dir=str(SETTINGS.request_log_dir),
+    flush_seconds=SETTINGS.log_flush_seconds,
 )

@@ -9,7 +9,7 @@ from assets.demand.forecasting import demand_forecaster_promotion
 from assets.requests.models import request_classifier_promotion
 from assets.resources import BentoStore, ModelRegistry
 from assets.serving import GROUP, OWNERS
-from ml.lifecycle.registered_models import SERVED_MODELS, champion_versions
+from ml.lifecycle.registered_models import SERVED_MODELS, challenger_versions, champion_versions
 from serving.package import bento_version, record_current_bento
 
 
@@ -21,9 +21,10 @@ from serving.package import bento_version, record_current_bento
     kinds={"bentoml", "mlflow"},
     description=(
         "The versioned Bento serving the MLflow champion of each model (POST /classify, POST "
-        "/forecast), each imported into the BentoML model store with its MLflow version in the "
-        "tag. Its version names the model versions (rc<v>-df<v>): after a rollback the earlier "
-        "Bento is served again. `make serve` follows it."
+        "/forecast) and, beside it, its challenger for shadow and canary traffic, each imported "
+        "into the BentoML model store with its MLflow version in the tag. Its version names the "
+        "model versions (rc<v>[c<challenger>]-df<v>): after a rollback the earlier Bento is "
+        "served again. `make serve` follows it, switching only after a smoke test."
     ),
 )
 def champion_bento(
@@ -39,7 +40,8 @@ def champion_bento(
             f"no champion to serve: none of {list(SERVED_MODELS)} holds `champion` yet "
             "(run request_models_job or demand_models_job)"
         )
-    packaged = bento_store.package(registry.tracking_uri, versions)
+    challengers = {m: v for m, v in challenger_versions(registry).items() if versions.get(m)}
+    packaged = bento_store.package(registry.tracking_uri, versions, challengers)
     record_current_bento(Path(bento_store.home), packaged)
     action = "built" if packaged["built"] else "reused (these champions were packaged before)"
     context.log.info(f"{packaged['bento']}: {action}")
@@ -50,11 +52,12 @@ def champion_bento(
             "bento_path": MetadataValue.path(str(packaged["path"])),
             "models": MetadataValue.json(packaged["models"]),
             **{f"{model}_version": version or "none" for model, version in versions.items()},
+            **{f"{model}_challenger": version or "none" for model, version in challengers.items()},
             "serve": MetadataValue.md(
                 f"`bentoml serve {packaged['bento']}` (BENTOML_HOME={bento_store.home}), or "
                 "`make serve`, which follows the current champion Bento"
             ),
             "containerize": MetadataValue.md(f"`bentoml containerize {packaged['bento']}`"),
         },
-        data_version=DataVersion(bento_version(versions)),
+        data_version=DataVersion(bento_version(versions, challengers)),
     )

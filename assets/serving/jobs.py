@@ -11,6 +11,7 @@ from dagster import (
     op,
 )
 
+from assets.metadata import alias_history
 from assets.resources import REGISTRY_POOL, ModelRegistry
 from assets.serving.bento import champion_bento
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
@@ -47,6 +48,7 @@ def rollback_champion(
                 "champion_version": restored,
                 "rolled_back_version": rolled_back,
                 "reason": config.reason,
+                "alias_history": alias_history(registry, config.model_name),
             },
         )
     )

@@ -84,7 +84,9 @@ class AuditEntry:
 
     id: int
     action: str
-    """promote, challenger, reject, rollback, or adopt (aliases found before any record)."""
+    """promote, challenger, reject, rollback, pin (a person's choice), release (a challenger
+    promoted after its canary), withdraw (a challenger sent back), or adopt (aliases found
+    before any record)."""
     version: str
     moves: Mapping[str, tuple[str | None, str | None]]
     """alias → (from, to); None: the alias is absent."""
@@ -236,6 +238,7 @@ class AliasMoves:
         version_tags: Mapping[str, Mapping[str, str]],
         why: str,
         via: str,
+        who: str = "",
     ) -> AuditEntry:
         """Intent first, then the tags and the moves, then the outcome (under the lock)."""
         entries = self.audit(name)
@@ -246,7 +249,7 @@ class AliasMoves:
             dict(moves),
             {v: dict(tags) for v, tags in version_tags.items()},
             why,
-            default_actor(),
+            who or default_actor(),
             via,
             _now(),
         )
@@ -385,3 +388,63 @@ class AliasMoves:
                 via,
             )
             return rolled_back, restored
+
+    def pin_champion(
+        self, name: str, version: str, reason: str, actor: str, via: str = ""
+    ) -> tuple[str | None, str]:
+        """A person's choice: `champion` := `version` (a complete registration), with who and
+        why in the audit record; (from, to). A pinned challenger stops being the challenger."""
+        if not actor.strip() or not reason.strip():
+            raise ValueError("a pin names the person who made it (actor) and why (reason)")
+        with self._alias_lock(name):
+            self._reconcile(name)
+            target = self.version(name, version)
+            if target.tags.get(REGISTRATION) != "complete":
+                raise RegistrationFailed(f"{name} v{version} is not a complete registration")
+            aliases = self._aliases(name)
+            moves: dict[str, tuple[str | None, str | None]] = {
+                CHAMPION: (aliases.get(CHAMPION), version)
+            }
+            if aliases.get(CHALLENGER) == version:
+                moves[CHALLENGER] = (version, None)
+            tags = {"pinned_at": _now(), "pinned_by": actor, "pin_reason": reason}
+            self._commit(name, "pin", version, moves, {version: tags}, reason, via, who=actor)
+            return aliases.get(CHAMPION), version
+
+    def promote_challenger(
+        self, name: str, version: str, reason: str, expected_champion: str, via: str = ""
+    ) -> AuditEntry:
+        """The end of a staged release: the challenger `version` becomes `champion`, refused
+        (AliasMoved) if either alias moved since the release decided it."""
+        with self._alias_lock(name):
+            self._reconcile(name)
+            aliases = self._aliases(name)
+            if aliases.get(CHALLENGER) != version or aliases.get(CHAMPION) != expected_champion:
+                raise AliasMoved(
+                    f"{name}: champion v{aliases.get(CHAMPION)}, challenger "
+                    f"v{aliases.get(CHALLENGER)}; the release decided on champion "
+                    f"v{expected_champion}, challenger v{version}"
+                )
+            moves = {CHAMPION: (expected_champion, version), CHALLENGER: (version, None)}
+            tags = {"released_at": _now(), "release_reason": reason[:AUDIT_WHY_MAX_CHARS]}
+            return self._commit(name, "release", version, moves, {version: tags}, reason, via)
+
+    def withdraw_challenger(
+        self, name: str, version: str, reason: str, via: str = ""
+    ) -> AuditEntry | None:
+        """A breach in shadow or canary: the `challenger` alias is taken from `version`, with
+        the reason on the version and in the audit record (None: it no longer held it)."""
+        with self._alias_lock(name):
+            self._reconcile(name)
+            if self._aliases(name).get(CHALLENGER) != version:
+                return None
+            tags = {"withdrawn_at": _now(), "withdraw_reason": reason[:AUDIT_WHY_MAX_CHARS]}
+            return self._commit(
+                name,
+                "withdraw",
+                version,
+                {CHALLENGER: (version, None)},
+                {version: tags},
+                reason,
+                via,
+            )

@@ -201,3 +201,80 @@ def _record(
     except (AliasMoved, AlreadyDecided):
         return False
     return True
+
+
+def decide_release_promotion(
+    candidate: GateScores,
+    baseline: GateScores,
+    champion: GateScores,
+    metric: str,
+    margin: float,
+    live_evidence: str,
+    higher_is_better: bool = True,
+) -> GateDecision:
+    """The gate at the end of a staged release: the challenger passed shadow and every canary
+    step (`live_evidence` says how), so it needs no offline margin over the champion, but it
+    still never loses to the baseline, nor to the champion by more than the margin, on the
+    gate's own scores on the frozen test."""
+    check_margin(margin)
+
+    def gain(over: GateScores) -> float:
+        difference = candidate.score - over.score
+        return difference if higher_is_better else -difference
+
+    shown = f"v{candidate.version} {metric} {candidate.score:.4f}"
+    if gain(baseline) < 0:
+        return GateDecision(
+            False, f"{shown} loses to the baseline v{baseline.version} {baseline.score:.4f}"
+        )
+    if gain(champion) < -margin - MARGIN_TOLERANCE:
+        return GateDecision(
+            False,
+            f"{shown} is worse than the champion v{champion.version} {champion.score:.4f} "
+            f"by more than the margin {margin:g}",
+        )
+    return GateDecision(
+        True,
+        f"{live_evidence}; offline {shown} vs the champion v{champion.version} "
+        f"{champion.score:.4f} (margin {margin:g}) and the baseline v{baseline.version} "
+        f"{baseline.score:.4f}",
+    )
+
+
+def gate_released_challenger(
+    registry: Registry,
+    model_name: str,
+    challenger: str,
+    metric: str,
+    margin: float,
+    rescore: Callable[[ModelVersion], float],
+    live_evidence: str,
+    higher_is_better: bool = True,
+    via: str = "",
+) -> GateDecision:
+    """Score the challenger, the champion and the latest baseline up to the challenger with
+    `rescore` (the gate's own scores), decide, and promote the challenger if the gate says so.
+    A refusal moves no alias: the release sensor withdraws the challenger with the reason."""
+    champion = registry.champion(model_name)
+    if champion is None:
+        raise ValueError(f"{model_name} has no champion to release v{challenger} against")
+    candidate = registry.version(model_name, challenger)
+    baselines = [
+        v
+        for v in registry.versions(model_name)
+        if v.tags.get("role") == "baseline" and int(v.version) <= int(challenger)
+    ]
+    if not baselines:
+        raise ValueError(f"{model_name} v{challenger}: no baseline registered before it")
+    decision = decide_release_promotion(
+        GateScores(candidate.version, float(rescore(candidate))),
+        GateScores(baselines[-1].version, float(rescore(baselines[-1]))),
+        GateScores(champion.version, float(rescore(champion))),
+        metric,
+        margin,
+        live_evidence,
+        higher_is_better,
+    )
+    if decision.promote:
+        registry.promote_challenger(model_name, challenger, decision.reason, champion.version, via)
+    return decision

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import polars as pl
 
+from ml.lifecycle.release import SHADOW_VARIANT
+
 LOGGER = logging.getLogger(__name__)
 
 WINDOW_FORMAT = "%Y-%m-%dT%H"
@@ -45,9 +47,13 @@ RECORD_SCHEMA: dict[str, pl.DataType] = {
     "text": pl.Utf8,
     "intent": pl.Utf8,
     "confidence": pl.Float64,
+    "variant": pl.Utf8,
+    "agrees": pl.Boolean,
 }
 """One record per answered item: the input and output as JSON, plus the columns monitoring reads
-directly (for classifications: the text, the predicted intent and its probability)."""
+directly (for classifications: the text, the predicted intent and its probability), and which
+variant answered (`champion`, `challenger`, or `shadow`: a challenger's answer to champion
+traffic that was never returned; `agrees` says whether it matched the champion's)."""
 
 
 def now() -> datetime:
@@ -74,6 +80,8 @@ def prediction_record(
     confidence: float | None = None,
     request_id: str | None = None,
     served_at: datetime | None = None,
+    variant: str | None = None,
+    agrees: bool | None = None,
 ) -> dict[str, object]:
     """A record in the log's schema (input and output kept whole, as JSON)."""
     return {
@@ -87,6 +95,8 @@ def prediction_record(
         "text": text,
         "intent": intent,
         "confidence": confidence,
+        "variant": variant,
+        "agrees": agrees,
     }
 
 
@@ -246,20 +256,35 @@ def log_files(root: Path, start: datetime, end: datetime) -> list[Path]:
     return files
 
 
-def read_predictions(
-    root: Path, start: datetime, end: datetime, endpoint: str | None = None
+def read_log(
+    root: Path, start: datetime, end: datetime, schema: Mapping[str, pl.DataType] | None = None
 ) -> pl.DataFrame:
-    """The records served in [start, end), oldest first, with `served_at` as a UTC datetime."""
+    """The records of a log written by `PredictionLogWriter` served in [start, end), oldest
+    first, with `served_at` as a UTC datetime (the prediction log's schema unless told)."""
+    schema = dict(schema or RECORD_SCHEMA)
     files = log_files(root, start, end)
     if not files:
-        frame = pl.DataFrame(schema=RECORD_SCHEMA)
+        frame = pl.DataFrame(schema=schema)
     else:
-        frame = pl.concat(
-            [pl.read_ndjson(path, schema=RECORD_SCHEMA) for path in files], how="vertical"
-        )
+        frame = pl.concat([pl.read_ndjson(path, schema=schema) for path in files], how="vertical")
     frame = frame.with_columns(
         pl.col("served_at").str.to_datetime(time_zone="UTC", time_unit="us")
     ).filter((pl.col("served_at") >= start) & (pl.col("served_at") < end))
+    return frame.sort("served_at")
+
+
+def read_predictions(
+    root: Path,
+    start: datetime,
+    end: datetime,
+    endpoint: str | None = None,
+    include_shadow: bool = False,
+) -> pl.DataFrame:
+    """The answers served in [start, end), oldest first; shadow answers (never returned to a
+    client) only when asked for."""
+    frame = read_log(root, start, end)
     if endpoint is not None:
         frame = frame.filter(pl.col("endpoint") == endpoint)
-    return frame.sort("served_at")
+    if not include_shadow:
+        frame = frame.filter(pl.col("variant").is_null() | (pl.col("variant") != SHADOW_VARIANT))
+    return frame
