@@ -1,7 +1,8 @@
 """`make dev`: the Dagster UI and daemon (schedules and sensors run) on 127.0.0.1:3000, with the
 Label Studio the annotation sensors talk to, the MLflow UI on :5000 (for the embedded SQLite
-registry; a production registry has its own server) and the champion Bento on :3001, swapped
-for each new one `champion_bento` builds; Ctrl-C stops them all."""
+registry; a production registry has its own server) and the champion Bento behind its front door
+(Caddy) on :3001, each new one `champion_bento` builds swapped in blue/green once it passes its
+smoke test (see orchestration/serving.py); Ctrl-C stops them all."""
 
 import subprocess
 import sys
@@ -35,7 +36,11 @@ def main() -> int:
         mlflow_ui = subprocess.Popen([mlflow, "ui", *where])
         print("MLflow UI on http://127.0.0.1:5000", flush=True)
     serving = subprocess.Popen([sys.executable, "-m", "orchestration.serving"], cwd=PROJECT_ROOT)
-    print("Serving the champion Bento on http://127.0.0.1:3001 (once one is built)", flush=True)
+    print(
+        f"Serving the champion Bento on http://127.0.0.1:{settings.serving_port} "
+        "(503 until one is built)",
+        flush=True,
+    )
     command = [
         executable("dagster"),
         "dev",

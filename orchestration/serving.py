@@ -1,29 +1,54 @@
 """`bentoml serve` of the champion Bento on localhost: started by the demo, `make serve`,
-`make dev` and the tests, and rolled forward when `champion_bento` builds a new Bento.
+`make dev` and the tests, and rolled forward blue/green when `champion_bento` builds a new Bento.
 
-`champion_bento` writes which Bento is current to `<BENTOML_HOME>/champion_bento.json`;
-`make serve` follows that file and restarts the server on the new Bento (a second or two without
-an answer on the port while it swaps; production rolls Kubernetes pods instead, see README).
+`champion_bento` writes which Bento is current to `<BENTOML_HOME>/champion_bento.json`.
+`make serve` (`follow_champion`) puts a Caddy front door on the service port and starts each new
+Bento on a spare port beside the one serving; only once it passes a smoke test (real /classify
+and /forecast answers from the expected model versions) does the front door switch to it, and
+the old server is stopped after its last request in flight: no gap. A Bento that fails to start
+or fails its smoke test is stopped and the old one keeps serving; a server that dies is started
+again on a new port. Every outcome is a line in `logs/serving-rollouts.jsonl` under the data
+home, which `serving_rollout_sensor` shows on `champion_bento` in Dagster. Production rolls
+Kubernetes pods instead, see README.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
 
+from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.settings import Settings, executable
-from orchestration.processes import stop_process_group, wait_until_ready
+from orchestration.front_door import DEFAULT_ADMIN_PORT, FrontDoor, start_front_door
+from orchestration.processes import log_tail, stop_process_group, wait_until_ready
 from serving.package import bentoml_environment, current_bento
 
 START_TIMEOUT_SECONDS = 240.0
+DRAIN_TIMEOUT_SECONDS = 60.0
+"""The most the old server is given to finish its requests in flight after a switch."""
+RETRY_FAILED_AFTER_SECONDS = 300.0
+"""A Bento that failed is tried again when the pointer file changes, or after this long."""
+SMOKE_TEXT = "where is my new card?"
+ROLLOUT_LOG = "serving-rollouts.jsonl"
+SWITCHED = "switched"
+RESTARTED = "restarted"
+FAILED_TO_START = "failed_to_start"
+FAILED_SMOKE_TEST = "failed_smoke_test"
 
 
 @dataclass
@@ -46,8 +71,8 @@ class BentoServer:
             self.workers = psutil.Process(self.process.pid).children(recursive=True)
 
     def stop(self) -> None:
-        """SIGTERM to the server and its workers (they flush their prediction logs); workers
-        its death left behind are stopped by pid."""
+        """SIGTERM to the server and its workers (they finish their requests and flush their
+        prediction logs); workers its death left behind are stopped by pid."""
         stop_process_group(self.process, grace_s=30)
         orphans = [worker for worker in self.workers if is_alive(worker)]
         for worker in orphans:
@@ -97,6 +122,125 @@ def start_bento_server(
     return BentoServer(bento, port, process, log_path, seconds)
 
 
+def spare_port() -> int:
+    """A port nothing listens on now (the OS picks it), for the next server beside the one
+    serving."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# --- the smoke test --------------------------------------------------------------------------
+
+
+def _call(url: str, body: object = None, timeout: float = 60) -> tuple[int, object]:
+    """Status and parsed JSON body (None when not JSON) of a GET, or a POST of `body`."""
+    request = urllib.request.Request(
+        url,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="GET" if body is None else "POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    try:
+        return status, json.loads(raw or b"null")
+    except ValueError:
+        return status, None
+
+
+def expected_version(pointer: dict[str, object], model: str, variant: str) -> str | None:
+    """The MLflow version a `variant` ("champion" or "challenger") answer of `model` must name,
+    as the pointer file says; None when it does not say."""
+    if variant == "challenger":
+        challenger = (pointer.get("challengers") or {}).get(model)
+        return None if challenger is None else str(challenger)
+    versions = pointer.get("versions") or {}
+    if versions.get(model):
+        return str(versions[model])
+    tag = str((pointer.get("models") or {}).get(model, ""))
+    found = re.search(r":v(\w+)$", tag)
+    return found.group(1) if found else None
+
+
+def _version_problem(pointer: dict[str, object], model: str, answer: dict, where: str) -> list:
+    variant = str(answer.get("variant") or "champion")
+    wanted = expected_version(pointer, model, variant)
+    served = answer.get("model_version")
+    if served is None:
+        return [f"{where}: no model_version in the answer"]
+    if wanted is not None and str(served) != wanted:
+        return [f"{where}: model_version is {served!r}, expected {wanted!r} ({variant} of {model})"]
+    return []
+
+
+def _classify_problems(url: str, pointer: dict[str, object]) -> list[str]:
+    where = "POST /classify"
+    status, body = _call(f"{url}/classify", {"texts": SMOKE_TEXT})
+    if status != 200:
+        return [f"{where} answered {status}: {body}"]
+    if not isinstance(body, list) or len(body) != 1 or not isinstance(body[0], dict):
+        return [f"{where}: expected a list of one answer, got {body!r}"[:500]]
+    answer, problems = body[0], []
+    if not isinstance(answer.get("intent"), str):
+        problems.append(f"{where}: intent is {answer.get('intent')!r}, expected a string")
+    confidence = answer.get("confidence")
+    if not isinstance(confidence, int | float) or not 0 <= confidence <= 1:
+        problems.append(f"{where}: confidence is {confidence!r}, expected a number in 0..1")
+    if not isinstance(answer.get("top_k"), list):
+        problems.append(f"{where}: top_k is {answer.get('top_k')!r}, expected a list")
+    return problems + _version_problem(pointer, REQUEST_CLASSIFIER, answer, where)
+
+
+def _forecast_problems(url: str, pointer: dict[str, object], series: dict) -> list[str]:
+    where = "POST /forecast"
+    status, body = _call(f"{url}/forecast", {"series": [series], "horizon": 1})
+    if status != 200:
+        return [f"{where} answered {status}: {body}"]
+    if not isinstance(body, dict):
+        return [f"{where}: expected an object, got {body!r}"[:500]]
+    forecasts = body.get("forecasts")
+    if not isinstance(forecasts, list) or not forecasts:
+        return [f"{where}: forecasts is {forecasts!r}, expected a non-empty list"]
+    problems = [
+        f"{where}: forecasts.{i} has p10 {f.get('p10')}, p50 {f.get('p50')}, p90 {f.get('p90')}"
+        ", expected p10 ≤ p50 ≤ p90"
+        for i, f in enumerate(forecasts)
+        if not (
+            isinstance(f, dict)
+            and all(isinstance(f.get(q), int | float) for q in ("p10", "p50", "p90"))
+            and f["p10"] <= f["p50"] <= f["p90"]
+        )
+    ]
+    return problems + _version_problem(pointer, DEMAND_FORECASTER, body, where)
+
+
+def smoke_test(url: str, pointer: dict[str, object]) -> list[str]:
+    """What is wrong with the server at `url` as the Bento `pointer` describes it (empty: fit to
+    serve): /readyz answers 200, and each model it names answers a real request well, from the
+    version the pointer expects."""
+    try:
+        status, _ = _call(f"{url}/readyz", timeout=10)
+        if status != 200:
+            return [f"GET /readyz answered {status}"]
+        models = pointer.get("models") or {}
+        problems = []
+        if REQUEST_CLASSIFIER in models:
+            problems += _classify_problems(url, pointer)
+        series = ((pointer.get("smoke") or {}).get("forecast") or {}).get("series") or []
+        if DEMAND_FORECASTER in models and series:
+            problems += _forecast_problems(url, pointer, series[0])
+        return problems
+    except (urllib.error.URLError, OSError) as error:
+        return [f"{url} did not answer: {error}"]
+
+
+# --- the supervisor --------------------------------------------------------------------------
+
+
 def _say(settings: Settings, message: str) -> None:
     """What the supervisor did, on stdout (make serve's terminal) and in its log file."""
     print(message, flush=True)
@@ -106,62 +250,191 @@ def _say(settings: Settings, message: str) -> None:
         handle.write(f"{datetime.now(UTC).isoformat(timespec='seconds')} {message}\n")
 
 
+def rollout_log(data_home: Path) -> Path:
+    return data_home / "logs" / ROLLOUT_LOG
+
+
+def rollouts_after(path: Path, offset: int) -> tuple[list[dict[str, object]], int]:
+    """The rollout records written after byte `offset` of `path`, and the offset after the last
+    whole line (a line being written is read next time; a log replaced since is read whole)."""
+    if not path.exists():
+        return [], 0
+    if path.stat().st_size < offset:
+        offset = 0
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        written = handle.read()
+    whole = written[: written.rfind(b"\n") + 1]
+    return [json.loads(line) for line in whole.splitlines() if line.strip()], offset + len(whole)
+
+
+def record_rollout(
+    settings: Settings,
+    bento: str,
+    outcome: str,
+    reason: str,
+    port: int | None,
+    previous: str | None,
+) -> None:
+    """One JSON line per outcome (what `serving_rollout_sensor` reports), and the human line."""
+    entry = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "bento": bento,
+        "outcome": outcome,
+        "reason": reason,
+        "port": port,
+        "previous": previous,
+    }
+    path = rollout_log(settings.data_home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry) + "\n")
+    _say(settings, f"{outcome.replace('_', ' ')}: {bento} (port {port}): {reason}")
+
+
+def startup_failure(error: str, log_path: Path) -> str:
+    """Why a server failed to start, in a line or two: what `wait_until_ready` said, and the
+    last exception its log names (the whole log stays in `log_path`)."""
+    raised = [
+        line.strip()
+        for line in log_tail(log_path, 400).splitlines()
+        if re.match(r"[A-Za-z_][\w.]*: \S", line)  # `package.SomeError: what`
+    ]
+    said = error.splitlines()[0] if error else "it did not start"
+    return f"{said} {raised[-1]}" if raised else said
+
+
+def _fingerprint(pointer: dict[str, object]) -> str:
+    return json.dumps(pointer, sort_keys=True, default=str)
+
+
+def roll_out(
+    settings: Settings,
+    front_door: FrontDoor,
+    pointer: dict[str, object],
+    previous: BentoServer | None,
+    died: BentoServer | None = None,
+) -> BentoServer | None:
+    """Start the Bento `pointer` names on a spare port, smoke-test it, switch the front door to
+    it; then drain and stop `previous`. None (the reason recorded, `previous` still serving)
+    when it fails to start or fails its smoke test. `died`: the server it replaces, if dead."""
+    bento, port = str(pointer["bento"]), spare_port()
+    before = previous.bento if previous else (died.bento if died else None)
+    log_path = settings.data_home / "logs" / f"bentoml-serve-{bento}.log"
+    try:
+        server = start_bento_server(settings, bento, port, log_path)
+    except RuntimeError as error:
+        reason = startup_failure(str(error), log_path)
+        record_rollout(settings, bento, FAILED_TO_START, reason, port, before)
+        return None
+    server.watch_workers()
+    problems = smoke_test(server.url, pointer)
+    if problems:
+        server.stop()
+        record_rollout(settings, bento, FAILED_SMOKE_TEST, "; ".join(problems), port, before)
+        return None
+    try:
+        front_door.switch_to(port)
+    except (RuntimeError, OSError) as error:
+        server.stop()
+        record_rollout(settings, bento, FAILED_TO_START, f"front door: {error}", port, before)
+        return None
+    if died is not None and died.bento == bento:
+        record_rollout(settings, bento, RESTARTED, "started again after dying", port, before)
+    else:
+        record_rollout(settings, bento, SWITCHED, "passed its smoke test", port, before)
+    if previous is not None:
+        drain(settings, front_door, previous)
+        previous.stop()
+    return server
+
+
+def drain(settings: Settings, front_door: FrontDoor, old: BentoServer) -> None:
+    """Wait (at most DRAIN_TIMEOUT_SECONDS) until the front door has no request in flight to
+    `old`."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            if front_door.in_flight(old.port) == 0:
+                return
+        except (RuntimeError, OSError, ValueError):
+            return  # the front door is gone: nothing can be in flight through it
+        time.sleep(0.1)
+    _say(settings, f"{old.bento} still had requests in flight after {DRAIN_TIMEOUT_SECONDS:.0f} s")
+
+
 def follow_champion(
     settings: Settings,
     port: int,
     poll_seconds: float = 10.0,
     stop: threading.Event | None = None,
+    admin_port: int = DEFAULT_ADMIN_PORT,
 ) -> None:
-    """Serve the current champion Bento and swap to each new one as it is built, until `stop`
-    is set (or forever). A server that dies is restarted, and the restart is said on stdout
-    and in the data home's `logs/serving-supervisor.log`."""
+    """Serve the current champion Bento behind the front door on `port` and roll each new one
+    out blue/green, until `stop` is set (or forever). A server (or the front door) that dies is
+    started again; every outcome is said on stdout, in `logs/serving-supervisor.log` and in
+    `logs/serving-rollouts.jsonl` under the data home."""
     stop = stop or threading.Event()
-    server, waiting = None, False
+    front_door = start_front_door(settings, port, admin_port)
+    _say(settings, f"front door on {front_door.url} (Caddy admin on {front_door.admin_url})")
+    serving: BentoServer | None = None
+    last_good: dict[str, object] | None = None
+    failures: dict[str, float] = {}  # pointers that failed (fingerprint → when), not retried
+    seen: str | None = None
+    waiting = False
     try:
         while not stop.is_set():
-            wanted = current_bento(settings.bentoml_home)
-            if server is not None and server.process.poll() is None:
-                server.watch_workers()
-            elif server is not None:
+            if front_door.process.poll() is not None:
+                _say(settings, f"the front door exited with {front_door.process.returncode}")
+                front_door.stop()
+                front_door = start_front_door(settings, port, admin_port)
+                if serving is not None:
+                    front_door.switch_to(serving.port)
+            died = None
+            if serving is not None and serving.process.poll() is None:
+                serving.watch_workers()
+            elif serving is not None:
+                died = serving
                 _say(
                     settings,
-                    f"bentoml serve {server.bento} exited with {server.process.returncode}: "
+                    f"bentoml serve {died.bento} exited with {died.process.returncode}: "
                     "restarting it",
                 )
-                server.stop()  # the workers it left behind still hold the port
-                server = None
-            if wanted is not None and (server is None or server.bento != wanted["bento"]):
-                if server is not None:
-                    _say(settings, f"champion Bento changed: {server.bento} → {wanted['bento']}")
-                    server.stop()
-                    server = None
-                try:
-                    server = start_bento_server(
-                        settings,
-                        str(wanted["bento"]),
-                        port,
-                        settings.data_home / "logs" / f"bentoml-serve-{wanted['bento']}.log",
-                    )
-                except RuntimeError as error:
-                    _say(settings, f"could not start {wanted['bento']}, trying again: {error}")
+                died.stop()  # the workers it left behind still answer on its port
+                serving = None
+            pointer = current_bento(settings.bentoml_home)
+            if (_fingerprint(pointer) if pointer else None) != seen:
+                seen, failures = _fingerprint(pointer) if pointer else None, {}
+            now = time.monotonic()
+            failures = {
+                k: at for k, at in failures.items() if now - at < RETRY_FAILED_AFTER_SECONDS
+            }
+            candidates = [pointer, last_good if serving is None else None]
+            wanted = next(
+                (p for p in candidates if p is not None and _fingerprint(p) not in failures), None
+            )
+            if wanted is not None and (serving is None or serving.bento != wanted["bento"]):
+                started = roll_out(settings, front_door, wanted, serving, died)
+                if started is None:
+                    failures[_fingerprint(wanted)] = time.monotonic()
                 else:
-                    server.watch_workers()
-                    _say(settings, f"serving {server.bento} on {server.url}")
-            elif wanted is None and not waiting:
+                    serving, last_good = started, wanted
+            elif pointer is None and not waiting:
                 print("no champion Bento yet: waiting for champion_bento", flush=True)
                 waiting = True
             stop.wait(poll_seconds)
     finally:
-        if server is not None:
-            server.stop()
+        front_door.stop()
+        if serving is not None:
+            serving.stop()
 
 
 def main() -> int:
     settings = Settings.from_env()
-    port = settings.serving_port
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server on the way out
+    admin_port = int(os.environ.get("MLOPS_FRONT_DOOR_ADMIN_PORT", DEFAULT_ADMIN_PORT))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the servers on the way out
     with contextlib.suppress(KeyboardInterrupt):
-        follow_champion(settings, port)
+        follow_champion(settings, settings.serving_port, admin_port=admin_port)
     return 0
 
 

@@ -1,0 +1,183 @@
+"""Caddy as the service's one front door: clients always call the same port, and the serving
+supervisor points it at whichever `bentoml serve` should answer, so a new Bento is swapped in
+with no gap and a failed one is never exposed.
+
+Caddy runs as its own process with its admin API on 127.0.0.1 only; the whole configuration is
+loaded again through `POST /load` for each switch (Caddy reloads gracefully: the listening socket
+is kept and requests in flight finish on the old upstream). Before any Bento is up, and while the
+upstream does not answer, every request gets a 503 in the service's one error shape.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from ml.settings import Settings, environment_with, executable
+from orchestration.processes import log_tail, stop_process_group, wait_until_ready
+from serving.http_contract import JSON_MEDIA_TYPE, error_body
+
+DEFAULT_ADMIN_PORT = 2019
+START_TIMEOUT_SECONDS = 30.0
+SWITCH_TIMEOUT_SECONDS = 120.0
+"""A reload waits for the old configuration's requests in flight (bounded by GRACE_PERIOD)."""
+GRACE_PERIOD = "60s"
+"""As long as the service's own time limit on an answer: no request it would finish is cut."""
+UPSTREAM_IDLE_TIMEOUT = "2s"
+"""Idle upstream connections are dropped before the server's own keep-alive timeout (5 s) can
+close one under a request just sent on it (a POST is not retried: the client would get a 502)."""
+SERVER_NAME = "front_door"
+NO_SERVER_YET = "no model server is up behind the front door yet: retry in a while"
+UPSTREAM_DOWN = "the model server behind the front door is not answering: retry in a while"
+
+
+def unavailable(message: str) -> dict[str, object]:
+    """A Caddy handler answering 503 in the service's error shape."""
+    return {
+        "handler": "static_response",
+        "status_code": 503,
+        "headers": {"Content-Type": [JSON_MEDIA_TYPE], "Retry-After": ["5"]},
+        "body": error_body(503, message).decode(),
+    }
+
+
+def front_door_config(
+    port: int, admin_port: int, upstream_port: int | None, storage: Path
+) -> dict[str, object]:
+    """Caddy's whole JSON configuration: plain HTTP on 127.0.0.1:`port`, proxying to
+    127.0.0.1:`upstream_port` (or answering 503 while there is none)."""
+    if upstream_port is None:
+        handler = unavailable(NO_SERVER_YET)
+    else:
+        handler = {
+            "handler": "reverse_proxy",
+            "upstreams": [{"dial": f"127.0.0.1:{upstream_port}"}],
+            "transport": {
+                "protocol": "http",
+                "keep_alive": {"idle_timeout": UPSTREAM_IDLE_TIMEOUT},
+            },
+        }
+    return {
+        "admin": {"listen": f"127.0.0.1:{admin_port}", "config": {"persist": False}},
+        "storage": {"module": "file_system", "root": str(storage)},
+        "apps": {
+            "http": {
+                "grace_period": GRACE_PERIOD,
+                "servers": {
+                    SERVER_NAME: {
+                        "listen": [f"127.0.0.1:{port}"],
+                        "protocols": ["h1"],
+                        "automatic_https": {"disable": True},
+                        "routes": [{"handle": [handler]}],
+                        "errors": {"routes": [{"handle": [unavailable(UPSTREAM_DOWN)]}]},
+                    }
+                },
+            }
+        },
+    }
+
+
+def _admin_call(url: str, body: object = None, timeout: float = 10) -> bytes:
+    request = urllib.request.Request(
+        url,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": JSON_MEDIA_TYPE},
+        method="GET" if body is None else "POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.read()
+    except urllib.error.HTTPError as error:
+        raise RuntimeError(
+            f"Caddy's admin API refused {request.method} {url} ({error.code}): "
+            f"{error.read().decode('utf-8', 'replace')}"
+        ) from error
+
+
+@dataclass
+class FrontDoor:
+    port: int
+    admin_port: int
+    process: subprocess.Popen
+    storage: Path
+    log_path: Path
+    upstream_port: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def switch_to(self, upstream_port: int) -> None:
+        """Proxy every request to 127.0.0.1:`upstream_port` from now on; returns once Caddy has
+        applied the configuration (after the old one's requests in flight finished)."""
+        config = front_door_config(self.port, self.admin_port, upstream_port, self.storage)
+        _admin_call(f"{self.admin_url}/load", config, timeout=SWITCH_TIMEOUT_SECONDS)
+        self.upstream_port = upstream_port
+
+    def in_flight(self, upstream_port: int) -> int:
+        """Requests Caddy is still proxying to 127.0.0.1:`upstream_port` (0 once Caddy has
+        forgotten the upstream)."""
+        upstreams = json.loads(_admin_call(f"{self.admin_url}/reverse_proxy/upstreams"))
+        address = f"127.0.0.1:{upstream_port}"
+        return sum(u["num_requests"] for u in upstreams or [] if u["address"] == address)
+
+    def stop(self) -> None:
+        stop_process_group(self.process, grace_s=15)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_front_door(
+    settings: Settings, port: int, admin_port: int = DEFAULT_ADMIN_PORT
+) -> FrontDoor:
+    """`caddy run` answering 503 on 127.0.0.1:`port` until `switch_to` names an upstream; its
+    state and log (`logs/front-door.log`) under the data home."""
+    home = settings.data_home / "caddy"
+    storage = home / "data"
+    config_path = home / "front-door.json"
+    log_path = settings.data_home / "logs" / "front-door.log"
+    storage.mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(
+        json.dumps(front_door_config(port, admin_port, None, storage), indent=2), encoding="utf-8"
+    )
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [executable("caddy"), "run", "--config", str(config_path)],
+            cwd=home,
+            env=environment_with(
+                HOME=str(home),
+                XDG_DATA_HOME=str(home / "xdg-data"),
+                XDG_CONFIG_HOME=str(home / "xdg-config"),
+            ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    what = f"caddy (the front door on 127.0.0.1:{port})"
+    started = time.monotonic()
+    wait_until_ready(
+        process, f"http://127.0.0.1:{admin_port}/config/", log_path, START_TIMEOUT_SECONDS, what
+    )
+    while not _listening(port):  # the admin API is up a moment before the HTTP server
+        if process.poll() is not None or time.monotonic() - started > START_TIMEOUT_SECONDS:
+            stop_process_group(process)
+            raise RuntimeError(
+                f"{what} did not listen on {port}; its log ({log_path}) ends:\n{log_tail(log_path)}"
+            )
+        time.sleep(0.1)
+    return FrontDoor(port, admin_port, process, storage, log_path)
