@@ -304,8 +304,31 @@ def startup_failure(error: str, log_path: Path) -> str:
     return f"{said} {raised[-1]}" if raised else said
 
 
-def _fingerprint(pointer: dict[str, object]) -> str:
-    return json.dumps(pointer, sort_keys=True, default=str)
+def _fingerprint(pointer: dict[str, object] | None) -> str | None:
+    return None if pointer is None else json.dumps(pointer, sort_keys=True, default=str)
+
+
+@dataclass
+class FailedBentos:
+    """Pointers whose Bento failed to start or failed its smoke test: not tried again until the
+    pointer file changes, or RETRY_FAILED_AFTER_SECONDS pass (no hot loop on a broken Bento)."""
+
+    pointer_seen: str | None = None
+    failed_at: dict[str, float] = field(default_factory=dict)
+
+    def notice(self, pointer: dict[str, object] | None) -> None:
+        now = time.monotonic()
+        if _fingerprint(pointer) != self.pointer_seen:
+            self.pointer_seen, self.failed_at = _fingerprint(pointer), {}
+        self.failed_at = {
+            k: at for k, at in self.failed_at.items() if now - at < RETRY_FAILED_AFTER_SECONDS
+        }
+
+    def may_try(self, pointer: dict[str, object] | None) -> bool:
+        return pointer is not None and _fingerprint(pointer) not in self.failed_at
+
+    def add(self, pointer: dict[str, object]) -> None:
+        self.failed_at[str(_fingerprint(pointer))] = time.monotonic()
 
 
 def roll_out(
@@ -379,8 +402,7 @@ def follow_champion(
     _say(settings, f"front door on {front_door.url} (Caddy admin on {front_door.admin_url})")
     serving: BentoServer | None = None
     last_good: dict[str, object] | None = None
-    failures: dict[str, float] = {}  # pointers that failed (fingerprint → when), not retried
-    seen: str | None = None
+    failed = FailedBentos()
     waiting = False
     try:
         while not stop.is_set():
@@ -403,20 +425,14 @@ def follow_champion(
                 died.stop()  # the workers it left behind still answer on its port
                 serving = None
             pointer = current_bento(settings.bentoml_home)
-            if (_fingerprint(pointer) if pointer else None) != seen:
-                seen, failures = _fingerprint(pointer) if pointer else None, {}
-            now = time.monotonic()
-            failures = {
-                k: at for k, at in failures.items() if now - at < RETRY_FAILED_AFTER_SECONDS
-            }
+            failed.notice(pointer)
+            # nothing serving and the champion's Bento failed: the last good one again
             candidates = [pointer, last_good if serving is None else None]
-            wanted = next(
-                (p for p in candidates if p is not None and _fingerprint(p) not in failures), None
-            )
+            wanted = next((p for p in candidates if failed.may_try(p)), None)
             if wanted is not None and (serving is None or serving.bento != wanted["bento"]):
                 started = roll_out(settings, front_door, wanted, serving, died)
                 if started is None:
-                    failures[_fingerprint(wanted)] = time.monotonic()
+                    failed.add(wanted)
                 else:
                     serving, last_good = started, wanted
             elif pointer is None and not waiting:
