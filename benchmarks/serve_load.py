@@ -264,7 +264,7 @@ async def check_answer(url: str, text: str) -> None:
     ):
         body = await response.text()
     answer = json.loads(body) if response.status == 200 else None
-    expected = {"request_id", "intent", "confidence", "top_k", "model_version"}
+    expected = {"request_id", "intent", "confidence", "top_k", "model_version", "variant"}
     if not (isinstance(answer, list) and len(answer) == 1 and set(answer[0]) == expected):
         raise RuntimeError(
             f"{url}/classify answered {response.status} {body[:300]!r}; expected a list of one "

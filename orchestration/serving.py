@@ -33,6 +33,13 @@ from pathlib import Path
 import psutil
 
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
+from ml.lifecycle.rollouts import (
+    FAILED_SMOKE_TEST,
+    FAILED_TO_START,
+    RESTARTED,
+    SWITCHED,
+    append_rollout,
+)
 from ml.settings import Settings, executable
 from orchestration.front_door import DEFAULT_ADMIN_PORT, FrontDoor, start_front_door
 from orchestration.processes import log_tail, stop_process_group, wait_until_ready
@@ -44,11 +51,6 @@ DRAIN_TIMEOUT_SECONDS = 60.0
 RETRY_FAILED_AFTER_SECONDS = 300.0
 """A Bento that failed is tried again when the pointer file changes, or after this long."""
 SMOKE_TEXT = "where is my new card?"
-ROLLOUT_LOG = "serving-rollouts.jsonl"
-SWITCHED = "switched"
-RESTARTED = "restarted"
-FAILED_TO_START = "failed_to_start"
-FAILED_SMOKE_TEST = "failed_smoke_test"
 
 
 @dataclass
@@ -250,24 +252,6 @@ def _say(settings: Settings, message: str) -> None:
         handle.write(f"{datetime.now(UTC).isoformat(timespec='seconds')} {message}\n")
 
 
-def rollout_log(data_home: Path) -> Path:
-    return data_home / "logs" / ROLLOUT_LOG
-
-
-def rollouts_after(path: Path, offset: int) -> tuple[list[dict[str, object]], int]:
-    """The rollout records written after byte `offset` of `path`, and the offset after the last
-    whole line (a line being written is read next time; a log replaced since is read whole)."""
-    if not path.exists():
-        return [], 0
-    if path.stat().st_size < offset:
-        offset = 0
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        written = handle.read()
-    whole = written[: written.rfind(b"\n") + 1]
-    return [json.loads(line) for line in whole.splitlines() if line.strip()], offset + len(whole)
-
-
 def record_rollout(
     settings: Settings,
     bento: str,
@@ -276,19 +260,9 @@ def record_rollout(
     port: int | None,
     previous: str | None,
 ) -> None:
-    """One JSON line per outcome (what `serving_rollout_sensor` reports), and the human line."""
-    entry = {
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "bento": bento,
-        "outcome": outcome,
-        "reason": reason,
-        "port": port,
-        "previous": previous,
-    }
-    path = rollout_log(settings.data_home)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(entry) + "\n")
+    """One line in the rollout record (what `serving_rollout_sensor` reports), and the human
+    line."""
+    append_rollout(settings.data_home, bento, outcome, reason, port, previous)
     _say(settings, f"{outcome.replace('_', ' ')}: {bento} (port {port}): {reason}")
 
 

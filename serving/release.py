@@ -66,7 +66,7 @@ class ReleaseStates:
         self.path = Path(path)
         self.interval_s = interval_s
         self._checked = float("-inf")
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._states: dict[str, ReleaseState] = {}
 
     def get(self, model_name: str) -> ReleaseState | None:
@@ -82,7 +82,8 @@ class ReleaseStates:
         except FileNotFoundError:
             self._stamp, self._states = None, {}
             return
-        stamp = (stat.st_mtime_ns, stat.st_size)
+        # The state is written by rename: a new inode, even within the file system's mtime tick.
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if stamp == self._stamp:
             return
         try:
@@ -93,29 +94,29 @@ class ReleaseStates:
         self._stamp = stamp
 
 
+def releases_this_bento(state: ReleaseState | None, route: Route) -> bool:
+    """Whether `state` is a live release of the very champion and challenger this Bento serves:
+    a state about other versions (an older or newer Bento) routes nothing here."""
+    return (
+        state is not None
+        and state.stage != OFF
+        and bool(route.challenger_version)
+        and state.challenger_version == route.challenger_version
+        and state.champion_version == route.champion_version
+    )
+
+
 def canary_variant(state: ReleaseState | None, route: Route, request_id: str) -> str:
-    """Who answers `request_id`: the challenger only for the canary share of a release of the
-    very challenger this Bento serves."""
-    if (
-        state is None
-        or not route.challenger_version
-        or state.stage != CANARY
-        or state.challenger_version != route.challenger_version
-    ):
+    """Who answers `request_id`: the challenger only for the canary share of a release of this
+    Bento's challenger."""
+    if not releases_this_bento(state, route) or state.stage != CANARY:
         return CHAMPION_VARIANT
     return variant_of(request_id, state.canary_share)
 
 
 def shadow_share(state: ReleaseState | None, route: Route) -> float:
     """The share of champion answers the challenger scores in shadow (0 without a release)."""
-    if (
-        state is None
-        or not route.challenger_version
-        or state.stage == OFF
-        or state.challenger_version != route.challenger_version
-    ):
-        return 0.0
-    return state.shadow_share
+    return state.shadow_share if releases_this_bento(state, route) else 0.0
 
 
 _outcome_logs: dict[Path, PredictionLogWriter] = {}

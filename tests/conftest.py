@@ -377,17 +377,23 @@ def served_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served
         yield ServedPlatform(settings, defs, instance, bento)
 
 
-@pytest.fixture(scope="session")
-def bento_server(served_platform: ServedPlatform) -> Iterator[BentoServer]:
-    """`bentoml serve` of the champion Bento, two workers, started once for the session."""
-    server = start_bento_server(
-        served_platform.settings,
-        served_platform.bento,
+def serve_for_tests(platform: ServedPlatform, bento: str, log_name: str) -> BentoServer:
+    """`bentoml serve` of `bento` on a free port: two workers, the prediction log flushed
+    every half second (the tests read it)."""
+    return start_bento_server(
+        platform.settings,
+        bento,
         free_port(),
-        served_platform.settings.data_home / "logs" / "bentoml-serve.log",
+        platform.settings.data_home / "logs" / log_name,
         MLOPS_SERVING_WORKERS="2",
         MLOPS_PREDICTION_LOG_FLUSH_SECONDS="0.5",
     )
+
+
+@pytest.fixture(scope="session")
+def bento_server(served_platform: ServedPlatform) -> Iterator[BentoServer]:
+    """`bentoml serve` of the champion Bento, two workers, started once for the session."""
+    server = serve_for_tests(served_platform, served_platform.bento, "bentoml-serve.log")
     print(f"\nbentoml serve {server.bento} ready in {server.started_in_seconds:.1f} s")
     try:
         yield server

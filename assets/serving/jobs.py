@@ -15,12 +15,24 @@ from assets.metadata import alias_history
 from assets.resources import REGISTRY_POOL, ModelRegistry
 from assets.serving.bento import champion_bento
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
+from ml.lifecycle.registry import Registry
 
 PROMOTION_ASSETS = {
     REQUEST_CLASSIFIER: AssetKey("request_classifier_promotion"),
     DEMAND_FORECASTER: AssetKey("demand_forecaster_promotion"),
 }
 """Where a rollback is shown in the Dagster UI: the promotion asset of each registered model."""
+
+
+def alias_observation(
+    registry: Registry, model_name: str, metadata: dict[str, object]
+) -> AssetObservation:
+    """An alias move (rollback, pin, release step) shown on the model's promotion asset, with
+    the alias history from the audit record."""
+    return AssetObservation(
+        asset_key=PROMOTION_ASSETS.get(model_name, AssetKey(model_name)),
+        metadata={**metadata, "alias_history": alias_history(registry, model_name)},
+    )
 
 
 class RollbackConfig(Config):
@@ -42,13 +54,13 @@ def rollback_champion(
     )
     context.log.info(f"{config.model_name}: champion v{rolled_back} → v{restored}")
     context.log_event(
-        AssetObservation(
-            asset_key=PROMOTION_ASSETS.get(config.model_name, AssetKey(config.model_name)),
-            metadata={
+        alias_observation(
+            registry,
+            config.model_name,
+            {
                 "champion_version": restored,
                 "rolled_back_version": rolled_back,
                 "reason": config.reason,
-                "alias_history": alias_history(registry, config.model_name),
             },
         )
     )

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import polars as pl
 from dagster import (
-    AssetKey,
     AssetObservation,
     Config,
     DefaultSensorStatus,
@@ -21,10 +20,10 @@ from dagster import (
     sensor,
 )
 
-from assets.metadata import alias_history, markdown_table, picture
+from assets.metadata import markdown_table, picture
 from assets.requests.datasets import frozen_test_set
 from assets.resources import REGISTRY_POOL, ModelRegistry, ReleaseControl, Warehouse
-from assets.serving.jobs import PROMOTION_ASSETS
+from assets.serving.jobs import alias_observation
 from ml.lifecycle.aliases import default_actor
 from ml.lifecycle.promotion import gate_released_challenger
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
@@ -41,6 +40,7 @@ from ml.lifecycle.release import (
     ReleaseStep,
     decide_release_step,
     read_release_states,
+    served_by_release,
     start_release,
     variant_metrics,
     write_release_state,
@@ -75,13 +75,13 @@ def release_metrics(
 ) -> pl.DataFrame:
     """Per-variant metrics of the traffic served since `state`'s step began."""
     start, end = state.started, datetime.now(UTC) + timedelta(seconds=1)
-    outcomes = read_log(Path(control.request_log_dir), start, end, OUTCOME_SCHEMA).filter(
-        pl.col("model_name") == state.model_name
-    )
+    outcomes = read_log(Path(control.request_log_dir), start, end, OUTCOME_SCHEMA)
     predictions = read_predictions(
         Path(control.prediction_log_dir), start, end, include_shadow=True
-    ).filter(pl.col("model_name") == state.model_name)
-    return variant_metrics(outcomes, predictions, labels)
+    )
+    return variant_metrics(
+        served_by_release(outcomes, state), served_by_release(predictions, state), labels
+    )
 
 
 def next_step(
@@ -146,9 +146,7 @@ def release_step(
         )
         write_release_state(path, state)
     elif step.action == ROLLBACK:
-        state = state.moved_to(step.reason, by, stage=OFF, canary_share=0.0, shadow_share=0.0)
-        write_release_state(path, state)  # traffic first: the workers stop routing at once
-        registry.withdraw_challenger(name, state.challenger_version, step.reason, via=by)
+        state = _end_release(path, registry, state, step.reason, by, withdraw=True)
     elif step.action == PROMOTE:
         decision = gate_released_challenger(
             registry,
@@ -161,12 +159,21 @@ def release_step(
             via=by,
         )
         reason = decision.reason if decision.promote else f"the gate refused: {decision.reason}"
-        state = state.moved_to(reason, by, stage=OFF, canary_share=0.0, shadow_share=0.0)
-        write_release_state(path, state)
-        if not decision.promote:
-            registry.withdraw_challenger(name, state.challenger_version, reason, via=by)
+        state = _end_release(path, registry, state, reason, by, withdraw=not decision.promote)
         context.log.info(f"{name} v{state.challenger_version}: {reason}")
     context.log_event(release_observation(registry, name, state, step, metrics))
+
+
+def _end_release(
+    path: Path, registry: Registry, state: ReleaseState, reason: str, by: str, withdraw: bool
+) -> ReleaseState:
+    """Route nothing more to the challenger (the workers read the state at once), then take
+    its alias away when it lost."""
+    state = state.moved_to(reason, by, stage=OFF, canary_share=0.0, shadow_share=0.0)
+    write_release_state(path, state)
+    if withdraw:
+        registry.withdraw_challenger(state.model_name, state.challenger_version, reason, via=by)
+    return state
 
 
 def _rescorer(registry: Registry, model_name: str, warehouse: Warehouse):
@@ -185,11 +192,7 @@ def release_observation(
     step: ReleaseStep,
     metrics: pl.DataFrame | None,
 ) -> AssetObservation:
-    metadata: dict[str, object] = {
-        "release_action": step.action,
-        "release_reason": step.reason,
-        "alias_history": alias_history(registry, model_name),
-    }
+    metadata: dict[str, object] = {"release_action": step.action, "release_reason": step.reason}
     if state is not None:
         metadata |= {
             "challenger_version": state.challenger_version,
@@ -217,9 +220,7 @@ def release_observation(
         metadata["variant_chart"] = picture(
             variant_figure(metrics), f"{model_name}: champion vs challenger since the step began"
         )
-    return AssetObservation(
-        asset_key=PROMOTION_ASSETS.get(model_name, AssetKey(model_name)), metadata=metadata
-    )
+    return alias_observation(registry, model_name, metadata)
 
 
 @job(description="Take the next step of each staged release (the release sensor runs it).")
@@ -290,14 +291,14 @@ def pin_champion(
     )
     context.log.info(f"{config.model_name}: champion v{before} → v{after} by {config.actor}")
     context.log_event(
-        AssetObservation(
-            asset_key=PROMOTION_ASSETS.get(config.model_name, AssetKey(config.model_name)),
-            metadata={
+        alias_observation(
+            registry,
+            config.model_name,
+            {
                 "champion_version": after,
                 "pinned_from": before or "none",
                 "pinned_by": config.actor,
                 "reason": config.reason,
-                "alias_history": alias_history(registry, config.model_name),
             },
         )
     )

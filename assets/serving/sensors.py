@@ -21,7 +21,7 @@ from assets.resources import (
 )
 from assets.serving.jobs import champion_bento_job
 from ml.lifecycle.registered_models import challenger_versions, champion_versions
-from orchestration.serving import rollout_log, rollouts_after
+from ml.lifecycle.rollouts import rollout_log, rollouts_after
 from serving.package import bento_version, current_bento
 
 

@@ -37,6 +37,31 @@ class GateScores:
     score: float
 
 
+def _gain(candidate: GateScores, over: GateScores, higher_is_better: bool) -> float:
+    """How much better `candidate` scored than `over` (negative: worse)."""
+    difference = candidate.score - over.score
+    return difference if higher_is_better else -difference
+
+
+def _show(scores: GateScores, metric: str) -> str:
+    return f"v{scores.version} {metric} {scores.score:.4f}"
+
+
+def latest_baseline(registry: Registry, model_name: str, version: str) -> ModelVersion:
+    """The latest baseline registered up to `version`: every model is compared with one."""
+    baselines = [
+        v
+        for v in registry.versions(model_name)
+        if v.tags.get("role") == "baseline" and int(v.version) <= int(version)
+    ]
+    if not baselines:
+        raise ValueError(
+            f"{model_name} v{version}: no baseline version registered before it; "
+            "every model is compared with a baseline (train the baseline first)"
+        )
+    return baselines[-1]
+
+
 @dataclass(frozen=True)
 class GateDecision:
     promote: bool
@@ -65,11 +90,10 @@ def decide_promotion(
     check_margin(margin)
 
     def gain(over: GateScores) -> float:
-        difference = candidate.score - over.score
-        return difference if higher_is_better else -difference
+        return _gain(candidate, over, higher_is_better)
 
     def show(scores: GateScores) -> str:
-        return f"v{scores.version} {metric} {scores.score:.4f}"
+        return _show(scores, metric)
 
     if gain(baseline) < 0:
         return GateDecision(False, f"{show(candidate)} loses to the baseline {show(baseline)}")
@@ -132,16 +156,7 @@ def gate_pending_versions(
     while pending := registry.awaiting_gate(model_name):
         candidate = pending[0]
         kind = candidate.tags.get("kind", "")
-        baselines = [
-            v
-            for v in registry.versions(model_name)
-            if v.tags.get("role") == "baseline" and int(v.version) <= int(candidate.version)
-        ]
-        if not baselines:
-            raise ValueError(
-                f"{model_name} v{candidate.version}: no baseline version registered before it; "
-                "every model is compared with a baseline (train the baseline first)"
-            )
+        baseline = latest_baseline(registry, model_name, candidate.version)
         champion = registry.champion(model_name)
         expected = champion.version if champion else None
         try:
@@ -156,7 +171,7 @@ def gate_pending_versions(
             continue
         decision = decide_promotion(
             candidate_score,
-            GateScores(baselines[-1].version, score(baselines[-1])),
+            GateScores(baseline.version, score(baseline)),
             GateScores(champion.version, score(champion)) if champion else None,
             metric,
             margin,
@@ -217,27 +232,19 @@ def decide_release_promotion(
     still never loses to the baseline, nor to the champion by more than the margin, on the
     gate's own scores on the frozen test."""
     check_margin(margin)
-
-    def gain(over: GateScores) -> float:
-        difference = candidate.score - over.score
-        return difference if higher_is_better else -difference
-
-    shown = f"v{candidate.version} {metric} {candidate.score:.4f}"
-    if gain(baseline) < 0:
-        return GateDecision(
-            False, f"{shown} loses to the baseline v{baseline.version} {baseline.score:.4f}"
-        )
-    if gain(champion) < -margin - MARGIN_TOLERANCE:
+    shown = _show(candidate, metric)
+    if _gain(candidate, baseline, higher_is_better) < 0:
+        return GateDecision(False, f"{shown} loses to the baseline {_show(baseline, metric)}")
+    if _gain(candidate, champion, higher_is_better) < -margin - MARGIN_TOLERANCE:
         return GateDecision(
             False,
-            f"{shown} is worse than the champion v{champion.version} {champion.score:.4f} "
+            f"{shown} is worse than the champion {_show(champion, metric)} "
             f"by more than the margin {margin:g}",
         )
     return GateDecision(
         True,
-        f"{live_evidence}; offline {shown} vs the champion v{champion.version} "
-        f"{champion.score:.4f} (margin {margin:g}) and the baseline v{baseline.version} "
-        f"{baseline.score:.4f}",
+        f"{live_evidence}; offline {shown} vs the champion {_show(champion, metric)} "
+        f"(margin {margin:g}) and the baseline {_show(baseline, metric)}",
     )
 
 
@@ -259,16 +266,10 @@ def gate_released_challenger(
     if champion is None:
         raise ValueError(f"{model_name} has no champion to release v{challenger} against")
     candidate = registry.version(model_name, challenger)
-    baselines = [
-        v
-        for v in registry.versions(model_name)
-        if v.tags.get("role") == "baseline" and int(v.version) <= int(challenger)
-    ]
-    if not baselines:
-        raise ValueError(f"{model_name} v{challenger}: no baseline registered before it")
+    baseline = latest_baseline(registry, model_name, challenger)
     decision = decide_release_promotion(
         GateScores(candidate.version, float(rescore(candidate))),
-        GateScores(baselines[-1].version, float(rescore(baselines[-1]))),
+        GateScores(baseline.version, float(rescore(baseline))),
         GateScores(champion.version, float(rescore(champion))),
         metric,
         margin,

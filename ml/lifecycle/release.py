@@ -200,6 +200,21 @@ METRIC_COLUMNS = (
 )
 
 
+def served_by_release(frame: pl.DataFrame, state: ReleaseState) -> pl.DataFrame:
+    """The rows (outcomes or predictions) of `state`'s two versions: the champion's answers and
+    the challenger's (canary or shadow). Answers of another version, e.g. from a Bento that
+    still serves an older challenger, never count toward this release."""
+    champion = pl.col("variant").fill_null(CHAMPION_VARIANT) == CHAMPION_VARIANT
+    version = pl.col("model_version")
+    return frame.filter(
+        (pl.col("model_name") == state.model_name)
+        & (
+            (champion & (version == state.champion_version))
+            | (~champion & (version == state.challenger_version))
+        )
+    )
+
+
 def variant_metrics(
     outcomes: pl.DataFrame,
     predictions: pl.DataFrame,

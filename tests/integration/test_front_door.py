@@ -24,18 +24,16 @@ from dagster import AssetKey, SensorResult, SkipReason, build_sensor_context
 from assets.resources import DataHome
 from assets.serving.sensors import serving_rollout_sensor
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
-from ml.settings import Settings
-from orchestration.front_door import start_front_door
-from orchestration.serving import (
+from ml.lifecycle.rollouts import (
     FAILED_SMOKE_TEST,
     FAILED_TO_START,
     RESTARTED,
     SWITCHED,
-    expected_version,
-    follow_champion,
-    is_alive,
     rollout_log,
 )
+from ml.settings import Settings
+from orchestration.front_door import start_front_door
+from orchestration.serving import expected_version, follow_champion, is_alive
 from serving.package import SERVED, current_bento, record_current_bento
 from tests.conftest import ServedPlatform, free_port
 

@@ -7,7 +7,9 @@ Runs after test_serving.py (it withdraws the shared platform's challenger at the
 
 import re
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import polars as pl
 import psutil
 import pytest
 import requests
-from dagster import build_sensor_context
+from dagster import AssetKey, build_sensor_context
 
 from assets.resources import build_resources
 from assets.serving.release import release_sensor
@@ -35,7 +37,7 @@ from ml.lifecycle.release import (
 from ml.monitoring.prediction_log import PredictionLogWriter, read_log, read_predictions
 from orchestration.pipeline import execute_quietly
 from orchestration.serving import BentoServer, start_bento_server
-from tests.conftest import ServedPlatform, free_port
+from tests.conftest import ServedPlatform, free_port, serve_for_tests
 
 
 def registry_of(platform: ServedPlatform) -> Registry:
@@ -54,12 +56,53 @@ def classify(server: BentoServer, request_id: str, text: str = "where is my card
     return answer.json()[0]
 
 
-def challenger_of(platform: ServedPlatform) -> tuple[str, str]:
-    """The champion and challenger versions of request_classifier that the session's Bento
-    serves (`rc3c4-…`)."""
-    served = re.match(r"rc(\d+)(?:c(\d+))?-", platform.bento.split(":")[1])
-    assert served.group(2), f"the fixture's Bento should serve a challenger: {platform.bento}"
+def served_versions(bento: str) -> tuple[str, str | None]:
+    """The champion and challenger versions of request_classifier a Bento serves (`rc3c4-…`)."""
+    served = re.match(r"rc(\d+)(?:c(\d+))?-", bento.split(":")[1])
     return served.group(1), served.group(2)
+
+
+def challenger_of(platform: ServedPlatform) -> tuple[str, str]:
+    """The champion and challenger versions the session's Bento serves."""
+    champion, challenger = served_versions(platform.bento)
+    assert challenger, f"the fixture's Bento should serve a challenger: {platform.bento}"
+    return champion, challenger
+
+
+@dataclass(frozen=True)
+class Released:
+    """A Bento that serves the registry's champion and challenger now, and its server."""
+
+    server: BentoServer
+    champion: str
+    challenger: str
+
+
+@pytest.fixture(scope="module")
+def released(served_platform: ServedPlatform, bento_server: BentoServer) -> Iterator[Released]:
+    """The release job releases the registry's challenger: the session's Bento when it still
+    carries it, else (an earlier test retrained or rolled back) champion_bento packaged anew
+    and served for this module."""
+    registry = registry_of(served_platform)
+    champion = registry.champion(REQUEST_CLASSIFIER).version
+    challenger = registry.by_alias(REQUEST_CLASSIFIER, CHALLENGER)
+    assert challenger is not None, "the shared platform should have a challenger"
+    if served_versions(served_platform.bento) == (champion, challenger.version):
+        yield Released(bento_server, champion, challenger.version)
+        return
+    defs, instance = served_platform.defs, served_platform.instance
+    assert execute_quietly(defs, instance, "champion_bento_job").success
+    bento = (
+        instance.get_latest_materialization_event(AssetKey("champion_bento"))
+        .asset_materialization.metadata["bento"]
+        .value
+    )
+    assert served_versions(bento) == (champion, challenger.version), bento
+    server = serve_for_tests(served_platform, bento, "bentoml-serve-release.log")
+    try:
+        yield Released(server, champion, challenger.version)
+    finally:
+        server.stop()
 
 
 @pytest.fixture
@@ -142,16 +185,16 @@ def run_release_job(platform: ServedPlatform):
 
 
 def test_the_release_job_shadows_then_advances_a_good_challenger_one_step(
-    served_platform: ServedPlatform, bento_server: BentoServer, state_path: Path
+    served_platform: ServedPlatform, released: Released, state_path: Path
 ) -> None:
-    _, challenger = challenger_of(served_platform)
+    challenger = released.challenger
     assert run_release_job(served_platform).success
     state = read_release_states(state_path)[REQUEST_CLASSIFIER]
     assert (state.stage, state.challenger_version, state.canary_share) == (SHADOW, challenger, 0)
     started = state.started
     ids = [uuid.uuid4().hex for _ in range(400)]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        answers = list(pool.map(lambda i: classify(bento_server, i), ids))
+        answers = list(pool.map(lambda i: classify(released.server, i), ids))
     assert {a["variant"] for a in answers} == {"champion"}, "shadow answers are never returned"
 
     def shadowed():
@@ -171,11 +214,11 @@ def test_the_release_job_shadows_then_advances_a_good_challenger_one_step(
 
 
 def test_an_erring_challenger_is_rolled_back_by_the_sensor_once_with_the_reason(
-    served_platform: ServedPlatform, state_path: Path
+    served_platform: ServedPlatform, released: Released, state_path: Path
 ) -> None:
     """Last: it takes the challenger alias away. The evidence is written as the service's
     router writes it: the challenger's canary answered 5xx."""
-    champion, challenger = challenger_of(served_platform)
+    champion, challenger = released.champion, released.challenger
     settings = served_platform.settings
     state = start_release(REQUEST_CLASSIFIER, challenger, champion, ReleasePolicy(), "test")
     write_release_state(

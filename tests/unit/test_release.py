@@ -19,13 +19,14 @@ from ml.lifecycle.release import (
     ReleasePolicy,
     decide_release_step,
     read_release_states,
+    served_by_release,
     start_release,
     variant_metrics,
     variant_of,
     write_release_state,
 )
 from ml.monitoring.prediction_log import RECORD_SCHEMA, prediction_record
-from serving.release import ReleaseStates
+from serving.release import ReleaseStates, Route, canary_variant, shadow_share
 
 POLICY = ReleasePolicy(min_requests=50)
 
@@ -58,6 +59,22 @@ def test_workers_see_a_new_share_without_a_restart_and_a_broken_file_keeps_the_l
     assert [h["canary_share"] for h in seen.get("request_classifier").history] == [0.0, 0.3]
     path.write_text("{not json", encoding="utf-8")
     assert seen.get("request_classifier").canary_share == 0.0, "the last good state is kept"
+
+
+def test_a_release_routes_only_in_the_bento_of_its_own_champion_and_challenger() -> None:
+    state = start_release("request_classifier", "4", "3", POLICY, "test")
+    canary = state.moved_to("c", "t", stage=CANARY, step=1, canary_share=1.0)
+    own = Route("request_classifier", "3", "4", "/internal/classify-challenger")
+    assert canary_variant(canary, own, "id-1") == "challenger"
+    assert shadow_share(state, own) == POLICY.shadow_share
+    for other in (
+        Route("request_classifier", "1", "4", ""),
+        Route("request_classifier", "3", "5", ""),
+    ):
+        assert canary_variant(canary, other, "id-1") == "champion"
+        assert shadow_share(state, other) == 0.0
+    ended = canary.moved_to("breach", "t", stage="off", canary_share=0.0)
+    assert canary_variant(ended, own, "id-1") == "champion" and shadow_share(ended, own) == 0.0
 
 
 def test_a_share_outside_0_to_1_is_refused() -> None:
@@ -120,6 +137,21 @@ def test_metrics_per_variant_count_errors_latency_and_shadow_agreement() -> None
     assert 60 <= challenger["p50_ms"] <= 70 and champion["p99_ms"] < 30
     assert challenger["shadow_scored"] == 30
     assert challenger["shadow_agreement"] == pytest.approx(0.9)
+
+
+def test_answers_of_other_versions_never_count_toward_a_release() -> None:
+    """A Bento still serving an older challenger (v2) beside the same champion: its canary
+    and shadow answers are not the released v4's evidence."""
+    stale = [{**row, "model_version": "2"} for row in outcomes("challenger", 30, 10, errors=30)]
+    rows = outcomes("champion", 60, 20) + outcomes("challenger", 40, 60) + stale
+    kept = served_by_release(pl.DataFrame(rows, schema=OUTCOME_SCHEMA), shadow_state())
+    assert kept.group_by("variant").len().sort("variant").rows() == [
+        ("challenger", 40),
+        ("champion", 60),
+    ]
+    assert set(kept["model_version"]) == {"3", "4"}
+    shadows = pl.DataFrame([*shadow(5, 5), {**shadow(1, 0)[0], "model_version": "2"}])
+    assert served_by_release(shadows, shadow_state()).height == 5
 
 
 def shadow_state():
