@@ -246,18 +246,24 @@ class Monitoring(ConfigurableResource):
 
     log_dir: str
     profile_dir: str
-    ks_p_value: float = DriftThresholds.ks_p_value
-    """A numeric column drifts when whylogs' KS test p-value falls below this (0.001: six
-    columns are tested per hour; see `ml.monitoring.drift.DriftThresholds` for the measurement)."""
-    chi_square_p_value: float = DriftThresholds.chi_square_p_value
-    """The predicted-intent distribution drifts when the chi-square p-value falls below this."""
+    drift_alpha: float = DriftThresholds.alpha
+    """The false-alarm rate per window: calm traffic drifts in at most this share of windows,
+    across all the columns tested at once (their p-values corrected, see `drift_correction`)."""
+    drift_correction: str = DriftThresholds.correction
+    """holm (default), bonferroni or none: how the columns' p-values are corrected."""
     hellinger_distance: float = DriftThresholds.hellinger_distance
     """A column scored by Hellinger drifts at this distance or more."""
     column_algorithms: dict[str, str] = Field(default_factory=dict)
     """Per-column algorithm over the defaults (KS for numbers, chi-square for categories), e.g.
     {"confidence": "hellinger"}."""
     min_rows: int = 50
-    """Fewer answers than this in a window: too little traffic to judge; reported, not scored."""
+    """Fewer answers than this in a window: "too little traffic", no verdict, nothing requested."""
+    min_reference_ratio: float = 2.0
+    """The reference holds at least this many answers per answer judged: a larger window is
+    judged on a seeded sample of reference rows / ratio of its answers (the report says so)."""
+    drift_persistence: int = 1
+    """Consecutive drifted hours before the drift sensor requests retraining (2: one drifted hour
+    alone is noted, not acted on)."""
     forecast_wape_threshold: float = 0.5
     """Realized WAPE of the demand champion's latest forecast above this is drift."""
     retrain_min_interval_hours: float = 6.0
@@ -269,8 +275,8 @@ class Monitoring(ConfigurableResource):
 
     def thresholds(self) -> DriftThresholds:
         return DriftThresholds(
-            ks_p_value=self.ks_p_value,
-            chi_square_p_value=self.chi_square_p_value,
+            alpha=self.drift_alpha,
+            correction=self.drift_correction,
             hellinger_distance=self.hellinger_distance,
             column_algorithms=dict(self.column_algorithms),
         )

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 import urllib.request
@@ -37,6 +38,7 @@ from ml.settings import Settings  # noqa: E402
 from ml.synthetic.demand import generate_demand  # noqa: E402
 from ml.synthetic.requests import generate_requests  # noqa: E402
 from orchestration.definitions import build_definitions  # noqa: E402
+from orchestration.front_door import DEFAULT_ADMIN_PORT  # noqa: E402
 from orchestration.instance import open_instance  # noqa: E402
 from orchestration.labelstudio import LabelStudioConfig, is_up, start_server  # noqa: E402
 from orchestration.pipeline import (  # noqa: E402
@@ -46,8 +48,7 @@ from orchestration.pipeline import (  # noqa: E402
     train_demand_models,
     train_request_models,
 )
-from orchestration.serving import start_bento_server  # noqa: E402
-from serving.package import current_bento  # noqa: E402
+from orchestration.serving import champion_behind_front_door  # noqa: E402
 
 DEMO_REQUEST_DROPS = (
     # (file, rows, seed, first moment, last moment): two drops, as if two exports arrived.
@@ -185,33 +186,37 @@ DEMO_RELEASE_TRAFFIC = 400
 
 
 def serve_and_monitor(settings: Settings, defs, instance, run, report, log_path: Path) -> None:
-    """Start `bentoml serve` on the champion Bento, show its answers, send it traffic, stop it
-    (its workers flush their logs), then profile this hour's traffic and score its drift."""
-    bento = current_bento(settings.bentoml_home)["bento"]
-    port = settings.serving_port
-    server = start_bento_server(
-        settings, str(bento), port, settings.data_home / "logs" / "bentoml-serve.log"
-    )
-    report(
-        f"  ok   bentoml serve {bento} on {server.url} (ready in {server.started_in_seconds:.0f} s)"
-    )
-    try:
+    """Serve the champion Bento as `make serve` does (the front door on the service port, the
+    Bento switched in once its smoke test passed), show its answers, send it traffic, release
+    the challenger in stages, stop (the workers flush their logs), then profile this hour's
+    traffic and score its drift."""
+    admin_port = int(os.environ.get("MLOPS_FRONT_DOOR_ADMIN_PORT", DEFAULT_ADMIN_PORT))
+    started = time.monotonic()
+    with champion_behind_front_door(settings, settings.serving_port, admin_port) as server:
+        report(
+            f"  ok   front door (Caddy) on {server.url} → bentoml serve {server.bento}, smoke-"
+            f"tested and switched in ({time.monotonic() - started:.0f} s)"
+        )
         for line in show_answers(server.url, settings):
             report(f"       {line}")
         # A sample of a large draw keeps the generator's natural intent mix (one draw of 240
-        # would force all 77 intents in: a near-uniform mix, which is itself a shift).
+        # would force all 77 intents in: a near-uniform mix, which is itself a shift), and
+        # every request of the hour is a draw of its own: the same requests sent again are
+        # not new draws, and the drift report would see the calm hour as drift. (Texts that
+        # recur within the draw stay: many customers ask the same short question.)
         now = datetime.now(UTC)
-        texts = generate_requests(10 * DEMO_TRAFFIC, seed=10, start=now, end=now).sample(
-            DEMO_TRAFFIC, seed=0
+        total = DEMO_TRAFFIC + 2 * DEMO_RELEASE_TRAFFIC
+        texts = (
+            generate_requests(10 * total, seed=10, start=now, end=now)
+            .sample(total, seed=0)["text"]
+            .to_list()
         )
-        sent = send_traffic(server.url, texts["text"].to_list())
+        sent = send_traffic(server.url, texts[:DEMO_TRAFFIC])
         report(
             f"  ok   {sent} requests answered on /classify, logged in {settings.prediction_log_dir}"
         )
-        release_in_stages(settings, defs, instance, server.url, texts["text"].to_list(), report)
-    finally:
-        server.stop()
-        report("  ok   bentoml serve stopped (make serve or make dev keep it running)")
+        release_in_stages(settings, defs, instance, server.url, texts[DEMO_TRAFFIC:], report)
+    report("  ok   front door and bentoml serve stopped (make serve or make dev keep them running)")
     hour = window_partition_key(datetime.now(UTC))
     with log_path.open("a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
         run.record(
@@ -242,7 +247,8 @@ def release_step(settings: Settings, defs, instance, report) -> ReleaseState | N
 def release_in_stages(settings: Settings, defs, instance, url: str, texts: list[str], report):
     """The challenger in shadow (it scores a sample of champion traffic, answers nothing),
     then the first canary step (a sticky share of request ids), as the release sensor would
-    walk it; each step and the alias history are on request_classifier_promotion in the UI."""
+    walk it; each step and the alias history are on request_classifier_promotion in the UI.
+    `texts`: DEMO_RELEASE_TRAFFIC for each of the two steps."""
     registry = Registry(settings.tracking_uri, settings.artifact_root)
     if registry.by_alias(REQUEST_CLASSIFIER, "challenger") is None:
         report("       no request_classifier challenger: nothing to release in stages")
@@ -250,12 +256,12 @@ def release_in_stages(settings: Settings, defs, instance, url: str, texts: list[
     state = release_step(settings, defs, instance, report)
     if state is None or state.stage != "shadow":
         return
-    send_traffic(url, (texts * 2)[:DEMO_RELEASE_TRAFFIC])
+    send_traffic(url, texts[:DEMO_RELEASE_TRAFFIC])
     time.sleep(3)  # the workers flush their logs every 2 s
     state = release_step(settings, defs, instance, report)
     if state is None or state.stage != "canary":
         return
-    answers = send_traffic(url, texts[:DEMO_RELEASE_TRAFFIC], answers=True)
+    answers = send_traffic(url, texts[DEMO_RELEASE_TRAFFIC:], answers=True)
     by_variant = Counter(answer[0]["variant"] for answer in answers)
     report(
         f"       canary traffic: {by_variant['champion']} answered by the champion, "

@@ -26,6 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,8 @@ from ml.lifecycle.rollouts import (
     RESTARTED,
     SWITCHED,
     append_rollout,
+    rollout_log,
+    rollouts_after,
 )
 from ml.settings import Settings, executable
 from orchestration.front_door import DEFAULT_ADMIN_PORT, FrontDoor, start_front_door
@@ -417,6 +420,63 @@ def follow_champion(
         front_door.stop()
         if serving is not None:
             serving.stop()
+
+
+@dataclass
+class FollowedChampion:
+    """`follow_champion` running in a thread of this process (the demo's serving)."""
+
+    url: str
+    bento: str
+    stop: threading.Event
+    thread: threading.Thread
+
+
+@contextlib.contextmanager
+def champion_behind_front_door(
+    settings: Settings,
+    port: int,
+    admin_port: int = DEFAULT_ADMIN_PORT,
+    timeout_s: float = START_TIMEOUT_SECONDS + 60,
+) -> Iterator[FollowedChampion]:
+    """What `make serve` runs, in a thread: the front door on `port` and the current champion
+    Bento behind it. Yields once that Bento is switched in; a rollout that fails raises with
+    its reason. Stops both on the way out."""
+    pointer = current_bento(settings.bentoml_home)
+    if pointer is None:
+        raise RuntimeError("no champion Bento yet: materialize champion_bento first")
+    log = rollout_log(settings.data_home)
+    _, seen = rollouts_after(log, 0)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=follow_champion,
+        args=(settings, port),
+        kwargs={"poll_seconds": 1.0, "stop": stop, "admin_port": admin_port},
+        name="follow_champion",
+        daemon=True,
+    )
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            records, seen = rollouts_after(log, seen)
+            mine = [r for r in records if r["bento"] == pointer["bento"]]
+            if any(r["outcome"] in (SWITCHED, RESTARTED) for r in mine):
+                break
+            if mine:
+                raise RuntimeError(
+                    f"{pointer['bento']}: {mine[-1]['outcome']}: {mine[-1]['reason']}"
+                )
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{pointer['bento']} was not switched in within {timeout_s:.0f} s; see "
+                    f"{settings.data_home / 'logs' / 'serving-supervisor.log'}"
+                )
+            time.sleep(0.5)
+        yield FollowedChampion(f"http://127.0.0.1:{port}", str(pointer["bento"]), stop, thread)
+    finally:
+        stop.set()
+        thread.join(timeout=DRAIN_TIMEOUT_SECONDS + 30)
 
 
 def main() -> int:

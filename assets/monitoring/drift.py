@@ -8,7 +8,8 @@ Files live under the monitoring resource's folders: `profiles/reference/<version
 
 import hashlib
 import json
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -35,10 +36,17 @@ from ml.data.atomic_files import (
 )
 from ml.data.drops import drop_id_for, write_drop
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
-from ml.monitoring.drift import compare_profiles, deserialize_profile, profile, serialize_profile
+from ml.monitoring.drift import (
+    compare_profiles,
+    deserialize_profile,
+    profile,
+    profile_rows,
+    serialize_profile,
+)
 from ml.monitoring.forecast_error import forecast_error_drift
 from ml.monitoring.prediction_log import WINDOW_FORMAT, read_predictions, window_start
 from ml.monitoring.request_features import (
+    REQUEST_FEATURES,
     TextReference,
     build_text_reference,
     request_feature_frame,
@@ -58,7 +66,9 @@ def window_partition_key(moment: datetime) -> str:
 
 
 REFERENCE_ROWS = 2000
-"""Training texts for the vocabulary and centroid, and validation texts for the profile."""
+"""Training texts for the vocabulary and centroid, and held-out requests for the profile."""
+REFERENCE_FILL_TO = 500
+"""Fewer requests than this arrived unlabeled: labeled held-out ones fill the reference up."""
 SERVING_SOURCE = "serving"
 """Drifted traffic re-enters the platform as a request drop of this source, unlabeled."""
 
@@ -81,15 +91,58 @@ def _reference_folder(monitoring: Monitoring, version: str) -> Path:
     return monitoring.profiles / "reference" / f"{REQUEST_CLASSIFIER}-v{version}"
 
 
-def current_reference(monitoring: Monitoring) -> tuple[str, Path]:
-    """(champion version, folder) of the latest reference profile."""
+@dataclass(frozen=True)
+class CurrentReference:
+    version: str
+    """The request_classifier version whose answers the reference profiles."""
+    folder: Path
+    rows: int
+    """Answers in the reference profile."""
+
+
+def current_reference(monitoring: Monitoring) -> CurrentReference:
+    """The latest reference profile (written by reference_profiles)."""
     pointer = monitoring.profiles / "reference" / "current.json"
     if not pointer.exists():
         raise FileNotFoundError(
             f"no reference profile yet ({pointer} missing): materialize reference_profiles"
         )
     current = json.loads(pointer.read_text(encoding="utf-8"))
-    return current["version"], Path(current["folder"])
+    folder = Path(current["folder"])
+    rows = current.get("rows")
+    if rows is None:  # written before the pointer counted them
+        rows = profile_rows(deserialize_profile((folder / "profile.bin").read_bytes()))
+    return CurrentReference(str(current["version"]), folder, int(rows))
+
+
+def held_out_requests(warehouse: Warehouse, rows: int, fill_to: int) -> pl.DataFrame:
+    """Up to `rows` requests (text, kind) that no model version trained on, newest first:
+    those that arrived unlabeled from the upstream feeds (annotated later or not, unless that
+    label put them in training). Only when they are fewer than `fill_to`, labeled requests
+    outside the train split fill up to it.
+
+    Sampled by request, not by text, so that the questions many customers ask recur as often
+    as in live traffic. The held-out *splits* are a sample of texts (every copy of a common
+    text in one split), and calm demo traffic drifted against a reference made of them in 10
+    hours of 10 (against the unlabeled requests: 0 of 8)."""
+    query = """
+        select text, ? as kind
+        from request_splits
+        where source != ? and not (split = 'train' and intent is not null) and {which}
+        order by received_at desc, request_id
+        limit ?
+    """
+    unlabeled = warehouse.query(
+        query.format(which="coalesce(label_source, '') != 'source'"),
+        ["arrived unlabeled", SERVING_SOURCE, rows],
+    )
+    if unlabeled.height >= fill_to:
+        return unlabeled
+    labeled = warehouse.query(
+        query.format(which="label_source = 'source'"),
+        ["held-out labeled", SERVING_SOURCE, fill_to - unlabeled.height],
+    )
+    return pl.concat([unlabeled, labeled])
 
 
 @asset(
@@ -101,7 +154,9 @@ def current_reference(monitoring: Monitoring) -> tuple[str, Path]:
     description=(
         "What serving traffic is compared with: the served request_classifier champion's "
         "vocabulary and centroid embedding (its training texts), and a whylogs profile of its "
-        "answers on the validation split. Rebuilt whenever the champion Bento changes."
+        "answers on the newest requests no model trained on (those that arrived unlabeled "
+        "first), sampled by request. Rebuilt whenever the champion Bento changes: the answers "
+        "are the same model version's."
     ),
 )
 def reference_profiles(
@@ -117,20 +172,29 @@ def reference_profiles(
     if champion is None:
         raise ValueError(f"{REQUEST_CLASSIFIER} has no champion: nothing is served to monitor")
     data = load_training_data(warehouse, request_intake, REFERENCE_ROWS, REFERENCE_ROWS)
-    if not len(data.validation):
-        raise ValueError("the validation split is empty: the reference profile is made from it")
+    sample = held_out_requests(warehouse, REFERENCE_ROWS, REFERENCE_FILL_TO)
+    held_out = sample["text"].to_list()
+    if len(held_out) < monitoring.min_rows * monitoring.min_reference_ratio:
+        raise ValueError(
+            f"{len(held_out)} held-out requests: the reference needs at least "
+            f"{monitoring.min_rows * monitoring.min_reference_ratio:.0f} (min_rows × "
+            "min_reference_ratio) to judge the smallest window"
+        )
     embed = sentence_embedder()
     reference = build_text_reference(data.train.texts, embed)
     model = registry.load(REQUEST_CLASSIFIER, champion.version)
-    predicted = model.predict(pd.DataFrame({"text": data.validation.texts}))
+    predicted = model.predict(pd.DataFrame({"text": held_out}))
     features = request_feature_frame(
-        data.validation.texts, predicted["intent"], predicted["confidence"], reference, embed
+        held_out, predicted["intent"], predicted["confidence"], reference, embed
     )
     folder = _reference_folder(monitoring, champion.version)
     reference.save(folder)
     write_bytes_atomically(folder / "profile.bin", serialize_profile(profile(features)))
     pointer = monitoring.profiles / "reference" / "current.json"
-    write_text_atomically(pointer, json.dumps({"version": champion.version, "folder": str(folder)}))
+    write_text_atomically(
+        pointer,
+        json.dumps({"version": champion.version, "folder": str(folder), "rows": features.height}),
+    )
     context.log.info(f"reference for {REQUEST_CLASSIFIER} v{champion.version} in {folder}")
     return MaterializeResult(
         metadata={
@@ -138,6 +202,10 @@ def reference_profiles(
             "dataset_version": data.dataset_version,
             "vocabulary": len(reference.vocabulary),
             "profiled_rows": features.height,
+            "judges_windows_up_to": int(features.height / monitoring.min_reference_ratio),
+            "reference_requests": counts_table(
+                dict(sample.group_by("kind").len().sort("kind").iter_rows()), "kind"
+            ),
             "folder": MetadataValue.path(str(folder)),
             "summary": markdown_table(features.drop("predicted_intent").describe()),
         }
@@ -174,28 +242,38 @@ def serving_profiles(context: AssetExecutionContext, monitoring: Monitoring) -> 
     if logged.is_empty():
         profile_path.unlink(missing_ok=True)
         return MaterializeResult(metadata={"dagster/row_count": 0, "note": "no traffic"})
-    version, folder = current_reference(monitoring)
-    reference = TextReference.load(folder)
+    reference = current_reference(monitoring)
+    versions = logged.group_by("model_version").len().sort("model_version")
+    version_counts = counts_table(
+        dict(zip(versions["model_version"], versions["len"], strict=True)), "version"
+    )
+    # Only the reference's model version is compared with it: a canary's answers (another
+    # model's confidence and intents) would be drift of the model, not of the traffic.
+    judged = logged.filter(pl.col("model_version") == reference.version)
+    if judged.is_empty():
+        profile_path.unlink(missing_ok=True)
+        note = f"no answers of v{reference.version}, the reference's version"
+        return MaterializeResult(
+            metadata={"dagster/row_count": 0, "note": note, "model_versions": version_counts}
+        )
     features = request_feature_frame(
-        logged["text"].to_list(),
-        logged["intent"].to_list(),
-        logged["confidence"].to_list(),
-        reference,
+        judged["text"].to_list(),
+        judged["intent"].to_list(),
+        judged["confidence"].to_list(),
+        TextReference.load(reference.folder),
         sentence_embedder(),
     )
     profile_path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomically(profile_path, serialize_profile(profile(features)))
-    served = logged.select("request_id", "text", "served_at")
+    served = judged.select("request_id", "text", "served_at")
     write_parquet_atomically(features_path, pl.concat([served, features], how="horizontal"))
-    versions = logged.group_by("model_version").len()
     intents = features.group_by("predicted_intent").len().sort("len", descending=True).head(10)
     return MaterializeResult(
         metadata={
-            "dagster/row_count": logged.height,
-            "reference_version": version,
-            "model_versions": counts_table(
-                dict(zip(versions["model_version"], versions["len"], strict=True)), "version"
-            ),
+            "dagster/row_count": judged.height,
+            "answers_of_other_versions": logged.height - judged.height,
+            "reference_version": reference.version,
+            "model_versions": version_counts,
             "top_intents": counts_table(
                 dict(zip(intents["predicted_intent"], intents["len"], strict=True)), "intent"
             ),
@@ -246,9 +324,10 @@ def drift_report(
     window_key = start.strftime(WINDOW_FORMAT)
     evaluated_at = datetime.now(UTC)
     profile_path, features_path = _serving_paths(monitoring, start)
-    version, folder = current_reference(monitoring)
+    reference = current_reference(monitoring)
     served = pl.read_parquet(features_path) if profile_path.exists() else pl.DataFrame()
     rows = served.height
+    judged_at_most = int(reference.rows / monitoring.min_reference_ratio)
     outcome: dict[str, object] = {
         "window": window_key,
         "partition": context.partition_key,
@@ -256,26 +335,54 @@ def drift_report(
         "window_end": end.isoformat(),
         "complete": end <= evaluated_at,
         "evaluated_at": evaluated_at.isoformat(),
-        "reference_version": version,
+        "reference_version": reference.version,
+        "reference_rows": reference.rows,
         "rows": rows,
+        "judged_rows": 0,
         "drifted": False,
         "drifted_columns": [],
+        "reasons": [],
         "drop_id": None,
     }
     metadata: dict[str, object] = {"window": window_key, "rows": rows}
     if rows < monitoring.min_rows:
-        outcome["note"] = f"{rows} answers: fewer than {monitoring.min_rows}, not judged"
+        outcome["note"] = (
+            f"too little traffic: {rows} answers of v{reference.version}, fewer than "
+            f"{monitoring.min_rows}; no verdict"
+        )
     else:
+        judged, sampled = judged_sample(served, judged_at_most, window_key)
+        target = (
+            profile(judged.select(list(REQUEST_FEATURES)))
+            if sampled
+            else deserialize_profile(profile_path.read_bytes())
+        )
         report = compare_profiles(
-            deserialize_profile((folder / "profile.bin").read_bytes()),
-            deserialize_profile(profile_path.read_bytes()),
+            deserialize_profile((reference.folder / "profile.bin").read_bytes()),
+            target,
             monitoring.thresholds(),
         )
+        since = (
+            drifted_since(drifted_starts(read_drift_reports(monitoring)), start)
+            if report.drifted
+            else None
+        )
         outcome.update(
+            judged_rows=judged.height,
             drifted=report.drifted,
             drifted_columns=list(report.drifted_columns),
-            columns=json.loads(report.to_json()),
+            reasons=report.reasons(),
+            drifted_since=since.isoformat() if since else None,
+            columns=json.loads(report.to_json())["columns"],
+            alpha=report.alpha,
+            correction=report.correction,
         )
+        if sampled:
+            outcome["note"] = (
+                f"judged a seeded sample of {judged.height} of {rows} answers: the reference "
+                f"({reference.rows}) holds at least {monitoring.min_reference_ratio:g}× the "
+                "answers judged"
+            )
         metadata.update(
             {
                 "columns": markdown_table(report.as_frame(), digits=4),
@@ -292,21 +399,71 @@ def drift_report(
     path = drift_report_path(monitoring, window_key)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomically(path, json.dumps(outcome, indent=1, default=str))
-    verdict = (
-        f"drift in {', '.join(outcome['drifted_columns'])}"
-        if outcome["drifted"]
-        else outcome.get("note", "no drift")
-    )
+    verdict = drift_verdict(outcome)
     context.log.info(f"{window_key}: {verdict}")
     metadata.update(
         {
             "drifted": bool(outcome["drifted"]),
             "verdict": verdict,
-            "reference_version": version,
+            "why": MetadataValue.md(
+                "\n".join(f"- {reason}" for reason in outcome["reasons"]) or "no column drifted"
+            ),
+            "judged_rows": int(outcome["judged_rows"]),
+            "reference": (
+                f"v{reference.version}: {reference.rows} held-out answers "
+                f"(judges up to {judged_at_most} answers a window)"
+            ),
             "re_annotation_drop": outcome["drop_id"] or "none",
         }
     )
     return MaterializeResult(metadata=metadata)
+
+
+def judged_sample(served: pl.DataFrame, at_most: int, window_key: str) -> tuple[pl.DataFrame, bool]:
+    """The answers a window is judged on: all of them, or a sample seeded by the window (the
+    same window, the same sample) when the reference is too small for all."""
+    if served.height <= at_most:
+        return served, False
+    seed = int(hashlib.sha256(window_key.encode()).hexdigest()[:8], 16)
+    return served.sample(at_most, seed=seed), True
+
+
+def drifted_starts(reports: list[dict[str, object]]) -> set[str]:
+    """The window starts (ISO) of the drifted hours among `reports`."""
+    return {str(r["window_start"]) for r in reports if r.get("drifted")}
+
+
+def drifted_since(drifted: set[str], start: datetime) -> datetime:
+    """The start of the run of consecutive drifted hours (`drifted`: drifted_starts) that ends
+    with the window at `start` (`start` itself when the hour before did not drift)."""
+    since = start
+    while (since - timedelta(hours=1)).isoformat() in drifted:
+        since -= timedelta(hours=1)
+    return since
+
+
+def hours_between(earlier: datetime, later: datetime) -> int:
+    return int((later - earlier) / timedelta(hours=1))
+
+
+def drift_verdict(outcome: dict[str, object]) -> str:
+    """The drift report's verdict in one line."""
+    if outcome["drifted"]:
+        since = datetime.fromisoformat(str(outcome["drifted_since"]))
+        hours = (
+            int((datetime.fromisoformat(str(outcome["window_start"])) - since) / timedelta(hours=1))
+            + 1
+        )
+        return (
+            f"drift in {', '.join(outcome['drifted_columns'])} since {since:%Y-%m-%d %H:%M} UTC "
+            f"({hours} hour{'s' if hours > 1 else ''} in a row): {outcome['reasons'][0]}"
+        )
+    if outcome.get("columns") is None:
+        return str(outcome.get("note", "no verdict"))
+    return (
+        f"no drift in {len(outcome['columns'])} columns ({outcome['correction']}-corrected "
+        f"α {outcome['alpha']:g}, {outcome['judged_rows']} answers)"
+    )
 
 
 DEMAND_DRIFT_FILE = "demand_drift.json"

@@ -20,6 +20,9 @@ from assets.monitoring.drift import (
     DEMAND_DRIFT_FILE,
     SERVING_SOURCE,
     drift_report,
+    drifted_since,
+    drifted_starts,
+    hours_between,
     read_drift_reports,
 )
 from assets.requests.jobs import (
@@ -46,19 +49,31 @@ def plan_retraining(
     ingested_drops: set[str],
     now: datetime,
     min_interval_hours: float,
+    persistence: int = 1,
 ) -> RetrainingPlan:
-    """Decide on each complete, not yet decided window: no drift → done; drift whose traffic is
-    not ingested yet → wait; drift within the minimum interval of the last retraining → noted,
-    no run; else one run (at most one per evaluation)."""
+    """Decide on each complete, not yet decided window: no drift → done; drift in fewer than
+    `persistence` consecutive hours → noted, no run; drift whose traffic is not ingested yet →
+    wait; drift within the minimum interval of the last retraining → noted, no run; else one
+    run (at most one per evaluation)."""
     decided = set(cursor.get("decided", []))
     last = cursor.get("last_retraining_at")
     chosen, reason, notes = None, "", {}
+    drifted = drifted_starts(reports)
     for report in reports:
         window = str(report["window"])
         if window in decided or not report.get("complete"):
             continue
+        start = datetime.fromisoformat(str(report["window_start"]))
+        in_a_row = (
+            hours_between(drifted_since(drifted, start), start) + 1 if report["drifted"] else 0
+        )
         if not report["drifted"]:
             notes[window] = str(report.get("note", "no drift"))
+        elif in_a_row < persistence:
+            notes[window] = (
+                f"drift in {', '.join(report['drifted_columns'])}; no run: {in_a_row} drifted "
+                f"hour(s) in a row, {persistence} wanted (drift_persistence)"
+            )
         elif report["drop_id"] not in ingested_drops:
             continue  # decided once its traffic is ingested (the drop sensor's run)
         elif chosen is not None:
@@ -90,8 +105,9 @@ RETRAINING_CANDIDATES = {"batch_size": 50, "prefer_sources": [SERVING_SOURCE]}
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING,
     description=(
-        "Reads each complete hour's drift report; when a threshold is crossed (and the drifted "
-        "traffic has been ingested as a `serving` drop) it requests one retraining run: "
+        "Reads each complete hour's drift report; when it drifted (for `drift_persistence` hours "
+        "in a row, and the drifted traffic has been ingested as a `serving` drop) it requests "
+        "one retraining run: "
         "re-annotation candidates from the drifted traffic, train, gate, Bento. Never twice for "
         "a window (cursor and run key), at most once per minimum interval; why it fired is "
         "recorded on the run's tags and as an observation of drift_report."
@@ -106,6 +122,7 @@ def drift_sensor(context: SensorEvaluationContext, monitoring: Monitoring):
         context.instance.get_materialized_partitions(AssetKey("validated_requests")),
         datetime.now(UTC),
         monitoring.retrain_min_interval_hours,
+        monitoring.drift_persistence,
     )
     observations = [
         AssetObservation(

@@ -54,8 +54,8 @@ from whylogs.viz.utils.frequent_items_calculations import (  # noqa: E402
 
 DriftAlgorithm = Literal["ks", "chi-square", "hellinger"]
 """whylogs' own names for its drift algorithms."""
-DRIFT_CATEGORY = "DRIFT"
-"""whylogs' category of a drifted column (the others: NO_DRIFT)."""
+DRIFT_CATEGORY, NO_DRIFT_CATEGORY = "DRIFT", "NO_DRIFT"
+"""whylogs' categories of a drifted column and of one that is not."""
 MIN_EXPECTED_COUNT = 5
 """Categories the reference expects fewer target rows of are pooled before chi-square."""
 RARE_CATEGORIES = "(rare)"
@@ -70,6 +70,12 @@ def profile(frame: pl.DataFrame) -> DatasetProfileView:
     return why.log(pandas=frame.to_pandas(use_pyarrow_extension_array=True)).view()
 
 
+def profile_rows(view: DatasetProfileView) -> int:
+    """How many rows a profile counted."""
+    counts = [c.get_metric("counts") for c in view.get_columns().values()]
+    return max((int(c.n.value) for c in counts if c is not None), default=0)
+
+
 def serialize_profile(view: DatasetProfileView) -> bytes:
     return view.serialize()
 
@@ -81,22 +87,26 @@ def deserialize_profile(data: bytes) -> DatasetProfileView:
 # --- drift between two profiles ----------------------------------------------------------------
 
 
+Correction = Literal["holm", "bonferroni", "none"]
+"""How the p-values of the columns tested at once are corrected so that `alpha` bounds the
+chance that calm traffic drifts in any of them (Holm: as strict as Bonferroni for the smallest
+p-value, less for the next; both hold whatever the columns' dependence)."""
+
+
 @dataclass(frozen=True)
 class DriftThresholds:
-    """Which whylogs algorithm compares each column, and where each calls it drift.
+    """Which whylogs algorithm compares each column, and when a window drifts.
 
-    whylogs' semantics: KS and chi-square drift when their p-value is below the threshold (the
-    test rejects "same distribution"), Hellinger when its distance is at or above it. The p-value
-    thresholds are 0.001, not whylogs' 0.05: six columns are tested per batch, and of 100 unshifted
-    batches of 300 requests against a 3,000-request reference, some column fell below 0.05 in 18,
-    below 0.01 in 6 and below 0.001 in none, while a sixth of the traffic going off topic gave
-    1e-5 to 1e-9. Hellinger keeps whylogs' 0.4 (those unshifted batches: 0.23 at most).
-    KS compares two samples, but whylogs' chi-square takes the reference shares as exact: keep the
-    reference profile several times the size of a batch (ten times above, six in the tests).
+    KS and chi-square give p-values; the window drifts when a column's p-value, corrected for
+    the number of columns tested (Holm), is below `alpha`: calm traffic drifts in at most
+    `alpha` of windows, whatever column it is (benchmarks/drift_power.py measures it). Hellinger
+    has no p-value: a column it scores drifts at `hellinger_distance` or more, uncorrected.
+    KS and the pooled chi-square are two-sample tests, so the reference's own noise is counted;
+    each answer must be one draw, though: repeated texts in a window make any test too eager.
     """
 
-    ks_p_value: float = 0.001
-    chi_square_p_value: float = 0.001
+    alpha: float = 0.01
+    correction: Correction = "holm"
     hellinger_distance: float = 0.4
     numeric_algorithm: DriftAlgorithm = "ks"
     categorical_algorithm: DriftAlgorithm = "chi-square"
@@ -104,11 +114,15 @@ class DriftThresholds:
     """Per-column choices over the two defaults, e.g. {"confidence": "hellinger"}."""
 
     def __post_init__(self) -> None:
-        for name in ("ks_p_value", "chi_square_p_value", "hellinger_distance"):
+        for name in ("alpha", "hellinger_distance"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ValueError(
                     f"{name} must lie strictly between 0 and 1, got {getattr(self, name)}"
                 )
+        if self.correction not in get_args(Correction):
+            raise ValueError(
+                f"correction is {self.correction!r}; expected one of {get_args(Correction)}"
+            )
         chosen = {
             "numeric_algorithm": self.numeric_algorithm,
             "categorical_algorithm": self.categorical_algorithm,
@@ -125,11 +139,24 @@ class DriftThresholds:
         return self.column_algorithms.get(column, default)
 
     def threshold(self, algorithm: DriftAlgorithm) -> float:
-        return {
-            "ks": self.ks_p_value,
-            "chi-square": self.chi_square_p_value,
-            "hellinger": self.hellinger_distance,
-        }[algorithm]
+        """What a column's score is compared with: `alpha` for a (corrected) p-value."""
+        return self.hellinger_distance if algorithm == "hellinger" else self.alpha
+
+
+def adjust_p_values(p_values: Sequence[float], correction: Correction) -> list[float]:
+    """The p-values corrected for testing them all at once (same order): Holm's step-down,
+    Bonferroni's m × p, or as they are."""
+    m = len(p_values)
+    if correction == "none":
+        return [float(p) for p in p_values]
+    if correction == "bonferroni":
+        return [min(1.0, m * float(p)) for p in p_values]
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda k: p_values[k])):
+        running = max(running, min(1.0, (m - rank) * float(p_values[i])))
+        adjusted[i] = running
+    return adjusted
 
 
 @dataclass(frozen=True)
@@ -141,16 +168,23 @@ class ColumnDrift:
     statistic: float
     """KS: largest CDF gap; chi-square: the statistic; Hellinger: the distance, in [0, 1]."""
     p_value: float | None
-    """KS and chi-square only."""
+    """KS and chi-square only: the column's own p-value."""
     threshold: float
     drifted: bool
     category: str
-    """whylogs' drift category: DRIFT or NO_DRIFT."""
+    """DRIFT or NO_DRIFT (whylogs' names), after the correction across columns."""
+    adjusted_p_value: float | None = None
+    """The p-value corrected for the columns tested with it: what `threshold` applies to."""
+    reference_value: str = ""
+    target_value: str = ""
+    """What moved, in words: the median (numbers) or the category whose share moved most."""
 
     @property
     def score(self) -> float:
-        """What the threshold applies to: the p-value, or Hellinger's distance."""
-        return self.statistic if self.p_value is None else self.p_value
+        """What the threshold applies to: the corrected p-value, or Hellinger's distance."""
+        if self.p_value is None:
+            return self.statistic
+        return self.p_value if self.adjusted_p_value is None else self.adjusted_p_value
 
     @property
     def severity(self) -> float:
@@ -158,14 +192,33 @@ class ColumnDrift:
         (p-values compare on a log scale, so 1e-6 against 0.01 is 3)."""
         if self.p_value is None:
             return self.statistic / self.threshold
-        if self.p_value <= 0.0:
+        if self.score <= 0.0:
             return math.inf
-        return math.log(self.p_value) / math.log(self.threshold)
+        return math.log(self.score) / math.log(self.threshold)
+
+    def explanation(self) -> str:
+        """Why this column drifted (or not), in one line a person reads."""
+        moved = (
+            f"{self.target_value} in this window vs {self.reference_value} in the reference; "
+            if self.target_value
+            else ""
+        )
+        if self.p_value is None:
+            return (
+                f"{self.column}: {moved}Hellinger distance {self.statistic:.3f} "
+                f"{'≥' if self.drifted else '<'} {self.threshold:g}"
+            )
+        return (
+            f"{self.column}: {moved}{self.algorithm} p = {self.p_value:.2g}, corrected for the "
+            f"columns tested {self.score:.2g} {'<' if self.drifted else '≥'} α {self.threshold:g}"
+        )
 
 
 @dataclass(frozen=True)
 class DriftReport:
     columns: tuple[ColumnDrift, ...]
+    alpha: float = DriftThresholds.alpha
+    correction: str = DriftThresholds.correction
 
     @property
     def drifted(self) -> bool:
@@ -183,6 +236,11 @@ class DriftReport:
             f"no column {name!r} in this drift report: {[c.column for c in self.columns]}"
         )
 
+    def reasons(self) -> list[str]:
+        """Each drifted column, worst first, in words (empty: no drift)."""
+        drifted = sorted((c for c in self.columns if c.drifted), key=lambda c: -c.severity)
+        return [column.explanation() for column in drifted]
+
     def as_frame(self) -> pl.DataFrame:
         """One row per column, drifted first: what `assets.metadata.markdown_table` shows."""
         return pl.DataFrame(
@@ -195,15 +253,29 @@ class DriftReport:
                 "threshold": pl.Float64,
                 "drifted": pl.Boolean,
                 "category": pl.Utf8,
+                "adjusted_p_value": pl.Float64,
+                "reference_value": pl.Utf8,
+                "target_value": pl.Utf8,
             },
         ).sort("drifted", "column", descending=[True, False])
 
     def to_json(self) -> str:
-        return json.dumps([asdict(column) for column in self.columns], indent=1)
+        return json.dumps(
+            {
+                "alpha": self.alpha,
+                "correction": self.correction,
+                "columns": [asdict(column) for column in self.columns],
+            },
+            indent=1,
+        )
 
     @classmethod
     def from_json(cls, text: str) -> DriftReport:
-        return cls(tuple(ColumnDrift(**column) for column in json.loads(text)))
+        data = json.loads(text)
+        if isinstance(data, list):  # written before the correction across columns
+            return cls(tuple(ColumnDrift(**column) for column in data))
+        columns = tuple(ColumnDrift(**column) for column in data["columns"])
+        return cls(columns, data["alpha"], data["correction"])
 
 
 def _frequent_stats(
@@ -370,25 +442,64 @@ def compare_profiles(
         drift_map={name: _whylogs_algorithm(*chosen[name]) for name in names},
         with_thresholds=True,
     )
-    report = []
     for name in names:
-        algorithm, threshold = chosen[name]
-        score = scores.get(name)
-        if score is None:
+        if scores.get(name) is None:
+            algorithm = chosen[name][0]
             raise ValueError(
                 f"column {name!r}: whylogs' {algorithm} could not score it (needs "
                 f"{'a numeric distribution' if algorithm == 'ks' else 'values'} in both profiles)"
             )
-        p_value = score["pvalue"]
+    tested = [name for name in names if scores[name]["pvalue"] is not None]
+    adjusted = dict(
+        zip(
+            tested,
+            adjust_p_values([float(scores[n]["pvalue"]) for n in tested], thresholds.correction),
+            strict=True,
+        )
+    )
+    report = []
+    for name in names:
+        algorithm, threshold = chosen[name]
+        score = scores[name]
+        if name in adjusted:
+            drifted = adjusted[name] < threshold
+        else:
+            drifted = score["drift_category"] == DRIFT_CATEGORY
+        was, now = _typical_values(reference_columns[name], target_columns[name])
         report.append(
             ColumnDrift(
                 column=name,
                 algorithm=algorithm,
                 statistic=float(score["statistic"]),
-                p_value=None if p_value is None else float(p_value),
+                p_value=None if name not in adjusted else float(score["pvalue"]),
                 threshold=threshold,
-                drifted=score["drift_category"] == DRIFT_CATEGORY,
-                category=score["drift_category"],
+                drifted=drifted,
+                category=DRIFT_CATEGORY if drifted else NO_DRIFT_CATEGORY,
+                adjusted_p_value=adjusted.get(name),
+                reference_value=was,
+                target_value=now,
             )
         )
-    return DriftReport(tuple(report))
+    return DriftReport(tuple(report), thresholds.alpha, thresholds.correction)
+
+
+def _typical_values(reference: ColumnProfileView, target: ColumnProfileView) -> tuple[str, str]:
+    """What a person compares: both medians of a numeric column; for a categorical one, the
+    category whose share moved most, with its share on each side."""
+    if _is_numeric(reference) and _is_numeric(target):
+        medians = [view.get_metric("distribution").median for view in (reference, target)]
+        return tuple(f"median {m:.4g}" if m is not None else "–" for m in medians)
+    stats = _frequent_stats(target, reference)
+    if stats is None:
+        return "", ""
+    observed, seen = (_frequencies(side) for side in stats)
+    target_total, reference_total = sum(observed.values()), sum(seen.values())
+    if not target_total or not reference_total:
+        return "", ""
+    share = {
+        c: (seen.get(c, 0.0) / reference_total, observed.get(c, 0.0) / target_total)
+        for c in {*observed, *seen}
+    }
+    moved = max(sorted(share), key=lambda c: abs(share[c][1] - share[c][0]))
+    was, now = share[moved]
+    return f"{moved} {was:.0%}", f"{moved} {now:.0%}"

@@ -24,6 +24,7 @@ from ml.synthetic.requests import generate_requests
 from orchestration.pipeline import PipelineRun, execute_quietly, ingest_request_drops
 from tests.conftest import SERVED_TRANSFORMER, ServedPlatform
 
+QUIET = datetime(2026, 11, 30, 9, tzinfo=UTC)
 CALM = datetime(2026, 11, 30, 10, tzinfo=UTC)
 SHIFTED = datetime(2026, 11, 30, 11, tzinfo=UTC)
 TOPICS = [
@@ -57,8 +58,11 @@ def shifted_texts(count: int) -> list[str]:
     return texts[:count]
 
 
-def serve_into_log(platform: ServedPlatform, texts: list[str], hour: datetime) -> None:
-    """Answer `texts` with the champion and log each answer as the service does."""
+def serve_into_log(
+    platform: ServedPlatform, texts: list[str], hour: datetime, version: str | None = None
+) -> None:
+    """Answer `texts` with the champion and log each answer as the service does (as another
+    model `version`'s answers, the canary's, when given)."""
     registry = Registry(platform.settings.tracking_uri, platform.settings.artifact_root)
     champion = registry.champion(REQUEST_CLASSIFIER)
     answers = registry.load(REQUEST_CLASSIFIER, champion.version).predict(
@@ -69,13 +73,14 @@ def serve_into_log(platform: ServedPlatform, texts: list[str], hour: datetime) -
         prediction_record(
             "classify",
             REQUEST_CLASSIFIER,
-            champion.version,
+            version or champion.version,
             {"text": text},
             {"intent": intent},
             text=text,
             intent=intent,
             confidence=float(confidence),
-            served_at=hour + timedelta(seconds=20 * i),
+            served_at=hour + timedelta(seconds=20 * i + (10 if version else 0)),
+            variant="challenger" if version else "champion",
         )
         for i, (text, intent, confidence) in enumerate(
             zip(texts, answers["intent"], answers["confidence"], strict=True)
@@ -97,10 +102,13 @@ def evaluate(platform: ServedPlatform, cursor: str | None):
 def monitored(served_platform: ServedPlatform) -> ServedPlatform:
     # A sample of a large draw keeps the generator's natural class mix (a draw of 150 would
     # force every one of the 77 intents in: a near-uniform mix, itself a shift).
-    calm = generate_requests(1500, seed=77, start=CALM, end=SHIFTED).sample(150, seed=0)
-    serve_into_log(served_platform, calm["text"].to_list(), CALM)
+    calm = generate_requests(1500, seed=77, start=CALM, end=SHIFTED).sample(170, seed=0)
+    serve_into_log(served_platform, calm["text"].to_list()[:150], CALM)
+    # A canary's answers in the calm hour: another model's, never judged against this one's.
+    serve_into_log(served_platform, shifted_texts(40), CALM, version="999")
     serve_into_log(served_platform, shifted_texts(150), SHIFTED)
-    for hour in (CALM, SHIFTED):
+    serve_into_log(served_platform, calm["text"].to_list()[150:], QUIET)
+    for hour in (QUIET, CALM, SHIFTED):
         result = execute_quietly(
             served_platform.defs,
             served_platform.instance,
@@ -117,12 +125,20 @@ def test_unshifted_traffic_does_not_drift_and_shifted_traffic_does(
     reports = {r["window"]: r for r in read_drift_reports(monitored.defs.resources["monitoring"])}
     calm, shifted = reports[CALM.strftime("%Y-%m-%dT%H")], reports[SHIFTED.strftime("%Y-%m-%dT%H")]
     assert calm["rows"] == 150 and not calm["drifted"], calm["drifted_columns"]
+    assert calm["judged_rows"] == 150 and calm["correction"] == "holm"
     assert shifted["drifted"]
     assert {"oov_rate", "embedding_distance"} <= set(shifted["drifted_columns"])
     assert calm["drop_id"] is None and shifted["drop_id"].startswith("serving-")
+    assert any(r.startswith("oov_rate: ") and "median" in r for r in shifted["reasons"])
     event = monitored.instance.get_latest_materialization_event(AssetKey("drift_report"))
     metadata = event.asset_materialization.metadata
     assert "drift_chart" in metadata and "columns" in metadata
+    assert metadata["verdict"].value.startswith(f"drift in {shifted['drifted_columns'][0]}")
+    assert "since 2026-11-30 11:00 UTC (1 hour in a row)" in metadata["verdict"].value
+    quiet = reports[QUIET.strftime("%Y-%m-%dT%H")]
+    assert (quiet["rows"], quiet["drifted"], quiet["drop_id"]) == (20, False, None)
+    assert quiet["note"].startswith("too little traffic: 20 answers")
+    assert quiet["reference_rows"] >= 2 * 150, "the reference holds 2x the largest window"
 
 
 def test_drift_requests_exactly_one_retraining_run_with_the_drifted_texts_as_candidates(
@@ -184,9 +200,41 @@ def test_drift_requests_exactly_one_retraining_run_with_the_drifted_texts_as_can
     assert {"request_classifier_promotion", "champion_bento", "reference_profiles"} <= materialized
 
 
+def test_with_persistence_2_a_drifted_hour_alone_requests_nothing_and_the_second_does() -> None:
+    now = datetime(2026, 11, 30, 15, tzinfo=UTC)
+
+    def hour(h: int, drifted: bool) -> dict:
+        start = datetime(2026, 11, 30, h, tzinfo=UTC)
+        return {
+            "window": f"{start:%Y-%m-%dT%H}",
+            "window_start": start.isoformat(),
+            "complete": True,
+            "drifted": drifted,
+            "drifted_columns": ["oov_rate"] if drifted else [],
+            "drop_id": f"d{h}",
+        }
+
+    drops = {"d11", "d12", "d13"}
+    first = plan_retraining([hour(11, True), hour(12, False)], {}, drops, now, 6, persistence=2)
+    assert (
+        first.window is None
+        and "1 drifted hour(s) in a row, 2 wanted" in first.notes["2026-11-30T11"]
+    )
+    both = [hour(11, True), hour(12, False), hour(13, True), hour(14, True)]
+    second = plan_retraining(both, first.cursor, drops | {"d14"}, now, 6, persistence=2)
+    assert second.window == "2026-11-30T14", second.notes
+    assert "2 wanted" in second.notes["2026-11-30T13"]
+
+
 def test_a_drifted_window_within_the_minimum_interval_requests_no_run() -> None:
     now = datetime(2026, 11, 30, 14, tzinfo=UTC)
-    report = {"window": "2026-11-30T13", "complete": True, "drifted": True, "drop_id": "d"}
+    report = {
+        "window": "2026-11-30T13",
+        "window_start": datetime(2026, 11, 30, 13, tzinfo=UTC).isoformat(),
+        "complete": True,
+        "drifted": True,
+        "drop_id": "d",
+    }
     plan = plan_retraining(
         [{**report, "drifted_columns": ["oov_rate"]}],
         {"decided": [], "last_retraining_at": (now - timedelta(hours=1)).isoformat()},

@@ -16,10 +16,18 @@ from ml.monitoring.drift import (
     DatasetProfileView,
     DriftReport,
     DriftThresholds,
+    adjust_p_values,
     compare_profiles,
     deserialize_profile,
     profile,
     serialize_profile,
+)
+from ml.monitoring.drift_power import (
+    alarm_rate,
+    calm_windows,
+    shifted_windows,
+    surge_windows,
+    wilson_interval,
 )
 from ml.monitoring.forecast_error import forecast_error_drift
 from ml.monitoring.request_features import (
@@ -32,6 +40,7 @@ from ml.monitoring.request_features import (
 from ml.plots import drift_figure
 from ml.requests.classifiers import BaselineClassifier, LabeledTexts, train_baseline
 from ml.requests.taxonomy import synthetic_taxonomy
+from ml.synthetic.request_shifts import INTENT_MIX, SHIFT_SHARES, TEXT_SHIFTS, shift_texts
 from ml.synthetic.requests import generate_requests
 
 START, END = datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 31, tzinfo=UTC)
@@ -190,7 +199,7 @@ def test_off_topic_requests_drift_in_vocabulary_and_meaning(
 ):
     report = compare_profiles(reference_profile, off_topic)
     assert {"oov_rate", "embedding_distance"} <= set(report.drifted_columns)
-    assert report.column("embedding_distance").p_value < DriftThresholds().ks_p_value
+    assert report.column("embedding_distance").score < DriftThresholds().alpha
     assert report.drifted
 
 
@@ -292,6 +301,91 @@ def test_the_drift_figure_has_one_bar_per_column_drifted_ones_in_orange(
     assert colours["oov_rate"] == to_hex("tab:orange")
     assert {colours[c.column] for c in report.columns if not c.drifted} <= {to_hex("tab:blue")}
     assert "oov_rate" in figure.axes[0].get_title()
+
+
+# --- the verdict across columns, and how often it is right ----------------------------------------
+
+
+def test_holm_corrects_for_the_six_columns_tested_at_once():
+    """One of six columns just under the raw α (0.009 < 0.01) is what six calm columns give
+    one window in twenty: no drift. A p-value of 1e-4 is drift however many columns."""
+    calm = [0.009, 0.5, 0.6, 0.7, 0.8, 0.9]
+    holm = adjust_p_values(calm, "holm")
+    assert holm[0] == pytest.approx(6 * 0.009) and holm[0] > DriftThresholds().alpha
+    assert adjust_p_values(calm, "none")[0] == 0.009 < DriftThresholds().alpha
+    assert adjust_p_values([1e-4, 0.02, 0.5], "holm") == pytest.approx([3e-4, 0.04, 0.5])
+    assert adjust_p_values([0.3, 0.4], "bonferroni") == pytest.approx([0.6, 0.8])
+    # Holm's step-down never lets a larger p-value get a smaller corrected one.
+    assert adjust_p_values([0.01, 0.011], "holm") == pytest.approx([0.02, 0.02])
+
+
+def test_the_report_applies_the_correction_and_says_why_in_words(
+    reference_profile: DatasetProfileView, off_topic: DatasetProfileView
+):
+    raw = compare_profiles(reference_profile, off_topic, DriftThresholds(correction="none"))
+    corrected = compare_profiles(reference_profile, off_topic)
+    smallest = min(c.p_value for c in raw.columns)
+    worst = min(corrected.columns, key=lambda c: c.p_value)
+    assert worst.adjusted_p_value == pytest.approx(min(1.0, len(REQUEST_FEATURES) * smallest))
+    assert {c.column: c.p_value for c in raw.columns} == {
+        c.column: c.p_value for c in corrected.columns
+    }
+    reasons = corrected.reasons()
+    assert len(reasons) == len(corrected.drifted_columns)
+    distance = next(r for r in reasons if r.startswith("embedding_distance"))
+    assert "median" in distance and "in the reference" in distance and "α 0.01" in distance
+
+
+@dataclass(frozen=True)
+class Pools:
+    """Features of held-out requests: the reference, and a disjoint pool calm windows are drawn
+    from, with each pool text shifted by each kind (row for row)."""
+
+    reference: DatasetProfileView
+    calm: pl.DataFrame
+    shifted: dict[str, pl.DataFrame]
+
+
+@pytest.fixture(scope="module")
+def pools(champion: Champion) -> Pools:
+    draw = requests(1800, seed=900).sample(fraction=1.0, shuffle=True, seed=0)
+    reference, pool = draw[:900], draw[900:]
+    texts = pool["text"].to_list()
+    intents = pool.select(pl.col("intent").alias("true_intent"))
+
+    def features(batch: list[str]) -> pl.DataFrame:
+        return pl.concat([champion.features(batch), intents], how="horizontal")
+
+    return Pools(
+        champion.profile_of(reference["text"].to_list()),
+        features(texts),
+        {kind: features(shift_texts(kind, texts, seed=k)) for k, kind in enumerate(TEXT_SHIFTS)},
+    )
+
+
+def test_fresh_calm_windows_raise_no_more_alarms_than_the_target_rate_allows(pools: Pools):
+    """40 windows of 200 drawn anew on every run (no fixed sample): at a false-alarm rate of 1%
+    three or more alarms happen in under 1% of runs."""
+    windows = calm_windows(pools.calm, 200, 40, np.random.default_rng())
+    rate = alarm_rate("calm", pools.reference, windows)
+    assert rate.windows == 40 and rate.rows == 200
+    assert rate.drifted <= 2, rate.columns
+
+
+def test_every_kind_of_shift_drifts_at_200_rows(pools: Pools):
+    rng = np.random.default_rng(7)
+    for kind, shifted in pools.shifted.items():
+        windows = shifted_windows(pools.calm, shifted, 200, 5, SHIFT_SHARES[kind], rng)
+        assert alarm_rate(kind, pools.reference, windows).drifted == 5, kind
+    surges = surge_windows(pools.calm, 200, 5, SHIFT_SHARES[INTENT_MIX], rng)
+    assert alarm_rate(INTENT_MIX, pools.reference, surges).drifted == 5
+
+
+def test_the_wilson_interval_brackets_the_rate():
+    low, high = wilson_interval(0, 500)
+    assert low == 0.0 and 0.005 < high < 0.008
+    low, high = wilson_interval(98, 100)
+    assert low < 0.98 < high <= 1.0
 
 
 # --- demand: realized forecast error -------------------------------------------------------------
