@@ -256,6 +256,10 @@ class Monitoring(ConfigurableResource):
     column_algorithms: dict[str, str] = Field(default_factory=dict)
     """Per-column algorithm over the defaults (KS for numbers, chi-square for categories), e.g.
     {"confidence": "hellinger"}."""
+    min_effect: dict[str, float] = Field(default_factory=dict)
+    """Per column, the smallest move that counts as drift (median, or a category's share), e.g.
+    {"confidence": 0.05}; demand's residual columns default to
+    ml.monitoring.forecast_error.RESIDUAL_MIN_EFFECT."""
     min_rows: int = 50
     """Fewer answers than this in a window: "too little traffic", no verdict, nothing requested."""
     min_reference_ratio: float = 2.0
@@ -264,8 +268,10 @@ class Monitoring(ConfigurableResource):
     drift_persistence: int = 1
     """Consecutive drifted hours before the drift sensor requests retraining (2: one drifted hour
     alone is noted, not acted on)."""
-    forecast_wape_threshold: float = 0.5
-    """Realized WAPE of the demand champion's latest forecast above this is drift."""
+    forecast_wape_threshold: float | None = None
+    """Also drift when the demand champion's realized WAPE exceeds this (off by default: its
+    own backtest errors are the yardstick, and a fixed WAPE ceiling alarms on series that are
+    hard to forecast however calm they are)."""
     retrain_min_interval_hours: float = 6.0
     """At most one drift-triggered retraining per model in this many hours."""
 
@@ -279,6 +285,7 @@ class Monitoring(ConfigurableResource):
             correction=self.drift_correction,
             hellinger_distance=self.hellinger_distance,
             column_algorithms=dict(self.column_algorithms),
+            min_effect=dict(self.min_effect),
         )
 
 

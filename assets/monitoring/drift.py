@@ -1,6 +1,7 @@
 """Monitoring on the lineage graph: the service's prediction logs (a source, one partition per
 hour), whylogs profiles of the champion's reference data and of each hour of traffic, and the
-drift report that the drift sensor acts on. For demand, realized forecast error is the signal.
+drift report that the drift sensor acts on. For demand, the champion's realized errors against
+its own backtest errors are the signal.
 
 Files live under the monitoring resource's folders: `profiles/reference/<version>/`,
 `profiles/serving/<window>.bin`, `profiles/drift/<window>.json`.
@@ -8,6 +9,7 @@ Files live under the monitoring resource's folders: `profiles/reference/<version
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +25,7 @@ from dagster import (
     asset,
 )
 
+from assets.demand.forecasting import BACKTEST_TABLE
 from assets.demand.forecasts import FORECASTS_TABLE
 from assets.metadata import counts_table, markdown_table, picture, preview
 from assets.monitoring import GROUP, OWNERS
@@ -35,6 +38,7 @@ from ml.data.atomic_files import (
     write_text_atomically,
 )
 from ml.data.drops import drop_id_for, write_drop
+from ml.demand.forecaster import with_point_intervals
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.monitoring.drift import (
     compare_profiles,
@@ -43,7 +47,7 @@ from ml.monitoring.drift import (
     profile_rows,
     serialize_profile,
 )
-from ml.monitoring.forecast_error import forecast_error_drift
+from ml.monitoring.forecast_error import forecast_error_drift, residual_drift
 from ml.monitoring.prediction_log import WINDOW_FORMAT, read_predictions, window_start
 from ml.monitoring.request_features import (
     REQUEST_FEATURES,
@@ -470,14 +474,16 @@ DEMAND_DRIFT_FILE = "demand_drift.json"
 
 
 @asset(
-    deps=["demand_forecast_errors"],
+    deps=["demand_forecast_errors", "demand_backtests"],
     group_name=GROUP,
     owners=OWNERS,
-    code_version="1",
-    kinds={"python", "duckdb"},
+    code_version="2",
+    kinds={"whylogs", "python", "duckdb"},
     description=(
-        "Demand drift: the realized error (WAPE) of the champion's latest forecast whose "
-        "actuals have arrived, against its own threshold (monitoring resource)."
+        "Demand drift: the realized errors of the champion's latest forecast whose actuals "
+        "have arrived against the same model's errors in its own backtest (KS on the log "
+        "error, chi-square on where actuals fell against P10–P90, Holm across the two), and "
+        "its realized WAPE; thresholds in the monitoring resource."
     ),
 )
 def demand_forecast_drift(
@@ -488,46 +494,121 @@ def demand_forecast_drift(
 ) -> MaterializeResult:
     champion = model_registry.registry().champion(DEMAND_FORECASTER)
     version = champion.version if champion else ""
+    schema = {
+        "forecast_origin": pl.Date,
+        "period_start": pl.Date,
+        "actual": pl.Float64,
+        "p10": pl.Float64,
+        "p50": pl.Float64,
+        "p90": pl.Float64,
+    }
     realized = warehouse.query_if_exists(
         FORECASTS_TABLE,
         f"""
-        select f.forecast_origin, f.period_start, m.units as actual, f.p50
+        select f.store, f.item, f.forecast_origin, f.period_start, m.units as actual,
+               f.p10, f.p50, f.p90
         from {FORECASTS_TABLE} f join mart_demand m
           on m.store = f.store and m.item = f.item and m.period_start = f.period_start
         where m.units is not null and f.model_version = ?
         """,
         [version],
-        {
-            "forecast_origin": pl.Date,
-            "period_start": pl.Date,
-            "actual": pl.Float64,
-            "p50": pl.Float64,
-        },
+        {"store": pl.Utf8, "item": pl.Utf8, **schema},
     )
     if not realized.is_empty():
         realized = realized.filter(pl.col("forecast_origin") == realized["forecast_origin"].max())
-    signal = forecast_error_drift(realized, monitoring.forecast_wape_threshold)
-    outcome = {
+    kind = champion.tags.get("kind", "") if champion else ""
+    backtest = warehouse.query_if_exists(
+        BACKTEST_TABLE,
+        f"""
+        select store, item, period_start, actual, p10, p50, p90 from {BACKTEST_TABLE}
+        where model = ? and backtest_version = ?
+        """,
+        [kind, champion.tags.get("test_version", "") if champion else ""],
+        {"store": pl.Utf8, "item": pl.Utf8, **schema},
+    )
+    backtest = with_point_intervals(backtest.drop("forecast_origin", strict=False))
+    # Series the champion's kind does not forecast (its fallback does) have no backtest here.
+    realized = realized.join(backtest.select("store", "item").unique(), on=["store", "item"])
+    ceiling = monitoring.forecast_wape_threshold
+    signal = forecast_error_drift(realized, math.inf if ceiling is None else ceiling)
+    origin = str(realized["forecast_origin"].max()) if signal.rows else None
+    outcome: dict[str, object] = {
         "model_version": version,
-        "forecast_origin": str(realized["forecast_origin"].max()) if signal.rows else None,
+        "model_kind": kind,
+        "forecast_origin": origin,
         "last_period": str(signal.window[1]) if signal.window else None,
         "wape": signal.wape,
-        "threshold": signal.threshold,
-        "drifted": signal.drifted,
+        "wape_threshold": ceiling,
         "rows": signal.rows,
+        "reference_rows": backtest.height,
+        "judged_rows": 0,
+        "drifted": False,
+        "reasons": [],
         "evaluated_at": datetime.now(UTC).isoformat(),
     }
+    metadata: dict[str, object] = {
+        "model_version": version or "none",
+        "realized_wape": signal.wape,
+        "scored_points": signal.rows,
+        "reference_rows": backtest.height,
+    }
+    if signal.rows < monitoring.min_rows:
+        outcome["note"] = (
+            f"too little to judge: {signal.rows} realized forecasts of v{version or '-'}, fewer "
+            f"than {monitoring.min_rows}; no verdict"
+        )
+    elif backtest.is_empty():
+        outcome["note"] = f"no backtest of {kind or 'the champion'} to compare with; no verdict"
+    else:
+        judged, sampled = judged_sample(
+            realized,
+            int(backtest.height / monitoring.min_reference_ratio),
+            f"{version}:{origin}",
+        )
+        report = residual_drift(backtest, judged, monitoring.thresholds())
+        reasons = report.reasons()
+        if signal.drifted:
+            reasons.append(f"realized WAPE {signal.wape:.3f} > {ceiling:g}")
+        outcome.update(
+            judged_rows=judged.height,
+            drifted=bool(reasons),
+            reasons=reasons,
+            columns=json.loads(report.to_json())["columns"],
+            alpha=report.alpha,
+            correction=report.correction,
+        )
+        if sampled:
+            outcome["note"] = (
+                f"judged a seeded sample of {judged.height} of {signal.rows} realized forecasts: "
+                f"the backtest ({backtest.height}) holds at least "
+                f"{monitoring.min_reference_ratio:g}× the rows judged"
+            )
+        metadata.update(
+            {
+                "columns": markdown_table(report.as_frame(), digits=4),
+                "drift_chart": picture(
+                    drift_figure(report, f"Demand drift, origin {origin}"), "drift per column"
+                ),
+            }
+        )
     path = monitoring.profiles / DEMAND_DRIFT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomically(path, json.dumps(outcome, indent=1))
-    context.log.info(f"demand drift: {outcome}")
+    verdict = demand_drift_verdict(outcome)
+    context.log.info(f"demand drift: {verdict}")
     return MaterializeResult(
-        metadata={
-            "model_version": version or "none",
-            "realized_wape": signal.wape,
-            "threshold": signal.threshold,
-            "drifted": signal.drifted,
-            "scored_points": signal.rows,
-            "note": "no actuals yet for the champion's forecasts" if not signal.rows else "",
-        }
+        metadata={**metadata, "drifted": bool(outcome["drifted"]), "why": verdict}
+    )
+
+
+def demand_drift_verdict(outcome: dict[str, object]) -> str:
+    """The demand drift evaluation in one line: its reasons, the note, or no drift."""
+    if outcome["drifted"]:
+        return "drift: " + "; ".join(outcome["reasons"])
+    if "columns" not in outcome:
+        return str(outcome.get("note", "no verdict"))
+    return (
+        f"no drift in the champion's realized errors vs its backtest ({outcome['judged_rows']} "
+        f"realized, {outcome['reference_rows']} backtest rows; realized WAPE "
+        f"{outcome['wape']:.3f})"
     )

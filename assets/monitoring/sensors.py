@@ -19,6 +19,7 @@ from assets.demand.jobs import demand_models_job
 from assets.monitoring.drift import (
     DEMAND_DRIFT_FILE,
     SERVING_SOURCE,
+    demand_drift_verdict,
     drift_report,
     drifted_since,
     drifted_starts,
@@ -157,8 +158,8 @@ def drift_sensor(context: SensorEvaluationContext, monitoring: Monitoring):
     minimum_interval_seconds=300,
     default_status=DefaultSensorStatus.RUNNING,
     description=(
-        "Requests one demand retraining run when the champion's realized forecast error crosses "
-        "its threshold, once per forecast origin (run key)."
+        "Requests one demand retraining run when the champion's realized forecast errors drift "
+        "from its backtest errors, once per forecast origin (run key)."
     ),
 )
 def demand_drift_sensor(context: SensorEvaluationContext, monitoring: Monitoring):
@@ -167,12 +168,9 @@ def demand_drift_sensor(context: SensorEvaluationContext, monitoring: Monitoring
         return SkipReason("no demand drift evaluation yet")
     signal = json.loads(path.read_text(encoding="utf-8"))
     if not signal["drifted"]:
-        return SkipReason(f"realized WAPE {signal['wape']:.3f} within {signal['threshold']}")
+        return SkipReason(demand_drift_verdict(signal))
     key = f"demand:{signal['model_version']}:{signal['forecast_origin']}"
     return RunRequest(
         run_key=key,
-        tags={
-            "mlops/trigger": "drift",
-            "mlops/reason": f"realized WAPE {signal['wape']:.3f} > {signal['threshold']}",
-        },
+        tags={"mlops/trigger": "drift", "mlops/reason": "; ".join(signal["reasons"])[:1000]},
     )

@@ -57,6 +57,18 @@ def interval_ratios(backtest: pl.DataFrame) -> tuple[float, float]:
     return float(np.quantile(values, QUANTILES[0])), float(np.quantile(values, QUANTILES[-1]))
 
 
+def with_point_intervals(backtest: pl.DataFrame) -> pl.DataFrame:
+    """One model's backtest rows with the P10/P90 its fitted forecaster serves: a point model's
+    rows (p10 = p50 = p90 throughout) get its interval_ratios; a quantile model's stay."""
+    point = (pl.col("p10") == pl.col("p50")) & (pl.col("p90") == pl.col("p50"))
+    if backtest.is_empty() or not backtest.select(point.all()).item():
+        return backtest
+    low, high = interval_ratios(backtest)
+    return backtest.with_columns(
+        (pl.col("p50") * low).alias("p10"), (pl.col("p50") * high).alias("p90")
+    )
+
+
 @dataclass
 class DemandForecaster:
     kind: str

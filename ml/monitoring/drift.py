@@ -112,6 +112,10 @@ class DriftThresholds:
     categorical_algorithm: DriftAlgorithm = "chi-square"
     column_algorithms: Mapping[str, DriftAlgorithm] = field(default_factory=dict)
     """Per-column choices over the two defaults, e.g. {"confidence": "hellinger"}."""
+    min_effect: Mapping[str, float] = field(default_factory=dict)
+    """Per column, the smallest move worth an alarm: of the median (numbers) or of the share of
+    the category that moved most (categories). A significant move below it is not drift: with
+    many rows a test finds differences nobody would act on."""
 
     def __post_init__(self) -> None:
         for name in ("alpha", "hellinger_distance"):
@@ -119,6 +123,9 @@ class DriftThresholds:
                 raise ValueError(
                     f"{name} must lie strictly between 0 and 1, got {getattr(self, name)}"
                 )
+        for column, effect in self.min_effect.items():
+            if effect < 0:
+                raise ValueError(f"min_effect[{column!r}] must be >= 0, got {effect}")
         if self.correction not in get_args(Correction):
             raise ValueError(
                 f"correction is {self.correction!r}; expected one of {get_args(Correction)}"
@@ -178,6 +185,10 @@ class ColumnDrift:
     reference_value: str = ""
     target_value: str = ""
     """What moved, in words: the median (numbers) or the category whose share moved most."""
+    moved: float | None = None
+    """How far: the medians' difference, or the change of that category's share."""
+    min_effect: float = 0.0
+    """The smallest move that counts as drift (DriftThresholds.min_effect)."""
 
     @property
     def score(self) -> float:
@@ -204,14 +215,22 @@ class ColumnDrift:
             else ""
         )
         if self.p_value is None:
-            return (
-                f"{self.column}: {moved}Hellinger distance {self.statistic:.3f} "
-                f"{'≥' if self.drifted else '<'} {self.threshold:g}"
+            test = (
+                f"Hellinger distance {self.statistic:.3f} "
+                f"{'≥' if self.statistic >= self.threshold else '<'} {self.threshold:g}"
             )
-        return (
-            f"{self.column}: {moved}{self.algorithm} p = {self.p_value:.2g}, corrected for the "
-            f"columns tested {self.score:.2g} {'<' if self.drifted else '≥'} α {self.threshold:g}"
-        )
+        else:
+            test = (
+                f"{self.algorithm} p = {self.p_value:.2g}, corrected for the columns tested "
+                f"{self.score:.2g} {'<' if self.score < self.threshold else '≥'} α "
+                f"{self.threshold:g}"
+            )
+        if self.min_effect and self.moved is not None:
+            test += (
+                f"; moved {self.moved:.3g} {'≥' if self.moved >= self.min_effect else '<'} "
+                f"the {self.min_effect:g} that counts"
+            )
+        return f"{self.column}: {moved}{test}"
 
 
 @dataclass(frozen=True)
@@ -256,6 +275,8 @@ class DriftReport:
                 "adjusted_p_value": pl.Float64,
                 "reference_value": pl.Utf8,
                 "target_value": pl.Utf8,
+                "moved": pl.Float64,
+                "min_effect": pl.Float64,
             },
         ).sort("drifted", "column", descending=[True, False])
 
@@ -465,7 +486,9 @@ def compare_profiles(
             drifted = adjusted[name] < threshold
         else:
             drifted = score["drift_category"] == DRIFT_CATEGORY
-        was, now = _typical_values(reference_columns[name], target_columns[name])
+        was, now, moved = _typical_values(reference_columns[name], target_columns[name])
+        floor = thresholds.min_effect.get(name, 0.0)
+        drifted = drifted and (moved is None or moved >= floor)
         report.append(
             ColumnDrift(
                 column=name,
@@ -478,28 +501,33 @@ def compare_profiles(
                 adjusted_p_value=adjusted.get(name),
                 reference_value=was,
                 target_value=now,
+                moved=moved,
+                min_effect=floor,
             )
         )
     return DriftReport(tuple(report), thresholds.alpha, thresholds.correction)
 
 
-def _typical_values(reference: ColumnProfileView, target: ColumnProfileView) -> tuple[str, str]:
-    """What a person compares: both medians of a numeric column; for a categorical one, the
-    category whose share moved most, with its share on each side."""
+def _typical_values(
+    reference: ColumnProfileView, target: ColumnProfileView
+) -> tuple[str, str, float | None]:
+    """What a person compares, and how far it moved: both medians of a numeric column; for a
+    categorical one, the category whose share moved most, with its share on each side."""
     if _is_numeric(reference) and _is_numeric(target):
-        medians = [view.get_metric("distribution").median for view in (reference, target)]
-        return tuple(f"median {m:.4g}" if m is not None else "–" for m in medians)
+        was, now = (view.get_metric("distribution").median for view in (reference, target))
+        words = tuple(f"median {m:.4g}" if m is not None else "–" for m in (was, now))
+        return *words, None if was is None or now is None else abs(now - was)
     stats = _frequent_stats(target, reference)
     if stats is None:
-        return "", ""
+        return "", "", None
     observed, seen = (_frequencies(side) for side in stats)
     target_total, reference_total = sum(observed.values()), sum(seen.values())
     if not target_total or not reference_total:
-        return "", ""
+        return "", "", None
     share = {
         c: (seen.get(c, 0.0) / reference_total, observed.get(c, 0.0) / target_total)
         for c in {*observed, *seen}
     }
     moved = max(sorted(share), key=lambda c: abs(share[c][1] - share[c][0]))
     was, now = share[moved]
-    return f"{moved} {was:.0%}", f"{moved} {now:.0%}"
+    return f"{moved} {was:.0%}", f"{moved} {now:.0%}", abs(now - was)

@@ -55,12 +55,13 @@ def alarm_rate(
     reference: DatasetProfileView,
     windows: Sequence[pl.DataFrame],
     thresholds: DriftThresholds | None = None,
+    features: Sequence[str] = REQUEST_FEATURES,
 ) -> AlarmRate:
-    """Judge each window (rows of REQUEST_FEATURES) against `reference` as the drift report
-    does; how many drifted, and in which columns."""
-    drifted, columns = 0, dict.fromkeys(REQUEST_FEATURES, 0)
+    """Judge each window (rows of `features`) against `reference` as the drift report does;
+    how many drifted, and in which columns."""
+    drifted, columns = 0, dict.fromkeys(features, 0)
     for window in windows:
-        target = profile(window.select(list(REQUEST_FEATURES)))
+        target = profile(window.select(list(features)))
         report = compare_profiles(reference, target, thresholds or DriftThresholds())
         drifted += report.drifted
         for column in report.drifted_columns:
@@ -116,6 +117,22 @@ def surge_windows(
         rest = rng.choice(calm.height, size=rows - surge, replace=False)
         windows.append(calm[np.concatenate([rest, picked]).tolist()])
     return windows
+
+
+LEVEL_SHIFT, PROMOTION_LIFT = "level shift", "promotion lift"
+DEMAND_SHIFTS = {LEVEL_SHIFT: (1.0, 1.25), PROMOTION_LIFT: (0.25, 1.8)}
+"""Kinds of demand shift as (share of rows, factor on their actuals): demand up 25% everywhere
+(a competitor closed), or a quarter of the rows selling 1.8× (promotions the model did not plan,
+or a lift it never learned). The forecasts stay as they were."""
+
+
+def shift_demand(kind: str, window: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
+    """`window` (forecast rows with an `actual`) with the `kind` of DEMAND_SHIFTS applied."""
+    share, factor = DEMAND_SHIFTS[kind]
+    hit = rng.random(window.height) < share
+    return window.with_columns(
+        pl.when(pl.Series(hit)).then(pl.col("actual") * factor).otherwise(pl.col("actual"))
+    )
 
 
 Featurize = Callable[[Sequence[str]], pl.DataFrame]

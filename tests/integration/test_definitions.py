@@ -49,7 +49,7 @@ def test_the_graph_runs_raw_to_validated_to_dbt_marts_to_serving_and_drift(
     assert upstream("reference_profiles") == {"champion_bento"}
     assert upstream("serving_profiles") == {"prediction_logs", "reference_profiles"}
     assert upstream("drift_report") == {"serving_profiles", "reference_profiles"}
-    assert upstream("demand_forecast_drift") == {"demand_forecast_errors"}
+    assert upstream("demand_forecast_drift") == {"demand_forecast_errors", "demand_backtests"}
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     for asset in ("validated_requests", "validated_demand"):
         for check in (

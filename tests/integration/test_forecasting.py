@@ -9,9 +9,10 @@ from datetime import date, timedelta
 import pandas as pd
 import polars as pl
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterInstance, RunRequest, build_sensor_context
 
 from assets.demand.forecasts import FORECASTS_TABLE
+from assets.monitoring.sensors import demand_drift_sensor
 from assets.resources import DataHome, Warehouse
 from ml.data.sources import DemandSource
 from ml.lifecycle.registered_models import DEMAND_FORECASTER
@@ -189,6 +190,36 @@ def test_realized_error_is_recorded_when_the_actuals_arrive(forecasting: Forecas
     ).item()
     assert window["points"][0] == observed  # every arrived actual, missing days not scored
     assert 0 < window["wape"][0] < 2
+
+
+def test_demand_drift_compares_realized_errors_with_the_backtest_and_requests_a_retraining(
+    forecasting: Forecasting,
+) -> None:
+    """After the actuals of the first origin arrived (the test above): judged against the
+    champion's own backtest errors; a forecast that halves the demand drifts, and the sensor
+    requests one run with the reason."""
+    later = forecasting.defs(LATER_END)
+    assert forecasting.warehouse.query("select count(*) from demand_forecast_errors").item()
+    assert execute_quietly(later, forecasting.instance, "demand_drift_job").success
+    drift = forecasting.metadata("demand_forecast_drift")
+    assert drift["reference_rows"].value > 0
+    assert drift["scored_points"].value >= 50
+    assert "no verdict" not in drift["why"].value, drift["why"].value  # judged, either way
+
+    with forecasting.warehouse.connect() as con:
+        con.execute(f"update {FORECASTS_TABLE} set p10 = p10 / 2, p50 = p50 / 2, p90 = p90 / 2")
+    assert execute_quietly(later, forecasting.instance, "demand_drift_job").success
+    drift = forecasting.metadata("demand_forecast_drift")
+    why = drift["why"].value
+    assert drift["drifted"].value and why.startswith("drift: "), why
+    assert "log_error: median" in why and "in this window vs median" in why
+    context = build_sensor_context(
+        instance=forecasting.instance, resources={"monitoring": later.resources["monitoring"]}
+    )
+    request = demand_drift_sensor(context)
+    assert isinstance(request, RunRequest)
+    assert request.tags["mlops/reason"].startswith("log_error: median")
+    assert request.run_key.startswith("demand:")
 
 
 def ingest_demand_until(defs, forecasting: Forecasting) -> bool:

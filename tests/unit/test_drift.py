@@ -23,13 +23,20 @@ from ml.monitoring.drift import (
     serialize_profile,
 )
 from ml.monitoring.drift_power import (
+    DEMAND_SHIFTS,
     alarm_rate,
     calm_windows,
+    shift_demand,
     shifted_windows,
     surge_windows,
     wilson_interval,
 )
-from ml.monitoring.forecast_error import forecast_error_drift
+from ml.monitoring.forecast_error import (
+    FORECAST_RESIDUALS,
+    forecast_error_drift,
+    forecast_residuals,
+    residual_drift,
+)
 from ml.monitoring.request_features import (
     REQUEST_FEATURES,
     TextReference,
@@ -427,3 +434,79 @@ def test_all_zero_actuals_leave_the_error_undefined():
         forecast_error_drift(forecast_errors([0, 0], [1, 2]), 0.3)
     with pytest.raises(ValueError, match=r"\['p50'\]"):
         forecast_error_drift(pl.DataFrame({"actual": [1.0]}), 0.3)
+
+
+def forecasts_with_actuals(rows: int, rng: np.random.Generator) -> pl.DataFrame:
+    """Calibrated forecasts: the actual is a negative-binomial draw whose mean is p50 and whose
+    10% and 90% quantiles are p10 and p90."""
+    from scipy.stats import nbinom
+
+    p50 = rng.uniform(3, 60, rows)
+    size = 6.0
+    chance = size / (size + p50)
+    return pl.DataFrame(
+        {
+            "actual": rng.negative_binomial(size, chance).astype(float),
+            "p10": nbinom.ppf(0.1, size, chance),
+            "p50": p50,
+            "p90": nbinom.ppf(0.9, size, chance),
+        }
+    )
+
+
+def test_forecast_residuals_are_log_errors_and_where_the_actual_fell():
+    forecasts = pl.DataFrame(
+        {
+            "actual": [0.0, 10.0, 30.0, None],
+            "p10": [1.0, 5.0, 5.0, 1.0],
+            "p50": [2.0, 9.0, 10.0, 2.0],
+            "p90": [4.0, 15.0, 20.0, 4.0],
+        }
+    )
+    residuals = forecast_residuals(forecasts)
+    assert residuals.columns == list(FORECAST_RESIDUALS)
+    assert residuals["log_error"].to_list() == pytest.approx(
+        [np.log(1 / 3), np.log(11 / 10), np.log(31 / 11)]
+    )
+    assert residuals["interval"].to_list() == ["below P10", "within P10-P90", "above P90"]
+    with pytest.raises(ValueError, match=r"\['p10', 'p90'\]"):
+        forecast_residuals(forecasts.drop("p10", "p90"))
+
+
+def test_fresh_calm_forecast_windows_do_not_drift_and_each_demand_shift_does():
+    rng = np.random.default_rng()
+    backtest = forecasts_with_actuals(4000, rng)
+    calm = [residual_drift(backtest, forecasts_with_actuals(200, rng)) for _ in range(30)]
+    assert sum(report.drifted for report in calm) <= 2, [r.reasons() for r in calm if r.drifted]
+    for kind in DEMAND_SHIFTS:  # 500 rows: at 200 a promotion lift is missed now and then
+        shifted = [
+            residual_drift(backtest, shift_demand(kind, forecasts_with_actuals(500, rng), rng))
+            for _ in range(5)
+        ]
+        assert all(report.drifted for report in shifted), kind
+
+
+def test_a_level_shift_is_explained_by_the_log_error_and_a_promotion_lift_by_the_interval():
+    rng = np.random.default_rng(3)
+    backtest = forecasts_with_actuals(4000, rng)
+    window = forecasts_with_actuals(400, rng)
+    level = residual_drift(backtest, window.with_columns(pl.col("actual") * 1.5))
+    assert level.drifted and "log_error" in level.drifted_columns
+    assert any(reason.startswith("log_error: median 0.") for reason in level.reasons())
+    promoted = residual_drift(backtest, shift_demand("promotion lift", window, rng))
+    assert "interval" in promoted.drifted_columns
+    with pytest.raises(ValueError, match="the realized forecasts have no row with an actual"):
+        residual_drift(backtest, window.with_columns(pl.lit(None, pl.Float64).alias("actual")))
+
+
+def test_a_significant_move_smaller_than_the_minimum_effect_is_not_drift():
+    rng = np.random.default_rng(5)
+    backtest = forecasts_with_actuals(20000, rng)
+    window = forecasts_with_actuals(8000, rng).with_columns(pl.col("p50") * 0.95)
+    floored = residual_drift(backtest, window).column("log_error")
+    assert floored.score < 0.01, "the move is significant at this many rows"
+    assert not floored.drifted
+    assert floored.moved < 0.1
+    assert "< the 0.1 that counts" in floored.explanation()
+    unfloored = residual_drift(backtest, window, DriftThresholds(min_effect={"log_error": 0.0}))
+    assert unfloored.column("log_error").drifted
