@@ -226,17 +226,18 @@ def print_targets(domain: str, rates: list[AlarmRate]) -> None:
             )
 
 
-def deployed_calm_hours(data_home: Path, hours: int, rows: int) -> None:
+def deployed_calm_hours(data_home: Path, hours: int, rows: int, reference_ratio: float) -> None:
     """The demo's calm hour again and again, against a deployment's own reference: `rows`
     requests sampled from a draw ten times larger (as `make demo` sends them, seed 10 + k),
-    answered by the registry's champion, judged as drift_report judges an hour."""
+    answered by the registry's champion, judged as drift_report judges an hour (a sample of
+    reference rows / `reference_ratio` of them when there are more)."""
     import json
 
     import pandas as pd
 
     from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
     from ml.lifecycle.registry import Registry
-    from ml.monitoring.drift import compare_profiles, deserialize_profile
+    from ml.monitoring.drift import compare_profiles, deserialize_profile, judged_sample
     from ml.monitoring.request_features import TextReference
     from ml.settings import Settings
 
@@ -244,6 +245,7 @@ def deployed_calm_hours(data_home: Path, hours: int, rows: int) -> None:
     pointer = json.loads((data_home / "profiles" / "reference" / "current.json").read_text())
     folder = Path(pointer["folder"])
     reference = deserialize_profile((folder / "profile.bin").read_bytes())
+    reference_rows = int(pointer["rows"])
     text_reference = TextReference.load(folder)
     registry = Registry(settings.tracking_uri, settings.artifact_root)
     model = registry.load(REQUEST_CLASSIFIER, str(pointer["version"]))
@@ -260,14 +262,15 @@ def deployed_calm_hours(data_home: Path, hours: int, rows: int) -> None:
         features = request_feature_frame(
             texts, answers["intent"], answers["confidence"], text_reference, embed
         )
-        report = compare_profiles(reference, profile(features))
+        judged, _ = judged_sample(features, int(reference_rows / reference_ratio), str(k))
+        report = compare_profiles(reference, profile(judged))
         drifted += report.drifted
         verdict = "; ".join(report.reasons()) or "no drift"
         print(f"  hour {k + 1} (seed {10 + k}): {verdict}", flush=True)
     print(
         f"{data_home}: request_classifier v{pointer['version']}, reference "
-        f"{pointer.get('rows', '?')} answers; {drifted} of {hours} calm hours of {rows} "
-        "requests drifted"
+        f"{reference_rows} answers; {drifted} of {hours} calm hours of {rows} requests "
+        f"(judged on {min(rows, int(reference_rows / reference_ratio))}) drifted"
     )
 
 
@@ -279,6 +282,9 @@ def main() -> int:
         help="only replay calm hours against this deployment's reference (after make demo)",
     )
     parser.add_argument("--hours", type=int, default=10, help="with --data-home")
+    parser.add_argument(
+        "--reference-ratio", type=float, default=2.0, help="the monitoring resource's default"
+    )
     parser.add_argument("--calm", type=int, default=500, help="calm windows per size")
     parser.add_argument("--shifted", type=int, default=100, help="windows per kind of shift")
     parser.add_argument("--sizes", default="50,200,1000", help="window sizes (rows)")
@@ -289,7 +295,7 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     started = time.perf_counter()
     if args.data_home:
-        deployed_calm_hours(args.data_home.resolve(), args.hours, 1000)
+        deployed_calm_hours(args.data_home.resolve(), args.hours, 1000, args.reference_ratio)
         return 0
     domains = args.domains.split(",")
     tables = []

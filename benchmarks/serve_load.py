@@ -235,6 +235,7 @@ def bento_server(
     batching: bool,
     workers: int,
     threads: int,
+    concurrency: int,
 ) -> Iterator[str]:
     server = start_bento_server(
         settings,
@@ -245,6 +246,9 @@ def bento_server(
         MLOPS_SERVING_WORKERS=str(workers),
         MLOPS_SERVING_TORCH_THREADS=str(threads),
         MLOPS_PREDICTION_LOG_DIR=str(log_dir),
+        # Closed loop: every request in flight is admitted (admission control is measured by
+        # serve_open_loop.py).
+        MLOPS_SERVING_MAX_IN_FLIGHT_CLASSIFY=str(max(16, concurrency)),
     )
     print(f"    ready in {server.started_in_seconds:.1f} s", flush=True)
     try:
@@ -462,6 +466,7 @@ def main() -> int:
                 batching,
                 args.workers,
                 args.threads,
+                args.concurrency,
             ) as url:
                 ways[key] = measure_http(url, texts, args, labels[key])
     print(f"{labels['c']}: starting …", flush=True)

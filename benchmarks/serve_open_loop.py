@@ -4,7 +4,7 @@ server that falls behind pays for the queue it built). One run, side by side on 
 serves the champion and a challenger:
 
     python benchmarks/serve_open_loop.py                  # after `make demo`, 20 s per load
-    python benchmarks/serve_open_loop.py --seconds 10 --limits 48,16,8
+    python benchmarks/serve_open_loop.py --seconds 10 --limits 16,8,32
 
   1. capacity: the closed-loop rate with --concurrency requests in flight, direct to the Bento;
   2. direct, admission control at the first of --limits, at 50%, 80%, 100% and 120% of it;
@@ -243,7 +243,9 @@ def main() -> int:
     parser = load_arguments(__doc__.splitlines()[0])
     parser.add_argument("--challenger-version", default="", help="the challenger beside it")
     parser.add_argument(
-        "--limits", default="48", help="max in-flight /classify per worker, first is the default"
+        "--limits",
+        default="16,8,32",
+        help="max in-flight /classify per worker, first is the default",
     )
     args = parser.parse_args()
     limits = [int(x) for x in args.limits.split(",")]
@@ -278,11 +280,12 @@ def main() -> int:
         try:
             front_door.switch_to(server.port)
             asyncio.run(check_answer(server.url, texts[0]))
-            asyncio.run(drive(server.url, texts, args.concurrency, args.warm_up, None))
-            capacity = asyncio.run(
-                drive(server.url, texts, args.concurrency, args.seconds, None)
-            ).rate
-            print(f"capacity: {capacity:,.1f} req/s", flush=True)
+            # Closed loop within the limit: past it, 429s come back at once and the clients
+            # spin on them, taking the CPU the server needs.
+            in_flight = min(args.concurrency, limits[0] * args.workers)
+            asyncio.run(drive(server.url, texts, in_flight, args.warm_up, None))
+            capacity = asyncio.run(drive(server.url, texts, in_flight, args.seconds, None)).rate
+            print(f"capacity: {capacity:,.1f} req/s ({in_flight} in flight)", flush=True)
             for load in LADDER:
                 measure(runs, direct, server.url, texts, load, capacity, args.seconds)
             for load in FRONT_DOOR_LOADS:
@@ -316,7 +319,15 @@ def main() -> int:
         for limit in limits[1:]:
             server = serve(served, bento, logs, limit, args.workers, args.threads)
             try:
-                asyncio.run(drive(server.url, texts, args.concurrency, args.warm_up, None))
+                asyncio.run(
+                    drive(
+                        server.url,
+                        texts,
+                        min(args.concurrency, limit * args.workers),
+                        args.warm_up,
+                        None,
+                    )
+                )
                 for load in LIMIT_LOADS:
                     way = f"direct, limit {limit}"
                     measure(runs, way, server.url, texts, load, capacity, args.seconds)

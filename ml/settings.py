@@ -296,7 +296,7 @@ class ServingSettings:
     and `/readyz` fails (see ml.monitoring.prediction_log)."""
     max_body_bytes: int = 2 * 1024 * 1024
     """Largest request body; a larger one is refused with 413 before it is read whole."""
-    max_in_flight_classify: int = 48
+    max_in_flight_classify: int = 16
     """Requests a worker holds on /classify at once; one more is answered 429 at once, so the
     latency of the admitted stays bounded under overload (benchmarks/serve_open_loop.py)."""
     max_in_flight_forecast: int = 4
@@ -330,7 +330,7 @@ class ServingSettings:
             log_flush_seconds=float(os.environ.get("MLOPS_PREDICTION_LOG_FLUSH_SECONDS", "2")),
             log_max_buffered=_int_from_env("MLOPS_PREDICTION_LOG_MAX_BUFFERED", 10_000),
             max_body_bytes=_int_from_env("MLOPS_SERVING_MAX_BODY_BYTES", 2 * 1024 * 1024),
-            max_in_flight_classify=_int_from_env("MLOPS_SERVING_MAX_IN_FLIGHT_CLASSIFY", 48),
+            max_in_flight_classify=_int_from_env("MLOPS_SERVING_MAX_IN_FLIGHT_CLASSIFY", 16),
             max_in_flight_forecast=_int_from_env("MLOPS_SERVING_MAX_IN_FLIGHT_FORECAST", 4),
             request_timeout_s=_int_from_env("MLOPS_SERVING_REQUEST_TIMEOUT_S", 30),
             shadow_queue=_int_from_env("MLOPS_SERVING_SHADOW_QUEUE", 16),

@@ -182,7 +182,10 @@ def print_registry(settings: Settings) -> None:
 DEMO_TRAFFIC = 240
 """Requests the demo sends to the live service: one hour's worth for the drift report."""
 DEMO_RELEASE_TRAFFIC = 400
-"""Requests per release step: enough shadow answers (a quarter of them) for the first step."""
+"""Requests per batch of release traffic: a quarter of them scored in shadow when the shadow
+scorer keeps up."""
+DEMO_RELEASE_ROUNDS = 4
+"""Batches of release traffic at most: up to three in shadow, then one in the canary step."""
 
 
 def serve_and_monitor(settings: Settings, defs, instance, run, report, log_path: Path) -> None:
@@ -205,7 +208,7 @@ def serve_and_monitor(settings: Settings, defs, instance, run, report, log_path:
         # not new draws, and the drift report would see the calm hour as drift. (Texts that
         # recur within the draw stay: many customers ask the same short question.)
         now = datetime.now(UTC)
-        total = DEMO_TRAFFIC + 2 * DEMO_RELEASE_TRAFFIC
+        total = DEMO_TRAFFIC + DEMO_RELEASE_ROUNDS * DEMO_RELEASE_TRAFFIC
         texts = (
             generate_requests(10 * total, seed=10, start=now, end=now)
             .sample(total, seed=0)["text"]
@@ -239,8 +242,13 @@ def release_step(settings: Settings, defs, instance, report) -> ReleaseState | N
         report("  FAIL release job: see the Dagster run log")
         return None
     share = f"canary {state.canary_share:.0%}" if state.stage == "canary" else state.stage
+    decided = [
+        entry.user_message.removeprefix(f"{REQUEST_CLASSIFIER}: ")
+        for entry in instance.all_logs(result.run_id)
+        if entry.user_message.startswith(f"{REQUEST_CLASSIFIER}: ")
+    ]
     report(f"  ok   release of request_classifier v{state.challenger_version}: {share}")
-    report(f"       {state.reason}")
+    report(f"       {decided[-1] if decided else state.reason}")
     return state
 
 
@@ -248,20 +256,25 @@ def release_in_stages(settings: Settings, defs, instance, url: str, texts: list[
     """The challenger in shadow (it scores a sample of champion traffic, answers nothing),
     then the first canary step (a sticky share of request ids), as the release sensor would
     walk it; each step and the alias history are on request_classifier_promotion in the UI.
-    `texts`: DEMO_RELEASE_TRAFFIC for each of the two steps."""
+    `texts`: batches of DEMO_RELEASE_TRAFFIC, the last one for the canary step."""
     registry = Registry(settings.tracking_uri, settings.artifact_root)
     if registry.by_alias(REQUEST_CLASSIFIER, "challenger") is None:
         report("       no request_classifier challenger: nothing to release in stages")
         return
     state = release_step(settings, defs, instance, report)
-    if state is None or state.stage != "shadow":
-        return
-    send_traffic(url, texts[:DEMO_RELEASE_TRAFFIC])
-    time.sleep(3)  # the workers flush their logs every 2 s
-    state = release_step(settings, defs, instance, report)
+    batches = [
+        texts[start : start + DEMO_RELEASE_TRAFFIC]
+        for start in range(0, len(texts), DEMO_RELEASE_TRAFFIC)
+    ]
+    while state is not None and state.stage == "shadow" and len(batches) > 1:
+        # The shadow scorer skips answers while its queue is full (2 busy cores): a step may
+        # need more than one batch before it has seen enough shadow answers to advance.
+        send_traffic(url, batches.pop(0))
+        time.sleep(3)  # the workers flush their logs every 2 s
+        state = release_step(settings, defs, instance, report)
     if state is None or state.stage != "canary":
         return
-    answers = send_traffic(url, texts[DEMO_RELEASE_TRAFFIC:], answers=True)
+    answers = send_traffic(url, batches[0], answers=True)
     by_variant = Counter(answer[0]["variant"] for answer in answers)
     report(
         f"       canary traffic: {by_variant['champion']} answered by the champion, "

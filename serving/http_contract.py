@@ -36,6 +36,8 @@ PROBE_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
 
 ERROR_CODES: dict[int, tuple[str, str]] = {
     400: ("invalid_input", "the body is not valid JSON or a field is invalid (named in `fields`)"),
+    401: ("unauthorized", "no API key, or one that is not valid: send `Authorization: Bearer`"),
+    403: ("forbidden", "the API key's role may not call this route"),
     404: ("not_found", "no such route"),
     405: ("method_not_allowed", "the route does not take this method"),
     413: ("payload_too_large", "the body is larger than the service accepts"),

@@ -41,8 +41,10 @@ from ml.data.drops import drop_id_for, write_drop
 from ml.demand.forecaster import with_point_intervals
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.monitoring.drift import (
+    DriftReport,
     compare_profiles,
     deserialize_profile,
+    judged_sample,
     profile,
     profile_rows,
     serialize_profile,
@@ -372,29 +374,15 @@ def drift_report(
             else None
         )
         outcome.update(
-            judged_rows=judged.height,
-            drifted=report.drifted,
+            judged_outcome(report, judged.height, report.reasons()),
             drifted_columns=list(report.drifted_columns),
-            reasons=report.reasons(),
             drifted_since=since.isoformat() if since else None,
-            columns=json.loads(report.to_json())["columns"],
-            alpha=report.alpha,
-            correction=report.correction,
         )
         if sampled:
-            outcome["note"] = (
-                f"judged a seeded sample of {judged.height} of {rows} answers: the reference "
-                f"({reference.rows}) holds at least {monitoring.min_reference_ratio:g}× the "
-                "answers judged"
+            outcome["note"] = sampled_note(
+                judged.height, rows, "answers", reference.rows, monitoring.min_reference_ratio
             )
-        metadata.update(
-            {
-                "columns": markdown_table(report.as_frame(), digits=4),
-                "drift_chart": picture(
-                    drift_figure(report, f"Drift {window_key}"), "drift per column"
-                ),
-            }
-        )
+        metadata.update(report_metadata(report, f"Drift {window_key}"))
         if report.drifted:
             outcome["drop_id"] = write_drifted_traffic(
                 request_intake, window_key, served.rename({"served_at": "received_at"})
@@ -423,13 +411,31 @@ def drift_report(
     return MaterializeResult(metadata=metadata)
 
 
-def judged_sample(served: pl.DataFrame, at_most: int, window_key: str) -> tuple[pl.DataFrame, bool]:
-    """The answers a window is judged on: all of them, or a sample seeded by the window (the
-    same window, the same sample) when the reference is too small for all."""
-    if served.height <= at_most:
-        return served, False
-    seed = int(hashlib.sha256(window_key.encode()).hexdigest()[:8], 16)
-    return served.sample(at_most, seed=seed), True
+def judged_outcome(report: DriftReport, judged_rows: int, reasons: list[str]) -> dict:
+    """What a judged window's evaluation file records of its report (drifted: any reason)."""
+    return {
+        "judged_rows": judged_rows,
+        "drifted": bool(reasons),
+        "reasons": reasons,
+        "columns": json.loads(report.to_json())["columns"],
+        "alpha": report.alpha,
+        "correction": report.correction,
+    }
+
+
+def sampled_note(judged: int, rows: int, what: str, reference_rows: int, ratio: float) -> str:
+    return (
+        f"judged a seeded sample of {judged} of {rows} {what}: the reference ({reference_rows}) "
+        f"holds at least {ratio:g}× the rows judged"
+    )
+
+
+def report_metadata(report: DriftReport, title: str) -> dict[str, object]:
+    """The per-column table and the chart the UI shows for a judged window."""
+    return {
+        "columns": markdown_table(report.as_frame(), digits=4),
+        "drift_chart": picture(drift_figure(report, title), "drift per column"),
+    }
 
 
 def drifted_starts(reports: list[dict[str, object]]) -> set[str]:
@@ -569,28 +575,16 @@ def demand_forecast_drift(
         reasons = report.reasons()
         if signal.drifted:
             reasons.append(f"realized WAPE {signal.wape:.3f} > {ceiling:g}")
-        outcome.update(
-            judged_rows=judged.height,
-            drifted=bool(reasons),
-            reasons=reasons,
-            columns=json.loads(report.to_json())["columns"],
-            alpha=report.alpha,
-            correction=report.correction,
-        )
+        outcome.update(judged_outcome(report, judged.height, reasons))
         if sampled:
-            outcome["note"] = (
-                f"judged a seeded sample of {judged.height} of {signal.rows} realized forecasts: "
-                f"the backtest ({backtest.height}) holds at least "
-                f"{monitoring.min_reference_ratio:g}× the rows judged"
+            outcome["note"] = sampled_note(
+                judged.height,
+                signal.rows,
+                "realized forecasts",
+                backtest.height,
+                monitoring.min_reference_ratio,
             )
-        metadata.update(
-            {
-                "columns": markdown_table(report.as_frame(), digits=4),
-                "drift_chart": picture(
-                    drift_figure(report, f"Demand drift, origin {origin}"), "drift per column"
-                ),
-            }
-        )
+        metadata.update(report_metadata(report, f"Demand drift, origin {origin}"))
     path = monitoring.profiles / DEMAND_DRIFT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomically(path, json.dumps(outcome, indent=1))

@@ -8,6 +8,7 @@ here. Demand drift (realized forecast error) is ml/monitoring/forecast_error.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -511,11 +512,17 @@ def compare_profiles(
 def _typical_values(
     reference: ColumnProfileView, target: ColumnProfileView
 ) -> tuple[str, str, float | None]:
-    """What a person compares, and how far it moved: both medians of a numeric column; for a
-    categorical one, the category whose share moved most, with its share on each side."""
+    """What a person compares, and how far it moved: a numeric column's median and 90th
+    percentile on each side (moved: the medians' difference); for a categorical one, the
+    category whose share moved most, with its share on each side."""
     if _is_numeric(reference) and _is_numeric(target):
-        was, now = (view.get_metric("distribution").median for view in (reference, target))
-        words = tuple(f"median {m:.4g}" if m is not None else "–" for m in (was, now))
+        distributions = [view.get_metric("distribution") for view in (reference, target)]
+        was, now = (d.median for d in distributions)
+        # The 90th percentile too: a shift of a share of the rows moves the tail first.
+        words = tuple(
+            f"median {d.median:.4g}, p90 {d.q_90:.4g}" if d.median is not None else "–"
+            for d in distributions
+        )
         return *words, None if was is None or now is None else abs(now - was)
     stats = _frequent_stats(target, reference)
     if stats is None:
@@ -531,3 +538,12 @@ def _typical_values(
     moved = max(sorted(share), key=lambda c: abs(share[c][1] - share[c][0]))
     was, now = share[moved]
     return f"{moved} {was:.0%}", f"{moved} {now:.0%}", abs(now - was)
+
+
+def judged_sample(served: pl.DataFrame, at_most: int, window_key: str) -> tuple[pl.DataFrame, bool]:
+    """The answers a window is judged on: all of them, or a sample seeded by the window (the
+    same window, the same sample) when the reference is too small for all."""
+    if served.height <= at_most:
+        return served, False
+    seed = int(hashlib.sha256(window_key.encode()).hexdigest()[:8], 16)
+    return served.sample(at_most, seed=seed), True

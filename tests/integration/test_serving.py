@@ -171,7 +171,7 @@ def test_concurrent_requests_are_batched_and_answered_as_if_alone(
 ) -> None:
     sample = texts(48, seed=33)
     alone = [post(bento_server, "classify", {"texts": text}).json()[0] for text in sample]
-    with ThreadPoolExecutor(max_workers=24) as pool:
+    with ThreadPoolExecutor(max_workers=16) as pool:
         together = list(pool.map(lambda t: post(bento_server, "classify", {"texts": [t]}), sample))
     for single, answer in zip(alone, together, strict=True):
         assert answer.status_code == 200, answer.text
