@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import sys
 import time
 import urllib.request
@@ -38,7 +37,7 @@ from ml.settings import Settings  # noqa: E402
 from ml.synthetic.demand import generate_demand  # noqa: E402
 from ml.synthetic.requests import generate_requests  # noqa: E402
 from orchestration.definitions import build_definitions  # noqa: E402
-from orchestration.front_door import DEFAULT_ADMIN_PORT  # noqa: E402
+from orchestration.front_door import admin_port_from_env  # noqa: E402
 from orchestration.instance import open_instance  # noqa: E402
 from orchestration.labelstudio import LabelStudioConfig, is_up, start_server  # noqa: E402
 from orchestration.pipeline import (  # noqa: E402
@@ -193,7 +192,7 @@ def serve_and_monitor(settings: Settings, defs, instance, run, report, log_path:
     Bento switched in once its smoke test passed), show its answers, send it traffic, release
     the challenger in stages, stop (the workers flush their logs), then profile this hour's
     traffic and score its drift."""
-    admin_port = int(os.environ.get("MLOPS_FRONT_DOOR_ADMIN_PORT", DEFAULT_ADMIN_PORT))
+    admin_port = admin_port_from_env()
     started = time.monotonic()
     with champion_behind_front_door(settings, settings.serving_port, admin_port) as server:
         report(

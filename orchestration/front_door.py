@@ -11,6 +11,7 @@ upstream does not answer, every request gets a 503 in the service's one error sh
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -35,6 +36,11 @@ close one under a request just sent on it (a POST is not retried: the client wou
 SERVER_NAME = "front_door"
 NO_SERVER_YET = "no model server is up behind the front door yet: retry in a while"
 UPSTREAM_DOWN = "the model server behind the front door is not answering: retry in a while"
+
+
+def admin_port_from_env() -> int:
+    """Caddy's admin port: MLOPS_FRONT_DOOR_ADMIN_PORT, else DEFAULT_ADMIN_PORT."""
+    return int(os.environ.get("MLOPS_FRONT_DOOR_ADMIN_PORT", DEFAULT_ADMIN_PORT))
 
 
 def unavailable(message: str) -> dict[str, object]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import signal
 import socket
@@ -44,7 +43,12 @@ from ml.lifecycle.rollouts import (
     rollouts_after,
 )
 from ml.settings import Settings, executable
-from orchestration.front_door import DEFAULT_ADMIN_PORT, FrontDoor, start_front_door
+from orchestration.front_door import (
+    DEFAULT_ADMIN_PORT,
+    FrontDoor,
+    admin_port_from_env,
+    start_front_door,
+)
 from orchestration.processes import log_tail, stop_process_group, wait_until_ready
 from serving.package import bentoml_environment, current_bento
 
@@ -481,7 +485,7 @@ def champion_behind_front_door(
 
 def main() -> int:
     settings = Settings.from_env()
-    admin_port = int(os.environ.get("MLOPS_FRONT_DOOR_ADMIN_PORT", DEFAULT_ADMIN_PORT))
+    admin_port = admin_port_from_env()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the servers on the way out
     with contextlib.suppress(KeyboardInterrupt):
         follow_champion(settings, settings.serving_port, admin_port=admin_port)

@@ -460,10 +460,7 @@ def drift_verdict(outcome: dict[str, object]) -> str:
     """The drift report's verdict in one line."""
     if outcome["drifted"]:
         since = datetime.fromisoformat(str(outcome["drifted_since"]))
-        hours = (
-            int((datetime.fromisoformat(str(outcome["window_start"])) - since) / timedelta(hours=1))
-            + 1
-        )
+        hours = hours_between(since, datetime.fromisoformat(str(outcome["window_start"]))) + 1
         return (
             f"drift in {', '.join(outcome['drifted_columns'])} since {since:%Y-%m-%d %H:%M} UTC "
             f"({hours} hour{'s' if hours > 1 else ''} in a row): {outcome['reasons'][0]}"
