@@ -12,7 +12,7 @@ endif
 export MLOPS_DATA_HOME ?= $(CURDIR)/.data
 export DAGSTER_HOME ?= $(abspath $(MLOPS_DATA_HOME))/dagster
 
-.PHONY: install demo demo-real dev labelstudio mlflow serve restore test lint format benchmark clean
+.PHONY: install demo demo-real dev labelstudio mlflow mlflow-server serve restore test lint format benchmark clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ labelstudio: install  ## the Label Studio server (its own venv, data under the d
 mlflow: install  ## the MLflow UI (runs, registry, aliases) on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri \
 		"$${MLFLOW_TRACKING_URI:-sqlite:///$(abspath $(MLOPS_DATA_HOME))/mlflow/mlflow.db}"
+
+mlflow-server: install  ## the production registry: mlflow server --app-name basic-auth (MLFLOW_BACKEND_STORE_URI)
+	$(BIN)/python -m orchestration.mlflow_server
 
 serve: install  ## bentoml serve of the champion Bento on http://127.0.0.1:3001, following new ones
 	$(BIN)/python -m orchestration.serving

@@ -15,6 +15,7 @@ from dagster import MetadataValue, TableColumn, TableSchema
 
 from ml.lifecycle.promotion import GateOutcome
 from ml.lifecycle.registry import ModelVersion, Registry
+from ml.security.redaction import redact_all
 
 PREVIEW_ROWS = 10
 
@@ -35,14 +36,23 @@ def markdown_table(frame: pl.DataFrame, digits: int = 3) -> MetadataValue:
     return MetadataValue.md("\n".join(lines))
 
 
+CUSTOMER_TEXT_COLUMNS = ("text",)
+"""Columns that hold what a customer wrote: redacted in every preview."""
+
+
 def preview(frame: pl.DataFrame, rows: int = PREVIEW_ROWS) -> MetadataValue:
-    """The first rows as a markdown table, long cells shortened."""
+    """The first rows as a markdown table, customers' texts redacted, long cells shortened."""
     if frame.is_empty():
         return MetadataValue.md("_no rows_")
+    head = frame.head(rows)
+    texts = [c for c in CUSTOMER_TEXT_COLUMNS if c in head.columns]
+    head = head.with_columns(
+        pl.Series(c, redact_all(head[c].cast(pl.Utf8).to_list()), dtype=pl.Utf8) for c in texts
+    )
     return markdown_table(
-        frame.head(rows).with_columns(
+        head.with_columns(
             pl.col(c).cast(pl.Utf8).str.slice(0, 80).str.replace_all(r"\|", "\\|")
-            for c in frame.columns
+            for c in head.columns
         )
     )
 

@@ -19,11 +19,13 @@ from dagster_dbt import DbtCliResource
 from pydantic import Field
 
 from ml.annotation.label_studio_client import LabelStudioClient
+from ml.annotation.trust import AnnotatorAllowList
 from ml.data.ingestion import DEFAULT_MAX_DROP_BYTES
 from ml.lifecycle.registry import Registry
 from ml.lifecycle.release import ReleasePolicy
 from ml.monitoring.drift import DriftThresholds
 from ml.requests.taxonomy import Taxonomy, load_taxonomy
+from ml.security.secret_files import read_private_file
 from ml.settings import (
     DBT_PROJECT_DIR,
     PROJECT_ROOT,
@@ -182,11 +184,17 @@ class LabelStudioResource(ConfigurableResource):
     url: str
     token_env_var: str = "MLOPS_LABEL_STUDIO_TOKEN"
     token_file: str = ""
+    annotators: str = ""
+    """The allow-list (MLOPS_ANNOTATORS): e-mail addresses or @domain, comma-separated; only
+    their annotations count."""
+
+    def allow_list(self) -> AnnotatorAllowList:
+        return AnnotatorAllowList.parse(self.annotators)
 
     def client(self) -> LabelStudioClient:
         token = secret_from_environment(self.token_env_var)
         if not token and self.token_file and Path(self.token_file).exists():
-            token = Path(self.token_file).read_text(encoding="utf-8").strip()
+            token = read_private_file(Path(self.token_file)).strip()
         if not token:
             raise PermissionError(
                 f"no Label Studio token: set {self.token_env_var} (or start the local server "
@@ -350,6 +358,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "label_studio": LabelStudioResource(
             url=_configured(settings, "label_studio_url"),
             token_file=str(settings.data_home / "labelstudio" / ".admin_token"),
+            annotators=settings.annotators,
         ),
         "model_registry": ModelRegistry(
             tracking_uri=_configured(settings, "tracking_uri"),

@@ -65,6 +65,7 @@ from ml.settings import PROJECT_ROOT, Settings
 from ml.synthetic.requests import generate_requests
 from orchestration.processes import stop_process_group, wait_until_ready
 from orchestration.serving import start_bento_server
+from serving.api_keys import platform_credentials
 
 RAW_BATCH_SIZE = 64
 GENERATED_TEXTS = 2000
@@ -260,10 +261,15 @@ def bento_server(
 # --- the load generator -----------------------------------------------------------------------
 
 
+def api_key_headers() -> dict[str, str]:
+    """The platform's application key (the plain server of way c ignores it)."""
+    return platform_credentials(Settings.from_env().secrets_dir).headers()
+
+
 async def check_answer(url: str, text: str) -> None:
     """One request before the load: a list of one answer with the service's fields."""
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(headers=api_key_headers()) as session,
         session.post(f"{url}/classify", json={"texts": text}) as response,
     ):
         body = await response.text()
@@ -286,7 +292,9 @@ async def drive(
     cursor = itertools.count()
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, headers=api_key_headers()
+    ) as session:
         started = time.perf_counter()
         deadline = started + seconds
 

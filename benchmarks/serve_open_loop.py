@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from assets.resources import BentoStore
 from benchmarks.serve_load import (
     REQUEST_TIMEOUT_S,
+    api_key_headers,
     check_answer,
     drive,
     free_port,
@@ -99,7 +100,9 @@ async def open_loop(
     run = OpenLoopRun(way, load, rate, seconds)
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, headers=api_key_headers()
+    ) as session:
         started = time.perf_counter()
 
         async def one(scheduled: float, text: str) -> None:

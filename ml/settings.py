@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,10 +29,37 @@ def executable(name: str) -> str:
     return str(beside) if beside.exists() else name
 
 
-def environment_with(defaults: Mapping[str, str] | None = None, **overrides: str) -> dict[str, str]:
+SECRET_VARIABLE = re.compile(
+    r"PASSWORD|SECRET|TOKEN|API_KEYS?$|ADMIN_KEY$|PRIVATE_KEY|CREDENTIALS?$|FERNET|ENCRYPTION_KEY",
+    re.IGNORECASE,
+)
+"""Names of variables that hold secrets: a child process gets one only when it is handed it."""
+REGISTRY_CLIENT_SECRETS = (
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
+"""What a process that reads the MLflow registry (and its artifact store) needs."""
+
+
+def environment_with(
+    defaults: Mapping[str, str] | None = None, passing: Iterable[str] = (), **overrides: str
+) -> dict[str, str]:
     """What a child process (dbt, bentoml, torchrun, Label Studio) is started with: `defaults`
-    unless this process's environment sets them, then the environment, then `overrides`."""
-    return {**(defaults or {}), **os.environ, **overrides}
+    unless this process's environment sets them, then the environment without its secrets
+    (but those named in `passing`), then `overrides`."""
+    return {**(defaults or {}), **child_environment(passing), **overrides}
+
+
+def child_environment(passing: Iterable[str] = (), **values: str) -> dict[str, str]:
+    """This environment without any variable that holds a secret (`SECRET_VARIABLE`) except
+    those named in `passing`, plus `values`."""
+    kept = set(passing)
+    return {
+        **{k: v for k, v in os.environ.items() if k in kept or not SECRET_VARIABLE.search(k)},
+        **values,
+    }
 
 
 def set_environment_defaults(**values: str) -> None:
@@ -161,6 +189,8 @@ class Settings:
     label_studio_token: str = field(default="", repr=False)
     """'' = a random one kept (0600) in the data home."""
     label_studio_task_lock_ttl: int = 600
+    annotators: str = ""
+    """MLOPS_ANNOTATORS: who may annotate (e-mail addresses or @domain, comma-separated)."""
     """Seconds a task fetched from the labeling stream stays locked to its annotator."""
     variables: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
     """Setting → (the variable that set it, its text), for what came from the environment:
@@ -209,6 +239,7 @@ class Settings:
             label_studio_password=os.environ.get("MLOPS_LABEL_STUDIO_PASSWORD", ""),
             label_studio_token=os.environ.get("MLOPS_LABEL_STUDIO_TOKEN", ""),
             label_studio_task_lock_ttl=_int_from_env("MLOPS_LABEL_STUDIO_TASK_LOCK_TTL", 600),
+            annotators=os.environ.get("MLOPS_ANNOTATORS", ""),
             variables={
                 setting: (name, os.environ[name])
                 for setting, name in VARIABLES.items()
@@ -243,6 +274,12 @@ class Settings:
     def release_state_path(self) -> Path:
         """The staged-release state the release job writes and every serving worker reads."""
         return self.data_home / "serving" / "release_state.json"
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Generated credentials (mode 0700; every file in it 0600): overridden by the
+        variables each component reads."""
+        return _path_from_env("MLOPS_SECRETS_DIR", self.data_home / "secrets")
 
     def moved_to(self, data_home: Path) -> Settings:
         """The same deployment with every written path under another data home."""

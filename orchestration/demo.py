@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 import warnings
@@ -33,7 +34,7 @@ from ml.data.sources import DemandSource, demand_source_of, orange_juice_source 
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER  # noqa: E402
 from ml.lifecycle.registry import Registry  # noqa: E402
 from ml.lifecycle.release import ReleaseState, read_release_states  # noqa: E402
-from ml.settings import Settings  # noqa: E402
+from ml.settings import Settings, set_environment_defaults  # noqa: E402
 from ml.synthetic.demand import generate_demand  # noqa: E402
 from ml.synthetic.requests import generate_requests  # noqa: E402
 from orchestration.definitions import build_definitions  # noqa: E402
@@ -47,7 +48,9 @@ from orchestration.pipeline import (  # noqa: E402
     train_demand_models,
     train_request_models,
 )
-from orchestration.serving import champion_behind_front_door  # noqa: E402
+from orchestration.serving import FollowedChampion, champion_behind_front_door  # noqa: E402
+from orchestration.simulated_annotators import SIMULATED_DOMAIN  # noqa: E402
+from serving.api_keys import CLIENT_KEYS_FILE_NAME  # noqa: E402
 
 DEMO_REQUEST_DROPS = (
     # (file, rows, seed, first moment, last moment): two drops, as if two exports arrived.
@@ -199,7 +202,16 @@ def serve_and_monitor(settings: Settings, defs, instance, run, report, log_path:
             f"  ok   front door (Caddy) on {server.url} → bentoml serve {server.bento}, smoke-"
             f"tested and switched in ({time.monotonic() - started:.0f} s)"
         )
-        for line in show_answers(server.url, settings):
+        keys = server.credentials.keys_file
+        report(
+            f"       API keys: digests in {keys}, the keys for your own calls in "
+            f"{keys.parent / CLIENT_KEYS_FILE_NAME} (mode 0600)"
+            if keys
+            else "       API keys: from the environment (MLOPS_SERVING_API_KEYS_FILE)"
+        )
+        for line in refused_without_a_key(server):
+            report(f"  ok   {line}")
+        for line in show_answers(server, settings):
             report(f"       {line}")
         # A sample of a large draw keeps the generator's natural intent mix (one draw of 240
         # would force all 77 intents in: a near-uniform mix, which is itself a shift), and
@@ -213,11 +225,11 @@ def serve_and_monitor(settings: Settings, defs, instance, run, report, log_path:
             .sample(total, seed=0)["text"]
             .to_list()
         )
-        sent = send_traffic(server.url, texts[:DEMO_TRAFFIC])
+        sent = send_traffic(server, texts[:DEMO_TRAFFIC])
         report(
             f"  ok   {sent} requests answered on /classify, logged in {settings.prediction_log_dir}"
         )
-        release_in_stages(settings, defs, instance, server.url, texts[DEMO_TRAFFIC:], report)
+        release_in_stages(settings, defs, instance, server, texts[DEMO_TRAFFIC:], report)
     report("  ok   front door and bentoml serve stopped (make serve or make dev keep them running)")
     hour = window_partition_key(datetime.now(UTC))
     with log_path.open("a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
@@ -251,7 +263,9 @@ def release_step(settings: Settings, defs, instance, report) -> ReleaseState | N
     return state
 
 
-def release_in_stages(settings: Settings, defs, instance, url: str, texts: list[str], report):
+def release_in_stages(
+    settings: Settings, defs, instance, server: FollowedChampion, texts: list[str], report
+):
     """The challenger in shadow (it scores a sample of champion traffic, answers nothing),
     then the first canary step (a sticky share of request ids), as the release sensor would
     walk it; each step and the alias history are on request_classifier_promotion in the UI.
@@ -268,12 +282,12 @@ def release_in_stages(settings: Settings, defs, instance, url: str, texts: list[
     while state is not None and state.stage == "shadow" and len(batches) > 1:
         # The shadow scorer skips answers while its queue is full (2 busy cores): a step may
         # need more than one batch before it has seen enough shadow answers to advance.
-        send_traffic(url, batches.pop(0))
+        send_traffic(server, batches.pop(0))
         time.sleep(3)  # the workers flush their logs every 2 s
         state = release_step(settings, defs, instance, report)
     if state is None or state.stage != "canary":
         return
-    answers = send_traffic(url, batches[0], answers=True)
+    answers = send_traffic(server, batches[0], answers=True)
     by_variant = Counter(answer[0]["variant"] for answer in answers)
     report(
         f"       canary traffic: {by_variant['champion']} answered by the champion, "
@@ -284,10 +298,34 @@ def release_in_stages(settings: Settings, defs, instance, url: str, texts: list[
         report(f"       audit #{entry.id} {entry.when} {entry.action} v{entry.version} ({moves})")
 
 
-def show_answers(url: str, settings: Settings) -> list[str]:
+def refused_without_a_key(server: FollowedChampion) -> list[str]:
+    """What an application without a key, and one calling an admin route, are told."""
+    lines = []
+    for what, headers, route, body in (
+        ("no key", {}, "/classify", {"texts": "hello"}),
+        ("a wrong key", {"Authorization": "Bearer not-a-key"}, "/classify", {"texts": "hello"}),
+        ("the application key", server.headers(), "/admin/release-states", {}),
+    ):
+        request = urllib.request.Request(
+            f"{server.url}{route}",
+            json.dumps(body).encode(),
+            {"Content-Type": "application/json", **headers},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status = response.status
+        except urllib.error.HTTPError as error:
+            status = error.code
+        if status not in (401, 403):
+            raise RuntimeError(f"POST {route} with {what} answered {status}, not 401/403")
+        lines.append(f"POST {route} with {what} → {status}")
+    return lines
+
+
+def show_answers(server: FollowedChampion, settings: Settings) -> list[str]:
     """One /classify and one /forecast call, as an application would make them."""
     question = "I still have not received my new card, when will it arrive?"
-    classified = post_json(f"{url}/classify", {"texts": question})[0]
+    classified = post_json(server, "/classify", {"texts": question})[0]
     lines = [
         f"POST /classify {question!r} → {classified['intent']} "
         f"({classified['confidence']:.2f}, request_classifier v{classified['model_version']})"
@@ -298,7 +336,7 @@ def show_answers(url: str, settings: Settings) -> list[str]:
         model = registry.load(DEMAND_FORECASTER, champion.version)
         store, item = model.unwrap_python_model().forecaster.keys[0]
         answer = post_json(
-            f"{url}/forecast", {"series": [{"store": store, "item": item}], "horizon": 3}
+            server, "/forecast", {"series": [{"store": store, "item": item}], "horizon": 3}
         )
         first = answer["forecasts"][0]
         lines.append(
@@ -309,21 +347,22 @@ def show_answers(url: str, settings: Settings) -> list[str]:
     return lines
 
 
-def post_json(url: str, body: object, request_id: str = "") -> object:
-    headers = {"Content-Type": "application/json"}
+def post_json(server: FollowedChampion, route: str, body: object, request_id: str = "") -> object:
+    """The JSON answer of a POST with the application key, as an application makes it."""
+    headers = {"Content-Type": "application/json", **server.headers()}
     if request_id:
         headers["X-Request-ID"] = request_id
-    request = urllib.request.Request(url, json.dumps(body).encode(), headers)
+    request = urllib.request.Request(f"{server.url}{route}", json.dumps(body).encode(), headers)
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
 
 
-def send_traffic(url: str, texts: list[str], answers: bool = False):
+def send_traffic(server: FollowedChampion, texts: list[str], answers: bool = False):
     """`texts` sent to /classify by 8 clients, each request with an id of its own; how many
     were answered (or the answers)."""
 
     def call(text: str) -> object:
-        return post_json(f"{url}/classify", {"texts": text}, uuid.uuid4().hex)
+        return post_json(server, "/classify", {"texts": text}, uuid.uuid4().hex)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         answered = list(pool.map(call, texts))
@@ -340,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # after mlflow set up its own logger
     started = time.monotonic()
+    # The demo's annotators are simulated: they are its allow-list, unless one is configured.
+    set_environment_defaults(MLOPS_ANNOTATORS=f"@{SIMULATED_DOMAIN}")
     settings = Settings.from_env()
     if args.real:
         settings, demand_source, request_files = real_data_deployment(settings)
@@ -424,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         f"  warehouse    {settings.warehouse_path}\n"
         f"  MLflow UI    make mlflow (http://127.0.0.1:5000), registry {settings.tracking_uri}\n"
         f"  serving      make serve (the champion Bento on http://127.0.0.1:3001)\n"
+        f"  credentials  {settings.secrets_dir} (serving API keys; mode 0600) and "
+        f"{settings.data_home / 'labelstudio'} (.admin_password, .admin_token)\n"
         f"  new data     drop request files into {settings.request_drops_uri}/<source>/"
     )
     return 0 if run.success else 1

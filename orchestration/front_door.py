@@ -53,6 +53,16 @@ def unavailable(message: str) -> dict[str, object]:
     }
 
 
+def not_routed() -> dict[str, object]:
+    """A Caddy handler answering 404 in the service's error shape."""
+    return {
+        "handler": "static_response",
+        "status_code": 404,
+        "headers": {"Content-Type": [JSON_MEDIA_TYPE]},
+        "body": error_body(404, "no such route").decode(),
+    }
+
+
 def front_door_config(
     port: int, admin_port: int, upstream_port: int | None, storage: Path
 ) -> dict[str, object]:
@@ -80,7 +90,11 @@ def front_door_config(
                         "listen": [f"127.0.0.1:{port}"],
                         "protocols": ["h1"],
                         "automatic_https": {"disable": True},
-                        "routes": [{"handle": [handler]}],
+                        "routes": [
+                            # Metrics are scraped beside the service, never through the door.
+                            {"match": [{"path": ["/metrics"]}], "handle": [not_routed()]},
+                            {"handle": [handler]},
+                        ],
                         "errors": {"routes": [{"handle": [unavailable(UPSTREAM_DOWN)]}]},
                     }
                 },

@@ -15,6 +15,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ml.security.secret_files import read_private_file, write_private_file
 from ml.settings import Settings, environment_with
 
 LABEL_STUDIO_VERSION = "1.23.2"
@@ -54,11 +55,9 @@ def _kept_secret(folder: Path, name: str, size: int) -> str:
     """A random secret made once per data home and reused, readable by its owner only."""
     path = folder / f".{name}"
     if path.exists():
-        return path.read_text(encoding="utf-8").strip()
-    folder.mkdir(parents=True, exist_ok=True)
+        return read_private_file(path).strip()
     value = secrets.token_hex(size)
-    path.write_text(value, encoding="utf-8")
-    path.chmod(0o600)
+    write_private_file(path, value)  # 0600 from its first byte
     return value
 
 
@@ -82,8 +81,11 @@ def ensure_installed(venv: Path) -> Path:
 
 def server_environment(config: LabelStudioConfig) -> dict[str, str]:
     return environment_with(
+        passing=("POSTGRE_PASSWORD",),  # its own database's, in the production profile
         LABEL_STUDIO_BASE_DATA_DIR=str(config.data_dir),
         LATEST_VERSION_CHECK="false",
+        # Nobody signs up without an invite link from an administrator.
+        LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",
         TASK_LOCK_TTL=str(config.task_lock_ttl),
         # Credentials travel in the environment, never on the command line (`ps` shows that).
         LABEL_STUDIO_USERNAME=config.username,

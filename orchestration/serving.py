@@ -50,6 +50,12 @@ from orchestration.front_door import (
     start_front_door,
 )
 from orchestration.processes import log_tail, stop_process_group, wait_until_ready
+from serving.api_keys import (
+    APPLICATION,
+    KEYS_VARIABLE,
+    ServingCredentials,
+    platform_credentials,
+)
 from serving.package import bentoml_environment, current_bento
 
 START_TIMEOUT_SECONDS = 240.0
@@ -67,6 +73,8 @@ class BentoServer:
     process: subprocess.Popen
     log_path: Path
     started_in_seconds: float
+    credentials: ServingCredentials
+    """The keys the platform's own callers send to it."""
     workers: list[psutil.Process] = field(default_factory=list)
     """Last seen worker processes: BentoML starts each in a session of its own, so a server
     killed outright leaves them answering on its socket until they are stopped by pid."""
@@ -74,6 +82,10 @@ class BentoServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def headers(self, role: str = APPLICATION) -> dict[str, str]:
+        """The `Authorization` header of the platform's application (or admin) key."""
+        return self.credentials.headers(role)
 
     def watch_workers(self) -> None:
         with contextlib.suppress(psutil.Error):
@@ -105,7 +117,9 @@ def is_alive(process: psutil.Process) -> bool:
 def start_bento_server(
     settings: Settings, bento: str, port: int, log_path: Path, **environment: str
 ) -> BentoServer:
-    """`bentoml serve <bento>` on 127.0.0.1:`port`, waiting until /readyz answers."""
+    """`bentoml serve <bento>` on 127.0.0.1:`port`, waiting until /readyz answers. It checks
+    the API keys the environment configures, else the platform's generated ones."""
+    credentials = platform_credentials(settings.secrets_dir)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     if log_path.exists():  # a restart keeps the log of the run before (how it died)
         log_path.replace(log_path.with_suffix(".previous.log"))
@@ -114,7 +128,11 @@ def start_bento_server(
             [executable("bentoml"), "serve", bento, "--host", "127.0.0.1", "--port", str(port)],
             cwd=log_path.parent,  # not the checkout: the Bento serves its own copy of the code
             env=bentoml_environment(
-                settings.bentoml_home, MLOPS_DATA_HOME=str(settings.data_home), **environment
+                settings.bentoml_home,
+                passing=(KEYS_VARIABLE,),  # the operator's keys, if given inline
+                MLOPS_DATA_HOME=str(settings.data_home),
+                **credentials.server_environment(),
+                **environment,
             ),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -128,7 +146,7 @@ def start_bento_server(
         f"bentoml serve {bento}",
         failure_marker="Application startup failed",
     )
-    return BentoServer(bento, port, process, log_path, seconds)
+    return BentoServer(bento, port, process, log_path, seconds, credentials)
 
 
 def spare_port() -> int:
@@ -142,12 +160,14 @@ def spare_port() -> int:
 # --- the smoke test --------------------------------------------------------------------------
 
 
-def _call(url: str, body: object = None, timeout: float = 60) -> tuple[int, object]:
+def _call(
+    url: str, body: object = None, timeout: float = 60, headers: dict[str, str] | None = None
+) -> tuple[int, object]:
     """Status and parsed JSON body (None when not JSON) of a GET, or a POST of `body`."""
     request = urllib.request.Request(
         url,
         data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **(headers or {})},
         method="GET" if body is None else "POST",
     )
     try:
@@ -186,9 +206,9 @@ def _version_problem(pointer: dict[str, object], model: str, answer: dict, where
     return []
 
 
-def _classify_problems(url: str, pointer: dict[str, object]) -> list[str]:
+def _classify_problems(url: str, pointer: dict[str, object], headers: dict) -> list[str]:
     where = "POST /classify"
-    status, body = _call(f"{url}/classify", {"texts": SMOKE_TEXT})
+    status, body = _call(f"{url}/classify", {"texts": SMOKE_TEXT}, headers=headers)
     if status != 200:
         return [f"{where} answered {status}: {body}"]
     if not isinstance(body, list) or len(body) != 1 or not isinstance(body[0], dict):
@@ -204,9 +224,11 @@ def _classify_problems(url: str, pointer: dict[str, object]) -> list[str]:
     return problems + _version_problem(pointer, REQUEST_CLASSIFIER, answer, where)
 
 
-def _forecast_problems(url: str, pointer: dict[str, object], series: dict) -> list[str]:
+def _forecast_problems(
+    url: str, pointer: dict[str, object], series: dict, headers: dict
+) -> list[str]:
     where = "POST /forecast"
-    status, body = _call(f"{url}/forecast", {"series": [series], "horizon": 1})
+    status, body = _call(f"{url}/forecast", {"series": [series], "horizon": 1}, headers=headers)
     if status != 200:
         return [f"{where} answered {status}: {body}"]
     if not isinstance(body, dict):
@@ -227,10 +249,10 @@ def _forecast_problems(url: str, pointer: dict[str, object], series: dict) -> li
     return problems + _version_problem(pointer, DEMAND_FORECASTER, body, where)
 
 
-def smoke_test(url: str, pointer: dict[str, object]) -> list[str]:
+def smoke_test(url: str, pointer: dict[str, object], headers: dict[str, str]) -> list[str]:
     """What is wrong with the server at `url` as the Bento `pointer` describes it (empty: fit to
     serve): /readyz answers 200, and each model it names answers a real request well, from the
-    version the pointer expects."""
+    version the pointer expects (called with the platform's key, `headers`)."""
     try:
         status, _ = _call(f"{url}/readyz", timeout=10)
         if status != 200:
@@ -238,10 +260,10 @@ def smoke_test(url: str, pointer: dict[str, object]) -> list[str]:
         models = pointer.get("models") or {}
         problems = []
         if REQUEST_CLASSIFIER in models:
-            problems += _classify_problems(url, pointer)
+            problems += _classify_problems(url, pointer, headers)
         series = ((pointer.get("smoke") or {}).get("forecast") or {}).get("series") or []
         if DEMAND_FORECASTER in models and series:
-            problems += _forecast_problems(url, pointer, series[0])
+            problems += _forecast_problems(url, pointer, series[0], headers)
         return problems
     except (urllib.error.URLError, OSError) as error:
         return [f"{url} did not answer: {error}"]
@@ -332,7 +354,7 @@ def roll_out(
         record_rollout(settings, bento, FAILED_TO_START, reason, port, before)
         return None
     server.watch_workers()
-    problems = smoke_test(server.url, pointer)
+    problems = smoke_test(server.url, pointer, server.headers())
     if problems:
         server.stop()
         record_rollout(settings, bento, FAILED_SMOKE_TEST, "; ".join(problems), port, before)
@@ -434,6 +456,10 @@ class FollowedChampion:
     bento: str
     stop: threading.Event
     thread: threading.Thread
+    credentials: ServingCredentials
+
+    def headers(self, role: str = APPLICATION) -> dict[str, str]:
+        return self.credentials.headers(role)
 
 
 @contextlib.contextmanager
@@ -477,7 +503,13 @@ def champion_behind_front_door(
                     f"{settings.data_home / 'logs' / 'serving-supervisor.log'}"
                 )
             time.sleep(0.5)
-        yield FollowedChampion(f"http://127.0.0.1:{port}", str(pointer["bento"]), stop, thread)
+        yield FollowedChampion(
+            f"http://127.0.0.1:{port}",
+            str(pointer["bento"]),
+            stop,
+            thread,
+            platform_credentials(settings.secrets_dir),
+        )
     finally:
         stop.set()
         thread.join(timeout=DRAIN_TIMEOUT_SECONDS + 30)

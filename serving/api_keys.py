@@ -15,34 +15,47 @@ whatever matched, so the time taken says nothing about which key came close.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import hmac
 import ipaddress
+import json
 import os
 import secrets
-import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ml.security.secret_files import SecretFileError, read_private_file, write_private_file
 from serving.http_contract import (
     ASGIApp,
     Receive,
     Scope,
     Send,
-    _header,
-    _request_id_of,
-    _send_json,
     error_body,
+    header_value,
+    request_id_of,
+    send_json,
 )
 
 KEYS_FILE_VARIABLE = "MLOPS_SERVING_API_KEYS_FILE"
 KEYS_VARIABLE = "MLOPS_SERVING_API_KEYS"
+CLIENT_KEY_VARIABLE = "MLOPS_SERVING_API_KEY"
+ADMIN_KEY_VARIABLE = "MLOPS_SERVING_ADMIN_KEY"
+KEYS_FILE_NAME = "serving-api-keys"
+CLIENT_KEYS_FILE_NAME = "serving-client-keys.json"
 APPLICATION, ADMIN = "application", "admin"
 ROLES = (APPLICATION, ADMIN)
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/docs.json"})
+"""The probes and the published contract (it holds no data)."""
 LOOPBACK_ONLY_PATHS = frozenset({"/metrics"})
 DIGEST_PREFIX = "sha256:"
+_caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
+
+
+def current_caller() -> str:
+    """The caller whose key let this request in ('' outside a request)."""
+    return _caller.get()
 
 
 class ApiKeyError(ValueError):
@@ -108,33 +121,95 @@ def load_keys(environ: Mapping[str, str] | None = None) -> tuple[ApiKey, ...] | 
     environ = os.environ if environ is None else environ
     path = environ.get(KEYS_FILE_VARIABLE)
     if path:
-        file = Path(path)
-        if not file.is_file():
-            raise ApiKeyError(f"{KEYS_FILE_VARIABLE}={path}: no such file")
-        mode = stat.S_IMODE(file.stat().st_mode)
-        if mode & 0o077:
-            raise ApiKeyError(f"{path} is readable by others (mode {mode:o}): chmod 600 it first")
-        return parse_keys(file.read_text(encoding="utf-8"), path)
+        try:
+            text = read_private_file(Path(path), KEYS_FILE_VARIABLE)
+        except SecretFileError as error:
+            raise ApiKeyError(str(error)) from None
+        return parse_keys(text, path)
     if environ.get(KEYS_VARIABLE):
         return parse_keys(environ[KEYS_VARIABLE].replace(";", "\n"), KEYS_VARIABLE)
     return None
 
 
+def keys_for_service(environ: Mapping[str, str] | None = None) -> tuple[ApiKey, ...]:
+    """The keys the service checks: it does not start without any (no open service by
+    accident)."""
+    keys = load_keys(environ)
+    if not keys:
+        raise ApiKeyError(
+            f"no API keys: set {KEYS_FILE_VARIABLE} (a file of '<caller> <role> sha256:<hex>' "
+            f"lines, mode 0600) or {KEYS_VARIABLE}; `make serve` and the demo generate one "
+            "under the data home's secrets folder"
+        )
+    return keys
+
+
 def write_key_file(path: Path, lines: Iterable[str]) -> None:
     """A key file created with mode 0600 from the start (never readable in between)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        file.write("\n".join(lines) + "\n")
+    write_private_file(path, "\n".join(lines) + "\n")
+
+
+# --- the platform's own callers ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServingCredentials:
+    """The keys the platform's own callers send (the rollout smoke test, the demo's traffic,
+    the benchmarks), and the key file the service it starts reads."""
+
+    application: str
+    admin: str
+    keys_file: Path | None = None
+    """None when the operator configured the service's keys in the environment."""
+
+    def headers(self, role: str = APPLICATION) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin if role == ADMIN else self.application}"}
+
+    def server_environment(self) -> dict[str, str]:
+        return {KEYS_FILE_VARIABLE: str(self.keys_file)} if self.keys_file else {}
+
+
+def platform_credentials(
+    secrets_dir: Path, environ: Mapping[str, str] | None = None
+) -> ServingCredentials:
+    """Where the operator configured the service's keys, the platform's callers send
+    `MLOPS_SERVING_API_KEY` (application) and `MLOPS_SERVING_ADMIN_KEY`; otherwise one
+    application and one admin key are generated once under `secrets_dir` (the digests in
+    `serving-api-keys`, the keys themselves in `serving-client-keys.json`, both 0600)."""
+    environ = os.environ if environ is None else environ
+    if environ.get(KEYS_FILE_VARIABLE) or environ.get(KEYS_VARIABLE):
+        missing = [v for v in (CLIENT_KEY_VARIABLE, ADMIN_KEY_VARIABLE) if not environ.get(v)]
+        if missing:
+            raise ApiKeyError(
+                f"the service's keys are configured, so the platform's own callers need theirs: "
+                f"set {' and '.join(missing)}"
+            )
+        return ServingCredentials(environ[CLIENT_KEY_VARIABLE], environ[ADMIN_KEY_VARIABLE])
+    keys_file = secrets_dir / KEYS_FILE_NAME
+    client_file = secrets_dir / CLIENT_KEYS_FILE_NAME
+    if keys_file.exists() and client_file.exists():
+        known = json.loads(read_private_file(client_file))
+        read_private_file(keys_file)  # refused if it was opened up
+        return ServingCredentials(known[APPLICATION], known[ADMIN], keys_file)
+    application, admin = new_key(), new_key()
+    write_key_file(
+        keys_file,
+        [
+            key_line("platform-application", APPLICATION, application),
+            key_line("platform-admin", ADMIN, admin),
+        ],
+    )
+    write_private_file(client_file, json.dumps({APPLICATION: application, ADMIN: admin}))
+    return ServingCredentials(application, admin, keys_file)
 
 
 def presented_key(scope: Scope) -> str | None:
-    authorization = _header(scope, b"authorization")
+    authorization = header_value(scope, b"authorization")
     if authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    given = _header(scope, b"x-api-key")
+    given = header_value(scope, b"x-api-key")
     return given.strip() if given and given.strip() else None
 
 
@@ -160,11 +235,14 @@ def _is_loopback(scope: Scope) -> bool:
 
 class ApiKeyAuth:
     """ASGI middleware: 401 without a valid key, 403 for an application key on an admin route,
-    404 for `/metrics` from off the machine. The caller is put in `scope["state"]["caller"]`."""
+    404 for `/metrics` from off the machine. Endpoints read the caller with `current_caller()`."""
 
-    def __init__(self, app: ASGIApp, keys: Iterable[ApiKey], admin_paths: Iterable[str] = ()):
+    def __init__(
+        self, app: ASGIApp, keys: Iterable[ApiKey] | None = None, admin_paths: Iterable[str] = ()
+    ):
         self.app = app
-        self.keys = tuple(keys)
+        # Read when the worker builds its app (not when the service is imported by a build).
+        self.keys = tuple(keys) if keys is not None else keys_for_service()
         self.admin_paths = frozenset(admin_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -172,12 +250,12 @@ class ApiKeyAuth:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        request_id = _request_id_of(scope)
+        request_id = request_id_of(scope)
         if path in LOOPBACK_ONLY_PATHS:
             if _is_loopback(scope):
                 await self.app(scope, receive, send)
             else:
-                await _send_json(
+                await send_json(
                     send, 404, error_body(404, "no such route", (), request_id), request_id
                 )
             return
@@ -189,7 +267,7 @@ class ApiKeyAuth:
                 if key is None
                 else "the API key is not valid"
             )
-            await _send_json(
+            await send_json(
                 send,
                 401,
                 error_body(401, message, (), request_id),
@@ -199,7 +277,10 @@ class ApiKeyAuth:
             return
         if path in self.admin_paths and caller.role != ADMIN:
             message = f"{path} needs an admin key; {caller.caller} has role {caller.role}"
-            await _send_json(send, 403, error_body(403, message, (), request_id), request_id)
+            await send_json(send, 403, error_body(403, message, (), request_id), request_id)
             return
-        scope.setdefault("state", {})["caller"] = caller.caller
-        await self.app(scope, receive, send)
+        token = _caller.set(caller.caller)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _caller.reset(token)

@@ -30,6 +30,8 @@ LOGGER = logging.getLogger("mlops.serving")
 REQUEST_ID_HEADER = "x-request-id"
 JSON_MEDIA_TYPE = "application/json"
 OPENAPI_PATH = "/docs.json"
+ADMIN_PREFIX = "/admin/"
+"""Routes only an admin key may call."""
 INTERNAL_PREFIX = "/internal/"
 """Routes only the service's own router calls (the challenger's endpoints): not published."""
 PROBE_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
@@ -49,6 +51,16 @@ ERROR_CODES: dict[int, tuple[str, str]] = {
 }
 """Every status an error can have, its `error` code and what it means (the OpenAPI document and
 README's API section say the same)."""
+
+SECURITY_SCHEME = "apiKey"
+BEARER_SCHEME: dict[str, Any] = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": (
+        "The caller's API key as `Authorization: Bearer <key>` (or `X-API-Key: <key>`); the "
+        "routes under /admin/ need an admin key."
+    ),
+}
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -129,16 +141,16 @@ def translate_error(status: int, body: bytes) -> tuple[str, list[str]]:
     return message, [field.group(1)] if field else []
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header_value(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
             return value.decode("latin-1")
     return None
 
 
-def _request_id_of(scope: Scope) -> str:
+def request_id_of(scope: Scope) -> str:
     """The client's `X-Request-ID` when it is a sane token, else a new one."""
-    given = _header(scope, REQUEST_ID_HEADER.encode())
+    given = header_value(scope, REQUEST_ID_HEADER.encode())
     if given and re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", given):
         return given
     return uuid.uuid4().hex
@@ -167,7 +179,7 @@ class HttpContract:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _request_id_of(scope)
+        request_id = request_id_of(scope)
         token = _request_id.set(request_id)
         try:
             await self._handle(scope, receive, send, request_id)
@@ -183,7 +195,7 @@ class HttpContract:
             limit = self.max_in_flight.get(path)
             if limit is not None and self._in_flight[path] >= limit:
                 message = f"{path} holds {limit} requests at once in this worker; retry shortly"
-                await _send_json(
+                await send_json(
                     send,
                     429,
                     error_body(429, message, (), request_id),
@@ -217,7 +229,7 @@ class HttpContract:
                 request_id,
                 message,
             )
-            await _send_json(
+            await send_json(
                 send, status, error_body(status, message, fields, request_id), request_id
             )
             return
@@ -225,7 +237,7 @@ class HttpContract:
         await self._forward(scope, receive, send, request_id)
 
     def _refuse_headers(self, scope: Scope) -> tuple[int, str, list[str]] | None:
-        content_type = _header(scope, b"content-type")
+        content_type = header_value(scope, b"content-type")
         if content_type is not None:
             media_type, _, parameters = content_type.partition(";")
             if media_type.strip().lower() != JSON_MEDIA_TYPE:
@@ -242,7 +254,7 @@ class HttpContract:
                     f"Content-Type: charset {charset.group(1)} is not accepted; send UTF-8",
                     ["Content-Type"],
                 )
-        length = _header(scope, b"content-length")
+        length = header_value(scope, b"content-length")
         if length is not None:
             if not length.isdigit():
                 return 400, f"Content-Length: {length!r} is not a byte count", ["Content-Length"]
@@ -299,10 +311,10 @@ class HttpContract:
                     return
                 status = held["start"]["status"]
                 if rewrite is not None and status == 200:
-                    await _send_json(send, 200, rewrite(b"".join(chunks)), request_id)
+                    await send_json(send, 200, rewrite(b"".join(chunks)), request_id)
                     return
                 text, fields = translate_error(status, b"".join(chunks))
-                await _send_json(
+                await send_json(
                     send,
                     status,
                     error_body(status, text, fields, request_id),
@@ -347,7 +359,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _send_json(
+async def send_json(
     send: Send,
     status: int,
     body: bytes,
@@ -392,10 +404,14 @@ def publish_openapi(document: bytes) -> bytes:
     for name in ("InvalidArgument", "NotFound", "InternalServerError"):
         schemas.pop(name, None)
     schemas["Error"] = deepcopy(ERROR_SCHEMA)
+    spec["components"]["securitySchemes"] = {SECURITY_SCHEME: deepcopy(BEARER_SCHEME)}
+    spec["security"] = [{SECURITY_SCHEME: []}]
     for path, operations in spec.get("paths", {}).items():
         for method, operation in operations.items():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
+            if path in PROBE_PATHS or path == OPENAPI_PATH:
+                operation["security"] = []  # open (and /metrics: the loopback address only)
             responses = {k: v for k, v in operation["responses"].items() if k.startswith("2")}
             statuses = _error_statuses(path, method)
             for status in statuses:
@@ -426,9 +442,12 @@ def _refer_to_full_input(operation: dict[str, Any], schemas: dict[str, Any]) -> 
 def _error_statuses(path: str, method: str) -> list[int]:
     if path in PROBE_PATHS:
         return [503] if path == "/readyz" else []
+    if path == OPENAPI_PATH:
+        return [500]
+    needs_key = [401, 403] if path.startswith(ADMIN_PREFIX) else [401]
     if method.lower() == "post":
-        return [400, 413, 415, 429, 500, 503, 504]
-    return [500]
+        return sorted([400, 413, 415, 429, 500, 503, 504, *needs_key])
+    return sorted([500, *needs_key])
 
 
 def _hoist_definitions(node: Any, schemas: dict[str, Any]) -> Any:

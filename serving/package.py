@@ -20,14 +20,14 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ml.data.atomic_files import write_text_atomically
 from ml.lifecycle.artifacts import ARTIFACT_SHA256, verify_artifact
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry
-from ml.settings import PROJECT_ROOT, environment_with
+from ml.settings import PROJECT_ROOT, REGISTRY_CLIENT_SECRETS, environment_with
 
 BENTO_NAME = "mlops_platform"
 SERVICE = "serving.service:Champions"
@@ -42,9 +42,13 @@ POINTER_FILE = "champion_bento.json"
 """Which Bento `champion_bento` built last, under BENTOML_HOME: what `make serve` follows."""
 
 
-def bentoml_environment(bentoml_home: Path, **overrides: str) -> dict[str, str]:
-    """This environment with BentoML's store set and no telemetry (packaging and serving)."""
+def bentoml_environment(
+    bentoml_home: Path, passing: Iterable[str] = REGISTRY_CLIENT_SECRETS, **overrides: str
+) -> dict[str, str]:
+    """This environment with BentoML's store set and no telemetry (packaging and serving),
+    without its secrets but the registry client's (packaging reads the registry)."""
     return environment_with(
+        passing=passing,
         BENTOML_HOME=str(bentoml_home),
         BENTOML_DO_NOT_TRACK="true",
         MLFLOW_DISABLE_TELEMETRY="true",

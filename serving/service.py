@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Literal
 
 import bentoml
 import numpy as np
@@ -36,11 +36,22 @@ from ml.lifecycle.release import (
     CHALLENGER_VARIANT,
     CHAMPION_VARIANT,
     SHADOW_VARIANT,
+    ReleaseState,
+    halted,
     in_shadow_sample,
+    read_release_states,
+    write_release_state,
 )
 from ml.monitoring.prediction_log import PredictionLogWriter, prediction_record
+from ml.security.redaction import redactor
 from ml.settings import ServingSettings, set_environment_defaults
-from serving.http_contract import INTERNAL_PREFIX, ClientErrorsAsWarnings, HttpContract
+from serving.api_keys import ApiKeyAuth, current_caller
+from serving.http_contract import (
+    ADMIN_PREFIX,
+    INTERNAL_PREFIX,
+    ClientErrorsAsWarnings,
+    HttpContract,
+)
 from serving.package import load_verified
 from serving.release import (
     ReleaseRouter,
@@ -62,11 +73,15 @@ class ServedModels(BaseModel):
     demand_forecaster_challenger: str = ""
 
 
+LOGGER = logging.getLogger(__name__)
 set_environment_defaults(TOKENIZERS_PARALLELISM="false")  # the workers are processes already
 SETTINGS = ServingSettings.from_env()
 MODELS = bentoml.use_arguments(ServedModels)
 CLASSIFY_CHALLENGER = f"{INTERNAL_PREFIX}classify-challenger"
 FORECAST_CHALLENGER = f"{INTERNAL_PREFIX}forecast-challenger"
+RELEASE_STATES_ROUTE = f"{ADMIN_PREFIX}release-states"
+HALT_RELEASE_ROUTE = f"{ADMIN_PREFIX}halt-release"
+ModelName = Literal["request_classifier", "demand_forecaster"]
 
 
 def _mlflow_version(tag: str) -> str:
@@ -189,6 +204,24 @@ class ForecastResponse(BaseModel):
     forecasts: list[PeriodForecast]
 
 
+class ReleaseView(BaseModel):
+    """A model's staged release as the workers route it."""
+
+    model_name: str
+    challenger_version: str
+    champion_version: str
+    stage: str
+    canary_share: float
+    shadow_share: float
+    reason: str
+    updated_by: str
+    step_started_at: str
+
+    @classmethod
+    def of(cls, state: ReleaseState) -> ReleaseView:
+        return cls(**{name: getattr(state, name) for name in cls.model_fields})
+
+
 PREDICTIONS = bentoml.metrics.Counter(
     name="mlops_predictions",
     documentation="Items answered, by endpoint and model version",
@@ -302,6 +335,7 @@ class Champions:
             SETTINGS.log_max_records,
             SETTINGS.log_flush_seconds,
             max_buffered=SETTINGS.log_max_buffered,
+            redact=redactor().redact,  # built here, once per worker: not on a request
         )
         self._log_failures_seen = 0
 
@@ -472,6 +506,34 @@ class Champions:
             covariates,
         )
 
+    @bentoml.api(route=RELEASE_STATES_ROUTE)
+    def release_states(self, model_name: ModelName | None = None) -> list[ReleaseView]:
+        """Admin key only: each model's staged release (or `model_name`'s alone)."""
+        states = read_release_states(SETTINGS.release_state_path)
+        return [
+            ReleaseView.of(state)
+            for name, state in sorted(states.items())
+            if model_name in (None, name)
+        ]
+
+    @bentoml.api(route=HALT_RELEASE_ROUTE)
+    def halt_release(
+        self, model_name: ModelName, reason: Annotated[str, Field(min_length=1, max_length=500)]
+    ) -> ReleaseView:
+        """Admin key only: stop `model_name`'s release now (the on-call's brake). The
+        challenger answers no canary share and scores no shadow from the next request on; the
+        release job then holds. Recorded with the admin's caller name and `reason`."""
+        state = read_release_states(SETTINGS.release_state_path).get(model_name)
+        if state is None:
+            raise BadInput(f"model_name: {model_name} has no release to halt")
+        try:
+            stopped = halted(state, reason, f"serving admin {current_caller() or '?'}")
+        except ValueError as error:
+            raise BadInput(f"model_name: {error}") from None
+        write_release_state(SETTINGS.release_state_path, stopped)
+        LOGGER.warning("release of %s halted by %s", model_name, stopped.updated_by)
+        return ReleaseView.of(stopped)
+
     def _forecast(
         self,
         model,
@@ -549,6 +611,9 @@ class Champions:
         return pd.concat([planned, rows], ignore_index=True).astype({"store": str, "item": str})
 
 
+Champions.add_asgi_middleware(  # outermost: nothing runs for a caller without a key
+    ApiKeyAuth, admin_paths=(RELEASE_STATES_ROUTE, HALT_RELEASE_ROUTE)
+)
 Champions.add_asgi_middleware(
     HttpContract,
     api_paths=tuple(ROUTES),

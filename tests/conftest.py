@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import requests
 from dagster import AssetKey
 
 from ml.annotation.label_studio_client import LabelStudioClient
@@ -27,6 +28,10 @@ from ml.synthetic.requests import generate_requests
 from orchestration.labelstudio import LabelStudioConfig, LabelStudioServer, start_server
 from orchestration.processes import stop_process_group, wait_until_ready
 from orchestration.serving import BentoServer, start_bento_server
+from orchestration.simulated_annotators import SIMULATED_DOMAIN
+
+# The tests' annotators are the simulated ones: they are the deployment's allow-list.
+os.environ.setdefault("MLOPS_ANNOTATORS", f"@{SIMULATED_DOMAIN}")
 
 if TYPE_CHECKING:  # imported where used: MLflow and scikit-learn slow every test session's start
     from ml.lifecycle.registry import ModelVersion, Registry
@@ -388,6 +393,14 @@ def serve_for_tests(platform: ServedPlatform, bento: str, log_name: str) -> Bent
         MLOPS_SERVING_WORKERS="2",
         MLOPS_PREDICTION_LOG_FLUSH_SECONDS="0.5",
     )
+
+
+@pytest.fixture
+def api(bento_server: BentoServer) -> Iterator[requests.Session]:
+    """HTTP calls to the session's server with the platform's application key."""
+    with requests.Session() as session:
+        session.headers.update(bento_server.headers())
+        yield session
 
 
 @pytest.fixture(scope="session")

@@ -59,6 +59,7 @@ from ml.monitoring.request_features import (
     sentence_embedder,
 )
 from ml.plots import drift_figure
+from ml.security.redaction import redact_all
 
 MONITORING_START = "2026-01-01-00:00"
 monitoring_windows = HourlyPartitionsDefinition(start_date=MONITORING_START, end_offset=1)
@@ -190,8 +191,8 @@ def reference_profiles(
     reference = build_text_reference(data.train.texts, embed)
     model = registry.load(REQUEST_CLASSIFIER, champion.version)
     predicted = model.predict(pd.DataFrame({"text": held_out}))
-    features = request_feature_frame(
-        held_out, predicted["intent"], predicted["confidence"], reference, embed
+    features = request_feature_frame(  # on what the prediction log keeps: redacted texts
+        redact_all(held_out), predicted["intent"], predicted["confidence"], reference, embed
     )
     folder = _reference_folder(monitoring, champion.version)
     reference.save(folder)

@@ -17,6 +17,7 @@ from dagster import (
     Config,
     DynamicPartitionsDefinition,
     MaterializeResult,
+    MetadataValue,
     asset,
 )
 from pydantic import Field, field_validator
@@ -35,9 +36,11 @@ from ml.annotation.agreement import (
     batch_agreement,
 )
 from ml.annotation.selection import pick_candidates, prediction_margins
+from ml.annotation.trust import BatchItem, vet_tasks
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registry import RegistryUnavailable
 from ml.plots import confusion_figure
+from ml.security.redaction import redact
 
 annotation_batches = DynamicPartitionsDefinition(name="annotation_batches")
 """One partition per batch sent to Label Studio; a re-annotation round is a batch of its own."""
@@ -220,7 +223,7 @@ def annotation_batch(
             {
                 "data": {
                     "ext_id": row["ext_id"],
-                    "text": row["text"],
+                    "text": redact(row["text"]),  # annotators need no card number
                     "request_id": row["request_id"],
                 }
             }
@@ -329,7 +332,16 @@ def annotated_batch(
             f"no Label Studio project {project_title(batch_id)!r}; "
             "materialize annotation_batch first"
         )
-    tasks = client.tasks(project)
+    in_project = client.tasks(project)
+    vetted = vet_tasks(
+        in_project,
+        {r["ext_id"]: BatchItem(r["request_id"], r["text"]) for r in items.iter_rows(named=True)},
+        label_studio.allow_list(),
+        redact,
+    )
+    for problem in vetted.problems:
+        context.log.warning(f"{batch_id}: not counted: {problem}")
+    tasks = vetted.tasks
     taxonomy = request_intake.taxonomy()
     report = batch_agreement([a for t in tasks for a in t.annotations], taxonomy.intents)
     rows = pl.DataFrame(
@@ -359,7 +371,7 @@ def annotated_batch(
         },
     )
     warehouse.replace_rows("batch_annotations", rows, "batch_id = ?", [batch_id])
-    deleted = sorted(set(items["ext_id"]) - {t.ext_id for t in tasks})
+    deleted = sorted(set(items["ext_id"]) - {t.ext_id for t in in_project})
     accepted = report.kappa is not None and report.kappa >= config.kappa_threshold
     requeued_as = None
     reviews_opened = 0
@@ -405,6 +417,14 @@ def annotated_batch(
             "disagreements": len(report.disagreements),
             "not_counted": counts_table(dict(report.excluded), "reason", "annotations"),
             "deleted_tasks": ", ".join(deleted) or "none",
+            "untrusted": MetadataValue.md(
+                "\n".join(f"- {p}" for p in vetted.problems)
+                or "none: every task is the "
+                "batch's own, unchanged, annotated by allow-listed people"
+            ),
+            "foreign_tasks": len(vetted.foreign),
+            "edited_tasks": len(vetted.edited),
+            "refused_annotations": len(vetted.refused),
             "per_annotator": counts_table(
                 dict(zip(annotators["annotator"], annotators["len"], strict=True)),
                 "annotator (simulated ones say so)",

@@ -90,13 +90,20 @@ def labeled_requests(
         },
     )
     client = label_studio.client()
-    rows, pending, withdrawn = [], [], []
+    reviewers = label_studio.allow_list()
+    rows, pending, withdrawn, refused = [], [], [], []
     for batch in agreement.filter(pl.col("status") == ACCEPTED).iter_rows(named=True):
         pairs = _stored_pairs(warehouse, batch["batch_id"], allowed)
         review_project = client.find_project(review_title(batch["batch_id"]))
         reviews: dict[str, list[Annotation]] = {}
         for task in client.tasks(review_project) if review_project is not None else []:
-            reviews[str(task.data.get("request_id"))] = task.annotations
+            counted = [a for a in task.annotations if reviewers.allows(a.annotator)]
+            refused += [
+                f"{batch['batch_id']}: review by {a.annotator}, not allow-listed"
+                for a in task.annotations
+                if a not in counted
+            ]
+            reviews[str(task.data.get("request_id"))] = counted
         resolution = resolve_labels(pairs, reviews, allowed)
         for review, why in resolution.invalid_reviews:
             if review.annotation_id is not None:
@@ -169,6 +176,7 @@ def labeled_requests(
             "adjudicated": int(labels["adjudicated"].sum()),
             "pending_review": len(pending),
             "withdrawn_reviews": "; ".join(withdrawn) or "none",
+            "refused_reviews": "; ".join(refused) or "none",
             "per_annotator": counts_table(
                 people, "annotator", "annotations / throughput / agreement with final label"
             ),

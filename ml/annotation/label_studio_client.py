@@ -5,6 +5,8 @@ with a message naming the server and the call, never the token. Task creation is
 tasks carry a stable external id (`ext_id`) and only missing ones are imported.
 """
 
+import hashlib
+import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -202,6 +204,12 @@ class LabelStudioClient:
         token = session.get(f"{self.url}/api/current-user/token", timeout=30)
         token.raise_for_status()
         return token.json()["token"]
+
+    def derived_password(self, account: str) -> str:
+        """A password for an account this administrator creates (simulated annotators): keyed
+        by the admin token, so nobody without it can guess it and it needs no storage."""
+        digest = hmac.new(self._token.encode(), f"password:{account}".encode(), hashlib.sha256)
+        return digest.hexdigest()[:32]
 
     def as_user(self, token: str) -> "LabelStudioClient":
         return LabelStudioClient(self.url, token, self.attempts, self.backoff_seconds)

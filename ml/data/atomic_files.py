@@ -14,15 +14,16 @@ import polars as pl
 # --- writing whole files ----------------------------------------------------------------------
 
 
-def write_bytes_atomically(path: Path, data: bytes) -> None:
+def write_bytes_atomically(path: Path, data: bytes, mode: int = 0o666) -> None:
     """Write to a unique hidden temporary file in the same folder, fsync, then rename: a reader
     (a sensor, a server) sees the old file or the whole new one, never half of it, and two
-    writers never share a temporary file."""
+    writers never share a temporary file. `mode` 0o600 makes a private file private from its
+    first byte."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     # O_EXCL: the name is this writer's alone; mode 0o666 lets the umask decide, as open() does.
-    handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)

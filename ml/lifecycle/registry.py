@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -117,11 +118,24 @@ def git_commit() -> str:
         return "unknown"
 
 
+def refuse_credentials_in(tracking_uri: str) -> None:
+    """A password inside the tracking URI would travel into logs, run metadata and `ps`:
+    credentials come from the environment only."""
+    parts = urllib.parse.urlsplit(tracking_uri)
+    if parts.password is not None or (parts.username and parts.scheme.startswith("http")):
+        raise ValueError(
+            f"the MLflow tracking URI {parts.scheme}://…@{parts.hostname} carries credentials: "
+            "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead (for a database "
+            "URI, PGPASSWORD or ~/.pgpass)"
+        )
+
+
 class Registry(AliasMoves):
     """MLflow at `tracking_uri` (SQLite file or `http://` server); `artifact_root` is where a
     file-backed store puts artifacts (a server keeps its own)."""
 
     def __init__(self, tracking_uri: str, artifact_root: str = "", lock_dir: str = ""):
+        refuse_credentials_in(tracking_uri)
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
         self._lock_dir = lock_dir

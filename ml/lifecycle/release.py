@@ -130,6 +130,15 @@ def start_release(
     )
 
 
+def halted(state: ReleaseState, reason: str, by: str) -> ReleaseState:
+    """A release stopped by hand (an admin on call): the challenger answers and scores nothing
+    from now on; the release job then holds, and the challenger keeps its alias until an ML
+    engineer withdraws it or registers another."""
+    if state.stage == OFF:
+        raise ValueError(f"the release of {state.model_name} v{state.challenger_version} is over")
+    return state.moved_to(f"halted: {reason}", by, stage=OFF, canary_share=0.0, shadow_share=0.0)
+
+
 # --- the state file ---------------------------------------------------------------------------
 
 

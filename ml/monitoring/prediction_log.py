@@ -128,6 +128,7 @@ class PredictionLogWriter:
         flush_seconds: float = 2.0,
         clock: Callable[[], datetime] = now,
         max_buffered: int = 10_000,
+        redact: Callable[[str], str] | None = None,
     ):
         if max_buffered < max_records:
             raise ValueError(
@@ -139,6 +140,9 @@ class PredictionLogWriter:
         self.flush_seconds = flush_seconds
         self.max_buffered = max_buffered
         self.clock = clock
+        self.redact = redact
+        """Applied to each record's `text` as it is written, in the writer's thread: the disk
+        never holds the text as sent, and the request path never waits for it."""
         self._buffer: list[Mapping[str, object]] = []
         self._written = self._refused = self._failed_writes = 0
         self._last_error: str | None = None
@@ -221,11 +225,28 @@ class PredictionLogWriter:
             self._sequence += 1
             name = f"{self.writer_id}-{self.clock():%Y%m%dT%H%M%S%f}-{self._sequence:06d}.jsonl"
             temporary = staging / name
+            if self.redact is not None:
+                rows = [self._redacted(row) for row in rows]
             with temporary.open("w", encoding="utf-8") as out:
                 out.writelines(json.dumps(row, default=str) + "\n" for row in rows)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temporary, folder / name)
+
+    def _redacted(self, row: Mapping[str, object]) -> Mapping[str, object]:
+        """`row` with its text redacted, where the model's input (JSON) repeats it too."""
+        text = row.get("text")
+        if not isinstance(text, str) or not text:
+            return row
+        clean = self.redact(text)
+        if clean == text:
+            return row
+        redacted = {**row, "text": clean}
+        if isinstance(row.get("input"), str):
+            redacted["input"] = row["input"].replace(
+                json.dumps(text)[1:-1], json.dumps(clean)[1:-1]
+            )
+        return redacted
 
     def _run(self) -> None:
         while not self._closed.is_set():

@@ -34,6 +34,7 @@ from ml.lifecycle.rollouts import (
 from ml.settings import Settings
 from orchestration.front_door import start_front_door
 from orchestration.serving import expected_version, follow_champion, is_alive
+from serving.api_keys import platform_credentials
 from serving.package import SERVED, current_bento, record_current_bento
 from tests.conftest import ServedPlatform, free_port
 
@@ -98,6 +99,10 @@ def test_the_front_door_says_unavailable_until_a_server_is_behind_it_then_proxie
         assert answer.status_code == 200 and answer.json() == {"path": "/x"}
         assert answer.headers["X-Request-ID"] == "rid-42", "the request's id passed through"
         assert answer.headers["X-Upstream"] == "echo", "the answer's headers came back"
+        metrics = requests.get(f"{front_door.url}/metrics", timeout=10)
+        assert metrics.status_code == 404 and metrics.json()["error"] == "not_found", (
+            "metrics are scraped beside the service, never through the front door"
+        )
 
         with contextlib.ExitStack() as cleanup:
             cleanup.callback(_Upstream.release.set)
@@ -136,10 +141,16 @@ class Follower:
     since: int
     """How many rollout records the session's data home held before this supervisor started."""
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The platform's application key, as the supervisor's servers check it."""
+        return platform_credentials(self.settings.secrets_dir).headers()
+
     def upstream_port(self) -> int | None:
-        """Where the front door sends requests now (None before the first switch)."""
+        """Where the front door sends requests now (None before the first switch); route 0
+        keeps /metrics from being routed."""
         route = requests.get(
-            f"{self.admin_url}/config/apps/http/servers/front_door/routes/0/handle/0", timeout=5
+            f"{self.admin_url}/config/apps/http/servers/front_door/routes/1/handle/0", timeout=5
         ).json()
         upstreams = route.get("upstreams") or [{}]
         return int(upstreams[0]["dial"].rsplit(":", 1)[1]) if "dial" in upstreams[0] else None
@@ -199,16 +210,18 @@ def answered_by(pointer: dict, answer: dict) -> bool:
     return answer.get("model_version") == expected_version(pointer, REQUEST_CLASSIFIER, variant)
 
 
-def classify_once(url: str, text: str = "where is my card?") -> dict | None:
+def classify_once(
+    url: str, headers: dict[str, str], text: str = "where is my card?"
+) -> dict | None:
     try:
-        answer = requests.post(f"{url}/classify", json={"texts": text}, timeout=30)
+        answer = requests.post(f"{url}/classify", json={"texts": text}, headers=headers, timeout=30)
     except requests.RequestException:
         return None
     return answer.json()[0] if answer.status_code == 200 else None
 
 
-def serves(url: str, pointer: dict) -> bool:
-    answer = classify_once(url)
+def serves(follower: Follower, pointer: dict) -> bool:
+    answer = classify_once(follower.url, follower.headers)
     return answer is not None and answered_by(pointer, answer)
 
 
@@ -249,6 +262,7 @@ class Load:
     every outcome kept as (started, status, answer or error text, request id echoed)."""
 
     url: str
+    headers: dict[str, str]
     outcomes: list[tuple[float, int, dict | str, bool]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -262,7 +276,7 @@ class Load:
                 answer = requests.post(
                     f"{self.url}/classify",
                     json={"texts": f"my card {i} has not arrived"},
-                    headers={"X-Request-ID": request_id},
+                    headers={"X-Request-ID": request_id, **self.headers},
                     timeout=60,
                 )
             except requests.RequestException as error:
@@ -277,8 +291,8 @@ class Load:
 
 
 @contextlib.contextmanager
-def load(url: str, clients: int) -> Iterator[Load]:
-    running = Load(url)
+def load(follower: Follower, clients: int) -> Iterator[Load]:
+    running = Load(follower.url, follower.headers)
     threads = [threading.Thread(target=running.call, args=(n,)) for n in range(clients)]
     for thread in threads:
         thread.start()
@@ -296,10 +310,10 @@ def test_a_new_champion_bento_is_swapped_in_under_load_without_one_failed_reques
     current = current_bento(served_platform.settings.bentoml_home)
     earlier = pointer_of(another_bento(served_platform), current)
     with following(served_platform) as follower:
-        assert wait_until(lambda: serves(follower.url, current), 300), "the champion is served"
+        assert wait_until(lambda: serves(follower, current), 300), "the champion is served"
         first = follower.wait_for_rollout(current["bento"], SWITCHED, follower.since, 10)
         seen = len(follower.rollouts())
-        with load(follower.url, clients=4) as running:
+        with load(follower, clients=4) as running:
             assert wait_until(lambda: len(running.outcomes) >= 20, 60), "the load is running"
             record_current_bento(served_platform.settings.bentoml_home, earlier)
             switched = follower.wait_for_rollout(earlier["bento"], SWITCHED, seen, 300)
@@ -316,7 +330,9 @@ def test_a_new_champion_bento_is_swapped_in_under_load_without_one_failed_reques
         assert switched["previous"] == current["bento"] and switched["port"] != first["port"]
         assert follower.upstream_port() == switched["port"]
         old_url = f"http://127.0.0.1:{first['port']}"
-        assert wait_until(lambda: classify_once(old_url) is None, 120), "the old server stopped"
+        assert wait_until(lambda: classify_once(old_url, follower.headers) is None, 120), (
+            "the old server stopped"
+        )
 
 
 @contextlib.contextmanager
@@ -360,10 +376,10 @@ def test_a_bento_that_cannot_start_or_answers_wrongly_never_takes_traffic_and_sa
     wrong = pointer_of(another_bento(served_platform), current)
     wrong["versions"] = {**wrong["versions"], REQUEST_CLASSIFIER: "999"}
     with following(served_platform) as follower, tampered_copy(served_platform, current) as bad:
-        assert wait_until(lambda: serves(follower.url, current), 300), "the champion is served"
+        assert wait_until(lambda: serves(follower, current), 300), "the champion is served"
         serving_port = follower.upstream_port()
         seen = len(follower.rollouts())
-        with load(follower.url, clients=2) as running:
+        with load(follower, clients=2) as running:
             record_current_bento(home, bad)
             refused = follower.wait_for_rollout(bad["bento"], FAILED_TO_START, seen, 300)
             record_current_bento(home, wrong)
@@ -420,7 +436,7 @@ def test_a_killed_bentoml_serve_is_restarted_and_the_front_door_answers_within_6
     current = current_bento(served_platform.settings.bentoml_home)
     supervisor_log = served_platform.settings.data_home / "logs" / "serving-supervisor.log"
     with following(served_platform) as follower:
-        assert wait_until(lambda: serves(follower.url, current), 300), "the champion is served"
+        assert wait_until(lambda: serves(follower, current), 300), "the champion is served"
         seen = len(follower.rollouts())
         killed_port = follower.upstream_port()
         killed = _bentoml_serve_on(killed_port)
@@ -437,7 +453,7 @@ def test_a_killed_bentoml_serve_is_restarted_and_the_front_door_answers_within_6
                 fresh = _bentoml_serve_on(port)
             except AssertionError:
                 return False
-            return fresh.pid != killed.pid and serves(follower.url, current)
+            return fresh.pid != killed.pid and serves(follower, current)
 
         assert wait_until(restarted, 60), "the front door did not answer within 60 s"
         back_after = time.monotonic() - killed_at

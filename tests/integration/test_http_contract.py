@@ -18,7 +18,7 @@ import requests
 from openapi_spec_validator import validate as validate_openapi
 
 from ml.monitoring.prediction_log import read_predictions
-from ml.settings import executable
+from ml.settings import environment_with, executable
 from orchestration.serving import BentoServer
 from tests.conftest import ServedPlatform
 
@@ -83,6 +83,7 @@ def test_a_fuzz_run_of_every_endpoint_finds_no_failure(
         capture_output=True,
         text=True,
         timeout=900,
+        env=environment_with(MLOPS_FUZZ_API_KEY=bento_server.credentials.application),
         cwd=tmp_path,  # its report folder, if any, stays out of the checkout
     )
     summary = run.stdout[run.stdout.rfind("SUMMARY") :]
@@ -92,7 +93,7 @@ def test_a_fuzz_run_of_every_endpoint_finds_no_failure(
     assert counted, summary
     assert counted.group(1) == counted.group(2)
     assert int(counted.group(1)) >= 150, "the fuzz run generated too few cases to mean much"
-    assert "Tested: 6" in summary and "❌" not in summary
+    assert "Tested: 8" in summary and "❌" not in summary
 
 
 def test_the_published_document_is_valid_openapi_and_self_contained(published: dict) -> None:
@@ -115,11 +116,11 @@ def test_the_published_document_is_valid_openapi_and_self_contained(published: d
 
 @pytest.mark.parametrize("path", ["/classify", "/forecast"])
 def test_a_multipart_content_type_is_a_415_never_a_500(
-    bento_server: BentoServer, published: dict, path: str
+    api: requests.Session, bento_server: BentoServer, published: dict, path: str
 ) -> None:
     """Reproducer: `curl -X POST -H 'Content-Type: multipart/form-data' -d '{"texts": ["0"]}'`
     was a 500."""
-    answer = requests.post(
+    answer = api.post(
         f"{bento_server.url}{path}",
         data=b'{"texts": ["0"]}',
         headers={"Content-Type": "multipart/form-data"},
@@ -142,10 +143,15 @@ def test_a_multipart_content_type_is_a_415_never_a_500(
     ],
 )
 def test_a_validation_error_has_the_published_error_shape(
-    bento_server: BentoServer, published: dict, path: str, request_body: dict, field: str
+    api: requests.Session,
+    bento_server: BentoServer,
+    published: dict,
+    path: str,
+    request_body: dict,
+    field: str,
 ) -> None:
     """Reproducers: the 400 bodies carried `detail` as a list while the schema said string."""
-    answer = requests.post(f"{bento_server.url}{path}", json=request_body, timeout=30)
+    answer = api.post(f"{bento_server.url}{path}", json=request_body, timeout=30)
     body = assert_published_error(published, path, answer, 400)
     assert body["error"] == "invalid_input" and body["fields"] == [field]
     assert body["message"].startswith(f"{field}: ")
@@ -164,13 +170,13 @@ def new_log_lines(log_path: Path, offset: int, needle: str, timeout_s: float = 1
 
 
 def test_an_empty_text_is_a_warning_line_without_traceback_or_the_text(
-    bento_server: BentoServer, published: dict
+    api: requests.Session, bento_server: BentoServer, published: dict
 ) -> None:
     """Reproducer: an empty text was logged at ERROR with a full traceback."""
     offset = bento_server.log_path.stat().st_size
     request_id = f"contract-{uuid.uuid4().hex[:8]}"
     secret = "alice.example@mail.test 4111111111111111"
-    answer = requests.post(
+    answer = api.post(
         f"{bento_server.url}/classify",
         json={"texts": ["", f"{secret} " * 30]},  # empty, and over the length limit
         headers={"X-Request-ID": request_id},
@@ -187,16 +193,16 @@ def test_an_empty_text_is_a_warning_line_without_traceback_or_the_text(
 
 
 def test_bodies_are_refused_before_parsing_with_the_right_status(
-    bento_server: BentoServer, published: dict
+    api: requests.Session, bento_server: BentoServer, published: dict
 ) -> None:
     url = f"{bento_server.url}/classify"
     json_type = {"Content-Type": "application/json"}
     cases = [
-        (requests.post(url, data=b'{"texts": "', headers=json_type, timeout=30), 400, "body"),
-        (requests.post(url, data=b'["hello"]', headers=json_type, timeout=30), 400, "body"),
-        (requests.post(url, data=b"\xff\xfe{}", headers=json_type, timeout=30), 400, "body"),
+        (api.post(url, data=b'{"texts": "', headers=json_type, timeout=30), 400, "body"),
+        (api.post(url, data=b'["hello"]', headers=json_type, timeout=30), 400, "body"),
+        (api.post(url, data=b"\xff\xfe{}", headers=json_type, timeout=30), 400, "body"),
         (
-            requests.post(
+            api.post(
                 url,
                 data='{"texts": "hi"}'.encode("utf-16"),
                 headers={"Content-Type": "application/json; charset=utf-16"},
@@ -206,14 +212,12 @@ def test_bodies_are_refused_before_parsing_with_the_right_status(
             "Content-Type",
         ),
         (
-            requests.post(
-                url, data=b"texts=hi", headers={"Content-Type": "text/plain"}, timeout=30
-            ),
+            api.post(url, data=b"texts=hi", headers={"Content-Type": "text/plain"}, timeout=30),
             415,
             "Content-Type",
         ),
         (
-            requests.post(url, data=b" " * (3 * 1024 * 1024), headers=json_type, timeout=30),
+            api.post(url, data=b" " * (3 * 1024 * 1024), headers=json_type, timeout=30),
             413,
             "body",
         ),
@@ -223,16 +227,18 @@ def test_bodies_are_refused_before_parsing_with_the_right_status(
         for _ in range(40):
             yield b" " * (128 * 1024)
 
-    cases.append((requests.post(url, data=chunks(), headers=json_type, timeout=30), 413, "body"))
+    cases.append((api.post(url, data=chunks(), headers=json_type, timeout=30), 413, "body"))
     for answer, status, field in cases:
         body = assert_published_error(published, "/classify", answer, status)
         assert body["fields"] == [field], body
-    assert requests.post(url, json={"texts": "still answering?"}, timeout=30).status_code == 200
+    assert api.post(url, json={"texts": "still answering?"}, timeout=30).status_code == 200
 
 
-def test_unknown_routes_and_methods_answer_in_the_same_shape(bento_server: BentoServer) -> None:
-    missing = requests.get(f"{bento_server.url}/no-such-route", timeout=30)
-    wrong_method = requests.get(f"{bento_server.url}/classify", timeout=30)
+def test_unknown_routes_and_methods_answer_in_the_same_shape(
+    api: requests.Session, bento_server: BentoServer
+) -> None:
+    missing = api.get(f"{bento_server.url}/no-such-route", timeout=30)
+    wrong_method = api.get(f"{bento_server.url}/classify", timeout=30)
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
     assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "method_not_allowed"
     assert wrong_method.headers["allow"] == "POST"
@@ -241,7 +247,7 @@ def test_unknown_routes_and_methods_answer_in_the_same_shape(bento_server: Bento
 
 
 def test_a_broken_log_disk_fails_readyz_and_loses_no_record_once_repaired(
-    served_platform: ServedPlatform, bento_server: BentoServer
+    api: requests.Session, served_platform: ServedPlatform, bento_server: BentoServer
 ) -> None:
     root = served_platform.settings.prediction_log_dir
     root.mkdir(parents=True, exist_ok=True)
@@ -251,7 +257,7 @@ def test_a_broken_log_disk_fails_readyz_and_loses_no_record_once_repaired(
     root.write_text("a file where the prediction log folder should be")  # the fault
     try:
         for i in range(16):  # enough to reach both workers
-            answer = requests.post(
+            answer = api.post(
                 f"{bento_server.url}/classify",
                 json={"texts": f"{marker} {i}: my card has still not arrived"},
                 timeout=30,
@@ -285,3 +291,36 @@ def test_a_broken_log_disk_fails_readyz_and_loses_no_record_once_repaired(
             break
         time.sleep(0.2)
     assert kept.height == 16, "records served while the disk was broken were lost"
+
+
+def test_every_route_but_the_probes_and_the_contract_needs_a_valid_key(
+    bento_server: BentoServer, published: dict
+) -> None:
+    key = bento_server.credentials.application
+    wrong = [
+        {},
+        {"Authorization": "Bearer not-a-key"},
+        {"Authorization": f"Basic {key}"},
+        {"X-API-Key": key[:-1]},
+    ]
+    for path in ("/classify", "/forecast", "/admin/halt-release", "/no-such-route"):
+        for headers in wrong:
+            answer = requests.post(
+                f"{bento_server.url}{path}", json={"texts": "hi"}, headers=headers, timeout=30
+            )
+            assert answer.status_code == 401, (path, headers, answer.text)
+            assert answer.json()["error"] == "unauthorized"
+            assert answer.headers["www-authenticate"].startswith("Bearer")
+            if path in published["paths"]:
+                assert_published_error(published, path, answer, 401)
+    by_header = requests.post(
+        f"{bento_server.url}/classify", json={"texts": "hi"}, headers={"X-API-Key": key}, timeout=30
+    )
+    assert by_header.status_code == 200, by_header.text
+    for path in ("/livez", "/readyz", "/docs.json", "/metrics"):  # /metrics: from loopback
+        assert requests.get(f"{bento_server.url}{path}", timeout=30).status_code == 200, path
+    assert published["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    assert published["security"] == [{"apiKey": []}]
+    assert published["paths"]["/readyz"]["get"]["security"] == []
+    assert "security" not in published["paths"]["/classify"]["post"], "it needs the key"
+    assert "403" in published["paths"]["/admin/halt-release"]["post"]["responses"]

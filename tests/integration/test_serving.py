@@ -31,7 +31,9 @@ from tests.conftest import ServedPlatform, free_port
 
 
 def post(server: BentoServer, route: str, body: object, timeout: float = 60) -> requests.Response:
-    return requests.post(f"{server.url}/{route}", json=body, timeout=timeout)
+    return requests.post(
+        f"{server.url}/{route}", json=body, headers=server.headers(), timeout=timeout
+    )
 
 
 def texts(count: int, seed: int = 21) -> list[str]:
@@ -210,6 +212,39 @@ def test_every_answer_is_logged_with_its_model_and_version(
     metrics = requests.get(f"{bento_server.url}/metrics", timeout=10).text
     assert f'model_version="{answers[0]["model_version"]}"' in metrics
     assert "mlops_predictions_total" in metrics
+
+
+def test_personal_data_is_answered_on_but_never_logged(
+    served_platform: ServedPlatform, bento_server: BentoServer
+) -> None:
+    text = (
+        "my card 4111 1111 1111 1111 was stolen, call me on +1 415 555 0132 or anna.k@example.com"
+    )
+    answer = post(bento_server, "classify", {"texts": text})
+    assert answer.status_code == 200, answer.text
+    request_id = answer.json()[0]["request_id"]
+    now = datetime.now(UTC)
+    deadline = time.monotonic() + 15
+    while True:
+        logged = read_predictions(
+            served_platform.settings.prediction_log_dir,
+            now - timedelta(hours=1),
+            now + timedelta(hours=1),
+        )
+        mine = logged.filter(logged["request_id"] == request_id)
+        if mine.height or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert mine.height == 1
+    assert mine["text"][0] == (
+        "my card <CREDIT_CARD> was stolen, call me on <PHONE_NUMBER> or <EMAIL_ADDRESS>"
+    )
+    on_disk = "".join(
+        p.read_text(encoding="utf-8")
+        for p in served_platform.settings.prediction_log_dir.rglob("*.jsonl")
+    )
+    for secret in ("4111 1111", "555 0132", "anna.k@"):
+        assert secret not in on_disk, f"{secret!r} reached the prediction log"
 
 
 def _workers(server: BentoServer) -> list[psutil.Process]:

@@ -6,6 +6,7 @@ challenger and roll it back on a breach; the pin job is audited; overload is she
 Runs after test_serving.py (it withdraws the shared platform's challenger at the end)."""
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,7 @@ from ml.lifecycle.release import (
 from ml.monitoring.prediction_log import PredictionLogWriter, read_log, read_predictions
 from orchestration.pipeline import execute_quietly
 from orchestration.serving import BentoServer, start_bento_server
+from serving.api_keys import ADMIN
 from tests.conftest import ServedPlatform, free_port, serve_for_tests
 
 
@@ -48,7 +50,7 @@ def classify(server: BentoServer, request_id: str, text: str = "where is my card
     answer = requests.post(
         f"{server.url}/classify",
         json={"texts": text},
-        headers={"X-Request-ID": request_id},
+        headers={"X-Request-ID": request_id, **server.headers()},
         timeout=60,
     )
     assert answer.status_code == 200, answer.text
@@ -128,6 +130,7 @@ def test_a_30_percent_canary_is_sticky_by_request_id_and_changes_without_a_resta
     write_release_state(
         state_path, state.moved_to("canary", "test", stage=CANARY, step=1, canary_share=0.3)
     )
+    time.sleep(1.0)  # a worker that read the state just before re-reads it within 0.5 s
     workers = psutil.Process(bento_server.process.pid).children(recursive=True)
     ids = [f"client-{uuid.uuid4().hex}" for _ in range(1000)]
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -173,11 +176,53 @@ def test_internal_challenger_routes_are_not_callable_from_outside(
     bento_server: BentoServer,
 ) -> None:
     answer = requests.post(
-        f"{bento_server.url}/internal/classify-challenger", json={"texts": "hi"}, timeout=30
+        f"{bento_server.url}/internal/classify-challenger",
+        json={"texts": "hi"},
+        headers=bento_server.headers(),
+        timeout=30,
     )
     assert answer.status_code == 404 and answer.json()["error"] == "not_found"
     published = requests.get(f"{bento_server.url}/docs.json", timeout=30).json()
     assert not [p for p in published["paths"] if p.startswith("/internal/")]
+
+
+def test_only_an_admin_key_halts_a_release_and_the_halt_says_who_and_why(
+    served_platform: ServedPlatform, bento_server: BentoServer, state_path: Path
+) -> None:
+    champion, challenger = challenger_of(served_platform)
+    state = start_release(REQUEST_CLASSIFIER, challenger, champion, ReleasePolicy(), "test")
+    write_release_state(
+        state_path, state.moved_to("all", "test", stage=CANARY, step=1, canary_share=1.0)
+    )
+    assert wait_for(lambda: classify(bento_server, uuid.uuid4().hex)["variant"] == "challenger")
+    halt_url = f"{bento_server.url}/admin/halt-release"
+    halt = {"model_name": REQUEST_CLASSIFIER, "reason": "on call: customers complain"}
+
+    without = requests.post(halt_url, json=halt, timeout=30)
+    application = requests.post(halt_url, json=halt, headers=bento_server.headers(), timeout=30)
+    assert without.status_code == 401 and without.json()["error"] == "unauthorized"
+    assert application.status_code == 403 and application.json()["error"] == "forbidden"
+    assert "needs an admin key" in application.json()["message"]
+    assert read_release_states(state_path)[REQUEST_CLASSIFIER].canary_share == 1.0, "untouched"
+
+    admin = bento_server.headers(ADMIN)
+    halted = requests.post(halt_url, json=halt, headers=admin, timeout=30)
+    assert halted.status_code == 200, halted.text
+    assert halted.json()["stage"] == "off" and halted.json()["canary_share"] == 0
+    assert halted.json()["updated_by"] == "serving admin platform-admin"
+    assert wait_for(
+        lambda: {classify(bento_server, f"after-{i}")["variant"] for i in range(20)} == {"champion"}
+    ), "the challenger still answered after the halt"
+    listed = requests.post(
+        f"{bento_server.url}/admin/release-states",
+        json={"model_name": REQUEST_CLASSIFIER},
+        headers=admin,
+        timeout=30,
+    )
+    assert listed.status_code == 200, listed.text
+    assert [s["reason"] for s in listed.json()] == ["halted: on call: customers complain"]
+    again = requests.post(halt_url, json=halt, headers=admin, timeout=30)
+    assert again.status_code == 400 and again.json()["fields"] == ["model_name"], again.text
 
 
 def run_release_job(platform: ServedPlatform):
@@ -314,14 +359,18 @@ def test_overload_is_shed_with_429_and_no_5xx_no_dead_worker_bounded_memory(
         body = {"texts": ["my card has not arrived yet, what should I do?"] * 32}
 
         def call(_: int) -> int:
-            return requests.post(f"{server.url}/classify", json=body, timeout=120).status_code
+            return requests.post(
+                f"{server.url}/classify", json=body, headers=server.headers(), timeout=120
+            ).status_code
 
         with ThreadPoolExecutor(max_workers=48) as pool:
             statuses = list(pool.map(call, range(400)))
         assert statuses.count(429) > 0, "nothing was shed"
         assert statuses.count(200) > 0
         assert not [s for s in statuses if s >= 500], sorted(set(statuses))
-        after_load = requests.post(f"{server.url}/classify", json=body, timeout=60)
+        after_load = requests.post(
+            f"{server.url}/classify", json=body, headers=server.headers(), timeout=60
+        )
         assert after_load.status_code == 200, "capacity comes back once the load is gone"
         alive = psutil.Process(server.process.pid).children(recursive=True)
         assert [w.pid for w in alive] == [w.pid for w in workers], "no worker died"

@@ -10,15 +10,20 @@ import pytest
 
 from serving.api_keys import (
     ADMIN,
+    ADMIN_KEY_VARIABLE,
     APPLICATION,
+    CLIENT_KEY_VARIABLE,
     KEYS_FILE_VARIABLE,
     KEYS_VARIABLE,
     ApiKeyAuth,
     ApiKeyError,
+    current_caller,
     key_line,
+    keys_for_service,
     load_keys,
     new_key,
     parse_keys,
+    platform_credentials,
     write_key_file,
 )
 
@@ -30,7 +35,7 @@ KEYS = parse_keys(
 
 
 async def _inner(scope, receive, send):
-    body = json.dumps({"caller": scope.get("state", {}).get("caller")}).encode()
+    body = json.dumps({"caller": current_caller()}).encode()
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": body})
 
@@ -120,3 +125,40 @@ def test_key_files_hold_digests_only_and_must_be_private(tmp_path):
 def test_a_bad_key_line_is_named(line, says):
     with pytest.raises(ApiKeyError, match=says):
         parse_keys(line, "keys.txt")
+
+
+def test_the_service_does_not_start_without_keys():
+    with pytest.raises(ApiKeyError, match=KEYS_FILE_VARIABLE):
+        keys_for_service({})
+    with pytest.raises(ApiKeyError, match="no API keys"):
+        ApiKeyAuth(_inner, None)
+
+
+def test_the_platform_generates_its_keys_once_in_private_files(tmp_path):
+    secrets = tmp_path / "secrets"
+    first = platform_credentials(secrets, {})
+    assert first.application != first.admin
+    assert platform_credentials(secrets, {}) == first, "generated once, then reused"
+    assert oct(secrets.stat().st_mode & 0o777) == "0o700"
+    for path in secrets.iterdir():
+        assert oct(path.stat().st_mode & 0o777) == "0o600", path
+        assert first.application not in path.read_text() or path.suffix == ".json"
+    keys = load_keys({KEYS_FILE_VARIABLE: str(first.keys_file)})
+    roles = {key.role for key in keys}
+    assert roles == {APPLICATION, ADMIN}
+    app = ApiKeyAuth(_inner, keys)
+    assert app.keys == keys
+    assert first.server_environment() == {KEYS_FILE_VARIABLE: str(first.keys_file)}
+    assert first.headers(ADMIN) == {"Authorization": f"Bearer {first.admin}"}
+
+
+def test_keys_the_operator_configures_need_the_platforms_own_from_the_environment(tmp_path):
+    configured = {KEYS_VARIABLE: key_line("shop", APPLICATION, APP_KEY)}
+    with pytest.raises(ApiKeyError, match=f"{CLIENT_KEY_VARIABLE} and {ADMIN_KEY_VARIABLE}"):
+        platform_credentials(tmp_path, configured)
+    given = platform_credentials(
+        tmp_path, {**configured, CLIENT_KEY_VARIABLE: APP_KEY, ADMIN_KEY_VARIABLE: ADMIN_KEY}
+    )
+    assert (given.application, given.admin, given.keys_file) == (APP_KEY, ADMIN_KEY, None)
+    assert given.server_environment() == {}, "the service reads the operator's keys"
+    assert not list(tmp_path.iterdir()), "nothing generated"

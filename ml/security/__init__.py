@@ -1,0 +1,1 @@
+"""Secrets, personal data and encryption: the pieces every plane shares."""

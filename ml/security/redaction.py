@@ -1,0 +1,94 @@
+"""Personal data out of every copy the platform keeps of a customer's text: e-mail addresses,
+phone numbers, card, IBAN, social-security and crypto-wallet numbers and IP addresses are
+replaced by their kind (`<EMAIL_ADDRESS>`, `<CREDIT_CARD>`…) before a text is logged,
+profiled, previewed or sent to annotation. The model still answers on the text as sent.
+
+The recognizers are presidio's pattern recognizers (regular expressions plus checksums: Luhn
+for cards, mod-97 for IBANs, libphonenumber for phones), run offline on a blank spaCy pipeline.
+Person names would need a statistical NER model, which cannot be downloaded here: names are
+not redacted (README, Security). The public-suffix list that e-mail validation reads is the one
+bundled with tldextract (no fetch).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterable, Sequence
+
+REDACTED_ENTITIES = (
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "CREDIT_CARD",
+    "IBAN_CODE",
+    "US_SSN",
+    "CRYPTO",
+    "IP_ADDRESS",
+)
+"""What is replaced. Dates, URLs and long numbers (order or account ids) stay: they are rarely
+personal on their own and a request classifier needs them."""
+MIN_SCORE = 0.4
+"""Presidio's confidence below which a match is left alone (a bare 10-digit number)."""
+
+
+class Redactor:
+    """presidio's analyzer (pattern recognizers only) and anonymizer; built once per process
+    (about 2 s), then some milliseconds per text."""
+
+    def __init__(self, entities: Sequence[str] = REDACTED_ENTITIES, min_score: float = MIN_SCORE):
+        os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")  # the bundled list only
+        import spacy
+        from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+        from presidio_analyzer.nlp_engine import SpacyNlpEngine
+        from presidio_anonymizer import AnonymizerEngine
+
+        class BlankPipeline(SpacyNlpEngine):
+            """Tokens only: no model to download, no NER (patterns do the work)."""
+
+            def load(self) -> None:
+                self.nlp = {"en": spacy.blank("en")}
+
+        nlp = BlankPipeline(models=[{"lang_code": "en", "model_name": "blank"}])
+        nlp.load()
+        registry = RecognizerRegistry(supported_languages=["en"])
+        registry.load_predefined_recognizers(nlp_engine=nlp, languages=["en"])
+        self.entities = list(entities)
+        self.min_score = min_score
+        self.analyzer = AnalyzerEngine(
+            nlp_engine=nlp, registry=registry, supported_languages=["en"]
+        )
+        self.anonymizer = AnonymizerEngine()
+
+    def findings(self, text: str) -> list[tuple[str, int, int]]:
+        """What would be replaced: (kind, start, end)."""
+        found = self.analyzer.analyze(
+            text, language="en", entities=self.entities, score_threshold=self.min_score
+        )
+        return [(f.entity_type, f.start, f.end) for f in found]
+
+    def redact(self, text: str) -> str:
+        if not text:
+            return text
+        found = self.analyzer.analyze(
+            text, language="en", entities=self.entities, score_threshold=self.min_score
+        )
+        if not found:
+            return text
+        return self.anonymizer.anonymize(text, found).text
+
+    def redact_all(self, texts: Iterable[str | None]) -> list[str | None]:
+        return [None if text is None else self.redact(text) for text in texts]
+
+
+@functools.cache
+def redactor() -> Redactor:
+    """The process's one redactor (its recognizers are compiled once)."""
+    return Redactor()
+
+
+def redact(text: str) -> str:
+    return redactor().redact(text)
+
+
+def redact_all(texts: Iterable[str | None]) -> list[str | None]:
+    return redactor().redact_all(texts)
