@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from dagster import AssetKey, BetaWarning, PreviewWarning
@@ -34,6 +34,7 @@ from ml.data.sources import DemandSource, demand_source_of, orange_juice_source 
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER  # noqa: E402
 from ml.lifecycle.registry import Registry  # noqa: E402
 from ml.lifecycle.release import ReleaseState, read_release_states  # noqa: E402
+from ml.monitoring.prediction_log import read_predictions  # noqa: E402
 from ml.settings import Settings, set_environment_defaults  # noqa: E402
 from ml.synthetic.demand import generate_demand  # noqa: E402
 from ml.synthetic.requests import generate_requests  # noqa: E402
@@ -225,12 +226,14 @@ def serve_and_monitor(settings: Settings, defs, instance, run, report, log_path:
             .sample(total, seed=0)["text"]
             .to_list()
         )
+        private = post_json(server, "/classify", {"texts": PRIVATE_REQUEST})[0]
         sent = send_traffic(server, texts[:DEMO_TRAFFIC])
         report(
             f"  ok   {sent} requests answered on /classify, logged in {settings.prediction_log_dir}"
         )
         release_in_stages(settings, defs, instance, server, texts[DEMO_TRAFFIC:], report)
     report("  ok   front door and bentoml serve stopped (make serve or make dev keep them running)")
+    report(f"  ok   {redaction_shown(settings, private['request_id'])}")
     hour = window_partition_key(datetime.now(UTC))
     with log_path.open("a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
         run.record(
@@ -296,6 +299,21 @@ def release_in_stages(
     for entry in registry.audit(REQUEST_CLASSIFIER)[-3:]:
         moves = ", ".join(f"{a}: {f or '-'} → {t or '-'}" for a, (f, t) in entry.moves.items())
         report(f"       audit #{entry.id} {entry.when} {entry.action} v{entry.version} ({moves})")
+
+
+PRIVATE_REQUEST = "my card 4111 1111 1111 1111 was stolen, please call me on +1 415 555 0132"
+
+
+def redaction_shown(settings: Settings, request_id: str) -> str:
+    """What the prediction log kept of a request carrying personal data."""
+    now = datetime.now(UTC)
+    logged = read_predictions(
+        settings.prediction_log_dir, now - timedelta(hours=2), now + timedelta(hours=1)
+    )
+    kept = logged.filter(logged["request_id"] == request_id)["text"].to_list()
+    if len(kept) != 1 or "4111" in kept[0] or "555 0132" in kept[0]:
+        raise RuntimeError(f"the prediction log kept {kept!r} of {PRIVATE_REQUEST!r}")
+    return f"the prediction log keeps {kept[0]!r} (sent: {PRIVATE_REQUEST!r})"
 
 
 def refused_without_a_key(server: FollowedChampion) -> list[str]:

@@ -1,8 +1,9 @@
-"""`make dev`: the Dagster UI and daemon (schedules and sensors run) on 127.0.0.1:3000, with the
-Label Studio the annotation sensors talk to, the MLflow UI on :5000 (for the embedded SQLite
-registry; a production registry has its own server) and the champion Bento behind its front door
-(Caddy) on :3001, each new one `champion_bento` builds swapped in blue/green once it passes its
-smoke test (see orchestration/serving.py); Ctrl-C stops them all."""
+"""`make dev`: the Dagster UI and daemon (schedules and sensors run) on 127.0.0.1:3000 behind
+a login (Caddy basic auth; a read-only UI for viewers on :3002: orchestration/ui_gateway.py),
+with the Label Studio the annotation sensors talk to, the MLflow UI on :5000 (for the embedded
+SQLite registry; a production registry has its own server) and the champion Bento behind its
+front door (Caddy) on :3001, each new one `champion_bento` builds swapped in blue/green once it
+passes its smoke test (see orchestration/serving.py); Ctrl-C stops them all."""
 
 import subprocess
 import sys
@@ -11,6 +12,13 @@ from pathlib import Path
 from ml.settings import PROJECT_ROOT, Settings, executable
 from orchestration.instance import open_instance
 from orchestration.labelstudio import LabelStudioConfig, is_up, start_server
+from orchestration.ui_gateway import ACCOUNTS_FILE, ENGINEER, VIEWER, start_ui_gateway
+
+ENGINEER_PORT, VIEWER_PORT = 3000, 3002
+"""Where people sign in: the UI, and the read-only UI."""
+ENGINEER_UPSTREAM, VIEWER_UPSTREAM = 3100, 3101
+"""The two webservers, on internal ports behind the login."""
+GATEWAY_ADMIN_PORT = 2020
 
 
 def main() -> int:
@@ -49,13 +57,39 @@ def main() -> int:
         "-h",
         "127.0.0.1",
         "-p",
-        "3000",
+        str(ENGINEER_UPSTREAM),
     ]
+    read_only = subprocess.Popen(
+        [
+            executable("dagster-webserver"),
+            "--read-only",
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(VIEWER_UPSTREAM),
+        ],
+        cwd=PROJECT_ROOT,
+    )
+    gateway = start_ui_gateway(
+        settings,
+        {ENGINEER: (ENGINEER_PORT, ENGINEER_UPSTREAM), VIEWER: (VIEWER_PORT, VIEWER_UPSTREAM)},
+        GATEWAY_ADMIN_PORT,
+    )
+    print(
+        f"Dagster UI on http://127.0.0.1:{ENGINEER_PORT} (account {ENGINEER}: runs jobs) and "
+        f"read-only on http://127.0.0.1:{VIEWER_PORT} (account {VIEWER}); passwords in "
+        f"{settings.secrets_dir / ACCOUNTS_FILE}",
+        flush=True,
+    )
     try:
         return subprocess.call(command, cwd=PROJECT_ROOT)
     except KeyboardInterrupt:
         return 0
     finally:
+        gateway.stop()
+        read_only.terminate()
         serving.terminate()
         serving.wait(timeout=60)
         if mlflow_ui is not None:

@@ -20,6 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ml.security.secret_files import write_private_file
 from ml.settings import Settings, environment_with, executable
 from orchestration.processes import log_tail, stop_process_group, wait_until_ready
 from serving.http_contract import JSON_MEDIA_TYPE, error_body
@@ -166,15 +167,32 @@ def start_front_door(
 ) -> FrontDoor:
     """`caddy run` answering 503 on 127.0.0.1:`port` until `switch_to` names an upstream; its
     state and log (`logs/front-door.log`) under the data home."""
-    home = settings.data_home / "caddy"
-    storage = home / "data"
-    config_path = home / "front-door.json"
-    log_path = settings.data_home / "logs" / "front-door.log"
-    storage.mkdir(parents=True, exist_ok=True)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(
-        json.dumps(front_door_config(port, admin_port, None, storage), indent=2), encoding="utf-8"
+    storage = settings.data_home / "caddy" / "data"
+    process, log_path = run_caddy(
+        settings,
+        "front-door",
+        front_door_config(port, admin_port, None, storage),
+        [port],
+        admin_port,
     )
+    return FrontDoor(port, admin_port, process, storage, log_path)
+
+
+def run_caddy(
+    settings: Settings,
+    name: str,
+    config: dict[str, object],
+    ports: list[int],
+    admin_port: int,
+) -> tuple[subprocess.Popen, Path]:
+    """`caddy run` of `config` (written to `caddy/<name>.json`, mode 0600: it may hold password
+    hashes), its log `logs/<name>.log`; returns once its admin API and every port answer."""
+    home = settings.data_home / "caddy"
+    config_path = home / f"{name}.json"
+    log_path = settings.data_home / "logs" / f"{name}.log"
+    (home / "data").mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    write_private_file(config_path, json.dumps(config, indent=2))
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [executable("caddy"), "run", "--config", str(config_path)],
@@ -188,16 +206,16 @@ def start_front_door(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    what = f"caddy (the front door on 127.0.0.1:{port})"
+    what = f"caddy ({name} on 127.0.0.1:{', '.join(map(str, ports))})"
     started = time.monotonic()
     wait_until_ready(
         process, f"http://127.0.0.1:{admin_port}/config/", log_path, START_TIMEOUT_SECONDS, what
     )
-    while not _listening(port):  # the admin API is up a moment before the HTTP server
+    while not all(_listening(port) for port in ports):  # the admin API is up a moment earlier
         if process.poll() is not None or time.monotonic() - started > START_TIMEOUT_SECONDS:
             stop_process_group(process)
             raise RuntimeError(
-                f"{what} did not listen on {port}; its log ({log_path}) ends:\n{log_tail(log_path)}"
+                f"{what} did not listen; its log ({log_path}) ends:\n{log_tail(log_path)}"
             )
         time.sleep(0.1)
-    return FrontDoor(port, admin_port, process, storage, log_path)
+    return process, log_path

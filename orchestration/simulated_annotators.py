@@ -43,10 +43,15 @@ class SimulatedAnnotator:
 
 
 def simulated_annotator(
-    admin: LabelStudioClient, name: str, error_rate: float, seed: int
+    admin: LabelStudioClient,
+    name: str,
+    error_rate: float,
+    seed: int,
+    domain: str = SIMULATED_DOMAIN,
 ) -> SimulatedAnnotator:
-    """Sign the simulated annotator up (or log them in again) and return them ready to work."""
-    email = f"{name}@{SIMULATED_DOMAIN}"
+    """Sign the simulated annotator up through an invite link (or log them in again) and
+    return them ready to work. Another `domain` makes someone the allow-list does not know."""
+    email = f"{name}@{domain}"
     password = admin.derived_password(email)  # random to anyone without the admin token
     try:
         token = admin.log_in(email, password)

@@ -32,6 +32,10 @@ from orchestration.simulated_annotators import SIMULATED_DOMAIN
 
 # The tests' annotators are the simulated ones: they are the deployment's allow-list.
 os.environ.setdefault("MLOPS_ANNOTATORS", f"@{SIMULATED_DOMAIN}")
+# A secret every process of the session could see: test_secrets_scan.py looks for it
+# everywhere afterwards. Without a user name, MLflow's client sends no credentials.
+os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", f"known-secret-{uuid.uuid4().hex}")
+KNOWN_ENVIRONMENT_SECRET = os.environ["MLFLOW_TRACKING_PASSWORD"]
 
 if TYPE_CHECKING:  # imported where used: MLflow and scikit-learn slow every test session's start
     from ml.lifecycle.registry import ModelVersion, Registry

@@ -2,7 +2,7 @@
 
 from dagster import Definitions
 
-from assets.monitoring import drift, jobs, schedules, sensors
+from assets.monitoring import drift, jobs, retention, schedules, sensors
 
 definitions = Definitions(
     assets=[
@@ -12,7 +12,11 @@ definitions = Definitions(
         drift.drift_report,
         drift.demand_forecast_drift,
     ],
-    jobs=[jobs.monitoring_job, jobs.demand_drift_job],
-    schedules=[schedules.monitoring_schedule, schedules.demand_drift_schedule],
+    jobs=[jobs.monitoring_job, jobs.demand_drift_job, retention.retention_job],
+    schedules=[
+        schedules.monitoring_schedule,
+        schedules.demand_drift_schedule,
+        retention.retention_schedule,
+    ],
     sensors=[sensors.drift_sensor, sensors.demand_drift_sensor],
 )

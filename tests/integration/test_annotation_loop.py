@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import requests
 from dagster import (
     AssetKey,
     DagsterInstance,
@@ -25,7 +26,7 @@ from ml.synthetic.requests import generate_requests
 from orchestration.definitions import build_definitions
 from orchestration.labelstudio import LabelStudioServer
 from orchestration.pipeline import run_platform
-from orchestration.simulated_annotators import simulated_annotator
+from orchestration.simulated_annotators import SIMULATED_DOMAIN, simulated_annotator
 from tests.conftest import small_demand_source
 
 
@@ -290,6 +291,54 @@ def test_deleted_tasks_and_foreign_labels_are_reported_not_fatal(
     for run in loop.instance.get_runs():
         for record in loop.instance.all_logs(run.run_id):
             assert token not in str(record), "the token must never reach logs or metadata"
+
+
+def test_only_allow_listed_annotators_on_the_batchs_own_unchanged_tasks_are_counted(
+    loop: Loop, label_studio: LabelStudioServer
+) -> None:
+    batch = loop.new_batch(size=6)
+    project = loop.admin.find_project(f"Requests {batch}")
+    walk_in = ("walk-in@outside.example", "a-password-1")
+    with requests.Session() as browser:  # the sign-up form, without an invite link
+        page = f"{label_studio.config.url}/user/signup/"
+        browser.get(page, timeout=30)
+        browser.post(
+            page,
+            data={
+                "email": walk_in[0],
+                "password": walk_in[1],
+                "csrfmiddlewaretoken": browser.cookies.get("csrftoken", ""),
+            },
+            headers={"Referer": page},
+            timeout=30,
+        )
+    with pytest.raises(PermissionError, match="could not sign up or log in"):
+        loop.admin.log_in(*walk_in)  # no account was made
+    outsider = simulated_annotator(loop.admin, "outsider", 0.0, seed=11, domain="outside.example")
+    first, edited = loop.admin.tasks(project)[:2]
+    loop.admin.sdk.tasks.update(id=edited.task_id, data={**edited.data, "text": "changed"})
+    annotate(loop, batch, error_rates=(0.0, 0.0))
+    loop.admin.import_missing(
+        project, [{"data": {"ext_id": "other:r1", "request_id": "r1", "text": "not ours"}}]
+    )
+    outsider.client.submit_choice(first.task_id, "card_arrival", lead_time=1.0)
+
+    assert loop.run("annotated_batch_job", batch).success
+    metadata = loop.instance.get_latest_materialization_event(
+        AssetKey("annotated_batch")
+    ).asset_materialization.metadata
+    assert metadata["refused_annotations"].value == 1
+    assert metadata["edited_tasks"].value == 1
+    assert metadata["foreign_tasks"].value == 1
+    untrusted = metadata["untrusted"].value
+    assert "outsider@outside.example, not allow-listed" in untrusted
+    assert f"task {edited.task_id} ({edited.ext_id}): text changed since import" in untrusted
+    assert "(other:r1): not an item of this batch" in untrusted
+    assert metadata["doubly_annotated"].value == 5, "the edited task is not counted"
+    counted = loop.warehouse.query(
+        "select distinct annotator from batch_annotations where batch_id = ?", [batch]
+    )["annotator"].to_list()
+    assert counted and all(a.endswith(f"@{SIMULATED_DOMAIN}") for a in counted)
 
 
 def test_an_outage_mid_batch_fails_clearly_and_the_retry_loses_and_duplicates_nothing(

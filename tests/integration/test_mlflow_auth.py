@@ -45,6 +45,7 @@ def register_one_version(client: MlflowClient) -> str:
 
 @pytest.mark.postgres
 def test_only_the_platform_account_moves_an_alias_and_people_only_read(tmp_path: Path) -> None:
+    before = {name: os.environ.get(name) for name in CREDENTIALS}
     with (
         scratch_postgres_database("mlops_mlflow") as backend,
         scratch_postgres_database("mlops_mlflow_auth") as users,
@@ -90,7 +91,7 @@ def test_only_the_platform_account_moves_an_alias_and_people_only_read(tmp_path:
         with environment_set(**accounts.environment(PLATFORM_USER)):
             aliases = client.get_registered_model(MODEL).aliases
         assert aliases == {"champion": version}, "no refused move took effect"
-    assert not any(os.environ.get(name) for name in CREDENTIALS), "restored"
+    assert {name: os.environ.get(name) for name in CREDENTIALS} == before, "restored"
 
 
 def test_credentials_inside_a_tracking_uri_are_refused() -> None:

@@ -1,0 +1,124 @@
+"""The Dagster UI is reached only through its login (Caddy basic auth, as `make dev` starts
+it): no account or a wrong password is a 401; an ML engineer reaches the full webserver; a
+viewer reaches only the read-only one, and that webserver (`dagster-webserver --read-only`,
+the real one over this code location) refuses to launch a run."""
+
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from ml.settings import PROJECT_ROOT, Settings, environment_with, executable
+from orchestration.processes import stop_process_group, wait_until_ready
+from orchestration.ui_gateway import ACCOUNTS_FILE, ENGINEER, VIEWER, start_ui_gateway, ui_accounts
+from tests.conftest import free_port
+
+
+def upstream(name: str) -> ThreadingHTTPServer:
+    class Echo(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = f"{name} {self.headers.get('X-Forwarded-User', '')}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_each_account_reaches_only_its_webserver_and_nobody_gets_in_without_one(
+    settings: Settings,
+) -> None:
+    full, read_only = upstream("full"), upstream("read-only")
+    ports = {ENGINEER: free_port(), VIEWER: free_port()}
+    gateway = start_ui_gateway(
+        settings,
+        {
+            ENGINEER: (ports[ENGINEER], full.server_address[1]),
+            VIEWER: (ports[VIEWER], read_only.server_address[1]),
+        },
+        free_port(),
+    )
+    try:
+        accounts = ui_accounts(settings.secrets_dir)
+        assert (settings.secrets_dir / ACCOUNTS_FILE).stat().st_mode & 0o077 == 0
+        config = (settings.data_home / "caddy" / "ui-gateway.json").read_text()
+        assert all(password not in config for password in accounts.values()), "hashes only"
+
+        def get(account: str, auth: tuple[str, str] | None) -> requests.Response:
+            return requests.get(f"http://127.0.0.1:{ports[account]}/", auth=auth, timeout=30)
+
+        for account in (ENGINEER, VIEWER):
+            nobody = get(account, None)
+            assert nobody.status_code == 401 and "Basic" in nobody.headers["WWW-Authenticate"]
+            assert get(account, (account, accounts[account] + "x")).status_code == 401
+        engineer = get(ENGINEER, (ENGINEER, accounts[ENGINEER]))
+        assert engineer.status_code == 200 and engineer.text == "full engineer"
+        viewer = get(VIEWER, (VIEWER, accounts[VIEWER]))
+        assert viewer.status_code == 200 and viewer.text == "read-only viewer"
+        assert get(ENGINEER, (VIEWER, accounts[VIEWER])).status_code == 401, "viewers stay out"
+    finally:
+        gateway.stop()
+        full.shutdown()
+        read_only.shutdown()
+
+
+@pytest.fixture
+def read_only_webserver(settings: Settings, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    log_path = tmp_path / "webserver.log"
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                executable("dagster-webserver"),
+                "--read-only",
+                "-w",
+                str(PROJECT_ROOT / "workspace.yaml"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=PROJECT_ROOT,
+            env=environment_with(DAGSTER_HOME=str(settings.dagster_home)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(process, f"{url}/server_info", log_path, 240, "dagster-webserver")
+        yield url
+    finally:
+        stop_process_group(process)
+
+
+LAUNCH = """
+mutation {
+  launchRun(executionParams: {
+    selector: {repositoryLocationName: "mlops_platform", repositoryName: "__repository__",
+               jobName: "warehouse_job"}
+  }) { __typename ... on UnauthorizedError { message } }
+}"""
+
+
+def test_the_read_only_webserver_refuses_to_launch_a_run(read_only_webserver: str) -> None:
+    graphql = f"{read_only_webserver}/graphql"
+    permissions = requests.post(
+        graphql, json={"query": "{ permissions { permission value } }"}, timeout=120
+    ).json()["data"]["permissions"]
+    allowed = {p["permission"]: p["value"] for p in permissions}
+    assert allowed["launch_pipeline_execution"] is False
+    assert allowed["edit_sensor"] is False
+    launched = requests.post(graphql, json={"query": LAUNCH}, timeout=120).json()
+    assert launched["data"]["launchRun"]["__typename"] == "UnauthorizedError", launched
