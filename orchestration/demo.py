@@ -35,6 +35,7 @@ from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry  # noqa: E402
 from ml.lifecycle.release import ReleaseState, read_release_states  # noqa: E402
 from ml.monitoring.prediction_log import read_predictions  # noqa: E402
+from ml.security.encryption import generated_keys_into_environment  # noqa: E402
 from ml.settings import Settings, set_environment_defaults  # noqa: E402
 from ml.synthetic.demand import generate_demand  # noqa: E402
 from ml.synthetic.requests import generate_requests  # noqa: E402
@@ -400,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     # The demo's annotators are simulated: they are its allow-list, unless one is configured.
     set_environment_defaults(MLOPS_ANNOTATORS=f"@{SIMULATED_DOMAIN}")
     settings = Settings.from_env()
+    generated_keys_into_environment(settings.secrets_dir)  # the logs' keys, for every process
     if args.real:
         settings, demand_source, request_files = real_data_deployment(settings)
     else:

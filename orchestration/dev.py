@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ml.security.encryption import generated_keys_into_environment
 from ml.settings import PROJECT_ROOT, Settings, executable
 from orchestration.instance import open_instance
 from orchestration.labelstudio import LabelStudioConfig, is_up, start_server
@@ -23,6 +24,7 @@ GATEWAY_ADMIN_PORT = 2020
 
 def main() -> int:
     settings = Settings.from_env()
+    generated_keys_into_environment(settings.secrets_dir)  # the logs' keys, for every process
     open_instance(settings)
     server = None
     if is_up(settings.label_studio_url):

@@ -42,6 +42,8 @@ from ml.lifecycle.rollouts import (
     rollout_log,
     rollouts_after,
 )
+from ml.security.encryption import KEYS_VARIABLE as ENCRYPTION_KEYS_VARIABLE
+from ml.security.encryption import generated_keys_into_environment
 from ml.settings import Settings, executable
 from orchestration.front_door import (
     DEFAULT_ADMIN_PORT,
@@ -129,7 +131,8 @@ def start_bento_server(
             cwd=log_path.parent,  # not the checkout: the Bento serves its own copy of the code
             env=bentoml_environment(
                 settings.bentoml_home,
-                passing=(KEYS_VARIABLE,),  # the operator's keys, if given inline
+                # the operator's API keys if given inline, and the log's encryption keys
+                passing=(KEYS_VARIABLE, ENCRYPTION_KEYS_VARIABLE),
                 MLOPS_DATA_HOME=str(settings.data_home),
                 **credentials.server_environment(),
                 **environment,
@@ -517,6 +520,7 @@ def champion_behind_front_door(
 
 def main() -> int:
     settings = Settings.from_env()
+    generated_keys_into_environment(settings.secrets_dir)
     admin_port = admin_port_from_env()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the servers on the way out
     with contextlib.suppress(KeyboardInterrupt):

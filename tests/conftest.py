@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import requests
+from cryptography.fernet import Fernet
 from dagster import AssetKey
 
 from ml.annotation.label_studio_client import LabelStudioClient
@@ -36,6 +37,8 @@ os.environ.setdefault("MLOPS_ANNOTATORS", f"@{SIMULATED_DOMAIN}")
 # everywhere afterwards. Without a user name, MLflow's client sends no credentials.
 os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", f"known-secret-{uuid.uuid4().hex}")
 KNOWN_ENVIRONMENT_SECRET = os.environ["MLFLOW_TRACKING_PASSWORD"]
+# Logs are encrypted at rest, as the demo and `make serve` encrypt them.
+os.environ.setdefault("MLOPS_ENCRYPTION_KEYS", Fernet.generate_key().decode())
 
 if TYPE_CHECKING:  # imported where used: MLflow and scikit-learn slow every test session's start
     from ml.lifecycle.registry import ModelVersion, Registry

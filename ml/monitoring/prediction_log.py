@@ -18,6 +18,7 @@ window that the Dagster assets read.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -29,8 +30,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+from cryptography.fernet import MultiFernet
 
 from ml.lifecycle.release import SHADOW_VARIANT
+from ml.security.encryption import (
+    ENCRYPTED_SUFFIX,
+    EncryptionError,
+    at_rest_cipher,
+    decrypt,
+    encrypt,
+)
+from ml.security.encryption import KEYS_VARIABLE as ENCRYPTION_KEYS_VARIABLE
 
 LOGGER = logging.getLogger(__name__)
 
@@ -54,6 +64,10 @@ RECORD_SCHEMA: dict[str, pl.DataType] = {
 directly (for classifications: the text, the predicted intent and its probability), and which
 variant answered (`champion`, `challenger`, or `shadow`: a challenger's answer to champion
 traffic that was never returned; `agrees` says whether it matched the champion's)."""
+
+
+FROM_ENVIRONMENT = object()
+"""A writer's (or reader's) keys: the deployment's, from MLOPS_ENCRYPTION_KEYS."""
 
 
 def now() -> datetime:
@@ -129,6 +143,7 @@ class PredictionLogWriter:
         clock: Callable[[], datetime] = now,
         max_buffered: int = 10_000,
         redact: Callable[[str], str] | None = None,
+        cipher: MultiFernet | object | None = FROM_ENVIRONMENT,
     ):
         if max_buffered < max_records:
             raise ValueError(
@@ -140,6 +155,8 @@ class PredictionLogWriter:
         self.flush_seconds = flush_seconds
         self.max_buffered = max_buffered
         self.clock = clock
+        self.cipher = at_rest_cipher() if cipher is FROM_ENVIRONMENT else cipher
+        """Files are Fernet-encrypted (`*.jsonl.enc`) when the deployment has keys."""
         self.redact = redact
         """Applied to each record's `text` as it is written, in the writer's thread: the disk
         never holds the text as sent, and the request path never waits for it."""
@@ -224,11 +241,16 @@ class PredictionLogWriter:
             folder.mkdir(parents=True, exist_ok=True)
             self._sequence += 1
             name = f"{self.writer_id}-{self.clock():%Y%m%dT%H%M%S%f}-{self._sequence:06d}.jsonl"
+            if self.cipher is not None:
+                name += ENCRYPTED_SUFFIX
             temporary = staging / name
             if self.redact is not None:
                 rows = [self._redacted(row) for row in rows]
-            with temporary.open("w", encoding="utf-8") as out:
-                out.writelines(json.dumps(row, default=str) + "\n" for row in rows)
+            content = "".join(json.dumps(row, default=str) + "\n" for row in rows).encode("utf-8")
+            if self.cipher is not None:
+                content = encrypt(self.cipher, content)
+            with temporary.open("wb") as out:
+                out.write(content)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temporary, folder / name)
@@ -272,9 +294,20 @@ def log_files(root: Path, start: datetime, end: datetime) -> list[Path]:
     while moment < end:
         folder = window_folder(root, moment)
         if folder.is_dir():
-            files += sorted(folder.glob("*.jsonl"))
+            files += sorted([*folder.glob("*.jsonl"), *folder.glob(f"*.jsonl{ENCRYPTED_SUFFIX}")])
         moment += WINDOW
     return files
+
+
+def log_file_content(path: Path, cipher: MultiFernet | object | None = FROM_ENVIRONMENT) -> bytes:
+    """A log file's JSON lines, decrypted when it is encrypted."""
+    data = path.read_bytes()
+    if not path.name.endswith(ENCRYPTED_SUFFIX):
+        return data
+    keys = at_rest_cipher() if cipher is FROM_ENVIRONMENT else cipher
+    if keys is None:
+        raise EncryptionError(f"{path} is encrypted: set {ENCRYPTION_KEYS_VARIABLE} to read it")
+    return decrypt(keys, data, str(path))
 
 
 def read_log(
@@ -287,7 +320,10 @@ def read_log(
     if not files:
         frame = pl.DataFrame(schema=schema)
     else:
-        frame = pl.concat([pl.read_ndjson(path, schema=schema) for path in files], how="vertical")
+        frame = pl.concat(
+            [pl.read_ndjson(io.BytesIO(log_file_content(path)), schema=schema) for path in files],
+            how="vertical",
+        )
     frame = frame.with_columns(
         pl.col("served_at").str.to_datetime(time_zone="UTC", time_unit="us")
     ).filter((pl.col("served_at") >= start) & (pl.col("served_at") < end))

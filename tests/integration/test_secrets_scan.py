@@ -5,6 +5,8 @@ traffic with an application and an admin key) leaves neither in any log, the Dag
 the MLflow store, any Bento or anywhere else in the data home, except the secrets folder made
 to hold them; and no process was given one on its command line."""
 
+import os
+
 import psutil
 import requests
 
@@ -52,6 +54,7 @@ def test_no_secret_is_left_in_logs_the_event_log_the_registry_bentos_or_the_data
         "the application key": credentials.application.encode(),
         "the admin key": credentials.admin.encode(),
         "MLFLOW_TRACKING_PASSWORD": KNOWN_ENVIRONMENT_SECRET.encode(),
+        "the logs' encryption key": os.environ["MLOPS_ENCRYPTION_KEYS"].encode(),
     }
 
     home = served_platform.settings.data_home

@@ -21,7 +21,7 @@ from dagster import AssetKey
 from assets.resources import BentoStore
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry
-from ml.monitoring.prediction_log import log_files, read_predictions
+from ml.monitoring.prediction_log import log_file_content, log_files, read_predictions
 from ml.requests.taxonomy import load_taxonomy
 from ml.synthetic.requests import generate_requests
 from orchestration.pipeline import execute_quietly
@@ -239,12 +239,13 @@ def test_personal_data_is_answered_on_but_never_logged(
     assert mine["text"][0] == (
         "my card <CREDIT_CARD> was stolen, call me on <PHONE_NUMBER> or <EMAIL_ADDRESS>"
     )
-    on_disk = "".join(
-        p.read_text(encoding="utf-8")
-        for p in served_platform.settings.prediction_log_dir.rglob("*.jsonl")
-    )
-    for secret in ("4111 1111", "555 0132", "anna.k@"):
-        assert secret not in on_disk, f"{secret!r} reached the prediction log"
+    files = log_files(served_platform.settings.prediction_log_dir, now - timedelta(hours=1), now)
+    assert files and all(p.name.endswith(".jsonl.enc") for p in files), "encrypted at rest"
+    raw = b"".join(p.read_bytes() for p in files)
+    kept = b"".join(log_file_content(p) for p in files)
+    assert b"request_id" not in raw, "no plaintext on disk"
+    for secret in (b"4111 1111", b"555 0132", b"anna.k@"):
+        assert secret not in kept, f"{secret!r} reached the prediction log"
 
 
 def _workers(server: BentoServer) -> list[psutil.Process]:
@@ -311,7 +312,7 @@ def test_a_worker_killed_mid_load_corrupts_no_log_and_the_service_recovers(
     now = datetime.now(UTC)
     hour = (now - timedelta(hours=2), now + timedelta(hours=1))
     for path in log_files(served_platform.settings.prediction_log_dir, *hour):
-        text = path.read_text(encoding="utf-8")
+        text = log_file_content(path).decode("utf-8")
         assert text.endswith("\n"), f"{path} is cut off"
         for line in text.splitlines():
             json.loads(line)

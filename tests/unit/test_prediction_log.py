@@ -13,6 +13,7 @@ import pytest
 
 from ml.monitoring.prediction_log import (
     PredictionLogWriter,
+    log_file_content,
     log_files,
     prediction_record,
     read_predictions,
@@ -136,7 +137,8 @@ def test_concurrent_writers_never_corrupt_or_interleave_records(tmp_path: Path) 
         process.join(timeout=60)
         assert process.exitcode == 0
     for path in log_files(tmp_path, START, START + timedelta(hours=1)):
-        writer_ids = {json.loads(line)["request_id"].split("-")[0] for line in path.open()}
+        lines = log_file_content(path).decode("utf-8").splitlines()
+        writer_ids = {json.loads(line)["request_id"].split("-")[0] for line in lines}
         assert len(writer_ids) == 1, f"{path.name} mixes writers {writer_ids}"
     logged = read_predictions(tmp_path, START, START + timedelta(hours=1))
     assert logged.height == 1600
@@ -166,7 +168,7 @@ def test_a_writer_killed_mid_load_leaves_only_complete_files(tmp_path: Path) -> 
     process.join(timeout=10)
     files = log_files(tmp_path, START, START + timedelta(hours=1))
     for path in files:
-        text = path.read_text(encoding="utf-8")
+        text = log_file_content(path).decode("utf-8")
         assert text.endswith("\n")
         [json.loads(line) for line in text.splitlines()]  # every line parses
     logged = read_predictions(tmp_path, START, START + timedelta(hours=1))
