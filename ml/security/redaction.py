@@ -59,13 +59,6 @@ class Redactor:
         )
         self.anonymizer = AnonymizerEngine()
 
-    def findings(self, text: str) -> list[tuple[str, int, int]]:
-        """What would be replaced: (kind, start, end)."""
-        found = self.analyzer.analyze(
-            text, language="en", entities=self.entities, score_threshold=self.min_score
-        )
-        return [(f.entity_type, f.start, f.end) for f in found]
-
     def redact(self, text: str) -> str:
         if not text:
             return text

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import polars as pl
 import psutil
 import pytest
 import requests
@@ -188,23 +189,29 @@ def test_concurrent_requests_are_batched_and_answered_as_if_alone(
     ), "adaptive batching never merged two requests"
 
 
+def logged_once_flushed(platform: ServedPlatform, request_ids: set[str]) -> pl.DataFrame:
+    """The prediction-log records of `request_ids`, waiting (at most 15 s) until the workers
+    have flushed them all."""
+    now = datetime.now(UTC)
+    deadline = time.monotonic() + 15
+    while True:
+        logged = read_predictions(
+            platform.settings.prediction_log_dir,
+            now - timedelta(hours=1),
+            now + timedelta(hours=1),
+        )
+        mine = logged.filter(logged["request_id"].is_in(list(request_ids)))
+        if mine.height >= len(request_ids) or time.monotonic() > deadline:
+            return mine
+        time.sleep(0.2)
+
+
 def test_every_answer_is_logged_with_its_model_and_version(
     served_platform: ServedPlatform, bento_server: BentoServer
 ) -> None:
     answers = post(bento_server, "classify", {"texts": texts(5, seed=44)}).json()
     wanted = {a["request_id"] for a in answers}
-    now = datetime.now(UTC)
-    deadline = time.monotonic() + 15
-    while True:
-        logged = read_predictions(
-            served_platform.settings.prediction_log_dir,
-            now - timedelta(hours=1),
-            now + timedelta(hours=1),
-        )
-        if wanted <= set(logged["request_id"]) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    mine = logged.filter(logged["request_id"].is_in(list(wanted)))
+    mine = logged_once_flushed(served_platform, wanted)
     assert mine.height == 5
     assert set(mine["model_name"]) == {REQUEST_CLASSIFIER}
     assert set(mine["model_version"]) == {answers[0]["model_version"]}
@@ -224,17 +231,7 @@ def test_personal_data_is_answered_on_but_never_logged(
     assert answer.status_code == 200, answer.text
     request_id = answer.json()[0]["request_id"]
     now = datetime.now(UTC)
-    deadline = time.monotonic() + 15
-    while True:
-        logged = read_predictions(
-            served_platform.settings.prediction_log_dir,
-            now - timedelta(hours=1),
-            now + timedelta(hours=1),
-        )
-        mine = logged.filter(logged["request_id"] == request_id)
-        if mine.height or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    mine = logged_once_flushed(served_platform, {request_id})
     assert mine.height == 1
     assert mine["text"][0] == (
         "my card <CREDIT_CARD> was stolen, call me on <PHONE_NUMBER> or <EMAIL_ADDRESS>"
