@@ -161,6 +161,9 @@ class PredictionLogWriter:
         """Applied to each record's `text` as it is written, in the writer's thread: the disk
         never holds the text as sent, and the request path never waits for it."""
         self._buffer: list[Mapping[str, object]] = []
+        self._flushing = 0
+        """Records taken out of the buffer by a flush still under way: they count against the
+        bound, since a failed write puts them back."""
         self._written = self._refused = self._failed_writes = 0
         self._last_error: str | None = None
         self._lock = threading.Lock()
@@ -176,7 +179,7 @@ class PredictionLogWriter:
         refused because the buffer is full (only while writes keep failing)."""
         records = list(records)
         with self._lock:
-            room = max(0, self.max_buffered - len(self._buffer))
+            room = max(0, self.max_buffered - len(self._buffer) - self._flushing)
             self._buffer.extend(records[:room])
             refused = len(records) - min(room, len(records))
             self._refused += refused
@@ -197,7 +200,7 @@ class PredictionLogWriter:
     def health(self) -> LogHealth:
         with self._lock:
             return LogHealth(
-                buffered=len(self._buffer),
+                buffered=len(self._buffer) + self._flushing,
                 written=self._written,
                 refused=self._refused,
                 failed_writes=self._failed_writes,
@@ -210,6 +213,7 @@ class PredictionLogWriter:
         with self._flush_lock:
             with self._lock:
                 pending, self._buffer = self._buffer, []
+                self._flushing = len(pending)
             if not pending:
                 return 0
             try:
@@ -217,6 +221,7 @@ class PredictionLogWriter:
             except Exception as error:
                 with self._lock:
                     self._buffer[:0] = pending
+                    self._flushing = 0
                     self._failed_writes += 1
                     first = self._last_error is None
                     self._last_error = f"{type(error).__name__}: {error}"
@@ -224,6 +229,7 @@ class PredictionLogWriter:
                     LOGGER.error("prediction log %s: write failed: %s", self.root, error)
                 raise
             with self._lock:
+                self._flushing = 0
                 self._written += len(pending)
                 recovered, self._last_error = self._last_error, None
             if recovered:
