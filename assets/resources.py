@@ -39,6 +39,21 @@ from serving.package import bentoml_environment
 LOCK_WAIT_SECONDS = 60.0
 DUCKDB_POOL = "duckdb_writer"
 """Assets that write the DuckDB warehouse run one at a time (DuckDB has one writer)."""
+LAUNCHED_BY_TAG = "mlops/launched_by"
+"""Run tag: the Dagster UI account that launched the run (set by the login proxy's launch
+recorder, orchestration/launch_recorder.py); absent on runs of schedules and sensors."""
+
+
+def launched_by(run_tags: Mapping[str, str]) -> str:
+    """Who launched a run, for an audit record: the UI account, else what started it."""
+    if LAUNCHED_BY_TAG in run_tags:
+        return run_tags[LAUNCHED_BY_TAG]
+    for tag in ("dagster/schedule_name", "dagster/sensor_name"):
+        if tag in run_tags:
+            return f"{tag.removeprefix('dagster/').removesuffix('_name')} {run_tags[tag]}"
+    return "not launched from the UI"
+
+
 REGISTRY_POOL = "model_registry_aliases"
 """Dagster pool of everything that moves a registry alias (the promotion gates, the rollback):
 one at a time per deployment (the instance's default pool limit is 1). The registry's own lock

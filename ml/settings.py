@@ -138,6 +138,17 @@ def _path_from_env(name: str, default: Path) -> Path:
     return Path(value).expanduser().resolve() if value else default.resolve()
 
 
+def _names_from_env(name: str, default: str) -> tuple[str, ...]:
+    """Comma-separated account names; each must be usable as a login name."""
+    names = tuple(n.strip() for n in os.environ.get(name, default).split(",") if n.strip())
+    bad = [n for n in names if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", n)]
+    if bad or not names:
+        raise ValueError(
+            f"{name}: {bad or 'no name'}: expected account names of 1-64 letters, digits, '_.@-'"
+        )
+    return names
+
+
 def _float_from_env(name: str) -> float | None:
     value = os.environ.get(name)
     if not value:
@@ -191,7 +202,11 @@ class Settings:
     label_studio_task_lock_ttl: int = 600
     annotators: str = ""
     """MLOPS_ANNOTATORS: who may annotate (e-mail addresses or @domain, comma-separated)."""
-    """Seconds a task fetched from the labeling stream stays locked to its annotator."""
+    dagster_engineers: tuple[str, ...] = ("engineer",)
+    """MLOPS_DAGSTER_ENGINEERS: one Dagster UI account per ML engineer (comma-separated), so a
+    run records who launched it."""
+    dagster_viewers: tuple[str, ...] = ("viewer",)
+    """MLOPS_DAGSTER_VIEWERS: the accounts of the read-only Dagster UI."""
     variables: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
     """Setting → (the variable that set it, its text), for what came from the environment:
     resources take those as Dagster `EnvVar`s, so the UI shows where a value came from."""
@@ -240,6 +255,8 @@ class Settings:
             label_studio_token=os.environ.get("MLOPS_LABEL_STUDIO_TOKEN", ""),
             label_studio_task_lock_ttl=_int_from_env("MLOPS_LABEL_STUDIO_TASK_LOCK_TTL", 600),
             annotators=os.environ.get("MLOPS_ANNOTATORS", ""),
+            dagster_engineers=_names_from_env("MLOPS_DAGSTER_ENGINEERS", "engineer"),
+            dagster_viewers=_names_from_env("MLOPS_DAGSTER_VIEWERS", "viewer"),
             variables={
                 setting: (name, os.environ[name])
                 for setting, name in VARIABLES.items()

@@ -36,6 +36,7 @@ from ml.lifecycle.registry import Registry  # noqa: E402
 from ml.lifecycle.release import ReleaseState, read_release_states  # noqa: E402
 from ml.monitoring.prediction_log import read_predictions  # noqa: E402
 from ml.security.encryption import generated_keys_into_environment  # noqa: E402
+from ml.security.erasure import ERASURE_LOG, erasure_records  # noqa: E402
 from ml.settings import Settings, set_environment_defaults  # noqa: E402
 from ml.synthetic.demand import generate_demand  # noqa: E402
 from ml.synthetic.requests import generate_requests  # noqa: E402
@@ -246,6 +247,31 @@ def serve_and_monitor(settings: Settings, defs, instance, run, report, log_path:
     if latest is not None:
         report(
             f"       drift report {hour}: {latest.asset_materialization.metadata['verdict'].value}"
+        )
+    erase_on_request(settings, defs, instance, run, private["request_id"], report)
+
+
+def erase_on_request(settings: Settings, defs, instance, run, request_id: str, report) -> None:
+    """The customer who sent the private request asks for its erasure: the erasure job runs as
+    an ML engineer would launch it, and the demo shows what it removed where."""
+    config = {
+        "ops": {
+            "erase_requests": {
+                "config": {
+                    "request_ids": [request_id],
+                    "requested_by": "demo: the customer of the private request",
+                    "reason": "the customer asked for their request to be erased",
+                }
+            }
+        }
+    }
+    run.record("erasure", execute_quietly(defs, instance, "erasure_job", config=config), request_id)
+    records = erasure_records(settings.data_home / "erasure")
+    if records and records[-1]["request_ids"] == [request_id]:
+        removed = ", ".join(f"{k} {v}" for k, v in records[-1]["removed"].items() if v)
+        report(
+            f"       erased request {request_id}: {removed or 'nothing left to remove'}; "
+            f"recorded in {settings.data_home / 'erasure' / ERASURE_LOG}"
         )
 
 

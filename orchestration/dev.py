@@ -13,12 +13,14 @@ from ml.security.encryption import generated_keys_into_environment
 from ml.settings import PROJECT_ROOT, Settings, executable
 from orchestration.instance import open_instance
 from orchestration.labelstudio import LabelStudioConfig, is_up, start_server
+from orchestration.launch_recorder import start_launch_recorder
+from orchestration.processes import stop_process_group
 from orchestration.ui_gateway import ACCOUNTS_FILE, ENGINEER, VIEWER, start_ui_gateway
 
 ENGINEER_PORT, VIEWER_PORT = 3000, 3002
 """Where people sign in: the UI, and the read-only UI."""
-ENGINEER_UPSTREAM, VIEWER_UPSTREAM = 3100, 3101
-"""The two webservers, on internal ports behind the login."""
+ENGINEER_UPSTREAM, VIEWER_UPSTREAM, LAUNCH_RECORDER = 3100, 3101, 3103
+"""The two webservers and the launch recorder, on internal ports behind the login."""
 GATEWAY_ADMIN_PORT = 2020
 
 
@@ -74,14 +76,22 @@ def main() -> int:
         ],
         cwd=PROJECT_ROOT,
     )
+    recorder = start_launch_recorder(
+        LAUNCH_RECORDER,
+        f"http://127.0.0.1:{ENGINEER_UPSTREAM}",
+        settings.data_home / "logs" / "launch-recorder.log",
+    )
     gateway = start_ui_gateway(
         settings,
         {ENGINEER: (ENGINEER_PORT, ENGINEER_UPSTREAM), VIEWER: (VIEWER_PORT, VIEWER_UPSTREAM)},
         GATEWAY_ADMIN_PORT,
+        LAUNCH_RECORDER,
     )
     print(
-        f"Dagster UI on http://127.0.0.1:{ENGINEER_PORT} (account {ENGINEER}: runs jobs) and "
-        f"read-only on http://127.0.0.1:{VIEWER_PORT} (account {VIEWER}); passwords in "
+        f"Dagster UI on http://127.0.0.1:{ENGINEER_PORT} (accounts "
+        f"{', '.join(settings.dagster_engineers)}: run jobs; each run records who launched it) "
+        f"and read-only on http://127.0.0.1:{VIEWER_PORT} (accounts "
+        f"{', '.join(settings.dagster_viewers)}); passwords in "
         f"{settings.secrets_dir / ACCOUNTS_FILE}",
         flush=True,
     )
@@ -91,6 +101,7 @@ def main() -> int:
         return 0
     finally:
         gateway.stop()
+        stop_process_group(recorder)
         read_only.terminate()
         serving.terminate()
         serving.wait(timeout=60)

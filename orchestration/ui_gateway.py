@@ -5,9 +5,12 @@ the serving front door): ML engineers sign in on the UI port and reach the full 
 webserver started with `--read-only`, which refuses every launch and change itself. The two
 webservers listen on internal ports only.
 
-The accounts (`engineer`, `viewer`) get random passwords, generated once into
+Every person has an account of their own (`MLOPS_DAGSTER_ENGINEERS`, `MLOPS_DAGSTER_VIEWERS`;
+by default one `engineer` and one `viewer`), with a random password generated once into
 `dagster-ui-accounts.json` in the secrets folder (0600); Caddy holds only their hashes (made by
-`caddy hash-password`, reading the password on stdin, never a command line).
+`caddy hash-password`, reading the password on stdin, never a command line). The engineers'
+GraphQL POSTs go through the launch recorder (orchestration/launch_recorder.py), which tags
+every run they launch with the signed-in account.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,17 +28,20 @@ from orchestration.front_door import run_caddy
 from orchestration.processes import stop_process_group
 
 ENGINEER, VIEWER = "engineer", "viewer"
+"""The two roles of the Dagster UI (and the default account of each)."""
 ACCOUNTS_FILE = "dagster-ui-accounts.json"
 REALM = "Dagster (mlops platform)"
 
 
-def ui_accounts(secrets_dir: Path) -> dict[str, str]:
-    """{account: password}, generated once."""
+def ui_accounts(secrets_dir: Path, names: Iterable[str] = (ENGINEER, VIEWER)) -> dict[str, str]:
+    """{account: password} of every account in `names` (and any made before), each generated
+    once."""
     path = secrets_dir / ACCOUNTS_FILE
-    if path.exists():
-        return json.loads(read_private_file(path))
-    accounts = {name: secrets.token_urlsafe(18) for name in (ENGINEER, VIEWER)}
-    write_private_file(path, json.dumps(accounts))
+    accounts = json.loads(read_private_file(path)) if path.exists() else {}
+    missing = [name for name in names if name not in accounts]
+    if missing:
+        accounts.update({name: secrets.token_urlsafe(18) for name in missing})
+        write_private_file(path, json.dumps(accounts))
     return accounts
 
 
@@ -53,55 +60,67 @@ def password_hash(password: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def _gated(listen: int, upstream: int, account: str, hashed: str) -> dict[str, object]:
+def _proxy(port: int) -> dict[str, object]:
     return {
-        "listen": [f"127.0.0.1:{listen}"],
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": f"127.0.0.1:{port}"}],
+        # the signed-in account, set here whatever the client sent
+        "headers": {"request": {"set": {"X-Forwarded-User": ["{http.auth.user.id}"]}}},
+    }
+
+
+@dataclass(frozen=True)
+class GatedServer:
+    """One sign-in port: who may sign in (account → password hash), the webserver behind it,
+    and (for launches) the launch recorder its GraphQL POSTs go through."""
+
+    listen: int
+    upstream: int
+    accounts: dict[str, str]
+    recorder: int | None = None
+
+
+def _gated(server: GatedServer) -> dict[str, object]:
+    login = {
+        "handler": "authentication",
+        "providers": {
+            "http_basic": {
+                "accounts": [
+                    {"username": name, "password": hashed}
+                    for name, hashed in sorted(server.accounts.items())
+                ],
+                "hash": {"algorithm": "bcrypt"},
+                "hash_cache": {},
+                "realm": REALM,
+            }
+        },
+    }
+    routes: list[dict[str, object]] = [{"handle": [login]}]
+    if server.recorder is not None:
+        routes.append(
+            {
+                "match": [{"method": ["POST"], "path": ["/graphql"]}],
+                "handle": [_proxy(server.recorder)],
+                "terminal": True,
+            }
+        )
+    routes.append({"handle": [_proxy(server.upstream)]})
+    return {
+        "listen": [f"127.0.0.1:{server.listen}"],
         "protocols": ["h1", "h2c"],
         "automatic_https": {"disable": True},
-        "routes": [
-            {
-                "handle": [
-                    {
-                        "handler": "authentication",
-                        "providers": {
-                            "http_basic": {
-                                "accounts": [{"username": account, "password": hashed}],
-                                "hash": {"algorithm": "bcrypt"},
-                                "hash_cache": {},
-                                "realm": REALM,
-                            }
-                        },
-                    },
-                    {
-                        "handler": "reverse_proxy",
-                        "upstreams": [{"dial": f"127.0.0.1:{upstream}"}],
-                        # the signed-in account, for the upstream's logs
-                        "headers": {
-                            "request": {"set": {"X-Forwarded-User": ["{http.auth.user.id}"]}}
-                        },
-                    },
-                ]
-            }
-        ],
+        "routes": routes,
     }
 
 
 def gateway_config(
-    routes: dict[str, tuple[int, int, str]], admin_port: int, storage: Path
+    servers: dict[str, GatedServer], admin_port: int, storage: Path
 ) -> dict[str, object]:
-    """Caddy's configuration: for each account, its port, the upstream port it reaches and its
-    password hash ({account: (listen, upstream, hash)})."""
+    """Caddy's configuration: one gated server per role."""
     return {
         "admin": {"listen": f"127.0.0.1:{admin_port}", "config": {"persist": False}},
         "storage": {"module": "file_system", "root": str(storage)},
-        "apps": {
-            "http": {
-                "servers": {
-                    account: _gated(listen, upstream, account, hashed)
-                    for account, (listen, upstream, hashed) in routes.items()
-                }
-            }
-        },
+        "apps": {"http": {"servers": {role: _gated(server) for role, server in servers.items()}}},
     }
 
 
@@ -116,18 +135,26 @@ class UiGateway:
 
 
 def start_ui_gateway(
-    settings: Settings, routes: dict[str, tuple[int, int]], admin_port: int
+    settings: Settings,
+    routes: dict[str, tuple[int, int]],
+    admin_port: int,
+    recorder_port: int | None = None,
 ) -> UiGateway:
-    """Caddy with a login in front of each {account: (listen port, upstream port)}."""
-    accounts = ui_accounts(settings.secrets_dir)
-    config = gateway_config(
-        {
-            account: (listen, upstream, password_hash(accounts[account]))
-            for account, (listen, upstream) in routes.items()
-        },
-        admin_port,
-        settings.data_home / "caddy" / "data",
-    )
+    """Caddy with a login in front of each role's {role: (listen port, upstream port)}: the
+    engineers' accounts on the `engineer` port (their GraphQL POSTs through the launch recorder
+    on `recorder_port`, when given), the viewers' on the `viewer` port."""
+    people = {ENGINEER: settings.dagster_engineers, VIEWER: settings.dagster_viewers}
+    accounts = ui_accounts(settings.secrets_dir, [n for role in routes for n in people[role]])
+    servers = {
+        role: GatedServer(
+            listen,
+            upstream,
+            {name: password_hash(accounts[name]) for name in people[role]},
+            recorder_port if role == ENGINEER else None,
+        )
+        for role, (listen, upstream) in routes.items()
+    }
+    config = gateway_config(servers, admin_port, settings.data_home / "caddy" / "data")
     ports = [listen for listen, _ in routes.values()]
     process, log_path = run_caddy(settings, "ui-gateway", config, ports, admin_port)
-    return UiGateway(process, log_path, {a: listen for a, (listen, _) in routes.items()})
+    return UiGateway(process, log_path, {role: listen for role, (listen, _) in routes.items()})

@@ -304,8 +304,14 @@ def read_drift_reports(monitoring: Monitoring) -> list[dict[str, object]]:
 def write_drifted_traffic(intake: RequestIntake, window_key: str, texts: pl.DataFrame) -> str:
     """The window's served texts as an unlabeled `serving` request drop; its drop id. The same
     window gives the same bytes, so re-running this is a recorded no-op, never a second drop.
+    Each text keeps the request id the service answered with, so erasure by that id finds it.
     Written whole under a hidden name the drop sensor never lists, then renamed in."""
-    data = texts.select("text", "received_at").sort("received_at", "text").write_csv().encode()
+    data = (
+        texts.select("request_id", "text", "received_at")
+        .sort("received_at", "request_id")
+        .write_csv()
+        .encode()
+    )
     write_drop(intake.drops_uri, SERVING_SOURCE, f"window-{window_key}.csv", data)
     return drop_id_for(SERVING_SOURCE, hashlib.sha256(data).hexdigest())
 

@@ -5,6 +5,7 @@ from dagster import Definitions
 from assets.requests import (
     annotation,
     datasets,
+    erasure,
     intake,
     jobs,
     labels,
@@ -37,6 +38,7 @@ definitions = Definitions(
         jobs.request_models_job,
         jobs.request_retraining_job,
         jobs.lineage_snapshot_job,
+        erasure.erasure_job,
     ],
     schedules=[
         schedules.labeled_requests_schedule,

@@ -22,7 +22,13 @@ from dagster import (
 
 from assets.metadata import markdown_table, picture
 from assets.requests.datasets import frozen_test_set
-from assets.resources import REGISTRY_POOL, ModelRegistry, ReleaseControl, Warehouse
+from assets.resources import (
+    REGISTRY_POOL,
+    ModelRegistry,
+    ReleaseControl,
+    Warehouse,
+    launched_by,
+)
 from assets.serving.jobs import alias_observation
 from ml.lifecycle.aliases import default_actor
 from ml.lifecycle.promotion import gate_released_challenger
@@ -287,7 +293,10 @@ def pin_champion(
         config.version,
         config.reason,
         config.actor,
-        via=f"pin_champion_job, dagster run {context.run_id} ({default_actor()})",
+        via=(
+            f"pin_champion_job, dagster run {context.run_id} launched by "
+            f"{launched_by(context.run.tags)} ({default_actor()})"
+        ),
     )
     context.log.info(f"{config.model_name}: champion v{before} → v{after} by {config.actor}")
     context.log_event(

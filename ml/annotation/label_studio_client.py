@@ -251,6 +251,21 @@ class LabelStudioClient:
             ),
         )
 
+    def delete_tasks_of_requests(self, request_ids: set[str]) -> int:
+        """Delete, in every project, the tasks whose `request_id` is one of `request_ids`
+        (their annotations go with them): erasure. Returns how many tasks were deleted."""
+        projects = self.call("list projects", lambda: list(self.sdk.projects.list()))
+        deleted = 0
+        for project in projects:
+            for task in self.tasks(project.id):
+                if task.data.get("request_id") in request_ids:
+                    self.call(
+                        f"delete task {task.task_id}",
+                        lambda task_id=task.task_id: self.sdk.tasks.delete(id=str(task_id)),
+                    )
+                    deleted += 1
+        return deleted
+
     def withdraw(self, annotation_id: int) -> None:
         """Delete an annotation (the task goes back to the queue)."""
         self.call(

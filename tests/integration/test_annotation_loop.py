@@ -1,8 +1,9 @@
 """The annotation loop with a real Label Studio: candidates → batch → two annotators → the
 sensor fires once → kappa gate. A low-agreement batch is never merged: it comes back."""
 
+import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -17,10 +18,18 @@ from dagster import (
     build_sensor_context,
 )
 
-from assets.requests.sensors import annotation_complete_sensor, batches_to_send, completed_batches
+from assets.requests.sensors import (
+    annotation_complete_sensor,
+    batches_to_send,
+    completed_batches,
+    scan_request_drops,
+)
 from assets.resources import DataHome, Warehouse, build_resources
 from ml.annotation.label_studio_client import LabelStudioClient
+from ml.data.lineage_snapshot import complete_snapshots, snapshots_dir, verify_snapshot
+from ml.monitoring.prediction_log import PredictionLogWriter, prediction_record, read_predictions
 from ml.requests.taxonomy import synthetic_taxonomy
+from ml.security.erasure import erasure_records
 from ml.settings import Settings
 from ml.synthetic.requests import generate_requests
 from orchestration.definitions import build_definitions
@@ -366,3 +375,86 @@ def test_an_outage_mid_batch_fails_clearly_and_the_retry_loses_and_duplicates_no
     tasks = loop.admin.tasks(project)
     assert len(tasks) == 6, "the retry created no task twice"
     assert sum(len(t.annotations) for t in tasks) == 3, "no annotation was lost"
+
+
+def _files_holding(root: Path, needle: bytes) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def test_an_erased_request_leaves_every_store_and_the_erasure_is_recorded(loop: Loop) -> None:
+    batch = loop.new_batch(size=6)
+    items = loop.warehouse.query(
+        "select i.request_id, r.text from annotation_items i join validated_requests r "
+        "using (request_id) where i.batch_id = ? and not exists (select 1 from "
+        "validated_requests o where o.request_id <> r.request_id and contains(o.text, r.text)) "
+        "order by i.request_id",
+        [batch],
+    )
+    erased_id, erased_text = items.row(0)
+    kept_id, kept_text = items.row(1)
+    home = loop.settings.data_home
+    served = datetime.now(UTC)
+    writer = PredictionLogWriter(loop.settings.prediction_log_dir, "w", flush_seconds=60)
+    for request_id, text in ((erased_id, erased_text), (kept_id, kept_text)):
+        writer.log(
+            [
+                prediction_record(
+                    "classify",
+                    "request_classifier",
+                    "1",
+                    {"text": text},
+                    {},
+                    text=text,
+                    intent="card_arrival",
+                    confidence=0.9,
+                    request_id=request_id,
+                    served_at=served,
+                )
+            ]
+        )
+    writer.close()
+    features = home / "profiles" / "serving" / f"{served:%Y-%m-%dT%H}.parquet"
+    features.parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(
+        {"request_id": [erased_id, kept_id], "text": [erased_text, kept_text]}
+    ).write_parquet(features)
+    assert loop.run("lineage_snapshot_job").success
+    needle = erased_text.encode()
+    assert _files_holding(home / "drops", needle) and _files_holding(home / "snapshots", needle)
+
+    config = {
+        "ops": {
+            "erase_requests": {
+                "config": {
+                    "request_ids": [erased_id],
+                    "requested_by": "ticket DSR-1",
+                    "reason": "the customer asked for erasure",
+                }
+            }
+        }
+    }
+    assert loop.run("erasure_job", config=config).success
+
+    project = loop.admin.find_project(f"Requests {batch}")
+    in_label_studio = {task.data["request_id"] for task in loop.admin.tasks(project)}
+    assert erased_id not in in_label_studio and kept_id in in_label_studio
+    assert _files_holding(home, needle) == [], "a file of the data home still holds the text"
+    assert _files_holding(home, kept_text.encode()), "erasure took more than the one request"
+    kept = read_predictions(
+        loop.settings.prediction_log_dir, served - timedelta(hours=1), served + timedelta(hours=1)
+    )
+    assert kept["request_id"].to_list() == [kept_id]
+    (snapshot,) = complete_snapshots(snapshots_dir(home))
+    verify_snapshot(snapshot)  # the manifest follows the erased files: a restore still checks
+    rescan = scan_request_drops(DataHome(path=str(home)), loop.defs.resources["request_intake"], {})
+    assert not [r for r in rescan.registrations if r.is_new], "a rewritten drop is not a new drop"
+
+    assert loop.run("erasure_job", config=config).success
+    first, second = erasure_records(home / "erasure")
+    assert first["request_ids"] == [erased_id] and first["requested_by"] == "ticket DSR-1"
+    assert "dagster run" in first["erased_by"]
+    assert first["removed"]["label_studio_tasks"] == 1
+    assert first["removed"]["warehouse.validated_requests"] == 1
+    assert first["removed"]["prediction_logs"] == 1 and first["removed"]["drops"] == 1
+    assert sum(second["removed"].values()) == 0, "erasing again removes nothing more"
+    assert erased_text not in json.dumps(first)

@@ -6,13 +6,17 @@ the real one over this code location) refuses to launch a run."""
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 
+from assets.resources import LAUNCHED_BY_TAG
 from ml.settings import PROJECT_ROOT, Settings, environment_with, executable
+from orchestration.launch_recorder import start_launch_recorder
 from orchestration.processes import stop_process_group, wait_until_ready
 from orchestration.ui_gateway import ACCOUNTS_FILE, ENGINEER, VIEWER, start_ui_gateway, ui_accounts
 from tests.conftest import free_port
@@ -72,16 +76,16 @@ def test_each_account_reaches_only_its_webserver_and_nobody_gets_in_without_one(
         read_only.shutdown()
 
 
-@pytest.fixture
-def read_only_webserver(settings: Settings, tmp_path: Path) -> Iterator[str]:
+@contextmanager
+def dagster_webserver(settings: Settings, log_path: Path, *flags: str) -> Iterator[str]:
+    """The real `dagster-webserver` over this code location; its URL."""
     port = free_port()
-    log_path = tmp_path / "webserver.log"
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
                 executable("dagster-webserver"),
-                "--read-only",
+                *flags,
                 "-w",
                 str(PROJECT_ROOT / "workspace.yaml"),
                 "-h",
@@ -103,6 +107,12 @@ def read_only_webserver(settings: Settings, tmp_path: Path) -> Iterator[str]:
         stop_process_group(process)
 
 
+@pytest.fixture
+def read_only_webserver(settings: Settings, tmp_path: Path) -> Iterator[str]:
+    with dagster_webserver(settings, tmp_path / "webserver.log", "--read-only") as url:
+        yield url
+
+
 LAUNCH = """
 mutation {
   launchRun(executionParams: {
@@ -122,3 +132,70 @@ def test_the_read_only_webserver_refuses_to_launch_a_run(read_only_webserver: st
     assert allowed["edit_sensor"] is False
     launched = requests.post(graphql, json={"query": LAUNCH}, timeout=120).json()
     assert launched["data"]["launchRun"]["__typename"] == "UnauthorizedError", launched
+
+
+LAUNCH_WITH_VARIABLES = """
+mutation Launch($executionParams: ExecutionParams!) {
+  launchPipelineExecution(executionParams: $executionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}"""
+RUN_TAGS = """
+query Tags($runId: ID!) { runOrError(runId: $runId) { ... on Run { tags { key value } } } }"""
+
+
+def test_every_run_launched_through_the_ui_records_the_signed_in_engineer(
+    settings: Settings, tmp_path: Path
+) -> None:
+    settings = replace(settings, dagster_engineers=("alice", "bob"))
+    with dagster_webserver(settings, tmp_path / "webserver.log") as url:
+        upstream_port = int(url.rsplit(":", 1)[1])
+        recorder_port, listen = free_port(), free_port()
+        recorder = start_launch_recorder(recorder_port, url, tmp_path / "recorder.log")
+        gateway = None
+        try:
+            gateway = start_ui_gateway(
+                settings, {ENGINEER: (listen, upstream_port)}, free_port(), recorder_port
+            )
+            accounts = ui_accounts(settings.secrets_dir)
+            graphql = f"http://127.0.0.1:{listen}/graphql"
+
+            def post(account: str, query: str, variables: dict, op: str) -> requests.Response:
+                return requests.post(
+                    graphql,
+                    params={"op": op},
+                    auth=(account, accounts[account]),
+                    json={"query": query, "variables": variables},
+                    timeout=120,
+                )
+
+            params = {
+                "selector": {
+                    "repositoryLocationName": "mlops_platform",
+                    "repositoryName": "__repository__",
+                    "jobName": "retention_job",
+                },
+                "runConfigData": {},
+                "executionMetadata": {"tags": [{"key": LAUNCHED_BY_TAG, "value": "mallory"}]},
+            }
+            launched = post("alice", LAUNCH_WITH_VARIABLES, {"executionParams": params}, "Launch")
+            result = launched.json()["data"]["launchPipelineExecution"]
+            assert result["__typename"] == "LaunchRunSuccess", result
+            run_id = result["run"]["runId"]
+            tags = post("bob", RUN_TAGS, {"runId": run_id}, "Tags").json()["data"]["runOrError"]
+            recorded = {tag["key"]: tag["value"] for tag in tags["tags"]}
+            assert recorded[LAUNCHED_BY_TAG] == "alice", "the signed-in account, not the client's"
+
+            inline = post("bob", LAUNCH, {}, "LaunchRun")
+            assert inline.status_code == 400 and "variable" in inline.text, inline.text
+            reads = post("bob", "{ version }", {}, "Version")
+            assert reads.status_code == 200 and reads.json()["data"]["version"]
+            assert (
+                requests.post(graphql, json={"query": "{ version }"}, timeout=30).status_code == 401
+            )
+        finally:
+            if gateway is not None:
+                gateway.stop()
+            stop_process_group(recorder)
