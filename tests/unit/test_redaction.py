@@ -56,9 +56,27 @@ def test_each_kind_of_personal_data_is_replaced_by_its_kind(
     assert sum(c.isdigit() for c in redacted) < digits_before or "@" not in redacted
 
 
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("my name is Anna Kowalski and my card is lost", "my name is <PERSON> and my card is lost"),
+        ("Hi, this is Tom. Where is my card?", "Hi, this is <PERSON>. Where is my card?"),
+        ("Dear Mrs. Patel, my card", "Dear Mrs. <PERSON>, my card"),
+        ("card blocked again. Regards, Seán O’Brien", "card blocked again. Regards, <PERSON>"),
+        ("My name is Jean-Luc Picard", "My name is <PERSON>"),
+    ],
+)
+def test_a_name_the_customer_introduces_or_signs_with_is_redacted(
+    offline_redactor: Redactor, text: str, redacted: str
+) -> None:
+    assert offline_redactor.redact(text) == redacted
+
+
 def test_a_text_without_personal_data_is_unchanged(offline_redactor: Redactor) -> None:
     for text in (
-        "where is my new card?",
+        "this is urgent, I am locked out",
+        "thanks, I will wait for the new card",
+        "I paid at Tesco and Amazon charged me twice",
         "I was charged 25.99 twice on 2026-01-03",
         "my order 4111 1111 1111 1112 never came",  # fails the Luhn check: not a card
         "",
