@@ -27,6 +27,7 @@ from ml.data.atomic_files import write_text_atomically
 from ml.lifecycle.artifacts import ARTIFACT_SHA256, verify_artifact
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry
+from ml.security.encryption import KEYS_VARIABLE as ENCRYPTION_KEYS_VARIABLE
 from ml.settings import PROJECT_ROOT, REGISTRY_CLIENT_SECRETS, environment_with
 
 BENTO_NAME = "mlops_platform"
@@ -42,11 +43,16 @@ POINTER_FILE = "champion_bento.json"
 """Which Bento `champion_bento` built last, under BENTOML_HOME: what `make serve` follows."""
 
 
+MODEL_READER_SECRETS = (*REGISTRY_CLIENT_SECRETS, ENCRYPTION_KEYS_VARIABLE)
+"""What a process that loads registered models needs: the registry client's secrets, and the
+keys their artifacts are encrypted with (packaging loads the forecasting champion)."""
+
+
 def bentoml_environment(
-    bentoml_home: Path, passing: Iterable[str] = REGISTRY_CLIENT_SECRETS, **overrides: str
+    bentoml_home: Path, passing: Iterable[str] = MODEL_READER_SECRETS, **overrides: str
 ) -> dict[str, str]:
     """This environment with BentoML's store set and no telemetry (packaging and serving),
-    without its secrets but the registry client's (packaging reads the registry)."""
+    without its secrets but a model reader's (packaging reads the registry and loads a model)."""
     return environment_with(
         passing=passing,
         BENTOML_HOME=str(bentoml_home),

@@ -10,6 +10,10 @@ from ml.data.ingestion import file_sha256
 
 ARTIFACT_SHA256 = "artifact_sha256"
 """Version tag: JSON {path in the logged model folder: sha256 of the file as stored}."""
+ARTIFACT_ENCRYPTION = "artifact_encryption"
+"""Version tag: `fernet` when the model's artifact files are stored encrypted (`<name>.enc`,
+ml/security/encryption.py), `none` when registered without keys; the digests are of the stored
+files either way."""
 DOWNLOAD_MARKERS = frozenset({"registered_model_meta"})
 """Written by MLflow into a `models:/` download folder; never part of the stored artifact."""
 

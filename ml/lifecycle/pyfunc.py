@@ -3,7 +3,15 @@
 Loading runs `load_context` over the version's files: go through `Registry.load` (or the
 service's verified load), which checks every file's sha256 first. The classifier's files hold no
 pickle (skops, safetensors); the demand forecaster's global model is a darts pickle, so its
-digest is what makes it safe to load."""
+digest is what makes it safe to load.
+
+Artifacts stored encrypted are decrypted with the deployment's keys (MLOPS_ENCRYPTION_KEYS) into
+a private temporary folder that is removed as soon as `load_context` returns. Every loader has
+read its files by then (skops, darts' torch.load, parquet, JSON, the tokenizer) except
+transformers 5, which memory-maps `model.safetensors` and pages the weights in from it for the
+model's lifetime: removing the folder unlinks the file's name only, the mapping keeps its data
+readable (POSIX) until the model is freed or the process ends, killed or not, so no decrypted
+file is left behind by name."""
 
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 from ml.requests.classifiers import IntentClassifier, load_classifier
+from ml.security.encryption import at_rest_cipher, decrypted_folder
 
 ENTRY_POINTS = Path(__file__).parent / "pyfunc_entry_points"
 """MLflow models-from-code: each file sets one model class (no pickled Python objects)."""
@@ -76,7 +85,9 @@ class IntentClassifierModel(mlflow.pyfunc.PythonModel):
     """Texts in; intent, confidence and calibrated probabilities over the taxonomy out."""
 
     def load_context(self, context) -> None:
-        self.classifier = load_classifier(Path(context.artifacts["classifier"]))
+        stored = Path(context.artifacts["classifier"])
+        with decrypted_folder(at_rest_cipher(), stored) as folder:
+            self.classifier = load_classifier(folder)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return intent_frame(self.classifier, texts_of(model_input))
@@ -89,7 +100,9 @@ class DemandForecasterModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from ml.demand.forecaster import DemandForecaster
 
-        self.forecaster = DemandForecaster.load(Path(context.artifacts["forecaster"]))
+        stored = Path(context.artifacts["forecaster"])
+        with decrypted_folder(at_rest_cipher(), stored) as folder:
+            self.forecaster = DemandForecaster.load(folder)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         import polars as pl

@@ -1,6 +1,8 @@
 """Registering a trained model, the same for every domain: its model card and report files, its
 saved artifacts, the training run and the version's tags, in one call (no alias moves here:
-those are the promotion gate's)."""
+those are the promotion gate's). When the deployment has keys (`MLOPS_ENCRYPTION_KEYS`), the
+saved artifacts are encrypted before they are logged: the artifact store and every Bento built
+from it hold only ciphertext of the models' weights and pickles."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from mlflow.models import ModelSignature
 
+from ml.lifecycle.artifacts import ARTIFACT_ENCRYPTION
 from ml.lifecycle.model_card import ModelCard
 from ml.lifecycle.pyfunc import pip_requirements
 from ml.lifecycle.registry import ModelVersion, Registry, TrainingRun
+from ml.security.encryption import at_rest_cipher, encrypt_folder
 
 
 @dataclass(frozen=True)
@@ -62,13 +66,17 @@ def register_candidate(registry: Registry, candidate: Candidate) -> tuple[ModelV
     new version; returns the version and the rendered model card."""
     card = candidate.card.render()
     identity = {"kind": candidate.kind, "role": candidate.role}
+    cipher = at_rest_cipher()
     with tempfile.TemporaryDirectory(prefix="candidate-") as folder:
         report = Path(folder) / "report"
         _write_report(report, candidate, card)
         artifacts = {}
         for name, save in candidate.artifacts.items():
-            save(Path(folder) / "artifacts" / name)
-            artifacts[name] = str(Path(folder) / "artifacts" / name)
+            saved = Path(folder) / "artifacts" / name
+            save(saved)
+            if cipher is not None:
+                encrypt_folder(cipher, saved)
+            artifacts[name] = str(saved)
         version = registry.log_and_register(
             candidate.model_name,
             TrainingRun(
@@ -81,6 +89,7 @@ def register_candidate(registry: Registry, candidate: Candidate) -> tuple[ModelV
                     **candidate.version_tags,
                     **identity,
                     **{key: f"{value:.6f}" for key, value in candidate.tagged_scores.items()},
+                    ARTIFACT_ENCRYPTION: "none" if cipher is None else "fernet",
                 },
                 report_dir=report,
             ),

@@ -1,7 +1,8 @@
 """Encryption at rest of what the platform keeps of its traffic (the prediction and request
-logs): `cryptography`'s Fernet (AES-128-CBC with an HMAC-SHA256, so a changed file fails
-loudly), several keys through MultiFernet so that a key can be rotated: the first key encrypts,
-every key decrypts, and `rotate` re-encrypts old files under the first.
+logs) and of the registered models' artifacts: `cryptography`'s Fernet (AES-128-CBC with an
+HMAC-SHA256, so a changed file fails loudly), several keys through MultiFernet so that a key can
+be rotated: the first key encrypts, every key decrypts, and `rotate` re-encrypts old files under
+the first.
 
 The keys come from `MLOPS_ENCRYPTION_KEYS` (comma-separated Fernet keys, newest first). The
 demo, `make serve` and `make dev` generate one once into `encryption-keys` in the secrets folder
@@ -11,13 +12,15 @@ deployment (the serving workers, the runs) is handed the same keys.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from ml.security.secret_files import read_private_file, write_private_file
+from ml.security.secret_files import private_dir, read_private_file, write_private_file
 
 KEYS_VARIABLE = "MLOPS_ENCRYPTION_KEYS"
 KEYS_FILE_NAME = "encryption-keys"
@@ -84,3 +87,62 @@ def rotate(cipher: MultiFernet, data: bytes, where: str) -> bytes:
         return cipher.rotate(data)
     except InvalidToken:
         raise EncryptionError(f"{where}: cannot be decrypted with the configured keys") from None
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.rglob("*") if path.is_file())
+
+
+def _write_new_private_file(path: Path, data: bytes) -> None:
+    """`data` in a new file of mode 0600 from its first byte (never over an existing one)."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+        out.write(data)
+
+
+def encrypt_folder(cipher: MultiFernet, folder: Path) -> None:
+    """Every file under `folder` replaced by `<name>.enc` (its Fernet token, mode 0600), so that
+    what a model's `save` wrote leaves for the artifact store, and every Bento, as ciphertext."""
+    files = _files(folder)
+    for path in files:
+        if path.name.endswith(ENCRYPTED_SUFFIX):
+            raise EncryptionError(
+                f"{path}: already ends in {ENCRYPTED_SUFFIX} (the folder was encrypted before, "
+                "or a model file takes the name decryption would strip)"
+            )
+    for path in files:
+        _write_new_private_file(
+            path.with_name(path.name + ENCRYPTED_SUFFIX), encrypt(cipher, path.read_bytes())
+        )
+        path.unlink()
+
+
+@contextlib.contextmanager
+def decrypted_folder(cipher: MultiFernet | None, folder: Path) -> Iterator[Path]:
+    """`folder` as its `save` wrote it, for loading: an encrypted folder (see `encrypt_folder`)
+    is decrypted into a private temporary folder (0700, files 0600) that is removed on exit, so
+    plaintext lives only while a model loads. A folder holding no `.enc` file is yielded as it
+    is: versions registered before encryption, or by a deployment without keys."""
+    files = _files(folder)
+    encrypted = [path for path in files if path.name.endswith(ENCRYPTED_SUFFIX)]
+    if not encrypted:
+        yield folder
+        return
+    if cipher is None:
+        raise EncryptionError(
+            f"{encrypted[0]} is encrypted: set {KEYS_VARIABLE} to the keys it was encrypted "
+            "with to load it"
+        )
+    if len(encrypted) < len(files):
+        plain = next(path for path in files if not path.name.endswith(ENCRYPTED_SUFFIX))
+        raise EncryptionError(
+            f"{plain}: a plain file in an encrypted folder (encrypt_folder encrypts every file)"
+        )
+    with tempfile.TemporaryDirectory(prefix="decrypted-") as private:
+        copy = Path(private) / folder.name
+        for path in encrypted:
+            target = copy / path.relative_to(folder).with_name(
+                path.name.removesuffix(ENCRYPTED_SUFFIX)
+            )
+            private_dir(target.parent)
+            _write_new_private_file(target, decrypt(cipher, path.read_bytes(), str(path)))
+        yield copy

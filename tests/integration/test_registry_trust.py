@@ -1,7 +1,8 @@
 """Nothing unvetted reaches serving, against the real MLflow registry (SQLite under a private
 data home, artifacts on local disk): the gate decides only on scores it computed itself, every
-artifact is verified against the sha256 digests recorded at registration, alias moves are
-serialized and audited, and a crash between an alias move and its audit outcome is repaired."""
+artifact is verified against the sha256 digests recorded at registration and stored encrypted,
+alias moves are serialized and audited, and a crash between an alias move and its audit outcome
+is repaired."""
 
 import json
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cryptography.fernet import Fernet
 from dagster import materialize
 from mlflow import MlflowClient
 
@@ -27,14 +29,17 @@ from ml.lifecycle.aliases import (
     REGISTRATION,
     REJECTED,
 )
-from ml.lifecycle.artifacts import ARTIFACT_SHA256, ArtifactIntegrityError
+from ml.lifecycle.artifacts import ARTIFACT_ENCRYPTION, ARTIFACT_SHA256, ArtifactIntegrityError
+from ml.lifecycle.model_card import ModelCard
 from ml.lifecycle.promotion import GateOutcome, gate_pending_versions
 from ml.lifecycle.pyfunc import INTENT_CLASSIFIER_ENTRY, pip_requirements
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
+from ml.lifecycle.registration import Candidate, register_candidate
 from ml.lifecycle.registry import ModelVersion, Registry, TrainingRun
 from ml.metrics import score_classification
 from ml.requests.classifiers import BaselineClassifier, LabeledTexts
-from ml.settings import PROJECT_ROOT, REGISTRY_PAUSE_VARIABLE
+from ml.security.encryption import KEYS_VARIABLE, EncryptionError
+from ml.settings import PROJECT_ROOT, REGISTRY_PAUSE_VARIABLE, environment_set
 from serving.package import bentoml_environment
 from tests.conftest import Baselines, classifier_rescorer, free_port, running_mlflow_server
 
@@ -263,6 +268,66 @@ def test_an_artifact_changed_in_the_bentoml_store_is_neither_packaged_nor_served
         store.package(registry.tracking_uri, {REQUEST_CLASSIFIER: version})
     with pytest.raises(RuntimeError, match=expected):
         served_by_bentoml(home / "bentoml", version)
+
+
+def test_a_registered_model_is_stored_and_packaged_as_ciphertext_and_still_loads_and_serves(
+    baselines: Baselines, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    registry = registry_in(home)
+    texts = baselines.test.texts
+    version, _ = register_candidate(
+        registry,
+        Candidate(
+            model_name=REQUEST_CLASSIFIER,
+            kind="baseline",
+            role="baseline",
+            run_name="encrypted",
+            card=ModelCard("baseline", "The strong baseline.", {}, {}, None, []),
+            entry_point=INTENT_CLASSIFIER_ENTRY,
+            artifacts={"classifier": baselines.strong.save},
+            input_example=pd.DataFrame({"text": texts[:3]}),
+            params={},
+            metrics={},
+            tagged_scores={},
+            model_metadata={"classes": list(baselines.classes), "kind": "baseline"},
+        ),
+    )
+    assert version.tags[ARTIFACT_ENCRYPTION] == "fernet"
+    manifest = json.loads(version.tags[ARTIFACT_SHA256])
+    weights = {path for path in manifest if path.startswith("artifacts/")}
+    assert weights == {
+        "artifacts/classifier/classifier.json.enc",
+        "artifacts/classifier/pipeline.skops.enc",
+    }
+
+    classes = [name.encode() for name in baselines.classes]
+    stored = [stored_file(registry, home, path.rsplit("/", 1)[1]) for path in sorted(weights)]
+    assert not list((home / "mlflow" / "artifacts").rglob("pipeline.skops"))
+    for path in stored:
+        data = path.read_bytes()
+        assert data.startswith(b"gAAAAA"), f"{path} is a Fernet token"
+        assert not data.startswith(b"PK") and not any(name in data for name in classes), path
+
+    expected = baselines.strong.predict(texts)
+    answer = registry.load(REQUEST_CLASSIFIER, version.version).predict(
+        pd.DataFrame({"text": texts})
+    )
+    assert answer["intent"].tolist() == expected
+    with (
+        environment_set(**{KEYS_VARIABLE: Fernet.generate_key().decode()}),
+        pytest.raises(EncryptionError, match=r"artifacts/classifier/classifier\.json\.enc"),
+    ):
+        registry.load(REQUEST_CLASSIFIER, version.version)
+
+    store = BentoStore(home=str(home / "bentoml"))
+    store.package(registry.tracking_uri, {REQUEST_CLASSIFIER: version.version})
+    packaged = [
+        p for p in (home / "bentoml" / "models").rglob("*") if p.parent.name == "classifier"
+    ]
+    assert sorted(p.name for p in packaged) == ["classifier.json.enc", "pipeline.skops.enc"]
+    served = json.loads(served_by_bentoml(home / "bentoml", version.version))
+    assert served["intent"]["0"] == baselines.strong.predict(["card arrival"])[0]
 
 
 SERVICE_LOAD = """

@@ -2,6 +2,7 @@
 the baseline and a small transformer are trained, logged and registered; the gate promotes a
 better model and not a worse one; the rollback job moves the champion back."""
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from mlflow import MlflowClient
 
 from assets.resources import DataHome, Warehouse
 from ml.annotation.selection import prediction_margins
+from ml.lifecycle.artifacts import ARTIFACT_ENCRYPTION, ARTIFACT_SHA256
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry
 from ml.settings import Settings
@@ -95,6 +97,11 @@ def test_both_candidates_are_registered_with_what_a_reviewer_needs(trained: Trai
         assert {"test_f1_macro", "test_accuracy", "test_ece", "latency_per_sample_ms"} <= set(
             run.data.metrics
         )
+        assert version.tags[ARTIFACT_ENCRYPTION] == "fernet"
+        stored = [
+            p for p in json.loads(version.tags[ARTIFACT_SHA256]) if p.startswith("artifacts/")
+        ]
+        assert stored and all(path.endswith(".enc") for path in stored), stored
         reports = {a.path for a in client.list_artifacts(version.run_id, "report")}
         assert reports == {
             "report/confusion_matrix.png",
