@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import numpy as np
 import polars as pl
-from scipy.stats import chi2_contingency
+from scipy.stats import binomtest, chi2_contingency
 
 from ml.settings import set_environment_defaults
 
@@ -57,6 +57,11 @@ DriftAlgorithm = Literal["ks", "chi-square", "hellinger"]
 """whylogs' own names for its drift algorithms."""
 DRIFT_CATEGORY, NO_DRIFT_CATEGORY = "DRIFT", "NO_DRIFT"
 """whylogs' categories of a drifted column and of one that is not."""
+TAIL_SHARE = 0.01
+"""The tails of a numeric column's reference (below its 1st, above its 99th percentile) whose
+share of a window is tested beside KS: a shift that moves a share of the rows far out (an
+unseen topic's out-of-vocabulary rate, its distance from the usual meaning) fills a tail long
+before it moves the whole distribution enough for KS."""
 MIN_EXPECTED_COUNT = 5
 """Categories the reference expects fewer target rows of are pooled before chi-square."""
 RARE_CATEGORIES = "(rare)"
@@ -98,9 +103,12 @@ p-value, less for the next; both hold whatever the columns' dependence)."""
 class DriftThresholds:
     """Which whylogs algorithm compares each column, and when a window drifts.
 
-    KS and chi-square give p-values; the window drifts when a column's p-value, corrected for
-    the number of columns tested (Holm), is below `alpha`: calm traffic drifts in at most
-    `alpha` of windows, whatever column it is (benchmarks/drift_power.py measures it). Hellinger
+    KS and chi-square give p-values, each combined with a test that sees what they dilute (KS
+    with the share of rows in the reference's tails, chi-square with each category's count;
+    the smaller p-value, Bonferroni-corrected for the two); the window drifts when a column's
+    p-value, corrected for the number of columns tested (Holm), is below `alpha`: calm traffic
+    drifts in at most `alpha` of windows, whatever column it is (benchmarks/drift_power.py
+    measures it). Hellinger
     has no p-value: a column it scores drifts at `hellinger_distance` or more, uncorrected.
     KS and the pooled chi-square are two-sample tests, so the reference's own noise is counted;
     each answer must be one draw, though: repeated texts in a window make any test too eager.
@@ -348,6 +356,83 @@ def _pool_rare_categories(
     return pool(observed, target, categories), pool(seen, reference, reference["unique_count"])
 
 
+def count_p_value(
+    target: float, reference: float, target_rows: float, reference_rows: float
+) -> float:
+    """Two-sided p-value that a count of rows (of a category, or beyond a tail) is as common in
+    the window as in the reference: given both counts' sum, the window's is binomial with the
+    window's share of all rows (exact for two Poisson counts, valid at any size)."""
+    trials = round(target) + round(reference)
+    if trials == 0:
+        return 1.0
+    share = target_rows / (target_rows + reference_rows)
+    return float(binomtest(round(target), trials, share).pvalue)
+
+
+def combined_p_value(*p_values: float) -> float:
+    """The smallest of several tests' p-values, Bonferroni-corrected for taking the smallest."""
+    return min(1.0, len(p_values) * min(p_values))
+
+
+def tail_p_value(target: ColumnProfileView, reference: ColumnProfileView) -> float:
+    """Whether a window has more (or fewer) rows in the reference's tails than the reference:
+    the rows below its TAIL_SHARE and above its 1 - TAIL_SHARE quantile, each tail tested by
+    `count_p_value`, the two combined."""
+    seen = reference.get_metric("distribution").kll.value
+    now = target.get_metric("distribution").kll.value
+    m, n = seen.get_n(), now.get_n()
+    if not m or not n:
+        return 1.0
+    low, high = seen.get_quantiles([TAIL_SHARE, 1.0 - TAIL_SHARE])
+    below = [kll.get_cdf([low])[0] for kll in (now, seen)]
+    above = [1.0 - kll.get_cdf([high])[0] for kll in (now, seen)]
+    return combined_p_value(
+        count_p_value(below[0] * n, below[1] * m, n, m),
+        count_p_value(above[0] * n, above[1] * m, n, m),
+    )
+
+
+class TailedKS(KS):
+    """whylogs' KS, and beside it a test of the reference's tails (`tail_p_value`): the
+    column's p-value is the smaller of the two, Bonferroni-corrected (so calm traffic still
+    drifts in at most α of windows)."""
+
+    def calculate(
+        self,
+        target_column_view: ColumnProfileView,
+        reference_column_view: ColumnProfileView,
+        with_thresholds: bool = False,
+    ) -> DriftAlgorithmScore | None:
+        score = super().calculate(target_column_view, reference_column_view, with_thresholds)
+        if score is None:
+            return None
+        p_value = combined_p_value(
+            float(score.pvalue), tail_p_value(target_column_view, reference_column_view)
+        )
+        return DriftAlgorithmScore(
+            algorithm=self.name,
+            pvalue=p_value,
+            statistic=float(score.statistic),
+            thresholds=self._parameter_config.thresholds,
+            drift_category=self._get_drift_category(measure=p_value) if with_thresholds else None,
+        )
+
+
+def category_p_value(observed: dict[str, float], seen: dict[str, float]) -> float:
+    """Whether any one category's count moved (a surge of a few intents among 77, which the
+    chi-square over all of them dilutes): each category by `count_p_value`, Bonferroni over
+    the categories."""
+    target_rows, reference_rows = sum(observed.values()), sum(seen.values())
+    categories = [c for c in {*observed, *seen} if observed.get(c, 0.0) + seen.get(c, 0.0) > 0]
+    if not categories or not target_rows or not reference_rows:
+        return 1.0
+    smallest = min(
+        count_p_value(observed.get(c, 0.0), seen.get(c, 0.0), target_rows, reference_rows)
+        for c in categories
+    )
+    return min(1.0, len(categories) * smallest)
+
+
 class PooledChiSquare(ChiSquare):
     """Chi-square test of homogeneity over the two profiles' frequent-item counts (a 2 × k
     table, rare categories pooled first), scored and categorized as whylogs' ChiSquare.
@@ -355,7 +440,9 @@ class PooledChiSquare(ChiSquare):
     whylogs' own ChiSquare is a one-sample test: it takes the reference proportions as exact
     and truncates each expected count to an integer, so with a reference of a few hundred
     requests over 77 intents calm traffic scored p < 1e-5 (measured on the demo). The reference
-    is a sample too; the homogeneity test counts both samples' noise.
+    is a sample too; the homogeneity test counts both samples' noise. Beside it, each
+    category's own count (`category_p_value`): pooling leaves a 200-row window over 77 intents
+    nothing to test, and a surge of three intents is exactly what it pools away.
     """
 
     def calculate(
@@ -377,6 +464,9 @@ class PooledChiSquare(ChiSquare):
             statistic, p_value = 0.0, 1.0
         else:
             statistic, p_value, _, _ = chi2_contingency(table, correction=False)
+        p_value = combined_p_value(
+            float(p_value), category_p_value(*(_frequencies(side) for side in stats))
+        )
         return DriftAlgorithmScore(
             algorithm=self.name,
             pvalue=float(p_value),
@@ -431,7 +521,7 @@ def _whylogs_algorithm(algorithm: DriftAlgorithm, threshold: float) -> ColumnDri
         return CategoricalHellinger(HellingerConfig(thresholds=bands))
     bands = WhylogsThresholds(NO_DRIFT=(threshold, 1.0), DRIFT=(0.0, threshold))
     if algorithm == "ks":
-        return KS(KSTestConfig(thresholds=bands))
+        return TailedKS(KSTestConfig(thresholds=bands))
     return PooledChiSquare(ChiSquareConfig(thresholds=bands))
 
 

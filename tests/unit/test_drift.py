@@ -510,3 +510,31 @@ def test_a_significant_move_smaller_than_the_minimum_effect_is_not_drift():
     assert "< the 0.1 that counts" in floored.explanation()
     unfloored = residual_drift(backtest, window, DriftThresholds(min_effect={"log_error": 0.0}))
     assert unfloored.column("log_error").drifted
+
+
+def test_a_surge_of_a_few_intents_among_many_rare_ones_is_drift_and_calm_traffic_is_not():
+    """With 77 intents a 200-row window expects under 3 rows of each: the chi-square pools them
+    all away, so each intent's count is tested too (Bonferroni across the intents)."""
+    intents = [f"intent_{i:02d}" for i in range(77)]
+    rng = np.random.default_rng(3)
+    reference = profile(pl.DataFrame({"predicted_intent": rng.choice(intents, 2000).tolist()}))
+    calm = rng.choice(intents, 200).tolist()
+    surge = rng.choice(intents, 140).tolist() + ["intent_05", "intent_17", "intent_60"] * 20
+    assert not compare_profiles(
+        reference, profile(pl.DataFrame({"predicted_intent": calm}))
+    ).drifted
+    surged = compare_profiles(reference, profile(pl.DataFrame({"predicted_intent": surge})))
+    assert surged.drifted_columns == ("predicted_intent",)
+
+
+def test_a_share_of_rows_far_in_a_tail_is_drift_before_the_whole_distribution_moves():
+    """10% of the rows far out (an unseen topic's distance from the usual meaning) move KS's
+    statistic by at most 0.10 (KS alone: p about 0.02, no drift at α 0.01); the reference's 1%
+    tail then holds 11% of the window."""
+    rng = np.random.default_rng(4)
+    reference = profile(pl.DataFrame({"embedding_distance": rng.normal(0.5, 0.1, 2000)}))
+    calm = rng.normal(0.5, 0.1, 200)
+    shifted = np.concatenate([rng.normal(0.5, 0.1, 180), rng.normal(0.9, 0.02, 20)])
+    for window, drifts in ((calm, False), (shifted, True)):
+        report = compare_profiles(reference, profile(pl.DataFrame({"embedding_distance": window})))
+        assert report.drifted is drifts, report.reasons()
