@@ -2,10 +2,13 @@
 supervisor points it at whichever `bentoml serve` should answer, so a new Bento is swapped in
 with no gap and a failed one is never exposed.
 
-Caddy runs as its own process with its admin API on 127.0.0.1 only; the whole configuration is
-loaded again through `POST /load` for each switch (Caddy reloads gracefully: the listening socket
-is kept and requests in flight finish on the old upstream). Before any Bento is up, and while the
-upstream does not answer, every request gets a 503 in the service's one error shape.
+Caddy runs as its own process with its admin API on 127.0.0.1 only. The upstream's address is
+read by Caddy from a file for every request (the `{file.…}` placeholder in the dial address), so
+a switch is an atomic rewrite of that file and never a reload of Caddy's configuration: a reload
+restarts Caddy's servers, and under load one request in some thousands lost its connection
+across it. Requests already proxied finish on the old upstream; the supervisor stops the old
+server once no connection to it is left. Before any Bento is up, and while the upstream does
+not answer, every request gets a 503 in the service's one error shape.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
+from ml.data.atomic_files import write_bytes_atomically
 from ml.security.secret_files import write_private_file
 from ml.settings import Settings, environment_with, executable
 from orchestration.processes import log_tail, stop_process_group, wait_until_ready
@@ -28,7 +34,11 @@ from serving.http_contract import JSON_MEDIA_TYPE, error_body
 DEFAULT_ADMIN_PORT = 2019
 START_TIMEOUT_SECONDS = 30.0
 SWITCH_TIMEOUT_SECONDS = 120.0
-"""A reload waits for the old configuration's requests in flight (bounded by GRACE_PERIOD)."""
+"""The one configuration load (from the 503 answer to proxying) waits for requests in flight
+(bounded by GRACE_PERIOD)."""
+UPSTREAM_FILE = "front-door-{port}-upstream"
+"""Under `<data home>/caddy/`: `127.0.0.1:<port>` of the server the front door on `port`
+proxies to."""
 GRACE_PERIOD = "60s"
 """As long as the service's own time limit on an answer: no request it would finish is cut."""
 UPSTREAM_IDLE_TIMEOUT = "2s"
@@ -65,16 +75,17 @@ def not_routed() -> dict[str, object]:
 
 
 def front_door_config(
-    port: int, admin_port: int, upstream_port: int | None, storage: Path
+    port: int, admin_port: int, upstream_file: Path | None, storage: Path
 ) -> dict[str, object]:
-    """Caddy's whole JSON configuration: plain HTTP on 127.0.0.1:`port`, proxying to
-    127.0.0.1:`upstream_port` (or answering 503 while there is none)."""
-    if upstream_port is None:
+    """Caddy's whole JSON configuration: plain HTTP on 127.0.0.1:`port`, proxying to the
+    address `upstream_file` holds, read for every request (or answering 503 while there is
+    none)."""
+    if upstream_file is None:
         handler = unavailable(NO_SERVER_YET)
     else:
         handler = {
             "handler": "reverse_proxy",
-            "upstreams": [{"dial": f"127.0.0.1:{upstream_port}"}],
+            "upstreams": [{"dial": f"{{file.{upstream_file}}}"}],
             "transport": {
                 "protocol": "http",
                 "keep_alive": {"idle_timeout": UPSTREAM_IDLE_TIMEOUT},
@@ -138,19 +149,31 @@ class FrontDoor:
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
+    @property
+    def upstream_file(self) -> Path:
+        return upstream_file(self.storage.parent.parent, self.port)
+
     def switch_to(self, upstream_port: int) -> None:
-        """Proxy every request to 127.0.0.1:`upstream_port` from now on; returns once Caddy has
-        applied the configuration (after the old one's requests in flight finished)."""
-        config = front_door_config(self.port, self.admin_port, upstream_port, self.storage)
-        _admin_call(f"{self.admin_url}/load", config, timeout=SWITCH_TIMEOUT_SECONDS)
+        """Proxy every request that arrives from now on to 127.0.0.1:`upstream_port`: the
+        upstream file rewritten atomically (the first switch also loads the proxying
+        configuration in place of the 503 answer)."""
+        write_bytes_atomically(self.upstream_file, f"127.0.0.1:{upstream_port}".encode())
+        if self.upstream_port is None:
+            config = front_door_config(self.port, self.admin_port, self.upstream_file, self.storage)
+            _admin_call(f"{self.admin_url}/load", config, timeout=SWITCH_TIMEOUT_SECONDS)
         self.upstream_port = upstream_port
 
     def in_flight(self, upstream_port: int) -> int:
-        """Requests Caddy is still proxying to 127.0.0.1:`upstream_port` (0 once Caddy has
-        forgotten the upstream)."""
-        upstreams = json.loads(_admin_call(f"{self.admin_url}/reverse_proxy/upstreams"))
-        address = f"127.0.0.1:{upstream_port}"
-        return sum(u["num_requests"] for u in upstreams or [] if u["address"] == address)
+        """Open connections to 127.0.0.1:`upstream_port` (requests still being proxied there,
+        and idle keep-alive ones, which Caddy closes after UPSTREAM_IDLE_TIMEOUT): 0 once
+        nothing can still be answered by that server."""
+        return sum(
+            1
+            for connection in psutil.net_connections(kind="tcp")
+            if connection.status == psutil.CONN_ESTABLISHED
+            and connection.laddr
+            and connection.laddr.port == upstream_port
+        )
 
     def stop(self) -> None:
         stop_process_group(self.process, grace_s=15)
@@ -162,11 +185,22 @@ def _listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def upstream_file(data_home: Path, port: int) -> Path:
+    return data_home / "caddy" / UPSTREAM_FILE.format(port=port)
+
+
+def current_upstream_port(data_home: Path, port: int) -> int | None:
+    """The port the front door on `port` proxies to (None before its first switch)."""
+    path = upstream_file(data_home, port)
+    return int(path.read_text(encoding="utf-8").rsplit(":", 1)[1]) if path.exists() else None
+
+
 def start_front_door(
     settings: Settings, port: int, admin_port: int = DEFAULT_ADMIN_PORT
 ) -> FrontDoor:
     """`caddy run` answering 503 on 127.0.0.1:`port` until `switch_to` names an upstream; its
     state and log (`logs/front-door.log`) under the data home."""
+    upstream_file(settings.data_home, port).unlink(missing_ok=True)
     storage = settings.data_home / "caddy" / "data"
     process, log_path = run_caddy(
         settings,

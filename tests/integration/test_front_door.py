@@ -32,7 +32,7 @@ from ml.lifecycle.rollouts import (
     rollout_log,
 )
 from ml.settings import Settings
-from orchestration.front_door import start_front_door
+from orchestration.front_door import current_upstream_port, start_front_door
 from orchestration.serving import expected_version, follow_champion, is_alive
 from serving.api_keys import platform_credentials
 from serving.package import SERVED, current_bento, record_current_bento
@@ -147,13 +147,8 @@ class Follower:
         return platform_credentials(self.settings.secrets_dir).headers()
 
     def upstream_port(self) -> int | None:
-        """Where the front door sends requests now (None before the first switch); route 0
-        keeps /metrics from being routed."""
-        route = requests.get(
-            f"{self.admin_url}/config/apps/http/servers/front_door/routes/1/handle/0", timeout=5
-        ).json()
-        upstreams = route.get("upstreams") or [{}]
-        return int(upstreams[0]["dial"].rsplit(":", 1)[1]) if "dial" in upstreams[0] else None
+        """Where the front door sends requests now (None before the first switch)."""
+        return current_upstream_port(self.settings.data_home, int(self.url.rsplit(":", 1)[1]))
 
     def rollouts(self) -> list[dict]:
         path = rollout_log(self.settings.data_home)
