@@ -1,10 +1,12 @@
 """Who launched each run from the Dagster UI. Open-source Dagster records no user, so the login
-proxy (orchestration/ui_gateway.py) sends the UI's GraphQL POSTs through this small ASGI app on
-an internal port: a mutation that launches runs (a run, several runs, a re-execution, a
-backfill) gets the signed-in account, which Caddy set in `X-Forwarded-User`, as the tag
-`mlops/launched_by` of every run it creates, replacing whatever the client put there. Everything
-else passes through unchanged. A launch whose parameters are written inline in the query (not
-as GraphQL variables, as the UI sends them) cannot be tagged, and is refused.
+proxy (orchestration/ui_gateway.py) sends every GraphQL request but websockets (which only
+subscribe) through this small ASGI app on an internal port: a mutation that launches runs (a
+run, several runs, a re-execution, a backfill) gets the signed-in account, which Caddy set in
+`X-Forwarded-User`, as the tag `mlops/launched_by` of every run it creates, replacing whatever
+the client put there. Everything else passes through unchanged. A launch that cannot be tagged
+is refused: parameters written inline in the query instead of as variables (the UI sends
+variables), or any launch that is not a JSON POST (a GET, a query in the URL, an
+application/graphql body).
 
 Run as `python -m orchestration.launch_recorder --port P --upstream http://127.0.0.1:U`.
 """
@@ -20,8 +22,8 @@ from pathlib import Path
 
 import httpx
 import uvicorn
-from graphql import GraphQLError, OperationType, parse
-from graphql.language import FieldNode, OperationDefinitionNode, VariableNode
+from graphql import GraphQLError, parse
+from graphql.language import DocumentNode, FieldNode, VariableNode, Visitor, visit
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -78,29 +80,36 @@ LAUNCH_ARGUMENTS: dict[str, dict[str, Callable[[object, str], object]]] = {
 """Mutation fields that create runs → their arguments that carry tags → how to add ours."""
 
 
-def with_actor(body: dict, actor: str) -> dict:
-    """`body` (a GraphQL request) with `actor` tagged on every run its launch mutations create;
-    unchanged when it launches nothing."""
+def _launch_fields(document: DocumentNode) -> list[FieldNode]:
+    """Every field of the document that creates runs, wherever it is (aliased, in a fragment)."""
+    found: list[FieldNode] = []
+
+    class Launches(Visitor):
+        def enter_field(self, node: FieldNode, *_: object) -> None:
+            if node.name.value in LAUNCH_ARGUMENTS:
+                found.append(node)
+
+    visit(document, Launches())
+    return found
+
+
+def with_actor(query: str, variables: dict | None, actor: str) -> dict | None:
+    """The request's variables with `actor` tagged on every run its launch fields create; None
+    when it launches nothing (forwarded as it is). A launch whose run parameters are not all
+    in `variables` cannot be tagged and is refused."""
     try:
-        document = parse(str(body.get("query") or ""))
+        document = parse(query)
     except GraphQLError:
-        return body  # the webserver answers the syntax error itself
-    variables = dict(body.get("variables") or {})
-    launches = [
-        selection
-        for definition in document.definitions
-        if isinstance(definition, OperationDefinitionNode)
-        and definition.operation == OperationType.MUTATION
-        for selection in definition.selection_set.selections
-        if isinstance(selection, FieldNode) and selection.name.value in LAUNCH_ARGUMENTS
-    ]
+        return None  # the webserver answers the syntax error itself
+    launches = _launch_fields(document)
     if not launches:
-        return body
+        return None
     if not actor:
         raise UntaggableLaunch("no signed-in user: launch runs through the login proxy")
+    variables = dict(variables or {})
     for field in launches:
         taggers = LAUNCH_ARGUMENTS[field.name.value]
-        for argument in field.arguments:
+        for argument in field.arguments or ():
             tag = taggers.get(argument.name.value)
             if tag is None:
                 continue
@@ -110,29 +119,67 @@ def with_actor(body: dict, actor: str) -> dict:
                     "the run can record who launched it"
                 )
             name = argument.value.name.value
-            if variables.get(name) is not None:
-                variables[name] = tag(variables[name], actor)
-    return {**body, "variables": variables}
+            if not isinstance(variables.get(name), (dict, list)):
+                raise UntaggableLaunch(
+                    f"{field.name.value}: ${name} must be given in the request's variables (a "
+                    "JSON POST), so the run can record who launched it"
+                )
+            variables[name] = tag(variables[name], actor)
+    return variables
+
+
+def tagged_body(
+    request_method: str, content_type: str, query: str, raw: bytes, actor: str
+) -> bytes:
+    """The body to forward: a JSON POST's launches tagged; anything else that launches runs
+    (a GET, a query in the URL, an application/graphql body) is refused, since only a JSON
+    POST carries the variables the tags go in. Dagster reads the query from the JSON body,
+    else from an application/graphql body, else from the URL: the same places are read here."""
+    if request_method == "POST" and "application/json" in content_type:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return raw  # the webserver refuses invalid JSON itself
+        if not isinstance(body, dict):
+            return raw
+        variables = body.get("variables")
+        if isinstance(variables, str):
+            try:
+                variables = json.loads(variables)
+            except ValueError:
+                return raw
+        tagged = with_actor(str(body.get("query") or ""), variables, actor)
+        return raw if tagged is None else json.dumps({**body, "variables": tagged}).encode()
+    if request_method == "POST" and "application/graphql" in content_type:
+        query = raw.decode("utf-8", "replace")
+    with_actor(query, None, actor)  # raises for any launch
+    return raw
 
 
 def recorder_app(upstream: str) -> Starlette:
-    """The ASGI app: GraphQL POSTs tagged and forwarded to the webserver at `upstream`."""
+    """The ASGI app: GraphQL requests tagged (or refused) and forwarded to the webserver at
+    `upstream`."""
     client = httpx.AsyncClient(base_url=upstream, timeout=httpx.Timeout(300.0))
 
     async def graphql(request: Request) -> Response:
         raw = await request.body()
         headers = {k: v for k, v in request.headers.items() if k not in HOP_HEADERS}
         try:
-            body = json.loads(raw) if raw else {}
-        except ValueError:
-            body = None
-        if isinstance(body, dict):
-            try:
-                raw = json.dumps(with_actor(body, request.headers.get(USER_HEADER, ""))).encode()
-            except UntaggableLaunch as error:
-                return JSONResponse({"errors": [{"message": str(error)}]}, status_code=400)
-        answer = await client.post(
-            request.url.path, params=request.query_params, content=raw, headers=headers
+            raw = tagged_body(
+                request.method,
+                request.headers.get("content-type", ""),
+                request.query_params.get("query", ""),
+                raw,
+                request.headers.get(USER_HEADER, ""),
+            )
+        except UntaggableLaunch as error:
+            return JSONResponse({"errors": [{"message": str(error)}]}, status_code=400)
+        answer = await client.request(
+            request.method,
+            request.url.path,
+            params=request.query_params,
+            content=raw,
+            headers=headers,
         )
         passed = {k: v for k, v in answer.headers.items() if k not in HOP_HEADERS}
         passed.pop("content-encoding", None)  # httpx has decoded the body
@@ -144,7 +191,7 @@ def recorder_app(upstream: str) -> Starlette:
     return Starlette(
         routes=[
             Route(LIVEZ, livez, methods=["GET"]),
-            Route("/{path:path}", graphql, methods=["POST"]),
+            Route("/{path:path}", graphql, methods=["GET", "POST"]),
         ]
     )
 

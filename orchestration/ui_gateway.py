@@ -9,7 +9,7 @@ Every person has an account of their own (`MLOPS_DAGSTER_ENGINEERS`, `MLOPS_DAGS
 by default one `engineer` and one `viewer`), with a random password generated once into
 `dagster-ui-accounts.json` in the secrets folder (0600); Caddy holds only their hashes (made by
 `caddy hash-password`, reading the password on stdin, never a command line). The engineers'
-GraphQL POSTs go through the launch recorder (orchestration/launch_recorder.py), which tags
+GraphQL requests go through the launch recorder (orchestration/launch_recorder.py), which tags
 every run they launch with the signed-in account.
 """
 
@@ -72,7 +72,7 @@ def _proxy(port: int) -> dict[str, object]:
 @dataclass(frozen=True)
 class GatedServer:
     """One sign-in port: who may sign in (account → password hash), the webserver behind it,
-    and (for launches) the launch recorder its GraphQL POSTs go through."""
+    and (for launches) the launch recorder its GraphQL requests go through."""
 
     listen: int
     upstream: int
@@ -99,7 +99,13 @@ def _gated(server: GatedServer) -> dict[str, object]:
     if server.recorder is not None:
         routes.append(
             {
-                "match": [{"method": ["POST"], "path": ["/graphql"]}],
+                # every GraphQL request but a websocket's (subscriptions only, no launches)
+                "match": [
+                    {
+                        "path": ["/graphql"],
+                        "not": [{"header": {"Upgrade": ["websocket", "WebSocket"]}}],
+                    }
+                ],
                 "handle": [_proxy(server.recorder)],
                 "terminal": True,
             }
@@ -141,7 +147,7 @@ def start_ui_gateway(
     recorder_port: int | None = None,
 ) -> UiGateway:
     """Caddy with a login in front of each role's {role: (listen port, upstream port)}: the
-    engineers' accounts on the `engineer` port (their GraphQL POSTs through the launch recorder
+    engineers' accounts on the `engineer` port (their GraphQL requests through the launch recorder
     on `recorder_port`, when given), the viewers' on the `viewer` port."""
     people = {ENGINEER: settings.dagster_engineers, VIEWER: settings.dagster_viewers}
     accounts = ui_accounts(settings.secrets_dir, [n for role in routes for n in people[role]])

@@ -190,6 +190,14 @@ def test_every_run_launched_through_the_ui_records_the_signed_in_engineer(
 
             inline = post("bob", LAUNCH, {}, "LaunchRun")
             assert inline.status_code == 400 and "variable" in inline.text, inline.text
+            by_get = requests.get(
+                graphql, params={"query": LAUNCH}, auth=("bob", accounts["bob"]), timeout=120
+            )
+            assert by_get.status_code == 400, "a launch in the URL is refused, not run untagged"
+            page = requests.get(
+                f"http://127.0.0.1:{listen}/", auth=("bob", accounts["bob"]), timeout=60
+            )
+            assert page.status_code == 200 and "<html" in page.text.lower()
             reads = post("bob", "{ version }", {}, "Version")
             assert reads.status_code == 200 and reads.json()["data"]["version"]
             assert (
