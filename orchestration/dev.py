@@ -5,6 +5,7 @@ SQLite registry; a production registry has its own server) and the champion Bent
 front door (Caddy) on :3001, each new one `champion_bento` builds swapped in blue/green once it
 passes its smoke test (see orchestration/serving.py); Ctrl-C stops them all."""
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,14 @@ ENGINEER_UPSTREAM, VIEWER_UPSTREAM, LAUNCH_RECORDER = 3100, 3101, 3103
 GATEWAY_ADMIN_PORT = 2020
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # `kill` stops everything this started, as Ctrl-C does (the servers run in sessions of
+    # their own, out of reach of a signal to this process's group).
+    signal.signal(signal.SIGTERM, _interrupted)
     settings = Settings.from_env()
     generated_keys_into_environment(settings.secrets_dir)  # the logs' keys, for every process
     open_instance(settings)
