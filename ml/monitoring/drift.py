@@ -392,6 +392,21 @@ def tail_p_value(target: ColumnProfileView, reference: ColumnProfileView) -> flo
     )
 
 
+def _p_value_score(
+    algorithm: ColumnDriftAlgorithm, statistic: float, p_value: float, with_thresholds: bool
+) -> DriftAlgorithmScore:
+    """A p-value test's score as whylogs reports it (its category only when asked)."""
+    return DriftAlgorithmScore(
+        algorithm=algorithm.name,
+        pvalue=p_value,
+        statistic=statistic,
+        thresholds=algorithm._parameter_config.thresholds,
+        drift_category=(
+            algorithm._get_drift_category(measure=p_value) if with_thresholds else None
+        ),
+    )
+
+
 class TailedKS(KS):
     """whylogs' KS, and beside it a test of the reference's tails (`tail_p_value`): the
     column's p-value is the smaller of the two, Bonferroni-corrected (so calm traffic still
@@ -409,13 +424,7 @@ class TailedKS(KS):
         p_value = combined_p_value(
             float(score.pvalue), tail_p_value(target_column_view, reference_column_view)
         )
-        return DriftAlgorithmScore(
-            algorithm=self.name,
-            pvalue=p_value,
-            statistic=float(score.statistic),
-            thresholds=self._parameter_config.thresholds,
-            drift_category=self._get_drift_category(measure=p_value) if with_thresholds else None,
-        )
+        return _p_value_score(self, float(score.statistic), p_value, with_thresholds)
 
 
 def category_p_value(observed: dict[str, float], seen: dict[str, float]) -> float:
@@ -467,13 +476,7 @@ class PooledChiSquare(ChiSquare):
         p_value = combined_p_value(
             float(p_value), category_p_value(*(_frequencies(side) for side in stats))
         )
-        return DriftAlgorithmScore(
-            algorithm=self.name,
-            pvalue=float(p_value),
-            statistic=float(statistic),
-            thresholds=self._parameter_config.thresholds,
-            drift_category=self._get_drift_category(measure=p_value) if with_thresholds else None,
-        )
+        return _p_value_score(self, float(statistic), p_value, with_thresholds)
 
 
 class CategoricalHellinger(Hellinger):
