@@ -55,6 +55,13 @@ def write_text_atomically(path: Path, text: str) -> None:
     write_bytes_atomically(path, text.encode("utf-8"))
 
 
+def append_line_atomically(path: Path, line: str) -> None:
+    """`line` added at the end of a small append-only text file, the whole file written again
+    atomically: a reader sees it with or without the line, never half of one."""
+    before = path.read_text(encoding="utf-8") if path.exists() else ""
+    write_text_atomically(path, before + line + "\n")
+
+
 def write_parquet_atomically(path: Path, frame: pl.DataFrame) -> None:
     """A Parquet file, written whole (see `write_bytes_atomically`)."""
     buffer = io.BytesIO()

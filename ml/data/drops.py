@@ -21,7 +21,11 @@ import fsspec
 import fsspec.implementations.local
 import polars as pl
 
-from ml.data.atomic_files import write_bytes_atomically, write_text_atomically
+from ml.data.atomic_files import (
+    append_line_atomically,
+    write_bytes_atomically,
+    write_text_atomically,
+)
 from ml.data.ingestion import (
     DEFAULT_MAX_DROP_BYTES,
     SOURCE_NAME,
@@ -100,8 +104,7 @@ def _append_sighting(registry_dir: Path, drop_id: str, uri: str, now: datetime |
     """Keep a trace of every re-drop of known content, so the no-op is on record."""
     log = registry_dir / f"{drop_id}.redrops.jsonl"
     line = json.dumps({"uri": uri, "seen_at": (now or datetime.now(UTC)).isoformat()})
-    before = log.read_text(encoding="utf-8") if log.exists() else ""
-    write_text_atomically(log, before + line + "\n")
+    append_line_atomically(log, line)
 
 
 def redrops_of(drop_id: str, registry_dir: Path) -> list[dict[str, str]]:
@@ -321,18 +324,20 @@ def scan_drops(
     return DropScan(registrations, refusals, pending, state)
 
 
-def write_drop(drops_uri: str, source: str, name: str, data: bytes) -> str:
-    """Put a file into the drops folder whole, as `<drops>/<source>/<name>`; its URI.
-
-    Locally it is written under a hidden temporary name (never listed) and renamed in; an
-    object store (any other fsspec URI) publishes an object only once it is whole.
-    """
-    check_source_name(source, f"{drops_uri}/{source}/{name}")
-    fs, root = fsspec.core.url_to_fs(drops_uri)
-    path = f"{root.rstrip('/')}/{source}/{name}"
+def write_file(uri: str, data: bytes) -> str:
+    """Write `data` whole at `uri` (a path or any fsspec URI); the URI written. Locally under a
+    hidden temporary name (never listed by a scan) renamed in; an object store publishes an
+    object only once it is whole."""
+    fs, path = fsspec.core.url_to_fs(uri)
     if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
         write_bytes_atomically(Path(path), data)
         return path
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     fs.pipe_file(path, data)
     return fs.unstrip_protocol(path)
+
+
+def write_drop(drops_uri: str, source: str, name: str, data: bytes) -> str:
+    """Put a file into the drops folder whole, as `<drops>/<source>/<name>`; its URI."""
+    check_source_name(source, f"{drops_uri}/{source}/{name}")
+    return write_file(f"{drops_uri.rstrip('/')}/{source}/{name}", data)

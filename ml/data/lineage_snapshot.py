@@ -136,13 +136,14 @@ def _quoted(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def _literal(path: Path) -> str:
+def sql_path(path: Path) -> str:
+    """`path` as a DuckDB string literal."""
     return "'" + str(path).replace("'", "''") + "'"
 
 
 def row_digest(con: duckdb.DuckDBPyConnection, relation: str) -> tuple[int, str]:
     """(rows, sha256 over the sorted md5 of each row as JSON) of `relation`: the same for the
-    same rows in any order. The connection's TimeZone must be UTC (see `_utc`)."""
+    same rows in any order. The connection's TimeZone must be UTC (see `utc_session`)."""
     rows, digest = con.execute(
         "select count(*), sha256(coalesce(string_agg(h, '' order by h), '')) "
         f"from (select md5(to_json(r)::varchar) as h from {relation} as r)"
@@ -150,7 +151,7 @@ def row_digest(con: duckdb.DuckDBPyConnection, relation: str) -> tuple[int, str]
     return int(rows), str(digest)
 
 
-def _utc(con: duckdb.DuckDBPyConnection) -> None:
+def utc_session(con: duckdb.DuckDBPyConnection) -> None:
     """Timestamps with a time zone print in the session's zone: hash them in one zone."""
     con.execute("set TimeZone = 'UTC'")
 
@@ -175,7 +176,7 @@ def _export(
                 if table in wanted:
                     columns[table] = (*columns.get(table, ()), (column, kind))
             for table in columns:
-                target = _literal(folder / f"{table}.parquet")
+                target = sql_path(folder / f"{table}.parquet")
                 con.execute(f"copy (select * from {_quoted(table)}) to {target} (format parquet)")
         finally:
             con.execute("rollback")
@@ -202,10 +203,10 @@ def take_snapshot(
         exported = _export(open_warehouse, staging, wanted)
         entries = []
         with duckdb.connect() as files:
-            _utc(files)
+            utc_session(files)
             for table, columns in exported.items():
                 path = staging / f"{table}.parquet"
-                rows, digest = row_digest(files, f"read_parquet({_literal(path)})")
+                rows, digest = row_digest(files, f"read_parquet({sql_path(path)})")
                 entries.append(
                     TableSnapshot(table, path.name, rows, digest, file_sha256(path), columns)
                 )
@@ -310,7 +311,7 @@ def restore_snapshot(folder: Path, open_warehouse: OpenWarehouse, force: bool = 
                 f"restoring snapshot {snapshot.name}: the warehouse already holds rows in "
                 f"{listed}; refusing to overwrite them (pass --force to replace them)"
             )
-        _utc(con)
+        utc_session(con)
         con.execute("begin transaction")
         try:
             for table in snapshot.tables:
@@ -318,7 +319,7 @@ def restore_snapshot(folder: Path, open_warehouse: OpenWarehouse, force: bool = 
                 columns = ", ".join(f"{_quoted(c)} {kind}" for c, kind in table.columns)
                 con.execute(f"drop table if exists {name}")
                 con.execute(f"create table {name} ({columns})")
-                source = _literal(folder / table.file)
+                source = sql_path(folder / table.file)
                 con.execute(f"insert into {name} by name select * from read_parquet({source})")
                 rows, digest = row_digest(con, name)
                 if (rows, digest) != (table.rows, table.row_sha256):

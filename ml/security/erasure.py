@@ -30,15 +30,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-import fsspec
-import fsspec.implementations.local
 import polars as pl
 from cryptography.fernet import MultiFernet
 
-from ml.data.atomic_files import write_bytes_atomically, write_text_atomically
-from ml.data.drops import drop_id_for, load_drop
+from ml.data.atomic_files import (
+    append_line_atomically,
+    write_bytes_atomically,
+    write_parquet_atomically,
+    write_text_atomically,
+)
+from ml.data.drops import drop_id_for, load_drop, write_file
 from ml.data.ingestion import ROW_COLUMN, file_sha256, file_suffix, read_bytes
-from ml.data.lineage_snapshot import MANIFEST, row_digest
+from ml.data.lineage_snapshot import MANIFEST, row_digest, sql_path, utc_session
 from ml.security.encryption import ENCRYPTED_SUFFIX, decrypt, encrypt
 
 REQUEST_ID = "request_id"
@@ -108,9 +111,7 @@ def erase_from_parquet_files(root: Path, request_ids: set[str]) -> int:
         if kept.height == frame.height:
             continue
         removed += frame.height - kept.height
-        buffer = io.BytesIO()
-        kept.write_parquet(buffer)
-        write_bytes_atomically(path, buffer.getvalue())
+        write_parquet_atomically(path, kept)
     return removed
 
 
@@ -167,9 +168,11 @@ def erase_from_warehouse(con: duckdb.DuckDBPyConnection, request_ids: set[str]) 
                 "(select id from erased_ids)"
             ).fetchall()
         ]
+    keyed = _tables_with(con, "text_key")
+    keyed_by_request = set(tables) & set(keyed)
     keys: set[str] = set()
-    if "split_assignments" in _tables_with(con, "text_key"):
-        for table in set(tables) & set(_tables_with(con, "text_key")):
+    if "split_assignments" in keyed:
+        for table in keyed_by_request:
             keys |= {
                 key
                 for (key,) in con.execute(
@@ -188,7 +191,7 @@ def erase_from_warehouse(con: duckdb.DuckDBPyConnection, request_ids: set[str]) 
             removed[table] = int(count)
         if keys:
             still_held = set()
-            for table in set(tables) & set(_tables_with(con, "text_key")):
+            for table in keyed_by_request:
                 still_held |= {
                     key
                     for (key,) in con.execute(
@@ -219,7 +222,7 @@ def compact_duckdb(path: Path) -> None:
     fresh.unlink(missing_ok=True)
     with duckdb.connect(str(path)) as con:
         ((database,),) = con.execute("select current_database()").fetchall()
-        con.execute(f"attach '{_escaped(fresh)}' as compacted")
+        con.execute(f"attach {sql_path(fresh)} as compacted")
         con.execute(f'copy from database "{database}" to compacted')
         con.execute("detach compacted")
     fresh.replace(path)
@@ -248,8 +251,8 @@ def erase_from_snapshots(
             else:
                 continue
             with duckdb.connect() as con:
-                con.execute("set TimeZone = 'UTC'")
-                source = f"read_parquet('{_escaped(path)}')"
+                utc_session(con)
+                source = f"read_parquet({sql_path(path)})"
                 ((count,),) = con.execute(
                     f"select count(*) from {source} where {where}", params
                 ).fetchall()
@@ -258,10 +261,10 @@ def erase_from_snapshots(
                 rewritten = path.with_name(f".{path.name}.erasing")
                 con.execute(
                     f"copy (select * from {source} where not ({where})) to "
-                    f"'{_escaped(rewritten)}' (format parquet)",
+                    f"{sql_path(rewritten)} (format parquet)",
                     params,
                 )
-                rows, digest = row_digest(con, f"read_parquet('{_escaped(rewritten)}')")
+                rows, digest = row_digest(con, f"read_parquet({sql_path(rewritten)})")
             rewritten.replace(path)
             entry.update(rows=rows, row_sha256=digest, file_sha256=file_sha256(path))
             removed += int(count)
@@ -269,10 +272,6 @@ def erase_from_snapshots(
         if changed:
             write_text_atomically(manifest_path, json.dumps(manifest, indent=2))
     return removed
-
-
-def _escaped(path: Path) -> str:
-    return str(path).replace("'", "''")
 
 
 # --- immutable sources: drops and raw copies ---------------------------------------------------
@@ -343,14 +342,6 @@ def blank_source_rows(
     raise ValueError(f"{uri}: erasure cannot rewrite a {file_suffix(uri)!r} file; erase it by hand")
 
 
-def _write(uri: str, data: bytes) -> None:
-    fs, path = fsspec.core.url_to_fs(uri)
-    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
-        write_bytes_atomically(Path(path), data)
-    else:
-        fs.pipe_file(path, data)
-
-
 def erase_from_drops(
     registry_dir: Path, source_rows: dict[str, set[int]], request_ids: set[str]
 ) -> int:
@@ -375,12 +366,11 @@ def erase_from_drops(
         )
         if not blanked:
             continue
-        _write(drop.uri, new)
+        write_file(drop.uri, new)
         sha256 = hashlib.sha256(new).hexdigest()
-        moved = replace(drop, sha256=sha256, size_bytes=len(new))
-        write_text_atomically(manifest, json.dumps(asdict(moved), indent=2))
-        alias = registry_dir / f"{drop_id_for(drop.source, sha256)}.json"
-        write_text_atomically(alias, json.dumps(asdict(moved), indent=2))
+        moved = json.dumps(asdict(replace(drop, sha256=sha256, size_bytes=len(new))), indent=2)
+        write_text_atomically(manifest, moved)
+        write_text_atomically(registry_dir / f"{drop_id_for(drop.source, sha256)}.json", moved)
         blanked_total += blanked
     return blanked_total
 
@@ -398,9 +388,7 @@ def erase_from_raw_copies(
             pl.read_parquet(path), source_rows.get(path.stem, set()), request_ids
         )
         if blanked:
-            buffer = io.BytesIO()
-            frame.write_parquet(buffer)
-            write_bytes_atomically(path, buffer.getvalue())
+            write_parquet_atomically(path, frame)
             blanked_total += blanked
     return blanked_total
 
@@ -426,9 +414,7 @@ def record_erasure(
         "request_ids": list(report.request_ids),
         "removed": dict(sorted(report.removed.items())),
     }
-    path = folder / ERASURE_LOG
-    before = path.read_text(encoding="utf-8") if path.exists() else ""
-    write_text_atomically(path, before + json.dumps(entry) + "\n")
+    append_line_atomically(folder / ERASURE_LOG, json.dumps(entry))
     return entry
 
 
