@@ -141,14 +141,23 @@ def demand_origins(seed: int, kind: str) -> tuple[list[tuple[object, pl.DataFram
     panel = build_panel(mart, ForecastSettings(folds=DEMAND_FOLDS))
     series = panel.index("regular")
     rows = with_point_intervals(backtest(panel, kind, series))
-    origins = []
+    origins, calm_moves = [], []
     for fold in range(DEMAND_REFERENCE_FOLDS + 1, DEMAND_FOLDS + 1):
         before = rows.filter(pl.col("fold").is_between(fold - DEMAND_REFERENCE_FOLDS, fold - 1))
-        origins.append((profile(forecast_residuals(before)), rows.filter(pl.col("fold") == fold)))
+        realized = rows.filter(pl.col("fold") == fold)
+        origins.append((profile(forecast_residuals(before)), realized))
+        calm_moves.append(
+            forecast_residuals(realized)["log_error"].median()
+            - forecast_residuals(before)["log_error"].median()
+        )
+    spread = forecast_residuals(rows)["log_error"].std()
     model = (
         f"{kind} on {len(series)} regular series × {DEMAND_FOLDS} origins of "
         f"{panel.settings.horizon} days; reference the {DEMAND_REFERENCE_FOLDS} origins before "
         f"each window's ({before.height:,} rows); backtest in {time.perf_counter() - started:.0f} s"
+        f"\n  what a window has to stand out from: a row's log error has sd {spread:.2f}; whole "
+        f"calm origins' median log error differs from their reference's by "
+        f"{min(calm_moves):+.3f} to {max(calm_moves):+.3f}"
     )
     return origins, model
 
