@@ -321,7 +321,7 @@ SERVED_TRANSFORMER = {
     "max_validation_samples": 48,
     "max_length": 32,
 }
-SERVED_FORECASTING = {"epochs": 2, "hidden_size": 16}
+SERVED_FORECASTING = {"epochs": 2, "hidden_size": 16, "trees": 30}
 
 
 @pytest.fixture(scope="session")

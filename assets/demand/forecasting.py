@@ -50,6 +50,9 @@ class ForecastingConfig(Config):
         default=GlobalModelSettings.epochs, description="Global model (TiDE) training epochs"
     )
     hidden_size: int = GlobalModelSettings.hidden_size
+    trees: int = Field(
+        default=GlobalModelSettings.trees, description="LightGBM boosting rounds per quantile"
+    )
     max_series: int | None = Field(
         default=None, description="Backtest the first N series only (quick runs)"
     )
@@ -58,7 +61,9 @@ class ForecastingConfig(Config):
         return ForecastSettings(horizon=self.horizon, folds=self.folds)
 
     def global_model(self) -> GlobalModelSettings:
-        return GlobalModelSettings(epochs=self.epochs, hidden_size=self.hidden_size)
+        return GlobalModelSettings(
+            epochs=self.epochs, hidden_size=self.hidden_size, trees=self.trees
+        )
 
 
 def load_panel(warehouse: Warehouse, config: ForecastingConfig) -> DemandPanel:
@@ -240,7 +245,8 @@ def _fit_and_register(
                 "horizon": panel.settings.horizon,
                 "folds": panel.settings.folds,
                 "freq": panel.settings.freq,
-                "epochs": config.epochs if kind in GLOBAL_KINDS else 0,
+                "epochs": config.epochs if kind == "tide" else 0,
+                "trees": config.trees if kind == "lightgbm" else 0,
             },
             metrics=metrics,
             tagged_scores=metrics,

@@ -17,9 +17,9 @@ from ml.demand.models import (
     GlobalModelSettings,
     applicable,
     expm1_series,
-    log1p_series,
+    global_inputs,
+    make_global,
     make_local,
-    make_tide,
 )
 from ml.demand.panel import BASELINES, KEY, QUANTILES, DemandPanel, ForecastingError, offset
 from ml.metrics import FORECAST_METRICS, forecast_errors, forecast_scores
@@ -81,11 +81,13 @@ def backtest(
             return pl.DataFrame()
         # One model over all the series per origin, as it is fitted for real (darts' historical
         # forecasts would fit one model per series and origin: not global, and far slower).
-        targets = log1p_series([panel.targets[i] for i in chosen])
+        targets = global_inputs(
+            [panel.targets[i] for i in chosen], [panel.keys[i] for i in chosen], panel.keys
+        )
         covariates = [panel.covariates[i] for i in chosen]
         for fold, start in enumerate(starts, start=1):
             history = [target.drop_after(start) for target in targets]
-            model = make_tide(settings, model_settings or GlobalModelSettings())
+            model = make_global(kind, settings, model_settings or GlobalModelSettings())
             model.fit(history, future_covariates=covariates)
             forecasts = model.predict(
                 settings.horizon,

@@ -3,7 +3,7 @@ rest (too short, intermittent, all zeros), and the history it needs at predict t
 in one folder so a registered version forecasts without the warehouse.
 
 Point models (baselines, Theta) get their P10/P90 from the empirical ratio of actual to forecast
-in their own backtests; the global model's quantiles are its own (quantile regression).
+in their own backtests; the global models' quantiles are their own (quantile regression).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from ml.demand.models import (
     GlobalModelSettings,
     applicable,
     expm1_series,
-    log1p_series,
+    global_inputs,
+    make_global,
     make_local,
-    make_tide,
 )
 from ml.demand.panel import (
     COVARIATES,
@@ -42,7 +42,7 @@ from ml.lifecycle.registry import Registry
 FALLBACK = "moving_median"
 META_FILE = "forecaster.json"
 HISTORY_FILE = "history.parquet"
-GLOBAL_MODEL_FILE = "global_model.pt"
+GLOBAL_MODEL_FILES = {"tide": "global_model.pt", "lightgbm": "global_model.pkl"}
 MAX_HORIZON_MULTIPLE = 2
 """A caller may ask for up to this many default horizons ahead."""
 
@@ -148,7 +148,7 @@ class DemandForecaster:
         if kind in GLOBAL_KINDS:
             forecast = self.global_model.predict(
                 horizon,
-                series=log1p_series([self.targets[i]])[0],
+                series=global_inputs([self.targets[i]], [self.keys[i]], self.keys)[0],
                 future_covariates=covariates,
                 predict_likelihood_parameters=True,
                 show_warnings=False,
@@ -188,7 +188,7 @@ class DemandForecaster:
         }
         (folder / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         if self.global_model is not None:
-            self.global_model.save(str(folder / GLOBAL_MODEL_FILE))
+            self.global_model.save(str(folder / GLOBAL_MODEL_FILES[self.kind]))
 
     @classmethod
     def load(cls, folder: Path) -> DemandForecaster:
@@ -204,13 +204,21 @@ class DemandForecaster:
             frame = by_key[key].sort("period_start").to_pandas().set_index("period_start")
             frame.index = pd.DatetimeIndex(frame.index, freq=meta["freq"])
             targets.append(TimeSeries.from_series(frame["units"]).astype(np.float32))
-            covariates.append(TimeSeries.from_dataframe(frame[list(COVARIATES)]).astype(np.float32))
+            # A version saved before a covariate was added keeps the ones it was fitted on.
+            names = [c for c in COVARIATES if c in frame.columns]
+            covariates.append(TimeSeries.from_dataframe(frame[names]).astype(np.float32))
         global_model = None
-        if meta["kind"] in GLOBAL_KINDS:
+        if meta["kind"] == "tide":
             from darts.models import TiDEModel
 
-            global_model = TiDEModel.load(str(folder / GLOBAL_MODEL_FILE), map_location="cpu")
+            global_model = TiDEModel.load(
+                str(folder / GLOBAL_MODEL_FILES["tide"]), map_location="cpu"
+            )
             global_model.to_cpu()
+        elif meta["kind"] == "lightgbm":
+            from darts.models import LightGBMModel
+
+            global_model = LightGBMModel.load(str(folder / GLOBAL_MODEL_FILES["lightgbm"]))
         return cls(
             kind=meta["kind"],
             settings=ResolvedSettings(**meta["settings"]),
@@ -241,9 +249,11 @@ def fit_forecaster(
         regular = panel.index("regular")
         if not regular:
             raise ForecastingError("no regular series to fit the global model on")
-        global_model = make_tide(panel.settings, model_settings or GlobalModelSettings())
+        global_model = make_global(kind, panel.settings, model_settings or GlobalModelSettings())
         global_model.fit(
-            log1p_series([panel.targets[i] for i in regular]),
+            global_inputs(
+                [panel.targets[i] for i in regular], [panel.keys[i] for i in regular], panel.keys
+            ),
             future_covariates=[panel.covariates[i] for i in regular],
         )
     elif not any(applicable(kind, panel.settings, len(t)) for t in panel.targets):

@@ -1,5 +1,6 @@
-"""The forecasting models: three baselines, Theta per series and the global TiDE model with
-known-future covariates (darts)."""
+"""The forecasting models: three baselines, Theta per series, and two global models with
+known-future covariates (darts): TiDE (torch) and LightGBM (gradient-boosted trees on lags,
+covariates and store / item as categoricals, the model class that wins on retail panels)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from darts import TimeSeries
-from darts.models import NaiveSeasonal, Theta, TiDEModel
+from darts.models import LightGBMModel, NaiveSeasonal, Theta, TiDEModel
 from darts.models.forecasting.forecasting_model import LocalForecastingModel
 from darts.utils.likelihood_models import QuantileRegression
 from darts.utils.utils import SeasonalityMode
 
-from ml.demand.panel import BASELINES, QUANTILES, ForecastingError, ResolvedSettings
+from ml.demand.panel import BASELINES, KEY, QUANTILES, ForecastingError, ResolvedSettings
 
 for noisy in ("pytorch_lightning", "lightning", "lightning.pytorch", "darts"):
     logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -61,7 +63,8 @@ class MovingMedian(LocalForecastingModel):
 
 @dataclass(frozen=True)
 class GlobalModelSettings:
-    """The global torch model (TiDE): small and quick on CPU, larger on a GPU."""
+    """The global models: TiDE (torch) small and quick on CPU, larger on a GPU; LightGBM's
+    trees on the CPU."""
 
     epochs: int = 20
     hidden_size: int = 64
@@ -72,6 +75,12 @@ class GlobalModelSettings:
     seed: int = 7
     accelerator: str = "auto"
     """'auto' picks a GPU when present, else the CPU (pytorch-lightning)."""
+    trees: int = 200
+    """LightGBM: boosting rounds per quantile."""
+    leaves: int = 31
+    lags: int | None = None
+    """LightGBM: past periods of the target it reads; None: two seasons of daily data (14),
+    4 weeks of weekly data."""
 
 
 def make_tide(settings: ResolvedSettings, model: GlobalModelSettings) -> TiDEModel:
@@ -101,8 +110,58 @@ def make_tide(settings: ResolvedSettings, model: GlobalModelSettings) -> TiDEMod
     )
 
 
+def make_lightgbm(settings: ResolvedSettings, model: GlobalModelSettings) -> LightGBMModel:
+    """One booster per quantile over every step of the horizon (multi_models=False): each step
+    reads the covariates of the whole output window, its own period's among them (with lag 0
+    alone, every step but the first reads the first step's price: a prototype scored 58.6%
+    MAPE on an orange-juice round that way against 34.0%)."""
+    lags = model.lags or (2 * settings.season if settings.freq == "D" else 4)
+    encoders = {"cyclic": {"future": ["month"] + (["dayofweek"] if settings.freq == "D" else [])}}
+    return LightGBMModel(
+        lags=lags,
+        lags_future_covariates=list(range(settings.horizon)),
+        output_chunk_length=settings.horizon,
+        multi_models=False,
+        add_encoders=encoders,
+        likelihood="quantile",
+        quantiles=list(QUANTILES),
+        use_static_covariates=True,
+        categorical_static_covariates=list(KEY),
+        n_estimators=model.trees,
+        num_leaves=model.leaves,
+        learning_rate=0.05,
+        min_child_samples=20,
+        random_state=model.seed,
+        verbose=-1,
+    )
+
+
 LOCAL_KINDS = (*BASELINES, "theta")
-GLOBAL_KINDS = ("tide",)
+GLOBAL_KINDS = ("tide", "lightgbm")
+
+
+def make_global(kind: str, settings: ResolvedSettings, model: GlobalModelSettings):
+    if kind == "tide":
+        return make_tide(settings, model)
+    if kind == "lightgbm":
+        return make_lightgbm(settings, model)
+    raise ForecastingError(f"unknown global model kind {kind!r}")
+
+
+def global_inputs(
+    targets: list[TimeSeries], keys: list[tuple[str, str]], every_key: list[tuple[str, str]]
+) -> list[TimeSeries]:
+    """Targets as the global models read them: log units, with the store and the item as
+    static categorical codes numbered over `every_key` (the forecaster's whole panel, so a
+    series gets the same codes when fitted and when forecast alone)."""
+    stores = {s: n for n, s in enumerate(sorted({k[0] for k in every_key}))}
+    items = {i: n for n, i in enumerate(sorted({k[1] for k in every_key}))}
+    return [
+        target.map(np.log1p).with_static_covariates(
+            pd.DataFrame({"store": [float(stores[s])], "item": [float(items[i])]})
+        )
+        for target, (s, i) in zip(targets, keys, strict=True)
+    ]
 
 
 def make_local(kind: str, settings: ResolvedSettings, history_length: int) -> LocalForecastingModel:
@@ -125,10 +184,6 @@ def make_local(kind: str, settings: ResolvedSettings, history_length: int) -> Lo
 def applicable(kind: str, settings: ResolvedSettings, history_length: int) -> bool:
     """Seasonal naive needs two full seasons of history before the first backtest origin."""
     return kind != "seasonal_naive" or history_length >= 2 * settings.season
-
-
-def log1p_series(series: list[TimeSeries]) -> list[TimeSeries]:
-    return [s.map(np.log1p) for s in series]
 
 
 def expm1_series(series: TimeSeries) -> TimeSeries:

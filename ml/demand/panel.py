@@ -21,8 +21,10 @@ from darts import TimeSeries
 QUANTILES = (0.1, 0.5, 0.9)
 FREQ_DEFAULTS = {"D": {"horizon": 28, "season": 7}, "W": {"horizon": 12, "season": 52}}
 """Per frequency: the default horizon (4 weeks, a quarter) and the season length."""
-COVARIATES = ("log_price", "deal", "feature", "has_holiday")
-"""Known in advance (prices and promotions are planned; holidays are on the calendar)."""
+COVARIATES = ("log_price", "relative_price", "deal", "feature", "has_holiday")
+"""Known in advance (prices and promotions are planned; holidays are on the calendar).
+`relative_price` is the item's log price minus the mean log price of its store's items that
+period: what a shopper compares on the shelf (a competitor's discount lowers it)."""
 BASELINES = ("naive", "seasonal_naive", "moving_median")
 KEY = ("store", "item")
 
@@ -111,6 +113,7 @@ def _covariate_frame(series: pl.DataFrame) -> pl.DataFrame:
     """Known covariates per period; a missing period keeps the last price and no promotion."""
     return series.select(
         pl.col("price").forward_fill().backward_fill().fill_null(1.0).log().alias("log_price"),
+        pl.col("relative_price").forward_fill().backward_fill().fill_null(0.0),
         pl.col("deal").fill_null(0.0).cast(pl.Float64),
         pl.col("feature").fill_null(0.0).cast(pl.Float64),
         pl.col("has_holiday").fill_null(False).cast(pl.Float64),
@@ -140,6 +143,11 @@ def build_panel(mart: pl.DataFrame, settings: ForecastSettings = ForecastSetting
     if "has_holiday" not in mart.columns:
         mart = mart.with_columns(pl.lit(False).alias("has_holiday"))
     resolved = settings.resolved(infer_freq(mart["period_start"].to_list()))
+    mart = mart.with_columns(
+        (pl.col("price").log() - pl.col("price").log().mean().over("store", "period_start")).alias(
+            "relative_price"
+        )
+    )
     freq = "W-" + mart["period_start"].min().strftime("%a").upper() if resolved.freq == "W" else "D"
     keys, targets, observed, covariates, kinds = [], [], [], [], []
     for (store, item), series in sorted(
@@ -185,16 +193,24 @@ def future_covariates(
 ) -> tuple[TimeSeries, list[str]]:
     """History's covariates extended `horizon` periods: the caller's planned price / deal /
     feature where given, else the documented default (last price, no deal, no feature ad);
-    holidays from the calendar. Returns the series and which default was assumed. `pad_to`
-    extends it further with the default (a global model reads a whole output window)."""
+    holidays from the calendar. The relative price keeps its last value, moved by the planned
+    change of the item's own log price (the other items' prices are assumed unchanged).
+    Returns the series and which default was assumed. `pad_to` extends it further with the
+    default (a global model reads a whole output window)."""
     start = history.end_time() + history.freq
     index = pd.date_range(start, periods=max(horizon, pad_to), freq=history.freq)
     years = range(index[0].year, index[-1].year + 2)
     calendar = holidays.country_holidays("US", years=years)
     step = 7 if history.freq_str.startswith("W") else 1
+    last_log_price = float(history["log_price"].values()[-1, 0])
     frame = pd.DataFrame(
         {
-            "log_price": float(history["log_price"].values()[-1, 0]),
+            "log_price": last_log_price,
+            "relative_price": (
+                float(history["relative_price"].values()[-1, 0])
+                if "relative_price" in history.components
+                else 0.0
+            ),
             "deal": 0.0,
             "feature": 0.0,
             "has_holiday": [
@@ -229,6 +245,10 @@ def future_covariates(
                     )
                 values = plan.sort_index()[column].astype(float).map(transform).values
                 frame.loc[frame.index[:horizon], target] = values
+                if column == "price":
+                    frame.loc[frame.index[:horizon], "relative_price"] += values - last_log_price
                 assumed = [a for a in assumed if not a.startswith(column)]
+    # A forecaster saved before a covariate was added reads the columns it was fitted on.
+    frame = frame[list(history.components)]
     extension = TimeSeries.from_dataframe(frame, freq=history.freq).astype(history.dtype)
     return history.append(extension), assumed

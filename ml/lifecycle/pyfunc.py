@@ -7,7 +7,7 @@ digest is what makes it safe to load.
 
 Artifacts stored encrypted are decrypted with the deployment's keys (MLOPS_ENCRYPTION_KEYS) into
 a private temporary folder that is removed as soon as `load_context` returns. Every loader has
-read its files by then (skops, darts' torch.load, parquet, JSON, the tokenizer) except
+read its files by then (skops, darts' torch.load or pickle, parquet, JSON, the tokenizer) except
 transformers 5, which memory-maps `model.safetensors` and pages the weights in from it for the
 model's lifetime: removing the folder unlinks the file's name only, the mapping keeps its data
 readable (POSIX) until the model is freed or the process ends, killed or not, so no decrypted
@@ -35,6 +35,7 @@ DEMAND_FORECASTER_ENTRY = ENTRY_POINTS / "demand_forecaster.py"
 TEXT_COLUMN = "text"
 SERVING_PACKAGES = (
     "darts",
+    "lightgbm",
     "mlflow",
     "numpy",
     "pandas",

@@ -30,7 +30,7 @@ from orchestration.pipeline import (
 )
 from tests.conftest import write_request_drop
 
-QUICK = {"epochs": 2, "hidden_size": 16}
+QUICK = {"epochs": 2, "hidden_size": 16, "trees": 30}
 FIRST_END, LATER_END = date(2025, 5, 1), date(2025, 6, 1)
 """Source ends are exclusive: first the data up to April 30, later up to May 31."""
 ORIGIN = date(2025, 5, 1)
@@ -108,7 +108,7 @@ def test_backtests_compare_every_model_with_the_baselines_over_three_folds(
     assert metadata["horizon"].value == 28
     assert metadata["folds"].value == 3
     table = metadata["models (regular series)"].value
-    for model in ("naive", "seasonal_naive", "moving_median", "theta", "tide"):
+    for model in ("naive", "seasonal_naive", "moving_median", "theta", "tide", "lightgbm"):
         assert f"| {model} |" in table
     assert "data:image/png;base64," in metadata["forecast_vs_actual"].value
     folds = forecasting.warehouse.query(

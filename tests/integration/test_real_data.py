@@ -105,7 +105,7 @@ def test_the_baseline_reaches_the_pilot_target_on_banking77(real: RealPlatform) 
 
 
 def test_orange_juice_backtests_and_forecasts_on_a_slice(real: RealPlatform) -> None:
-    quick = {"max_series": 6, "epochs": 3, "hidden_size": 16}
+    quick = {"max_series": 6, "epochs": 3, "hidden_size": 16, "trees": 30}
     result = execute_quietly(
         real.defs,
         real.instance,

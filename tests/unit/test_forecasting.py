@@ -12,6 +12,7 @@ import pytest
 from darts import TimeSeries
 
 from ml.demand.backtesting import backtest, mase_scales, score_backtests, select_model
+from ml.demand.forecaster import DemandForecaster, fit_forecaster
 from ml.demand.models import LOCAL_KINDS, GlobalModelSettings, MovingMedian
 from ml.demand.panel import (
     DemandPanel,
@@ -300,9 +301,9 @@ def test_seasonal_naive_needs_two_seasons_of_history_before_the_first_origin(
     assert s2["p50"].to_list() == s2["actual"].to_list()
 
 
-@pytest.fixture(scope="module")
-def tide_results() -> pl.DataFrame:
-    """The global model, trained once and tiny: two 56-day series, two one-week folds."""
+@pytest.fixture(scope="module", params=["tide", "lightgbm"])
+def global_results(request: pytest.FixtureRequest) -> pl.DataFrame:
+    """Each global model, trained once and tiny: two 56-day series, two one-week folds."""
     prices = [2.0 if k % 10 else 1.5 for k in range(56)]
     tiny = build_panel(
         mart(
@@ -313,17 +314,19 @@ def tide_results() -> pl.DataFrame:
     )
     return backtest(
         tiny,
-        "tide",
+        request.param,
         tiny.index(),
-        GlobalModelSettings(epochs=2, hidden_size=16, batch_size=32, accelerator="cpu"),
+        GlobalModelSettings(
+            epochs=2, hidden_size=16, batch_size=32, accelerator="cpu", trees=30, leaves=7
+        ),
     )
 
 
 @pytest.mark.filterwarnings("ignore")  # lightning's chatter on a CPU
 def test_the_global_model_forecasts_quantiles_in_order_and_never_below_zero(
-    tide_results: pl.DataFrame,
+    global_results: pl.DataFrame,
 ) -> None:
-    assert tide_results.columns == [
+    assert global_results.columns == [
         "store",
         "item",
         "model",
@@ -334,13 +337,76 @@ def test_the_global_model_forecasts_quantiles_in_order_and_never_below_zero(
         "p50",
         "p90",
     ]
-    assert tide_results.group_by("store", "fold").len()["len"].to_list() == [7] * 4
-    assert tide_results["period_start"].max() == START + timedelta(days=55)
-    q = tide_results.select("p10", "p50", "p90")
+    assert global_results.group_by("store", "fold").len()["len"].to_list() == [7] * 4
+    assert global_results["period_start"].max() == START + timedelta(days=55)
+    q = global_results.select("p10", "p50", "p90")
     assert q.null_count().sum_horizontal().item() == 0
     assert (q["p10"] >= 0).all()
     assert (q["p10"] <= q["p50"]).all() and (q["p50"] <= q["p90"]).all()
     assert (q["p10"] < q["p90"]).any()  # an interval, not a point repeated
+
+
+def price_elastic_mart(seed: int = 3) -> pl.DataFrame:
+    """Three stores × three items, 120 days; each day's price drawn from 1.5 / 2 / 2.5 and the
+    units Poisson around 200 × price^-2 (a price elasticity of -2), busier on Saturdays."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for store in ("S1", "S2", "S3"):
+        for item in ("I1", "I2", "I3"):
+            for k in range(120):
+                price = float(rng.choice([1.5, 2.0, 2.5]))
+                mean = 200 * price**-2 * (1.3 if k % 7 == 5 else 1.0)
+                rows.append(
+                    {
+                        "store": store,
+                        "item": item,
+                        "period_start": START + timedelta(days=k),
+                        "units": float(rng.poisson(mean)),
+                        "price": price,
+                        "deal": 0,
+                        "feature": 0,
+                    }
+                )
+    return pl.DataFrame(rows)
+
+
+def test_the_boosted_model_beats_the_baselines_when_price_drives_demand() -> None:
+    panel = build_panel(price_elastic_mart(), SMALL)
+    results = pl.concat(
+        [
+            backtest(panel, kind, panel.index(), GlobalModelSettings(trees=60))
+            for kind in ("naive", "moving_median", "lightgbm")
+        ]
+    )
+    overall = score_backtests(results, mase_scales(panel))["overall"]
+    wape = dict(zip(overall["model"], overall["wape"], strict=True))
+    # The baselines cannot know tomorrow's price: their errors are the price's own swings.
+    assert wape["lightgbm"] < 0.6 * min(wape["naive"], wape["moving_median"]), wape
+    assert select_model(overall).best == "lightgbm"
+
+
+def test_a_planned_higher_price_forecasts_fewer_units_and_a_saved_forecaster_says_the_same(
+    tmp_path,
+) -> None:
+    panel = build_panel(price_elastic_mart(), SMALL)
+    fallback = backtest(panel, "moving_median", panel.index())
+    forecaster = fit_forecaster(panel, "lightgbm", fallback, GlobalModelSettings(trees=60))
+    days = [panel.last_period + timedelta(days=k) for k in range(1, 8)]
+
+    def plan(price: float) -> pl.DataFrame:
+        return pl.DataFrame({"store": "S2", "item": "I3", "period_start": days, "price": price})
+
+    cheap = forecaster.forecast([("S2", "I3")], 7, plan(1.5))
+    dear = forecaster.forecast([("S2", "I3")], 7, plan(2.5))
+    assert cheap["model"].unique().to_list() == ["lightgbm"]
+    # (2.5 / 1.5)^-2 = 0.36 in the data: the forecast must move most of that way.
+    assert dear["p50"].sum() < 0.6 * cheap["p50"].sum()
+    forecaster.save(tmp_path / "forecaster")
+    loaded = DemandForecaster.load(tmp_path / "forecaster")
+    again = loaded.forecast([("S2", "I3")], 7, plan(2.5))
+    assert again.select("p10", "p50", "p90").to_numpy() == pytest.approx(
+        dear.select("p10", "p50", "p90").to_numpy()
+    )
 
 
 # --- metrics -----------------------------------------------------------------------------
@@ -580,3 +646,22 @@ def test_a_plan_that_misses_a_period_or_goes_past_the_horizon_is_refused() -> No
             4,
             pl.DataFrame({"period_start": [date(2024, 12, 20), *days[:4]], "deal": 1}),
         )
+
+
+def test_the_relative_price_is_the_items_price_against_its_stores_shelf_and_follows_a_plan() -> (
+    None
+):
+    frame = mart({("S1", "I1"): [10.0] * 30, ("S1", "I2"): [10.0] * 30})
+    frame = frame.with_columns(
+        pl.when(pl.col("item") == "I2").then(1.0).otherwise(2.0).alias("price")
+    )
+    panel = build_panel(frame, SMALL)
+    own = panel.covariates[panel.keys.index(("S1", "I1"))]["relative_price"].values()[:, 0]
+    assert own == pytest.approx([0.5 * math.log(2)] * 30)  # log 2 - (log 2 + log 1) / 2
+    days = [panel.last_period + timedelta(days=k) for k in range(1, 4)]
+    extended, _ = future_covariates(
+        panel.covariates[0], 3, pl.DataFrame({"period_start": days, "price": [1.0, 2.0, 4.0]})
+    )
+    ahead = extended.to_dataframe().iloc[-3:]["relative_price"].tolist()
+    # Its own planned price moves it; the other items are assumed at their last price.
+    assert ahead == pytest.approx([-0.5 * math.log(2), 0.5 * math.log(2), 1.5 * math.log(2)])
