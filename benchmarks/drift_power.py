@@ -129,7 +129,7 @@ def demand_origins(seed: int, kind: str) -> tuple[list[tuple[object, pl.DataFram
     from datetime import date
 
     from ml.demand.backtesting import backtest
-    from ml.demand.forecaster import with_point_intervals
+    from ml.demand.intervals import served_intervals
     from ml.demand.panel import ForecastSettings, build_panel
     from ml.monitoring.forecast_error import forecast_residuals
     from ml.synthetic.demand import generate_demand
@@ -140,7 +140,7 @@ def demand_origins(seed: int, kind: str) -> tuple[list[tuple[object, pl.DataFram
     )
     panel = build_panel(mart, ForecastSettings(folds=DEMAND_FOLDS))
     series = panel.index("regular")
-    rows = with_point_intervals(backtest(panel, kind, series))
+    rows = served_intervals(backtest(panel, kind, series))
     origins, calm_moves = [], []
     for fold in range(DEMAND_REFERENCE_FOLDS + 1, DEMAND_FOLDS + 1):
         before = rows.filter(pl.col("fold").is_between(fold - DEMAND_REFERENCE_FOLDS, fold - 1))
@@ -248,9 +248,12 @@ def deployed_calm_hours(data_home: Path, hours: int, rows: int, reference_ratio:
     from ml.lifecycle.registry import Registry
     from ml.monitoring.drift import compare_profiles, deserialize_profile, judged_sample
     from ml.monitoring.request_features import TextReference
+    from ml.security.encryption import generated_keys_into_environment
     from ml.settings import Settings
 
     settings = Settings.from_env().moved_to(data_home)
+    # The deployment's own keys: its registered artifacts are encrypted at rest.
+    generated_keys_into_environment(settings.secrets_dir)
     pointer = json.loads((data_home / "profiles" / "reference" / "current.json").read_text())
     folder = Path(pointer["folder"])
     reference = deserialize_profile((folder / "profile.bin").read_bytes())

@@ -136,6 +136,8 @@ def demand_backtests(
         "backtest_version = ?",
         [version],
     )
+    # Summaries written before served intervals were calibrated lack the column.
+    warehouse.add_column_if_missing(SUMMARY_TABLE, "served_coverage", "double")
     warehouse.replace_rows(
         SUMMARY_TABLE,
         scores["overall"].with_columns(
@@ -178,6 +180,7 @@ def demand_backtests(
                     "smape",
                     "mase",
                     "coverage",
+                    "served_coverage",
                     "item_total_mape",
                     "item_total_wape",
                 )
@@ -235,7 +238,8 @@ def _fit_and_register(
                     "Without planned covariates it assumes the last price, no deal and no "
                     "feature ad.",
                     "Missing periods are interpolated for fitting and never scored.",
-                    "Point models' P10/P90 come from their own backtest error ratios.",
+                    "P10/P90 are calibrated on the model's own backtest (split conformal; point "
+                    "models' from their error ratios first).",
                 ],
             ),
             entry_point=DEMAND_FORECASTER_ENTRY,

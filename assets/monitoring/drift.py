@@ -38,7 +38,7 @@ from ml.data.atomic_files import (
     write_text_atomically,
 )
 from ml.data.drops import drop_id_for, write_drop
-from ml.demand.forecaster import with_point_intervals
+from ml.demand.intervals import served_intervals
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.monitoring.drift import (
     DriftReport,
@@ -536,7 +536,7 @@ def demand_forecast_drift(
         [kind, champion.tags.get("test_version", "") if champion else ""],
         {"store": pl.Utf8, "item": pl.Utf8, **schema},
     )
-    backtest = with_point_intervals(backtest.drop("forecast_origin", strict=False))
+    backtest = served_intervals(backtest.drop("forecast_origin", strict=False))
     # Series the champion's kind does not forecast (its fallback does) have no backtest here.
     realized = realized.join(backtest.select("store", "item").unique(), on=["store", "item"])
     ceiling = monitoring.forecast_wape_threshold

@@ -12,6 +12,7 @@ import pandas as pd
 import polars as pl
 from darts import TimeSeries
 
+from ml.demand.intervals import held_out_coverage
 from ml.demand.models import (
     GLOBAL_KINDS,
     GlobalModelSettings,
@@ -136,7 +137,9 @@ def mase_scales(panel: DemandPanel) -> pl.DataFrame:
 
 
 def score_backtests(results: pl.DataFrame, scales: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    """Per series, per model overall, and per item total (summed over stores)."""
+    """Per series, per model overall, and per item total (summed over stores). `coverage` is
+    the raw forecast's (0 for a point model); `served_coverage` the interval served, each fold's
+    calibrated on the folds before it (`held_out_coverage`)."""
     errors = forecast_errors(results.join(scales, on=list(KEY), how="left"))
     per_series = forecast_scores(errors, ["model", *KEY]).sort("model", *KEY)
     overall = forecast_scores(errors, ["model"]).sort("wape")
@@ -149,9 +152,18 @@ def score_backtests(results: pl.DataFrame, scales: pl.DataFrame) -> dict[str, pl
     item_overall = forecast_scores(forecast_errors(totals), ["model"]).rename(
         {m: f"item_total_{m}" for m in (*FORECAST_METRICS, "points")}
     )
+    served = pl.DataFrame(
+        [
+            {"model": model, "served_coverage": held_out_coverage(rows)}
+            for (model,), rows in results.partition_by("model", as_dict=True).items()
+        ],
+        schema={"model": pl.Utf8, "served_coverage": pl.Float64},
+    )
     return {
         "per_series": per_series,
-        "overall": overall.join(item_overall, on="model", how="left").sort("wape"),
+        "overall": overall.join(item_overall, on="model", how="left")
+        .join(served, on="model", how="left")
+        .sort("wape"),
         "per_item": per_item,
     }
 

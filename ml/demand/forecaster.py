@@ -2,8 +2,7 @@
 rest (too short, intermittent, all zeros), and the history it needs at predict time, all saved
 in one folder so a registered version forecasts without the warehouse.
 
-Point models (baselines, Theta) get their P10/P90 from the empirical ratio of actual to forecast
-in their own backtests; the global models' quantiles are their own (quantile regression).
+Every model's P10/P90 are calibrated on its own backtest (`ml.demand.intervals`).
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import pandas as pd
 import polars as pl
 from darts import TimeSeries
 
+from ml.demand.intervals import IntervalCalibration
 from ml.demand.models import (
     GLOBAL_KINDS,
     GlobalModelSettings,
@@ -29,7 +29,6 @@ from ml.demand.models import (
 )
 from ml.demand.panel import (
     COVARIATES,
-    QUANTILES,
     DemandPanel,
     ForecastingError,
     ResolvedSettings,
@@ -47,26 +46,11 @@ MAX_HORIZON_MULTIPLE = 2
 """A caller may ask for up to this many default horizons ahead."""
 
 
-def interval_ratios(backtest: pl.DataFrame) -> tuple[float, float]:
-    """(P10, P90) multipliers of a point forecast: quantiles of actual / forecast in the
-    model's own backtests (rows with a positive forecast)."""
-    ratios = backtest.filter(pl.col("p50") > 0).select(pl.col("actual") / pl.col("p50"))
-    if ratios.is_empty():
-        return 1.0, 1.0
-    values = ratios.to_series().to_numpy()
-    return float(np.quantile(values, QUANTILES[0])), float(np.quantile(values, QUANTILES[-1]))
-
-
-def with_point_intervals(backtest: pl.DataFrame) -> pl.DataFrame:
-    """One model's backtest rows with the P10/P90 its fitted forecaster serves: a point model's
-    rows (p10 = p50 = p90 throughout) get its interval_ratios; a quantile model's stay."""
-    point = (pl.col("p10") == pl.col("p50")) & (pl.col("p90") == pl.col("p50"))
-    if backtest.is_empty() or not backtest.select(point.all()).item():
-        return backtest
-    low, high = interval_ratios(backtest)
-    return backtest.with_columns(
-        (pl.col("p50") * low).alias("p10"), (pl.col("p50") * high).alias("p90")
-    )
+def _calibrations(meta: dict) -> dict[str, IntervalCalibration]:
+    """A version saved before conformal calibration has point models' ratios only."""
+    if "calibrations" in meta:
+        return {k: IntervalCalibration.from_json(c) for k, c in meta["calibrations"].items()}
+    return {k: IntervalCalibration(tuple(r)) for k, r in meta.get("ratios", {}).items()}
 
 
 @dataclass
@@ -77,8 +61,9 @@ class DemandForecaster:
     series_kinds: list[str]
     targets: list[TimeSeries]
     covariates: list[TimeSeries]
-    ratios: dict[str, tuple[float, float]]
-    """Per point model kind used here (the main kind and the fallback): P10/P90 multipliers."""
+    calibrations: dict[str, IntervalCalibration]
+    """Per model kind used here (the main kind and the fallback): how its raw forecast becomes
+    the P10/P50/P90 served, calibrated on its backtest."""
     global_model: object | None = None
 
     @property
@@ -154,13 +139,13 @@ class DemandForecaster:
                 show_warnings=False,
             )
             values = expm1_series(forecast).values(copy=False)
-            return np.sort(np.clip(values, 0.0, None), axis=1)
-        history = self.targets[i]
-        model = make_local(kind, self.settings, len(history))
-        point = model.fit(history).predict(horizon).values(copy=False)[:, 0]
-        low, high = self.ratios.get(kind, (1.0, 1.0))
-        point = np.clip(point, 0.0, None)
-        return np.stack([point * low, point, point * high], axis=1)
+        else:
+            history = self.targets[i]
+            model = make_local(kind, self.settings, len(history))
+            point = model.fit(history).predict(horizon).values(copy=False)[:, :1]
+            values = np.repeat(point, 3, axis=1)
+        calibration = self.calibrations.get(kind, IntervalCalibration(None))
+        return calibration.apply_values(values)
 
     # --- saving ------------------------------------------------------------------------
 
@@ -183,7 +168,7 @@ class DemandForecaster:
             "settings": asdict(self.settings),
             "keys": self.keys,
             "series_kinds": self.series_kinds,
-            "ratios": self.ratios,
+            "calibrations": {kind: c.to_json() for kind, c in self.calibrations.items()},
             "freq": self.targets[0].freq_str,
         }
         (folder / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
@@ -226,7 +211,7 @@ class DemandForecaster:
             series_kinds=meta["series_kinds"],
             targets=targets,
             covariates=covariates,
-            ratios={kind: tuple(r) for kind, r in meta["ratios"].items()},
+            calibrations=_calibrations(meta),
             global_model=global_model,
         )
 
@@ -239,10 +224,9 @@ def fit_forecaster(
 ) -> DemandForecaster:
     """Fit `kind` for the panel's regular series (a global model once, over all of them; a
     local model is refit per series at predict time, in milliseconds) and keep the history."""
-    ratios = {
-        name: interval_ratios(backtests.filter(pl.col("model") == name))
+    calibrations = {
+        name: IntervalCalibration.fit(backtests.filter(pl.col("model") == name))
         for name in {kind, FALLBACK}
-        if name not in GLOBAL_KINDS
     }
     global_model = None
     if kind in GLOBAL_KINDS:
@@ -265,7 +249,7 @@ def fit_forecaster(
         series_kinds=panel.kinds,
         targets=panel.targets,
         covariates=panel.covariates,
-        ratios=ratios,
+        calibrations=calibrations,
         global_model=global_model,
     )
 
