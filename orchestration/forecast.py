@@ -3,6 +3,7 @@ and promotions you know (a CSV with store, item, period_start and any of price, 
 
     .venv/bin/python -m orchestration.forecast --store 2 --item 5 --horizon 12
     .venv/bin/python -m orchestration.forecast --plan planned_promotions.csv --horizon 4
+    .venv/bin/python -m orchestration.forecast --totals          # per item, its stores summed
 """
 
 import argparse
@@ -23,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--item")
     parser.add_argument("--horizon", type=int, help="periods ahead (default: the model's)")
     parser.add_argument("--plan", type=Path, help="CSV of planned covariates per period")
+    parser.add_argument(
+        "--totals", action="store_true", help="item totals over the stores forecast instead"
+    )
     parser.add_argument("--output", type=Path, help="write the forecast here (CSV)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
@@ -32,13 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         planned = planned.with_columns(pl.col("period_start").str.to_date())
     series = [(args.store, args.item)] if args.store and args.item else None
     try:
-        version, forecast = forecast_from_champion(
+        answer = forecast_from_champion(
             Registry(settings.tracking_uri, settings.artifact_root), series, args.horizon, planned
         )
     except ForecastingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"demand_forecaster champion v{version}")
+    forecast = answer.totals if args.totals else answer.series
+    print(f"demand_forecaster champion v{answer.version}")
     with pl.Config(tbl_rows=50, tbl_cols=10, tbl_width_chars=140):
         print(forecast)
     if args.output:

@@ -13,6 +13,7 @@ from ml.demand.forecaster import forecast_from_champion
 from ml.metrics import forecast_errors, forecast_scores
 
 FORECASTS_TABLE = "demand_forecasts"
+TOTALS_TABLE = "demand_forecast_totals"
 ERRORS_TABLE = "demand_forecast_errors"
 
 
@@ -26,7 +27,9 @@ ERRORS_TABLE = "demand_forecast_errors"
     description=(
         "P10/P50/P90 of every series for the next horizon from the current champion, in the "
         "DuckDB table demand_forecasts (store, item, period_start, quantiles, model version, "
-        "forecast origin, created at). Re-running an origin and version replaces it."
+        "forecast origin, created at), and each item's total over its stores (the stores' P50 "
+        "summed, the interval calibrated for totals) in demand_forecast_totals. Re-running an "
+        "origin and version replaces them."
     ),
 )
 def demand_forecasts(
@@ -34,19 +37,23 @@ def demand_forecasts(
 ) -> MaterializeResult:
     registry = model_registry.registry()
     registry.ping()
-    version, forecast = forecast_from_champion(registry)
-    frame = forecast.with_columns(pl.col("period_start").cast(pl.Date))
+    answer = forecast_from_champion(registry)
+    version = answer.version
+    frame = answer.series.with_columns(pl.col("period_start").cast(pl.Date))
     origin = frame["period_start"].min()
-    frame = frame.with_columns(
+    stamp = (
         pl.lit(version).alias("model_version"),
         pl.lit(origin).alias("forecast_origin"),
         pl.lit(datetime.now(UTC)).alias("created_at"),
     )
-    warehouse.replace_rows(
-        FORECASTS_TABLE,
-        frame,
-        "model_version = ? and forecast_origin = ?",
-        [version, origin],
+    frame = frame.with_columns(*stamp)
+    totals = answer.totals.with_columns(pl.col("period_start").cast(pl.Date), *stamp)
+    where = "model_version = ? and forecast_origin = ?"
+    warehouse.replace_rows_together(
+        [
+            (FORECASTS_TABLE, frame, where, [version, origin]),
+            (TOTALS_TABLE, totals, where, [version, origin]),
+        ]
     )
     return MaterializeResult(
         metadata={
@@ -56,6 +63,7 @@ def demand_forecasts(
             "series": frame.select("store", "item").n_unique(),
             "assumed": frame["assumed"][0],
             "preview": markdown_table(frame.head(8).drop("created_at")),
+            "item_totals": markdown_table(totals.head(8).drop("created_at")),
         }
     )
 

@@ -17,7 +17,7 @@ import pandas as pd
 import polars as pl
 from darts import TimeSeries
 
-from ml.demand.intervals import IntervalCalibration
+from ml.demand.intervals import IntervalCalibration, item_totals, total_calibration
 from ml.demand.models import (
     GLOBAL_KINDS,
     GlobalModelSettings,
@@ -65,6 +65,8 @@ class DemandForecaster:
     """Per model kind used here (the main kind and the fallback): how its raw forecast becomes
     the P10/P50/P90 served, calibrated on its backtest."""
     global_model: object | None = None
+    totals_calibration: IntervalCalibration | None = None
+    """How the summed store bounds of an item become its total's P10/P90."""
 
     @property
     def max_horizon(self) -> int:
@@ -126,6 +128,17 @@ class DemandForecaster:
             )
         return pl.concat(frames)
 
+    def totals(self, forecast: pl.DataFrame) -> pl.DataFrame:
+        """Item totals per period of a `forecast` (its stores summed: the reconciled total),
+        with the interval calibrated for totals, and how many stores it sums."""
+        totals = item_totals(forecast.select("store", "item", "period_start", "p10", "p50", "p90"))
+        calibration = self.totals_calibration or IntervalCalibration(None)
+        served = calibration.apply(totals.select("p10", "p50", "p90"))
+        return totals.with_columns(served).with_columns(
+            pl.lit(self.kind).alias("model"),
+            pl.lit(", ".join(forecast["assumed"].unique().sort())).alias("assumed"),
+        )
+
     def _predict(self, i: int, horizon: int, covariates: TimeSeries) -> np.ndarray:
         kind = self.model_for(i)
         if kind == "zero":
@@ -169,6 +182,9 @@ class DemandForecaster:
             "keys": self.keys,
             "series_kinds": self.series_kinds,
             "calibrations": {kind: c.to_json() for kind, c in self.calibrations.items()},
+            "totals_calibration": (
+                self.totals_calibration.to_json() if self.totals_calibration else None
+            ),
             "freq": self.targets[0].freq_str,
         }
         (folder / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
@@ -212,6 +228,11 @@ class DemandForecaster:
             targets=targets,
             covariates=covariates,
             calibrations=_calibrations(meta),
+            totals_calibration=(
+                IntervalCalibration.from_json(meta["totals_calibration"])
+                if meta.get("totals_calibration")
+                else None
+            ),
             global_model=global_model,
         )
 
@@ -250,8 +271,18 @@ def fit_forecaster(
         targets=panel.targets,
         covariates=panel.covariates,
         calibrations=calibrations,
+        totals_calibration=total_calibration(backtests.filter(pl.col("model") == kind)),
         global_model=global_model,
     )
+
+
+@dataclass(frozen=True)
+class ChampionForecast:
+    version: str
+    series: pl.DataFrame
+    """P10/P50/P90 per store, item and period."""
+    totals: pl.DataFrame
+    """Per item and period, its stores summed (`DemandForecaster.totals`)."""
 
 
 def forecast_from_champion(
@@ -259,18 +290,20 @@ def forecast_from_champion(
     series: Sequence[tuple[str, str]] | None = None,
     horizon: int | None = None,
     planned: pl.DataFrame | None = None,
-) -> tuple[str, pl.DataFrame]:
-    """(champion version, P10/P50/P90) for `series` (None: all) over `horizon` periods, with
-    the caller's planned covariates (store, item, period_start, price / deal / feature) where
-    given. The public way to forecast: the same pyfunc the registry and the service load."""
+) -> ChampionForecast:
+    """The champion's P10/P50/P90 for `series` (None: all) over `horizon` periods, with the
+    caller's planned covariates (store, item, period_start, price / deal / feature) where
+    given, and the item totals of those series. The public way to forecast: the same pyfunc
+    the registry and the service load."""
     champion = registry.champion(DEMAND_FORECASTER)
     if champion is None:
         raise ForecastingError(f"{DEMAND_FORECASTER} has no champion yet: run demand_models_job")
     model = registry.load(DEMAND_FORECASTER, champion.version)
+    forecaster = model.unwrap_python_model().forecaster
     if planned is not None and not planned.is_empty():
         frame = planned.to_pandas()
     else:
-        keys = series or model.unwrap_python_model().forecaster.keys
+        keys = series or forecaster.keys
         frame = pd.DataFrame({"store": [k[0] for k in keys], "item": [k[1] for k in keys]})
-    answer = model.predict(frame, params={"horizon": horizon} if horizon else None)
-    return champion.version, pl.from_pandas(answer)
+    answer = pl.from_pandas(model.predict(frame, params={"horizon": horizon} if horizon else None))
+    return ChampionForecast(champion.version, answer, forecaster.totals(answer))

@@ -121,3 +121,22 @@ def held_out_coverage(rows: pl.DataFrame) -> float | None:
         ).item()
         total += served.height
     return inside / total if total else None
+
+
+def item_totals(rows: pl.DataFrame, by: tuple[str, ...] = ()) -> pl.DataFrame:
+    """Bottom-up totals per item and period (and `by`): the stores' actuals and bounds summed,
+    and how many stores. The summed P50 is the reconciled total; the summed bounds are too wide
+    (they assume every store misses the same way), which the total's own calibration fixes."""
+    columns = [c for c in ("actual", "p10", "p50", "p90") if c in rows.columns]
+    return (
+        rows.group_by(*by, "item", "period_start")
+        .agg(pl.col(columns).sum(), pl.col("store").n_unique().alias("stores"))
+        .sort(*by, "item", "period_start")
+    )
+
+
+def total_calibration(rows: pl.DataFrame) -> IntervalCalibration:
+    """How one model's summed store bounds become the item total's P10/P90, calibrated on its
+    backtest totals (store intervals as served, summed per item, period and fold)."""
+    served = served_intervals(rows)
+    return IntervalCalibration.fit(item_totals(served, ("fold",)))

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from dagster import AssetKey, DagsterInstance, RunRequest, build_sensor_context
 
-from assets.demand.forecasts import FORECASTS_TABLE
+from assets.demand.forecasts import FORECASTS_TABLE, TOTALS_TABLE
 from assets.monitoring.sensors import demand_drift_sensor
 from assets.resources import DataHome, Warehouse
 from ml.data.sources import DemandSource
@@ -150,6 +150,15 @@ def test_forecasts_land_in_duckdb_once_per_origin_and_version(forecasting: Forec
     again = execute_quietly(forecasting.defs(), forecasting.instance, "demand_forecast_job")
     assert again.success
     assert forecasting.warehouse.query(f"select * from {FORECASTS_TABLE}").height == 4 * 28
+    # Item totals over the stores: the stores' P50 summed, the interval calibrated for totals.
+    totals = forecasting.warehouse.query(
+        f"select * from {TOTALS_TABLE} order by item, period_start"
+    )
+    assert totals.height == 2 * 28 and set(totals["stores"]) == {2}
+    summed = forecasts.group_by("item", "period_start").agg(pl.col("p50").sum())
+    joined = totals.join(summed, on=["item", "period_start"], suffix="_stores")
+    assert joined["p50"].to_list() == pytest.approx(joined["p50_stores"].to_list())
+    assert (totals["p10"] <= totals["p50"]).all() and (totals["p50"] <= totals["p90"]).all()
 
 
 def test_the_champion_forecasts_any_horizon_from_planned_covariates(
@@ -252,5 +261,8 @@ def test_the_forecast_cli_uses_the_champion_and_a_plan_file(
     printed = capsys.readouterr().out
     assert f"champion v{champion.version}" in printed
     assert "2025-05-02" in printed
+    assert forecast_cli(["--totals", "--horizon", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "stores" in printed and f"champion v{champion.version}" in printed
     assert forecast_cli(["--store", "nowhere", "--item", item]) == 2
     assert "unknown store/item" in capsys.readouterr().err

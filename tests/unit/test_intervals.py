@@ -11,7 +11,9 @@ from ml.demand.intervals import (
     IntervalCalibration,
     conformal_offsets,
     held_out_coverage,
+    item_totals,
     served_intervals,
+    total_calibration,
 )
 
 
@@ -86,3 +88,40 @@ def test_held_out_coverage_counts_each_fold_calibrated_on_the_folds_before_it_on
     assert 0.78 <= coverage(served_intervals(rows)) <= 0.82
     assert held_out_coverage(rows) < 0.5
     assert held_out_coverage(calm) is None  # one fold: nothing is held out
+
+
+def store_rows(rng: np.random.Generator, folds: int, stores: int = 10) -> pl.DataFrame:
+    """Calibrated store forecasts of 2 items over 100 periods per fold, whose errors are
+    independent across stores."""
+    frames = []
+    for fold in range(1, folds + 1):
+        for store in range(stores):
+            rows = quantile_rows(rng, 200, spread=0.4, claimed=0.4)
+            frames.append(
+                rows.with_columns(
+                    pl.lit(fold).alias("fold"),
+                    pl.lit(f"S{store}").alias("store"),
+                    pl.Series("item", ["I1", "I2"] * 100),
+                    pl.Series("period_start", [p // 2 for p in range(200)]),
+                    pl.lit("lightgbm").alias("model"),
+                )
+            )
+    return pl.concat(frames)
+
+
+def test_item_totals_sum_the_stores_and_their_interval_is_calibrated_as_a_total() -> None:
+    rng = np.random.default_rng()
+    backtest = store_rows(rng, folds=3)
+    totals = item_totals(backtest, ("fold",))
+    assert totals.height == 3 * 2 * 100 and set(totals["stores"]) == {10}
+    first = backtest.filter(
+        (pl.col("fold") == 1) & (pl.col("item") == "I1") & (pl.col("period_start") == 0)
+    )
+    assert totals.row(0, named=True)["p50"] == pytest.approx(first["p50"].sum())
+    # Summed bounds assume every store misses the same way: far too wide for a total of
+    # independent errors. The calibration narrows them to 80% on fresh totals.
+    fresh = item_totals(store_rows(rng, folds=3), ("fold",))
+    assert coverage(fresh) > 0.97
+    calibration = total_calibration(backtest)
+    assert calibration.offsets[0] < 0 and calibration.offsets[1] < 0
+    assert 0.72 <= coverage(calibration.apply(fresh)) <= 0.88
