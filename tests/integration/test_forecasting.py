@@ -266,3 +266,21 @@ def test_the_forecast_cli_uses_the_champion_and_a_plan_file(
     assert "stores" in printed and f"champion v{champion.version}" in printed
     assert forecast_cli(["--store", "nowhere", "--item", item]) == 2
     assert "unknown store/item" in capsys.readouterr().err
+
+
+def test_the_boosted_model_registers_through_the_gate_and_forecasts_from_the_registry(
+    forecasting: Forecasting,
+) -> None:
+    later = forecasting.defs(LATER_END)
+    config = models_config(models=["naive", "lightgbm"])
+    assert execute_quietly(later, forecasting.instance, "demand_models_job", config=config).success
+    assert forecasting.metadata("demand_backtests")["selected_model"].value == "lightgbm"
+    boosted = [
+        v for v in forecasting.registry.versions(DEMAND_FORECASTER) if v.tags["kind"] == "lightgbm"
+    ]
+    assert boosted and "gate_decision" in boosted[-1].tags
+    model = forecasting.registry.load(DEMAND_FORECASTER, boosted[-1].version)
+    store, item = model.unwrap_python_model().forecaster.keys[0]
+    answer = model.predict(pd.DataFrame({"store": [store], "item": [item]}), params={"horizon": 3})
+    assert answer["model"].tolist() == ["lightgbm"] * 3
+    assert (answer["p10"] <= answer["p50"]).all() and (answer["p50"] <= answer["p90"]).all()

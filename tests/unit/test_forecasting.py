@@ -21,6 +21,7 @@ from ml.demand.panel import (
     build_panel,
     future_covariates,
     infer_freq,
+    shelf_covariates,
 )
 
 SMALL = ForecastSettings(horizon=7, folds=2)
@@ -347,22 +348,24 @@ def test_the_global_model_forecasts_quantiles_in_order_and_never_below_zero(
 
 
 def price_elastic_mart(seed: int = 3) -> pl.DataFrame:
-    """Three stores × three items, 120 days; each day's price drawn from 1.5 / 2 / 2.5 and the
-    units Poisson around 200 × price^-2 (a price elasticity of -2), busier on Saturdays."""
+    """Three stores × three items, 120 days; each day's prices drawn from 1.5 / 2 / 2.5 and the
+    units Poisson around 200 × price^-1 × exp(-2 × relative price): dearer sells less, and so
+    does cheaper competition on the same shelf. Busier on Saturdays."""
     rng = np.random.default_rng(seed)
     rows = []
     for store in ("S1", "S2", "S3"):
-        for item in ("I1", "I2", "I3"):
-            for k in range(120):
-                price = float(rng.choice([1.5, 2.0, 2.5]))
-                mean = 200 * price**-2 * (1.3 if k % 7 == 5 else 1.0)
+        for k in range(120):
+            prices = rng.choice([1.5, 2.0, 2.5], size=3)
+            relative = np.log(prices) - np.log(prices).mean()
+            for n, item in enumerate(("I1", "I2", "I3")):
+                mean = 200 / prices[n] * np.exp(-2 * relative[n]) * (1.3 if k % 7 == 5 else 1.0)
                 rows.append(
                     {
                         "store": store,
                         "item": item,
                         "period_start": START + timedelta(days=k),
                         "units": float(rng.poisson(mean)),
-                        "price": price,
+                        "price": float(prices[n]),
                         "deal": 0,
                         "feature": 0,
                     }
@@ -399,8 +402,17 @@ def test_a_planned_higher_price_forecasts_fewer_units_and_a_saved_forecaster_say
     cheap = forecaster.forecast([("S2", "I3")], 7, plan(1.5))
     dear = forecaster.forecast([("S2", "I3")], 7, plan(2.5))
     assert cheap["model"].unique().to_list() == ["lightgbm"]
-    # (2.5 / 1.5)^-2 = 0.36 in the data: the forecast must move most of that way.
+    # Against competitors at their last price, 2.5 instead of 1.5 sells about a third in the
+    # data: the forecast must move most of that way.
     assert dear["p50"].sum() < 0.6 * cheap["p50"].sum()
+    # The competitors' planned discount (own price unchanged) takes sales from it too.
+    rivals = pl.concat(
+        [plan(2.0)]
+        + [plan(1.5).with_columns(pl.lit(other).alias("item")) for other in ("I1", "I2")]
+    )
+    alone = forecaster.forecast([("S2", "I3")], 7, plan(2.0))
+    undercut = forecaster.forecast([("S2", "I3")], 7, rivals)
+    assert undercut["p50"].sum() < 0.85 * alone["p50"].sum()
     forecaster.save(tmp_path / "forecaster")
     loaded = DemandForecaster.load(tmp_path / "forecaster")
     again = loaded.forecast([("S2", "I3")], 7, plan(2.5))
@@ -665,3 +677,11 @@ def test_the_relative_price_is_the_items_price_against_its_stores_shelf_and_foll
     ahead = extended.to_dataframe().iloc[-3:]["relative_price"].tolist()
     # Its own planned price moves it; the other items are assumed at their last price.
     assert ahead == pytest.approx([-0.5 * math.log(2), 0.5 * math.log(2), 1.5 * math.log(2)])
+
+
+def test_a_competitors_planned_discount_raises_the_relative_price_of_the_others() -> None:
+    days = [date(2024, 3, 1), date(2024, 3, 2)]
+    plan = pl.DataFrame({"store": "S1", "item": "B", "period_start": [days[1]], "price": [1.0]})
+    shelf = shelf_covariates({"A": math.log(2), "B": math.log(2)}, plan, days)
+    assert shelf["A"]["relative_price"] == pytest.approx([0.0, 0.5 * math.log(2)])
+    assert shelf["B"]["relative_price"] == pytest.approx([0.0, -0.5 * math.log(2)])
