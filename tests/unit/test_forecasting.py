@@ -3,6 +3,7 @@ series whose frequency, horizon and season come from the data, baselines and mod
 rolling-origin backtests on the periods that were really observed, a model chosen on those
 scores, and the covariates of the periods to forecast."""
 
+import json
 import math
 from datetime import date, timedelta
 
@@ -685,3 +686,25 @@ def test_a_competitors_planned_discount_raises_the_relative_price_of_the_others(
     shelf = shelf_covariates({"A": math.log(2), "B": math.log(2)}, plan, days)
     assert shelf["A"]["relative_price"] == pytest.approx([0.0, 0.5 * math.log(2)])
     assert shelf["B"]["relative_price"] == pytest.approx([0.0, -0.5 * math.log(2)])
+
+
+def test_a_forecaster_saved_before_calibration_and_relative_prices_still_forecasts(
+    tmp_path,
+) -> None:
+    """A version registered by an earlier release: its meta has point-model ratios only and
+    its history lacks the relative price; it loads and forecasts on what it was fitted on."""
+    panel = build_panel(price_elastic_mart(), SMALL)
+    fallback = backtest(panel, "moving_median", panel.index())
+    fit_forecaster(panel, "moving_median", fallback).save(tmp_path / "old")
+    meta_path = tmp_path / "old" / "forecaster.json"
+    meta = json.loads(meta_path.read_text())
+    meta["ratios"] = {"moving_median": [0.5, 1.5]}
+    del meta["calibrations"], meta["totals_calibration"]
+    meta_path.write_text(json.dumps(meta))
+    history = pl.read_parquet(tmp_path / "old" / "history.parquet")
+    history.drop("relative_price").write_parquet(tmp_path / "old" / "history.parquet")
+    loaded = DemandForecaster.load(tmp_path / "old")
+    assert "relative_price" not in loaded.covariates[0].components
+    answer = loaded.forecast([("S1", "I1")], 3)
+    assert answer["p10"].to_list() == pytest.approx((answer["p50"] * 0.5).to_list())
+    assert answer["p90"].to_list() == pytest.approx((answer["p50"] * 1.5).to_list())
