@@ -46,9 +46,10 @@ from ml.data.sources import (
 )
 from ml.data.validation import validate_against_contract
 from ml.demand.backtesting import backtest
-from ml.demand.intervals import held_out_coverage
+from ml.demand.intervals import item_totals, served_coverage
 from ml.demand.models import GlobalModelSettings
 from ml.demand.panel import ForecastSettings, build_panel
+from ml.metrics import forecast_errors, forecast_scores
 
 FIRST_TRAIN_END = 135
 ROUND_STEP = 2
@@ -98,27 +99,13 @@ def scores(rows: pl.DataFrame) -> pl.DataFrame:
     folds: store-brand MAPE, WAPE, the raw P10–P90 coverage (quantile models only), the MAPE
     of brand totals, and the served coverage: each fold's interval calibrated on the folds
     before it only, as `ml.demand.intervals` calibrates on a backtest."""
-    error = (pl.col("actual") - pl.col("p50")).abs()
-    per_fold = rows.group_by("model", "fold").agg(
-        (error / pl.col("actual")).mean().alias("mape"),
-        (error.sum() / pl.col("actual").sum()).alias("wape"),
-        pl.col("actual").is_between(pl.col("p10"), pl.col("p90")).mean().alias("coverage"),
-    )
-    totals = (
-        rows.group_by("model", "fold", "item", "period_start")
-        .agg(pl.col("actual", "p50").sum())
-        .group_by("model", "fold")
-        .agg(((pl.col("actual") - pl.col("p50")).abs() / pl.col("actual")).mean().alias("brand"))
-    )
-    held_out = pl.DataFrame(
-        [
-            {"model": model, "served": held_out_coverage(part)}
-            for (model,), part in rows.partition_by("model", as_dict=True).items()
-        ],
-        schema={"model": pl.Utf8, "served": pl.Float64},
+    by = ["model", "fold"]
+    per_fold = forecast_scores(forecast_errors(rows), by).select(*by, "mape", "wape", "coverage")
+    totals = forecast_scores(forecast_errors(item_totals(rows, tuple(by))), by).select(
+        *by, pl.col("mape").alias("brand")
     )
     return (
-        per_fold.join(totals, on=["model", "fold"])
+        per_fold.join(totals, on=by)
         .sort("fold")
         .group_by("model")
         .agg(
@@ -130,7 +117,7 @@ def scores(rows: pl.DataFrame) -> pl.DataFrame:
             pl.col("brand").last().alias("last_brand"),
             pl.col("coverage").last().alias("last_coverage"),
         )
-        .join(held_out, on="model")
+        .join(served_coverage(rows).rename({"served_coverage": "served"}), on="model")
         .sort("mape")
     )
 
@@ -206,10 +193,7 @@ def main() -> None:
             seconds[kind] += time.perf_counter() - t
         results = pl.concat(rows)
         table = scores(results)
-        overall = results.group_by("model").agg(
-            ((pl.col("actual") - pl.col("p50")).abs().sum() / pl.col("actual").sum()).alias("w")
-        )
-        chosen = overall.sort("w")["model"][0]
+        chosen = forecast_scores(forecast_errors(results), ["model"]).sort("wape")["model"][0]
         first = orange_juice_week_start(last_week - 11)
         print(
             f"\n12 weeks ahead from the last origin we hold (forecasting weeks "

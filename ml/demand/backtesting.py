@@ -12,7 +12,7 @@ import pandas as pd
 import polars as pl
 from darts import TimeSeries
 
-from ml.demand.intervals import held_out_coverage
+from ml.demand.intervals import item_totals, served_coverage
 from ml.demand.models import (
     GLOBAL_KINDS,
     GlobalModelSettings,
@@ -143,26 +143,17 @@ def score_backtests(results: pl.DataFrame, scales: pl.DataFrame) -> dict[str, pl
     errors = forecast_errors(results.join(scales, on=list(KEY), how="left"))
     per_series = forecast_scores(errors, ["model", *KEY]).sort("model", *KEY)
     overall = forecast_scores(errors, ["model"]).sort("wape")
-    totals = (
-        results.group_by("model", "item", "fold", "period_start")
-        .agg(pl.col("actual", "p10", "p50", "p90").sum())
-        .join(scales.group_by("item").agg(pl.col("mase_scale").sum()), on="item", how="left")
+    totals = item_totals(results, ("model", "fold")).join(
+        scales.group_by("item").agg(pl.col("mase_scale").sum()), on="item", how="left"
     )
     per_item = forecast_scores(forecast_errors(totals), ["model", "item"]).sort("model", "item")
     item_overall = forecast_scores(forecast_errors(totals), ["model"]).rename(
         {m: f"item_total_{m}" for m in (*FORECAST_METRICS, "points")}
     )
-    served = pl.DataFrame(
-        [
-            {"model": model, "served_coverage": held_out_coverage(rows)}
-            for (model,), rows in results.partition_by("model", as_dict=True).items()
-        ],
-        schema={"model": pl.Utf8, "served_coverage": pl.Float64},
-    )
     return {
         "per_series": per_series,
         "overall": overall.join(item_overall, on="model", how="left")
-        .join(served, on="model", how="left")
+        .join(served_coverage(results), on="model", how="left")
         .sort("wape"),
         "per_item": per_item,
     }

@@ -105,11 +105,12 @@ class DemandForecaster:
             plan = None
             if planned is not None and not planned.is_empty():
                 plan = planned.filter((pl.col("store") == store) & (pl.col("item") == item))
-            shelf = shelves.get(store, {}).get(item)
-            if shelf is not None:
-                shelf = {c: v for c, v in shelf.items() if c in self.covariates[i].components}
             covariates, assumed = future_covariates(
-                self.covariates[i], horizon, plan, pad_to=self.settings.horizon, shelf=shelf
+                self.covariates[i],
+                horizon,
+                plan,
+                pad_to=self.settings.horizon,
+                shelf=shelves.get(store, {}).get(item),
             )
             values = self._predict(i, horizon, covariates)
             index = pd.date_range(
@@ -302,7 +303,9 @@ def fit_forecaster(
         targets=panel.targets,
         covariates=panel.covariates,
         calibrations=calibrations,
-        totals_calibration=total_calibration(backtests.filter(pl.col("model") == kind)),
+        totals_calibration=total_calibration(
+            backtests.filter(pl.col("model") == kind), calibrations[kind]
+        ),
         global_model=global_model,
     )
 

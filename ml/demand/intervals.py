@@ -123,6 +123,17 @@ def held_out_coverage(rows: pl.DataFrame) -> float | None:
     return inside / total if total else None
 
 
+def served_coverage(results: pl.DataFrame) -> pl.DataFrame:
+    """Per model of backtest `results`: its `held_out_coverage` as `served_coverage`."""
+    return pl.DataFrame(
+        [
+            {"model": model, "served_coverage": held_out_coverage(rows)}
+            for (model,), rows in results.partition_by("model", as_dict=True).items()
+        ],
+        schema={"model": pl.Utf8, "served_coverage": pl.Float64},
+    )
+
+
 def item_totals(rows: pl.DataFrame, by: tuple[str, ...] = ()) -> pl.DataFrame:
     """Bottom-up totals per item and period (and `by`): the stores' actuals and bounds summed,
     and how many stores. The summed P50 is the reconciled total; the summed bounds are too wide
@@ -135,8 +146,8 @@ def item_totals(rows: pl.DataFrame, by: tuple[str, ...] = ()) -> pl.DataFrame:
     )
 
 
-def total_calibration(rows: pl.DataFrame) -> IntervalCalibration:
+def total_calibration(rows: pl.DataFrame, stores: IntervalCalibration) -> IntervalCalibration:
     """How one model's summed store bounds become the item total's P10/P90, calibrated on its
-    backtest totals (store intervals as served, summed per item, period and fold)."""
-    served = served_intervals(rows)
-    return IntervalCalibration.fit(item_totals(served, ("fold",)))
+    backtest totals (store intervals as `stores` serves them, summed per item, period and
+    fold)."""
+    return IntervalCalibration.fit(item_totals(stores.apply(rows), ("fold",)))

@@ -122,6 +122,6 @@ def test_item_totals_sum_the_stores_and_their_interval_is_calibrated_as_a_total(
     # independent errors. The calibration narrows them to 80% on fresh totals.
     fresh = item_totals(store_rows(rng, folds=3), ("fold",))
     assert coverage(fresh) > 0.97
-    calibration = total_calibration(backtest)
+    calibration = total_calibration(backtest, IntervalCalibration.fit(backtest))
     assert calibration.offsets[0] < 0 and calibration.offsets[1] < 0
     assert 0.72 <= coverage(calibration.apply(fresh)) <= 0.88
