@@ -159,6 +159,13 @@ class Warehouse(ConfigurableResource):
                 con.execute(f"insert into {table} by name select * from {incoming}")
             con.execute("commit")
 
+    def replace_table(self, table: str, frame: pl.DataFrame) -> None:
+        """`table` becomes `frame`, columns and all, in one statement (for a table whose columns
+        follow its source, such as the store attributes)."""
+        with self.connect() as con:
+            con.register("incoming", frame.to_arrow())
+            con.execute(f"create or replace table {table} as select * from incoming")
+
     def add_column_if_missing(self, table: str, column: str, definition: str) -> None:
         """Give an existing table a column it predates (`definition`: type and default)."""
         if not Path(self.path).exists():

@@ -43,6 +43,7 @@ from ml.data.sources import (
     orange_juice_source,
     orange_juice_week_start,
     read_demand_files,
+    read_store_attributes,
 )
 from ml.data.validation import validate_against_contract
 from ml.demand.backtesting import backtest
@@ -78,13 +79,19 @@ def orange_juice_mart(shared_data: Path) -> pl.DataFrame:
 
 
 def run_round(
-    mart: pl.DataFrame, train_end: int, kind: str, model: GlobalModelSettings
+    mart: pl.DataFrame,
+    train_end: int,
+    kind: str,
+    model: GlobalModelSettings,
+    stores: pl.DataFrame | None,
 ) -> pl.DataFrame:
     """One round's scored rows: trained through week `train_end`, weeks train_end + 2 and + 3."""
     horizon = GAP + SCORED_WEEKS
     last = orange_juice_week_start(train_end + horizon)
     panel = build_panel(
-        mart.filter(pl.col("period_start") <= last), ForecastSettings(horizon=horizon, folds=1)
+        mart.filter(pl.col("period_start") <= last),
+        ForecastSettings(horizon=horizon, folds=1),
+        stores,
     )
     rows = backtest(panel, kind, panel.index("regular"), model)
     first_scored = orange_juice_week_start(train_end + GAP + 1)
@@ -122,10 +129,12 @@ def scores(rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def twelve_weeks(mart: pl.DataFrame, kind: str, model: GlobalModelSettings) -> pl.DataFrame:
+def twelve_weeks(
+    mart: pl.DataFrame, kind: str, model: GlobalModelSettings, stores: pl.DataFrame | None
+) -> pl.DataFrame:
     """The platform's own backtest on every week held: 3 origins of 12 weeks, the last one
     forecasting the last 12 weeks we hold."""
-    panel = build_panel(mart, ForecastSettings(horizon=12, folds=3))
+    panel = build_panel(mart, ForecastSettings(horizon=12, folds=3), stores)
     return backtest(panel, kind, panel.index("regular"), model)
 
 
@@ -151,9 +160,19 @@ def main() -> None:
     parser.add_argument("--trees", type=int, default=GlobalModelSettings.trees)
     parser.add_argument("--epochs", type=int, default=GlobalModelSettings.epochs)
     parser.add_argument("--skip-12-weeks", action="store_true")
+    parser.add_argument(
+        "--without-store-attributes",
+        action="store_true",
+        help="leave out the store demographics the platform gives the global models",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     mart = orange_juice_mart(args.data)
+    source = orange_juice_source(args.data)
+    stores = None
+    if not args.without_store_attributes and source.store_attributes_uri:
+        stores = read_store_attributes(source.store_attributes_uri)
+        print(f"store attributes: {', '.join(stores.columns[1:])}")
     series = mart.select("store", "item").n_unique()
     last_week = (mart["period_start"].max() - orange_juice_week_start(1)).days // 7 + 1
     print(f"orange juice: {mart.height:,} rows, {series} store-brand series, weeks to {last_week}")
@@ -166,7 +185,7 @@ def main() -> None:
     rows, seconds = [], dict.fromkeys(kinds, 0.0)
     for train_end, kind in tqdm([(e, k) for e in ends for k in kinds], desc="rounds × models"):
         t = time.perf_counter()
-        rows.append(run_round(mart, train_end, kind, model))
+        rows.append(run_round(mart, train_end, kind, model, stores))
         seconds[kind] += time.perf_counter() - t
     table = scores(pl.concat(rows))
     print(
@@ -189,7 +208,7 @@ def main() -> None:
         rows, seconds = [], dict.fromkeys(kinds, 0.0)
         for kind in tqdm(kinds, desc="12-week backtests"):
             t = time.perf_counter()
-            rows.append(twelve_weeks(mart, kind, model))
+            rows.append(twelve_weeks(mart, kind, model, stores))
             seconds[kind] += time.perf_counter() - t
         results = pl.concat(rows)
         table = scores(results)

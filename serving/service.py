@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 import bentoml
 import numpy as np
 import pandas as pd
+import polars as pl
 from bentoml.exceptions import BadInput, BentoMLException, ServiceUnavailable
 from pydantic import (
     AfterValidator,
@@ -164,10 +165,15 @@ class Classification(BaseModel):
 
 
 class SeriesId(BaseModel):
+    """One store's item, or with `store` left out every store that sells the item."""
+
     model_config = ConfigDict(strict=True)  # no "1" for 1, no 0 for a date: what OpenAPI says
 
-    store: str = Field(min_length=1)
+    store: str | None = Field(default=None, min_length=1)
     item: str = Field(min_length=1)
+
+
+ForecastLevel = Literal["series", "item"]
 
 
 class PlannedPeriod(BaseModel):
@@ -194,14 +200,30 @@ class PeriodForecast(BaseModel):
     assumed: str
 
 
+class ItemTotal(BaseModel):
+    """An item's forecast summed over the stores asked for (the reconciled total: its P50 is
+    the sum of theirs), with the interval calibrated for totals."""
+
+    item: str
+    period_start: date
+    stores: int
+    p10: float
+    p50: float
+    p90: float
+    model: str
+
+
 class ForecastResponse(BaseModel):
     request_id: str
     model_version: str
     variant: str = CHAMPION_VARIANT
     horizon: int
+    level: ForecastLevel = "series"
     assumed: list[str]
     """The default assumptions used where no covariate was given ('none' = all were given)."""
     forecasts: list[PeriodForecast]
+    totals: list[ItemTotal] = []
+    """At level `item`: per item and period, its stores summed."""
 
 
 class ReleaseView(BaseModel):
@@ -477,14 +499,23 @@ class Champions:
         series: Annotated[list[SeriesId], Field(min_length=1, max_length=SETTINGS.max_items)],
         horizon: Annotated[int | None, Field(ge=1, strict=True)] = None,
         covariates: Annotated[list[PlannedPeriod], Field(max_length=10_000)] = [],  # noqa: B006
+        level: ForecastLevel = "series",
     ) -> ForecastResponse:
         """P10/P50/P90 per period for each (store, item), from the forecasting champion. Planned
         price, deal and feature per period are used where given; otherwise the documented
-        defaults are assumed (price: last known, no deal, no feature) and named in `assumed`."""
+        defaults are assumed (price: last known, no deal, no feature) and named in `assumed`.
+        A series without `store` means every store of its item; `level: item` adds each item's
+        total over the stores asked for."""
         if self.forecaster is None:
             raise ServiceUnavailable("no demand_forecaster champion is served by this Bento")
         return self._forecast(
-            self.forecaster, self.forecaster_version, CHAMPION_VARIANT, series, horizon, covariates
+            self.forecaster,
+            self.forecaster_version,
+            CHAMPION_VARIANT,
+            series,
+            horizon,
+            covariates,
+            level,
         )
 
     @bentoml.api(route=FORECAST_CHALLENGER)
@@ -493,6 +524,7 @@ class Champions:
         series: Annotated[list[SeriesId], Field(min_length=1, max_length=SETTINGS.max_items)],
         horizon: Annotated[int | None, Field(ge=1, strict=True)] = None,
         covariates: Annotated[list[PlannedPeriod], Field(max_length=10_000)] = [],  # noqa: B006
+        level: ForecastLevel = "series",
     ) -> ForecastResponse:
         """/forecast answered by the challenger: the router sends the canary share here."""
         if self.forecaster_challenger is None:
@@ -504,6 +536,7 @@ class Champions:
             series,
             horizon,
             covariates,
+            level,
         )
 
     @bentoml.api(route=RELEASE_STATES_ROUTE)
@@ -542,6 +575,7 @@ class Champions:
         series: list[SeriesId],
         horizon: int | None,
         covariates: list[PlannedPeriod],
+        level: ForecastLevel,
     ) -> ForecastResponse:
         labels = ("forecast", DEMAND_FORECASTER, version)
         fitted = model.unwrap_python_model().forecaster
@@ -556,14 +590,21 @@ class Champions:
             raise BadInput(f"covariates: {error}") from error
         INFERENCE_SECONDS.labels(*labels).observe(time.perf_counter() - started)
         periods = [PeriodForecast(**row) for row in answer.to_dict(orient="records")]
+        totals = []
+        if level == "item":
+            stores = pl.from_pandas(answer).with_columns(pl.col("period_start").cast(pl.Date))
+            summed = fitted.totals(stores)
+            totals = [ItemTotal(**row) for row in summed.drop("assumed").to_dicts()]
         used = horizon or fitted.settings.horizon
         response = ForecastResponse(
             request_id="",
             model_version=version,
             variant=variant,
             horizon=used,
+            level=level,
             assumed=sorted({p.assumed for p in periods}),
             forecasts=periods,
+            totals=totals,
         )
         record = prediction_record(
             "forecast",
@@ -572,6 +613,7 @@ class Champions:
             {
                 "series": [s.model_dump() for s in series],
                 "horizon": used,
+                "level": level,
                 "covariates": [c.model_dump() for c in covariates],
             },
             None,
@@ -590,7 +632,18 @@ class Champions:
         """The pyfunc's input frame; what the forecaster would refuse is refused here first,
         naming the field."""
         known = set(fitted.keys)
-        wanted = list(dict.fromkeys((s.store, s.item) for s in series))
+        stores_of: dict[str, list[str]] = {}
+        for store, item in fitted.keys:
+            stores_of.setdefault(item, []).append(store)
+        if unsold := sorted({s.item for s in series if s.store is None} - set(stores_of)):
+            raise BadInput(f"series: unknown item {unsold[:10]} (no store sells it)")
+        wanted = list(
+            dict.fromkeys(
+                (store, s.item)
+                for s in series
+                for store in ([s.store] if s.store is not None else stores_of[s.item])
+            )
+        )
         unknown = [f"{store}/{item}" for store, item in wanted if (store, item) not in known]
         if unknown:
             raise BadInput(f"series: unknown store/item {unknown[:10]}")

@@ -12,6 +12,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field, field_validator
 
 from assets.demand import GROUP, OWNERS
+from assets.demand.intake import STORE_ATTRIBUTES_TABLE
 from assets.metadata import markdown_table, picture
 from assets.promotion import run_promotion_gate
 from assets.resources import DUCKDB_POOL, REGISTRY_POOL, ModelRegistry, Warehouse
@@ -74,7 +75,10 @@ def load_panel(warehouse: Warehouse, config: ForecastingConfig) -> DemandPanel:
     if config.max_series:
         keys = mart.select("store", "item").unique().sort("store", "item").head(config.max_series)
         mart = mart.join(keys, on=["store", "item"])
-    return build_panel(mart, config.settings())
+    attributes = warehouse.query_if_exists(
+        STORE_ATTRIBUTES_TABLE, f"select * from {STORE_ATTRIBUTES_TABLE}", [], {}
+    )
+    return build_panel(mart, config.settings(), attributes if attributes.width > 1 else None)
 
 
 def backtest_version(panel: DemandPanel) -> str:
@@ -86,7 +90,7 @@ def backtest_version(panel: DemandPanel) -> str:
 
 
 @asset(
-    deps=["mart_demand"],
+    deps=["mart_demand", STORE_ATTRIBUTES_TABLE],
     group_name=GROUP,
     owners=OWNERS,
     code_version="1",

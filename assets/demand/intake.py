@@ -32,12 +32,18 @@ from assets.resources import DUCKDB_POOL, DataHome, Warehouse
 from ml.data.atomic_files import write_parquet_atomically
 from ml.data.contracts import DEMAND_CONTRACT
 from ml.data.ingestion import IngestionError
-from ml.data.sources import DemandSource, map_demand_rows, read_demand_files
+from ml.data.sources import (
+    DemandSource,
+    map_demand_rows,
+    read_demand_files,
+    read_store_attributes,
+)
 from ml.data.validation import RAW_ROW_ID, validate_against_contract
 from ml.demand.calendar import calendar_days as build_calendar
 from ml.plots import series_figure
 
 CALENDAR_RANGE = (date(1985, 1, 1), date(2035, 12, 31))
+STORE_ATTRIBUTES_TABLE = "store_attributes"
 
 
 def demand_partitions(source: DemandSource) -> TimeWindowPartitionsDefinition:
@@ -197,7 +203,36 @@ def build_demand_assets(source: DemandSource) -> list[AssetsDefinition]:
         )
         yield from checks
 
-    return [raw_demand, validate_demand]
+    @asset(
+        name=STORE_ATTRIBUTES_TABLE,
+        group_name=GROUP,
+        owners=OWNERS,
+        code_version="1",
+        kinds={"python", "duckdb"},
+        pool=DUCKDB_POOL,
+        description=(
+            "Numeric attributes per store from the demand source "
+            f"({source.store_attributes_uri or 'none for this source'}), checked (one row per "
+            "store, every value a finite number): static covariates of the global models. A "
+            "bad file fails the run, naming the line, store and column."
+        ),
+    )
+    def store_attributes(warehouse: Warehouse) -> MaterializeResult:
+        if source.store_attributes_uri is None:
+            frame = pl.DataFrame(schema={"store": pl.Utf8})
+        else:
+            frame = read_store_attributes(source.store_attributes_uri)
+        warehouse.replace_table(STORE_ATTRIBUTES_TABLE, frame)
+        return MaterializeResult(
+            metadata={
+                "dagster/row_count": frame.height,
+                "attributes": ", ".join(frame.columns[1:]) or "none",
+                "dagster/column_schema": column_schema(frame),
+                "preview": preview(frame),
+            }
+        )
+
+    return [raw_demand, validate_demand, store_attributes]
 
 
 @asset(

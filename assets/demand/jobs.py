@@ -11,6 +11,7 @@ from assets.demand.forecasting import (
     demand_forecaster_promotion,
 )
 from assets.demand.forecasts import demand_forecast_errors, demand_forecasts
+from assets.demand.intake import STORE_ATTRIBUTES_TABLE
 
 demand_ingest_job = define_asset_job(
     "demand_ingest_job",
@@ -22,6 +23,7 @@ demand_ingest_job = define_asset_job(
 demand_models_job = define_asset_job(
     "demand_models_job",
     selection=AssetSelection.assets(
+        STORE_ATTRIBUTES_TABLE,
         demand_backtests,
         demand_forecaster,
         demand_forecaster_promotion,
@@ -29,8 +31,9 @@ demand_models_job = define_asset_job(
         demand_forecast_errors,
     ),
     description=(
-        "Backtest every forecasting model, register the best and the best baseline, gate the "
-        "champion, forecast with it and score earlier forecasts against arrived actuals."
+        "Read the store attributes, backtest every forecasting model, register the best and "
+        "the best baseline, gate the champion, forecast with it and score earlier forecasts "
+        "against arrived actuals."
     ),
 )
 

@@ -192,6 +192,9 @@ class DemandSource:
     """Exclusive; None for a live feed."""
     max_age_days: float | None = None
     """The cadence promise of a live feed (None for a static historical file: no freshness)."""
+    store_attributes_uri: str | None = None
+    """A table of numeric attributes per store (one `store` column, one row per store): the
+    static covariates of the global models. None: the source has none."""
 
     @property
     def demand_format(self) -> DemandFormat:
@@ -222,6 +225,7 @@ def orange_juice_source(shared_data: Path) -> DemandSource:
         freq="W",
         start=orange_juice_week_start(40),
         end=orange_juice_week_start(149),
+        store_attributes_uri=str(shared_data / "orange_juice" / "oj_storedemo.csv"),
     )
 
 
@@ -297,3 +301,46 @@ def map_demand_rows(raw: pl.DataFrame, source: DemandSource) -> pl.DataFrame:
         originals.select(raw_record(originals)).to_series().alias(RAW_RECORD),
         raw[ROW_COLUMN],
     )
+
+
+# --- store attributes -----------------------------------------------------------------------
+
+
+class StoreAttributesError(ValueError):
+    """Store attributes that cannot serve as static covariates; the message names the file,
+    the column and the store."""
+
+
+def read_store_attributes(uri: str) -> pl.DataFrame:
+    """One row per store: `store` (text) and every other column as a finite number (names
+    lower-cased). A duplicate store or a value that is not a finite number is refused, naming
+    it: a model cannot be fitted on a guess."""
+    raw = read_raw_table(uri)
+    raw = raw.rename({c: c.strip().lower() for c in raw.columns if c != ROW_COLUMN})
+    require_file_columns(uri, raw, ["store"], "store attributes")
+    numbers = [c for c in raw.columns if c not in ("store", ROW_COLUMN)]
+    if not numbers:
+        raise StoreAttributesError(f"{uri}: no attribute columns beside 'store'")
+    stores = raw["store"].str.strip_chars()
+    if (blank := raw.filter(stores.is_null() | (stores == ""))).height:
+        raise StoreAttributesError(
+            f"{uri}: line {blank[ROW_COLUMN][0]}: store is empty ({blank.height} row(s))"
+        )
+    if (repeated := stores.filter(stores.is_duplicated()).unique().sort()).len():
+        raise StoreAttributesError(
+            f"{uri}: store(s) {repeated.to_list()[:10]} appear on more than one row"
+        )
+    frame = raw.select(
+        stores.alias("store"),
+        *(pl.col(c).str.strip_chars().cast(pl.Float64, strict=False).alias(c) for c in numbers),
+    )
+    for column in numbers:
+        bad = frame[column].is_null() | ~frame[column].is_finite()
+        if bad.any():
+            row = raw.filter(bad).row(0, named=True)
+            value = "empty" if row[column] in (None, "") else repr(row[column])
+            raise StoreAttributesError(
+                f"{uri}: line {row[ROW_COLUMN]}, store {row['store']}: {column} = {value}, "
+                f"not a finite number ({int(bad.sum())} row(s) like this)"
+            )
+    return frame.sort("store")

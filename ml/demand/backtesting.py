@@ -83,7 +83,10 @@ def backtest(
         # One model over all the series per origin, as it is fitted for real (darts' historical
         # forecasts would fit one model per series and origin: not global, and far slower).
         targets = global_inputs(
-            [panel.targets[i] for i in chosen], [panel.keys[i] for i in chosen], panel.keys
+            [panel.targets[i] for i in chosen],
+            [panel.keys[i] for i in chosen],
+            panel.keys,
+            panel.store_attributes,
         )
         covariates = [panel.covariates[i] for i in chosen]
         for fold, start in enumerate(starts, start=1):

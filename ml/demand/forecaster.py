@@ -42,6 +42,7 @@ from ml.lifecycle.registry import Registry
 FALLBACK = "moving_median"
 META_FILE = "forecaster.json"
 HISTORY_FILE = "history.parquet"
+STORE_ATTRIBUTES_FILE = "store_attributes.parquet"
 GLOBAL_MODEL_FILES = {"tide": "global_model.pt", "lightgbm": "global_model.pkl"}
 MAX_HORIZON_MULTIPLE = 2
 """A caller may ask for up to this many default horizons ahead."""
@@ -68,6 +69,8 @@ class DemandForecaster:
     global_model: object | None = None
     totals_calibration: IntervalCalibration | None = None
     """How the summed store bounds of an item become its total's P10/P90."""
+    store_attributes: pl.DataFrame | None = None
+    """The static store covariates the global model was fitted with (None: none)."""
 
     @property
     def max_horizon(self) -> int:
@@ -178,7 +181,9 @@ class DemandForecaster:
         if kind in GLOBAL_KINDS:
             forecast = self.global_model.predict(
                 horizon,
-                series=global_inputs([self.targets[i]], [self.keys[i]], self.keys)[0],
+                series=global_inputs(
+                    [self.targets[i]], [self.keys[i]], self.keys, self.store_attributes
+                )[0],
                 future_covariates=covariates,
                 predict_likelihood_parameters=True,
                 show_warnings=False,
@@ -208,6 +213,8 @@ class DemandForecaster:
                 )
             )
         pl.concat(rows).write_parquet(folder / HISTORY_FILE)
+        if self.store_attributes is not None:
+            self.store_attributes.write_parquet(folder / STORE_ATTRIBUTES_FILE)
         meta = {
             "kind": self.kind,
             "settings": asdict(self.settings),
@@ -266,6 +273,11 @@ class DemandForecaster:
                 else None
             ),
             global_model=global_model,
+            store_attributes=(
+                pl.read_parquet(folder / STORE_ATTRIBUTES_FILE)
+                if (folder / STORE_ATTRIBUTES_FILE).exists()
+                else None
+            ),
         )
 
 
@@ -289,7 +301,10 @@ def fit_forecaster(
         global_model = make_global(kind, panel.settings, model_settings or GlobalModelSettings())
         global_model.fit(
             global_inputs(
-                [panel.targets[i] for i in regular], [panel.keys[i] for i in regular], panel.keys
+                [panel.targets[i] for i in regular],
+                [panel.keys[i] for i in regular],
+                panel.keys,
+                panel.store_attributes,
             ),
             future_covariates=[panel.covariates[i] for i in regular],
         )
@@ -307,6 +322,7 @@ def fit_forecaster(
             backtests.filter(pl.col("model") == kind), calibrations[kind]
         ),
         global_model=global_model,
+        store_attributes=panel.store_attributes if global_model is not None else None,
     )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import polars as pl
 from darts import TimeSeries
 from darts.models import LightGBMModel, NaiveSeasonal, Theta, TiDEModel
 from darts.models.forecasting.forecasting_model import LocalForecastingModel
@@ -149,16 +150,28 @@ def make_global(kind: str, settings: ResolvedSettings, model: GlobalModelSetting
 
 
 def global_inputs(
-    targets: list[TimeSeries], keys: list[tuple[str, str]], every_key: list[tuple[str, str]]
+    targets: list[TimeSeries],
+    keys: list[tuple[str, str]],
+    every_key: list[tuple[str, str]],
+    store_attributes: pl.DataFrame | None = None,
 ) -> list[TimeSeries]:
     """Targets as the global models read them: log units, with the store and the item as
     static categorical codes numbered over `every_key` (the forecaster's whole panel, so a
-    series gets the same codes when fitted and when forecast alone)."""
+    series gets the same codes when fitted and when forecast alone) and the store's
+    attributes, when the source has them, as numeric static covariates."""
     stores = {s: n for n, s in enumerate(sorted({k[0] for k in every_key}))}
     items = {i: n for n, i in enumerate(sorted({k[1] for k in every_key}))}
+    attributes = (
+        {row.pop("store"): row for row in store_attributes.to_dicts()}
+        if store_attributes is not None
+        else {}
+    )
     return [
         target.map(np.log1p).with_static_covariates(
-            pd.DataFrame({"store": [float(stores[s])], "item": [float(items[i])]})
+            pd.DataFrame(
+                {"store": [float(stores[s])], "item": [float(items[i])]}
+                | {name: [value] for name, value in attributes.get(s, {}).items()}
+            )
         )
         for target, (s, i) in zip(targets, keys, strict=True)
     ]

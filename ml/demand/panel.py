@@ -18,6 +18,8 @@ import pandas as pd
 import polars as pl
 from darts import TimeSeries
 
+from ml.data.sources import StoreAttributesError
+
 QUANTILES = (0.1, 0.5, 0.9)
 FREQ_DEFAULTS = {"D": {"horizon": 28, "season": 7}, "W": {"horizon": 12, "season": 52}}
 """Per frequency: the default horizon (4 weeks, a quarter) and the season length."""
@@ -100,6 +102,9 @@ class DemandPanel:
     kinds: list[str]
     """Per series: regular, too_short, intermittent or all_zero."""
     last_period: date
+    store_attributes: pl.DataFrame | None = None
+    """Numeric attributes per store (`read_store_attributes`), every store of the panel among
+    them: static covariates of the global models. None: the source has none."""
 
     def index(self, kind: str | None = None) -> list[int]:
         return [i for i, k in enumerate(self.kinds) if kind is None or k == kind]
@@ -131,8 +136,13 @@ def _kind(values: np.ndarray, observed: np.ndarray, settings: ResolvedSettings) 
     return "regular"
 
 
-def build_panel(mart: pl.DataFrame, settings: ForecastSettings = ForecastSettings()) -> DemandPanel:
-    """The mart's store × item series (columns as in `mart_demand`) as a darts panel."""
+def build_panel(
+    mart: pl.DataFrame,
+    settings: ForecastSettings = ForecastSettings(),
+    store_attributes: pl.DataFrame | None = None,
+) -> DemandPanel:
+    """The mart's store × item series (columns as in `mart_demand`) as a darts panel, with the
+    source's store attributes when it has them (a store without them is refused, named)."""
     missing = {"store", "item", "period_start", "units", "price", "deal", "feature"} - set(
         mart.columns
     )
@@ -181,7 +191,20 @@ def build_panel(mart: pl.DataFrame, settings: ForecastSettings = ForecastSetting
         covariates=covariates,
         kinds=kinds,
         last_period=mart["period_start"].max(),
+        store_attributes=_attributes_of(store_attributes, {store for store, _ in keys}),
     )
+
+
+def _attributes_of(attributes: pl.DataFrame | None, stores: set[str]) -> pl.DataFrame | None:
+    if attributes is None or attributes.is_empty():
+        return None
+    attributes = attributes.with_columns(pl.col("store").cast(pl.Utf8))
+    if missing := sorted(stores - set(attributes["store"])):
+        raise StoreAttributesError(
+            f"store attributes: {len(missing)} store(s) of the demand data have none "
+            f"(first: {missing[:10]}); every store needs a row to be forecast"
+        )
+    return attributes.filter(pl.col("store").is_in(list(stores))).sort("store")
 
 
 def future_covariates(

@@ -118,6 +118,10 @@ def test_orange_juice_backtests_and_forecasts_on_a_slice(real: RealPlatform) -> 
         },
     )
     assert result.success
+    # The stores' demographics reach the global models as static covariates, one row per store.
+    attributes = real.metadata("store_attributes")
+    assert attributes["dagster/row_count"].value == 83
+    assert attributes["attributes"].value.split(", ")[:2] == ["age60", "educ"]
     backtests = real.metadata("demand_backtests")
     assert (backtests["frequency"].value, backtests["horizon"].value) == ("W", 12)
     assert backtests["series"].value == 6

@@ -103,6 +103,34 @@ def test_forecast_gives_quantiles_and_says_what_it_assumed(
     assert promoted.json()["assumed"] == ["none"]
 
 
+def test_forecast_at_item_level_sums_every_store_of_the_item(
+    served_platform: ServedPlatform, bento_server: BentoServer
+) -> None:
+    item = a_series(served_platform)["item"]
+    registry = registry_of(served_platform)
+    fitted = (
+        registry.load(DEMAND_FORECASTER, registry.champion(DEMAND_FORECASTER).version)
+        .unwrap_python_model()
+        .forecaster
+    )
+    stores = sorted(s for s, i in fitted.keys if i == item)
+    answer = post(
+        bento_server, "forecast", {"series": [{"item": item}], "horizon": 5, "level": "item"}
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["level"] == "item"
+    assert sorted({f["store"] for f in body["forecasts"]}) == stores
+    assert len(body["totals"]) == 5
+    for total in body["totals"]:
+        same_period = [f for f in body["forecasts"] if f["period_start"] == total["period_start"]]
+        assert total["item"] == item and total["stores"] == len(stores)
+        assert total["p50"] == pytest.approx(sum(f["p50"] for f in same_period))
+        assert 0 <= total["p10"] <= total["p50"] <= total["p90"]
+    one_store = post(bento_server, "forecast", {"series": [{"store": stores[0], "item": item}]})
+    assert one_store.json()["totals"] == [] and one_store.json()["level"] == "series"
+
+
 CLASSIFY_BAD = [
     ({"texts": ""}, "texts"),
     ({"texts": ["fine", "   "]}, "texts"),
@@ -129,6 +157,8 @@ def forecast_bad(series: dict[str, str]) -> list[tuple[dict, str]]:
         ({"series": [{"store": "nowhere", "item": series["item"]}]}, "series"),
         ({"series": []}, "series"),
         ({"series": [{"store": series["store"]}]}, "item"),
+        ({"series": [{"item": "no such item"}]}, "series"),
+        ({"series": [series], "level": "region"}, "level"),
         ({"series": [series], "horizon": 0}, "horizon"),
         ({"series": [series], "horizon": 10_000}, "horizon"),
         ({"series": [series], "horizon": "soon"}, "horizon"),

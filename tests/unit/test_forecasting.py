@@ -12,9 +12,10 @@ import polars as pl
 import pytest
 from darts import TimeSeries
 
+from ml.data.sources import StoreAttributesError
 from ml.demand.backtesting import backtest, mase_scales, score_backtests, select_model
 from ml.demand.forecaster import DemandForecaster, fit_forecaster
-from ml.demand.models import LOCAL_KINDS, GlobalModelSettings, MovingMedian
+from ml.demand.models import LOCAL_KINDS, GlobalModelSettings, MovingMedian, global_inputs
 from ml.demand.panel import (
     DemandPanel,
     ForecastingError,
@@ -374,6 +375,32 @@ def price_elastic_mart(seed: int = 3) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+STORE_ATTRIBUTES = pl.DataFrame(
+    {"store": ["S1", "S2", "S3"], "income": [10.2, 10.9, 11.4], "age60": [0.1, 0.3, 0.2]}
+)
+
+
+def test_the_global_models_read_each_stores_attributes_beside_its_codes() -> None:
+    panel = build_panel(price_elastic_mart(), SMALL, STORE_ATTRIBUTES)
+    inputs = global_inputs(panel.targets, panel.keys, panel.keys, panel.store_attributes)
+    for (store, item), series in zip(panel.keys, inputs, strict=True):
+        static = series.static_covariates.iloc[0].to_dict()
+        row = STORE_ATTRIBUTES.filter(pl.col("store") == store).row(0, named=True)
+        assert static == pytest.approx(  # float32, as the targets
+            {
+                "store": float(int(store[1]) - 1),
+                "item": float(int(item[1]) - 1),
+                "income": row["income"],
+                "age60": row["age60"],
+            }
+        )
+
+
+def test_a_store_of_the_demand_data_without_attributes_is_refused_by_name() -> None:
+    with pytest.raises(StoreAttributesError, match=r"1 store\(s\).*\['S3'\]"):
+        build_panel(price_elastic_mart(), SMALL, STORE_ATTRIBUTES.head(2))
+
+
 def test_the_boosted_model_beats_the_baselines_when_price_drives_demand() -> None:
     panel = build_panel(price_elastic_mart(), SMALL)
     results = pl.concat(
@@ -392,7 +419,7 @@ def test_the_boosted_model_beats_the_baselines_when_price_drives_demand() -> Non
 def test_a_planned_higher_price_forecasts_fewer_units_and_a_saved_forecaster_says_the_same(
     tmp_path,
 ) -> None:
-    panel = build_panel(price_elastic_mart(), SMALL)
+    panel = build_panel(price_elastic_mart(), SMALL, STORE_ATTRIBUTES)
     fallback = backtest(panel, "moving_median", panel.index())
     forecaster = fit_forecaster(panel, "lightgbm", fallback, GlobalModelSettings(trees=60))
     days = [panel.last_period + timedelta(days=k) for k in range(1, 8)]
@@ -416,6 +443,7 @@ def test_a_planned_higher_price_forecasts_fewer_units_and_a_saved_forecaster_say
     assert undercut["p50"].sum() < 0.85 * alone["p50"].sum()
     forecaster.save(tmp_path / "forecaster")
     loaded = DemandForecaster.load(tmp_path / "forecaster")
+    assert loaded.store_attributes.equals(STORE_ATTRIBUTES)
     again = loaded.forecast([("S2", "I3")], 7, plan(2.5))
     assert again.select("p10", "p50", "p90").to_numpy() == pytest.approx(
         dear.select("p10", "p50", "p90").to_numpy()

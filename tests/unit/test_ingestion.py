@@ -26,6 +26,7 @@ from ml.data.drops import (
     write_drop,
 )
 from ml.data.ingestion import DropTooLarge, IngestionError, content_sha256, read_raw_table
+from ml.data.sources import StoreAttributesError, read_store_attributes
 
 
 def write(path: Path, content: bytes) -> str:
@@ -281,3 +282,46 @@ def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_pat
     write_parquet_atomically(tmp_path / "raw.parquet", pl.DataFrame({"a": ["x"]}))
     assert pl.read_parquet(tmp_path / "raw.parquet")["a"].to_list() == ["x"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "raw.parquet"]
+
+
+# --- store attributes -------------------------------------------------------------------------
+
+DEMOGRAPHICS = "STORE,AGE60,INCOME\n2,0.23,10.55\n5,0.12,10.92\n"
+
+
+def test_store_attributes_are_one_row_per_store_with_numeric_columns(tmp_path: Path) -> None:
+    path = tmp_path / "storedemo.csv"
+    path.write_text(DEMOGRAPHICS)
+    frame = read_store_attributes(str(path))
+    assert frame.columns == ["store", "age60", "income"]
+    assert frame.to_dicts() == [
+        {"store": "2", "age60": 0.23, "income": 10.55},
+        {"store": "5", "age60": 0.12, "income": 10.92},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        (DEMOGRAPHICS + "8,0.25,rich\n", r"line 4, store 8: income = 'rich', not a finite"),
+        (DEMOGRAPHICS + "8,,10.6\n", r"line 4, store 8: age60 = empty, not a finite"),
+        (DEMOGRAPHICS + "8,inf,10.6\n", r"line 4, store 8: age60 = 'inf', not a finite"),
+        (DEMOGRAPHICS + "5,0.3,10.0\n", r"store\(s\) \['5'\] appear on more than one row"),
+        (DEMOGRAPHICS + ",0.3,10.0\n", r"line 4: store is empty"),
+        ("STORE\n2\n", "no attribute columns"),
+    ],
+)
+def test_store_attributes_with_a_bad_value_are_refused_naming_it(
+    tmp_path: Path, content: str, named: str
+) -> None:
+    path = tmp_path / "storedemo.csv"
+    path.write_text(content)
+    with pytest.raises(StoreAttributesError, match=named):
+        read_store_attributes(str(path))
+
+
+def test_store_attributes_without_a_store_column_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "storedemo.csv"
+    path.write_text("shop,income\n2,10.5\n")
+    with pytest.raises(IngestionError, match="store"):
+        read_store_attributes(str(path))
