@@ -43,6 +43,34 @@ class ClassificationScores:
             lines.append(f"| {name} | {f1:.3f} | {self.support[name]} |")
         return "\n".join(lines)
 
+    def closest_confusions(self, top: int = 10) -> list[tuple[str, str, int, int]]:
+        """The pairs of classes mistaken for each other most often, either way round:
+        (a, b, texts of a predicted b, texts of b predicted a), most confused first."""
+        both = self.confusion + self.confusion.T
+        pairs = [
+            (int(both[i, j]), i, j)
+            for i in range(len(self.classes))
+            for j in range(i + 1, len(self.classes))
+            if both[i, j] > 0
+        ]
+        return [
+            (self.classes[i], self.classes[j], int(self.confusion[i, j]), int(self.confusion[j, i]))
+            for _, i, j in sorted(pairs, key=lambda p: (-p[0], p[1], p[2]))[:top]
+        ]
+
+    def confusions_markdown(self, top: int = 10) -> str:
+        """The closest classes as a table: where a person looks first for label or model
+        trouble."""
+        pairs = self.closest_confusions(top)
+        if not pairs:
+            return "No two classes were confused."
+        lines = [
+            "| intent a | intent b | a predicted as b | b predicted as a |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {a} | {b} | {ab} | {ba} |" for a, b, ab, ba in pairs]
+        return "\n".join(lines)
+
 
 def expected_calibration_error(
     probabilities: np.ndarray, true_index: np.ndarray, bins: int = CALIBRATION_BINS

@@ -1,7 +1,7 @@
 """Run the platform's jobs in-process against an instance, in dependency order: the path
 `make demo` takes, and the one the integration tests take."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
@@ -28,14 +28,17 @@ def execute_quietly(
     partition: str | None = None,
     config: dict | None = None,
     tags: dict[str, str] | None = None,
+    assets: Sequence[str] | None = None,
 ) -> ExecuteInProcessResult:
-    """Run a job in-process; a failure is returned (and shown in the UI), not raised."""
+    """Run a job in-process (only its `assets`, when given); a failure is returned (and shown
+    in the UI), not raised."""
     return defs.resolve_job_def(job).execute_in_process(
         run_config={**QUIET, **(config or {})},
         instance=instance,
         partition_key=partition,
         tags=tags,
         raise_on_error=False,
+        asset_selection=[AssetKey(name) for name in assets] if assets else None,
     )
 
 

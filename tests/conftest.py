@@ -322,6 +322,15 @@ SERVED_TRANSFORMER = {
     "max_length": 32,
 }
 SERVED_FORECASTING = {"epochs": 2, "hidden_size": 16, "trees": 30}
+BASELINE_AND_TRANSFORMER = [
+    "request_test_set",
+    "lineage_snapshot",
+    "request_baseline",
+    "request_classifier",
+    "request_classifier_promotion",
+]
+"""Rounds of request_models_job that train these two candidates only, so the gate's decisions
+between a weak and a strong baseline are known (the other candidates have their own test)."""
 
 
 @pytest.fixture(scope="session")
@@ -379,7 +388,8 @@ def served_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served
             ("champion_bento_job", {}),
         ]
         for job, config in steps:
-            result = execute_quietly(defs, instance, job, config=config)
+            assets = BASELINE_AND_TRANSFORMER if job == "request_models_job" else None
+            result = execute_quietly(defs, instance, job, config=config, assets=assets)
             assert result.success, f"{job} failed"
         bento = (
             instance.get_latest_materialization_event(AssetKey("champion_bento"))

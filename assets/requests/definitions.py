@@ -26,7 +26,9 @@ definitions = Definitions(
         datasets.request_test_set,
         lineage.lineage_snapshot,
         models.request_baseline,
+        models.request_tuned_linear,
         models.request_classifier,
+        models.request_ensemble,
         models.request_classifier_promotion,
     ],
     jobs=[

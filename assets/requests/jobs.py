@@ -13,6 +13,8 @@ from assets.requests.models import (
     request_baseline,
     request_classifier,
     request_classifier_promotion,
+    request_ensemble,
+    request_tuned_linear,
 )
 from assets.warehouse.dbt import warehouse_dbt_models
 
@@ -57,12 +59,15 @@ request_models_job = define_asset_job(
         request_test_set,
         lineage_snapshot,
         request_baseline,
+        request_tuned_linear,
         request_classifier,
+        request_ensemble,
         request_classifier_promotion,
     ),
     description=(
-        "Snapshot the lineage tables, train the baseline and the transformer on the current "
-        "labels, register both in MLflow, and let the promotion gate decide the champion."
+        "Snapshot the lineage tables, train the baseline, the tuned linear model, the "
+        "transformer and their ensemble on the current labels, register them in MLflow, and "
+        "let the promotion gate decide the champion."
     ),
 )
 
@@ -76,7 +81,9 @@ request_retraining_job = define_asset_job(
         request_test_set,
         lineage_snapshot,
         request_baseline,
+        request_tuned_linear,
         request_classifier,
+        request_ensemble,
         request_classifier_promotion,
         "champion_bento",
         "reference_profiles",
@@ -84,7 +91,7 @@ request_retraining_job = define_asset_job(
     description=(
         "The flywheel's retraining run: rebuild the warehouse (drifted traffic included), queue "
         "re-annotation candidates (drifted traffic first), snapshot the lineage tables, retrain "
-        "both classifiers on the current labels, gate them, and package the champions."
+        "the classifiers on the current labels, gate them, and package the champions."
     ),
 )
 

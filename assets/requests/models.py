@@ -2,6 +2,7 @@
 fine-tuned transformer (each logged to MLflow and registered as a version of
 `request_classifier`), and the promotion gate that alone moves the `champion` alias."""
 
+from collections.abc import Sequence
 from dataclasses import fields
 
 import numpy as np
@@ -30,12 +31,16 @@ from ml.lifecycle.promotion import check_margin
 from ml.lifecycle.pyfunc import INTENT_CLASSIFIER_ENTRY
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registration import Candidate, register_candidate
-from ml.lifecycle.registry import ModelVersion, Registry
+from ml.lifecycle.registry import ModelVersion, Registry, Trial
 from ml.metrics import ClassificationScores, measure_latency, score_classification
 from ml.plots import confusion_figure
 from ml.requests.classifiers import (
+    LINEAR_SEARCH,
     IntentClassifier,
+    LinearSettings,
+    fit_ensemble,
     registered_f1_macro,
+    search_linear,
     train_baseline,
 )
 from ml.requests.train_transformer import fine_tune_with_torchrun
@@ -51,12 +56,17 @@ EXAMPLE_TEXTS = (
 """The model's input example: written here, never a customer's text."""
 
 
-def _baseline_of(registry: Registry, test_version: int) -> ModelVersion | None:
-    """The latest baseline version scored on this test version."""
+def _latest_of(
+    registry: Registry, kind: str, test_version: int, dataset_version: str | None = None
+) -> ModelVersion | None:
+    """The latest `kind` version scored on this test version (and trained on this dataset
+    version, when given)."""
     candidates = [
         v
         for v in registry.versions(REQUEST_CLASSIFIER)
-        if v.tags.get("kind") == "baseline" and v.tags.get("test_version") == str(test_version)
+        if v.tags.get("kind") == kind
+        and v.tags.get("test_version") == str(test_version)
+        and dataset_version in (None, v.tags.get("dataset_version"))
     ]
     return candidates[-1] if candidates else None
 
@@ -79,6 +89,7 @@ def evaluate_and_register(
     kind: str,
     params: dict[str, object],
     epoch_metrics: list[dict[str, float]] = (),
+    trials: Sequence[Trial] = (),
 ) -> MaterializeResult:
     """Score on validation and the frozen test, time it, log everything a reviewer wants to
     MLflow and register the model as a new version (no alias moves: that is the gate's)."""
@@ -93,7 +104,7 @@ def evaluate_and_register(
         else None
     )
     latency = measure_latency(classifier.predict_proba, data.test.texts[:64])
-    baseline = None if kind == "baseline" else _baseline_of(registry, data.test_version)
+    baseline = None if kind == "baseline" else _latest_of(registry, "baseline", data.test_version)
     baseline_metrics = (
         {
             key: value
@@ -139,6 +150,12 @@ def evaluate_and_register(
                     "Texts longer than the model's maximum length are truncated.",
                     "Intents with few training examples score worst (see the per-class report).",
                 ],
+                {
+                    "The closest intents (most often mistaken for each other on the test)": (
+                        test.confusions_markdown()
+                    ),
+                    "F1 per intent on the test, worst first": test.report_markdown(),
+                },
             ),
             entry_point=INTENT_CLASSIFIER_ENTRY,
             artifacts={"classifier": classifier.save},
@@ -157,9 +174,11 @@ def evaluate_and_register(
                 "test_version": str(data.test_version),
             },
             epoch_metrics=epoch_metrics,
+            trials=trials,
             report={
                 "confusion_matrix.png": figure,
                 "per_class_report.md": test.report_markdown(),
+                "closest_intents.md": test.confusions_markdown(),
             },
             model_metadata={"classes": list(data.classes), "taxonomy": data.taxonomy, "kind": kind},
         ),
@@ -179,6 +198,7 @@ def evaluate_and_register(
             **{key: float(value) for key, value in latency.as_metrics().items()},
             "scores": _metrics_table({"test": test, "validation": validation}),
             "per_class_f1": MetadataValue.md(test.report_markdown()),
+            "closest_intents": MetadataValue.md(test.confusions_markdown()),
             "confusion_matrix": picture(figure, f"{kind}: confusion on the frozen test"),
             "model_card": MetadataValue.md(card),
         }
@@ -327,6 +347,191 @@ def request_classifier(
     return outcome
 
 
+# --- the stronger classical model and the ensemble ---------------------------------------------
+
+
+def _ngrams(text: str) -> tuple[int, int]:
+    low, high = (int(n) for n in text.split("-"))
+    return low, high
+
+
+class LinearSearchConfig(Config):
+    """The grid searched on the validation split (every combination is one child run)."""
+
+    svm_c: list[float] = Field(default_factory=lambda: sorted({s.c for s in LINEAR_SEARCH}))
+    word_ngrams: list[str] = Field(
+        default_factory=lambda: sorted(
+            {f"{a}-{b}" for a, b in (s.word_ngrams for s in LINEAR_SEARCH)}
+        )
+    )
+    char_ngrams: list[str] = Field(
+        default_factory=lambda: sorted(
+            {f"{a}-{b}" for a, b in (s.char_ngrams for s in LINEAR_SEARCH)}
+        )
+    )
+
+    @field_validator("word_ngrams", "char_ngrams")
+    @classmethod
+    def _ranges(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                low, high = _ngrams(text)
+            except ValueError:
+                raise ValueError(f"{text!r}: expected an n-gram range like '1-3'") from None
+            if not 1 <= low <= high:
+                raise ValueError(f"{text!r}: expected 1 ≤ low ≤ high")
+        return value
+
+    def grid(self) -> list[LinearSettings]:
+        return [
+            LinearSettings(c, _ngrams(words), _ngrams(chars))
+            for c in self.svm_c
+            for words in self.word_ngrams
+            for chars in self.char_ngrams
+        ]
+
+
+@asset(
+    deps=["request_splits", request_test_set, "lineage_snapshot", "request_baseline"],
+    group_name=GROUP,
+    owners=OWNERS,
+    code_version="1",
+    kinds={"python", "scikitlearn", "mlflow"},
+    description=(
+        "TF-IDF (words and characters) + linear SVM with its regularization and n-gram ranges "
+        "searched on the validation split (each setting a child run in MLflow; the test split "
+        "is scored once, for the chosen one), calibrated, registered as a version of "
+        "request_classifier."
+    ),
+)
+def request_tuned_linear(
+    context: AssetExecutionContext,
+    config: LinearSearchConfig,
+    warehouse: Warehouse,
+    request_intake: RequestIntake,
+    model_registry: ModelRegistry,
+) -> MaterializeResult:
+    registry = model_registry.registry()
+    registry.ping()
+    data = load_training_data(warehouse, request_intake)
+    grid = config.grid()
+
+    def on_trial(n: int, settings: LinearSettings, f1: float) -> None:
+        context.log.info(f"trial {n}/{len(grid)} {settings.params()}: validation F1 {f1:.4f}")
+
+    searched = search_linear(data.train, data.validation, data.classes, grid, on_trial)
+    trials = [
+        Trial(f"trial-{n}", settings.params(), {"validation_f1_macro": f1})
+        for n, (settings, f1) in enumerate(searched.trials, start=1)
+    ]
+    outcome = evaluate_and_register(
+        context,
+        registry,
+        data,
+        searched.classifier,
+        "tuned_linear",
+        {**searched.settings.params(), "search_trials": len(trials)},
+        trials=trials,
+    )
+    lines = ["| C | word n-grams | char n-grams | validation F1-macro |", "|---|---|---|---|"]
+    lines += [
+        f"| {s.c:g} | {s.params()['word_ngrams']} | {s.params()['char_ngrams']} | {f1:.4f} |"
+        for s, f1 in searched.trials
+    ]
+    outcome.metadata["search"] = MetadataValue.md("\n".join(lines))
+    return outcome
+
+
+class EnsembleConfig(Config):
+    linear_weight: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="The tuned linear model's weight (the transformer gets the rest); None: "
+        "the weight with the best validation F1-macro.",
+    )
+
+
+@asset(
+    deps=[request_tuned_linear, "request_classifier"],
+    group_name=GROUP,
+    owners=OWNERS,
+    code_version="1",
+    kinds={"python", "mlflow"},
+    description=(
+        "The weighted mean of the calibrated probabilities of this dataset's tuned linear "
+        "model and fine-tuned transformer (loaded from the registry, digests verified), the "
+        "weight chosen on the validation split and the mean calibrated again: registered as "
+        "one version of request_classifier, served like any other. When one member alone is "
+        "best on validation, nothing is registered (it would be that member again)."
+    ),
+)
+def request_ensemble(
+    context: AssetExecutionContext,
+    config: EnsembleConfig,
+    warehouse: Warehouse,
+    request_intake: RequestIntake,
+    model_registry: ModelRegistry,
+) -> MaterializeResult:
+    registry = model_registry.registry()
+    registry.ping()
+    data = load_training_data(warehouse, request_intake)
+    members = {
+        kind: _latest_of(registry, kind, data.test_version, data.dataset_version)
+        for kind in ("tuned_linear", "transformer")
+    }
+    if missing := [kind for kind, version in members.items() if version is None]:
+        raise ValueError(
+            f"no {' or '.join(missing)} version trained on {data.dataset_version} and scored on "
+            f"test version {data.test_version}: materialize request_tuned_linear and "
+            "request_classifier first"
+        )
+    linear, transformer = (
+        registry.load(REQUEST_CLASSIFIER, members[kind].version).unwrap_python_model().classifier
+        for kind in ("tuned_linear", "transformer")
+    )
+    ensemble, tried = fit_ensemble(linear, transformer, data.validation, config.linear_weight)
+    weight = ensemble.weights[0]
+    members_text = (
+        f"tuned_linear v{members['tuned_linear'].version} × {weight:.1f} + transformer "
+        f"v{members['transformer'].version} × {1 - weight:.1f}"
+    )
+    search = MetadataValue.md(
+        "\n".join(
+            ["| weight of the linear model | validation F1-macro |", "|---|---|"]
+            + [f"| {w:.1f} | {f1:.4f} |" for w, f1 in sorted(tried.items())]
+        )
+    )
+    if weight in (0.0, 1.0):
+        alone = "tuned_linear" if weight == 1.0 else "transformer"
+        context.log.info(f"the {alone} alone is best on validation: no ensemble registered")
+        return MaterializeResult(
+            metadata={
+                "registered": f"no: the {alone} alone is best on validation",
+                "weights": search,
+            }
+        )
+    trials = [
+        Trial(f"weight-{w:.1f}", {"linear_weight": w}, {"validation_f1_macro": f1})
+        for w, f1 in sorted(tried.items())
+    ]
+    outcome = evaluate_and_register(
+        context,
+        registry,
+        data,
+        ensemble,
+        "ensemble",
+        {
+            "linear_weight": weight,
+            "tuned_linear_version": members["tuned_linear"].version,
+            "transformer_version": members["transformer"].version,
+        },
+        trials=trials,
+    )
+    outcome.metadata.update({"registered": f"yes: {members_text}", "weights": search})
+    return outcome
+
+
 # --- the promotion gate ----------------------------------------------------------------------
 
 
@@ -338,7 +543,7 @@ class PromotionConfig(Config):
 
 
 @asset(
-    deps=[request_baseline, request_classifier],
+    deps=[request_baseline, request_classifier, request_tuned_linear, request_ensemble],
     group_name=GROUP,
     owners=OWNERS,
     code_version="1",

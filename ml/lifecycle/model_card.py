@@ -4,7 +4,7 @@ baseline, limits), written beside every registered model."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,8 @@ class ModelCard:
     metrics: Mapping[str, float]
     baseline_metrics: Mapping[str, float] | None
     limits: Sequence[str]
+    sections: Mapping[str, str] = field(default_factory=dict)
+    """Further sections, title → markdown (e.g. per-class scores, the closest classes)."""
 
     def render(self) -> str:
         lines = [f"# {self.title}", "", self.summary, "", "## Data", ""]
@@ -33,6 +35,8 @@ class ModelCard:
         else:
             lines += ["| metric | this model |", "|---|---|"]
             lines += [f"| {key} | {value:.4f} |" for key, value in self.metrics.items()]
+        for title, body in self.sections.items():
+            lines += ["", f"## {title}", "", body]
         lines += ["", "## Limits", ""]
         lines += [f"- {limit}" for limit in self.limits]
         return "\n".join(lines) + "\n"

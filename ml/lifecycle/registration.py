@@ -17,7 +17,7 @@ from mlflow.models import ModelSignature
 from ml.lifecycle.artifacts import ARTIFACT_ENCRYPTION
 from ml.lifecycle.model_card import ModelCard
 from ml.lifecycle.pyfunc import pip_requirements
-from ml.lifecycle.registry import ModelVersion, Registry, TrainingRun
+from ml.lifecycle.registry import ModelVersion, Registry, TrainingRun, Trial
 from ml.security.encryption import at_rest_cipher, encrypt_folder
 
 
@@ -49,6 +49,8 @@ class Candidate:
     """Files logged under `report/` beside the card: text as written, figures as PNG."""
     model_metadata: Mapping[str, object] = field(default_factory=dict)
     signature: ModelSignature | None = None
+    trials: Sequence[Trial] = ()
+    """The search on validation that chose its settings (child runs in MLflow)."""
 
 
 def _write_report(folder: Path, candidate: Candidate, card: str) -> None:
@@ -92,6 +94,7 @@ def register_candidate(registry: Registry, candidate: Candidate) -> tuple[ModelV
                     ARTIFACT_ENCRYPTION: "none" if cipher is None else "fernet",
                 },
                 report_dir=report,
+                trials=candidate.trials,
             ),
             candidate.entry_point,
             artifacts,

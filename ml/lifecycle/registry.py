@@ -89,6 +89,15 @@ class ModelVersion:
         return float(value) if value not in (None, "") else None
 
 
+@dataclass(frozen=True)
+class Trial:
+    """One setting a search tried (on validation): a child run of the training run."""
+
+    name: str
+    params: Mapping[str, object]
+    metrics: Mapping[str, float]
+
+
 @dataclass
 class TrainingRun:
     """What one training run records: the reviewer's view of how a version came to be."""
@@ -102,6 +111,8 @@ class TrainingRun:
     """Copied onto the registered version (kind, test version, test score…)."""
     report_dir: Path | None = None
     """Files logged under `report/`: confusion matrix, per-class report, model card."""
+    trials: Sequence[Trial] = ()
+    """The search that chose the run's settings: one child run each."""
 
 
 def git_commit() -> str:
@@ -224,6 +235,13 @@ class Registry(AliasMoves):
                     for step, metrics in enumerate(run.epoch_metrics, start=1):
                         mlflow.log_metrics(dict(metrics), step=step)
                     mlflow.log_metrics(dict(run.metrics))
+                    for trial in run.trials:
+                        with mlflow.start_run(
+                            experiment_id=experiment, run_name=trial.name, nested=True
+                        ):
+                            mlflow.set_tag("trial_of", run.run_name)
+                            mlflow.log_params({k: str(v)[:500] for k, v in trial.params.items()})
+                            mlflow.log_metrics(dict(trial.metrics))
                     if run.report_dir is not None:
                         mlflow.log_artifacts(str(run.report_dir), "report")
                     info = mlflow.pyfunc.log_model(

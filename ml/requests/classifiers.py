@@ -1,12 +1,13 @@
-"""Intent classifiers: the TF-IDF + linear SVM baseline and the fine-tuned transformer, both
-calibrated by temperature scaling, saved without pickles (skops, safetensors) and loaded back."""
+"""Intent classifiers: the TF-IDF + linear SVM baseline, the fine-tuned transformer and an
+ensemble of calibrated members, all calibrated by temperature scaling, saved without pickles
+(skops, safetensors, JSON) and loaded back."""
 
 from __future__ import annotations
 
 import abc
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,20 +165,87 @@ class BaselineClassifier(IntentClassifier):
         return cls(meta["classes"], skops.io.load(path), meta["temperature"])
 
 
+@dataclass(frozen=True)
+class LinearSettings:
+    """The TF-IDF + linear SVM's settings: the baseline's defaults, or what a search chose."""
+
+    c: float = 0.5
+    word_ngrams: tuple[int, int] = (1, 2)
+    char_ngrams: tuple[int, int] = (2, 5)
+
+    def params(self) -> dict[str, object]:
+        return {
+            "svm_c": self.c,
+            "word_ngrams": f"{self.word_ngrams[0]}-{self.word_ngrams[1]}",
+            "char_ngrams": f"{self.char_ngrams[0]}-{self.char_ngrams[1]}",
+        }
+
+
+LINEAR_SEARCH = tuple(
+    LinearSettings(c, words, chars)
+    for c in (0.25, 0.5, 1.0, 2.0)
+    for words in ((1, 2), (1, 3))
+    for chars in ((2, 5), (1, 6))
+)
+"""The grid the tuned linear model searches on validation (16 settings)."""
+
+
 def train_baseline(
-    train: LabeledTexts, validation: LabeledTexts, classes: Sequence[str], c: float = 0.5
+    train: LabeledTexts,
+    validation: LabeledTexts,
+    classes: Sequence[str],
+    c: float = 0.5,
+    settings: LinearSettings | None = None,
 ) -> BaselineClassifier:
-    """Fit the baseline on `train`, calibrate it on `validation` (when there is one)."""
+    """Fit the TF-IDF + linear SVM on `train` (`settings`, else the baseline's with `c`),
+    calibrate it on `validation` (when there is one)."""
+    settings = settings or LinearSettings(c)
     features = make_union(
-        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
+        TfidfVectorizer(ngram_range=settings.word_ngrams, sublinear_tf=True),
+        TfidfVectorizer(
+            analyzer="char_wb", ngram_range=settings.char_ngrams, sublinear_tf=True, min_df=2
+        ),
     )
-    pipeline = Pipeline([("features", features), ("svm", LinearSVC(C=c, random_state=0))])
+    pipeline = Pipeline([("features", features), ("svm", LinearSVC(C=settings.c, random_state=0))])
     pipeline.fit(train.texts, train.intents)
     model = BaselineClassifier(classes, pipeline)
     if len(validation):
         model.calibrate(validation)
     return model
+
+
+@dataclass(frozen=True)
+class SearchedLinear:
+    classifier: BaselineClassifier
+    settings: LinearSettings
+    trials: list[tuple[LinearSettings, float]]
+    """Each setting tried and its validation F1-macro, in the order tried."""
+
+
+def search_linear(
+    train: LabeledTexts,
+    validation: LabeledTexts,
+    classes: Sequence[str],
+    grid: Sequence[LinearSettings] = LINEAR_SEARCH,
+    on_trial: Callable[[int, LinearSettings, float], None] | None = None,
+) -> SearchedLinear:
+    """Every setting of `grid` fitted on train and scored on validation only (the test split
+    is never seen); the best by validation F1-macro (ties: the first, the simpler) is kept."""
+    if len(validation) == 0:
+        raise TrainingDataError("the linear search scores settings on validation: it is empty")
+    best: tuple[float, BaselineClassifier, LinearSettings] | None = None
+    trials = []
+    for n, settings in enumerate(grid, start=1):
+        model = train_baseline(train, validation, classes, settings=settings)
+        f1 = score_classification(
+            validation.intents, model.predict_proba(validation.texts), classes
+        ).f1_macro
+        trials.append((settings, f1))
+        if on_trial is not None:
+            on_trial(n, settings, f1)
+        if best is None or f1 > best[0]:
+            best = (f1, model, settings)
+    return SearchedLinear(best[1], best[2], trials)
 
 
 class TransformerClassifier(IntentClassifier):
@@ -255,6 +323,92 @@ class TransformerClassifier(IntentClassifier):
         )
 
 
+class EnsembleClassifier(IntentClassifier):
+    """The weighted mean of its members' calibrated probabilities, temperature-scaled again on
+    validation: members that err on different texts (character n-grams and a transformer)
+    outvote part of each other's mistakes."""
+
+    kind = "ensemble"
+
+    def __init__(
+        self,
+        members: Sequence[IntentClassifier],
+        weights: Sequence[float],
+        temperature: float = 1.0,
+    ):
+        if len(members) < 2 or len(members) != len(weights):
+            raise ValueError(f"an ensemble needs ≥ 2 members, one weight each: {len(weights)}")
+        if any(w < 0 for w in weights) or not math.isclose(sum(weights), 1.0):
+            raise ValueError(f"ensemble weights must be ≥ 0 and sum to 1, got {list(weights)}")
+        classes = {tuple(m.classes) for m in members}
+        if len(classes) != 1:
+            raise ValueError("ensemble members must share their classes, in the same order")
+        self.members = list(members)
+        self.weights = [float(w) for w in weights]
+        self.classes = tuple(members[0].classes)
+        self.temperature = temperature
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """log of the weighted mean probability (softmax at temperature 1 gives it back)."""
+        mean = sum(
+            w * m.predict_proba(texts)
+            for m, w in zip(self.members, self.weights, strict=True)
+            if w > 0
+        )
+        return np.log(np.clip(mean, 1e-12, None))
+
+    def save(self, folder: Path) -> None:
+        names = [f"member_{i}" for i in range(len(self.members))]
+        _write_meta(
+            folder,
+            kind=self.kind,
+            classes=self.classes,
+            temperature=self.temperature,
+            weights=self.weights,
+            members=names,
+        )
+        for name, member in zip(names, self.members, strict=True):
+            member.save(folder / name)
+
+    @classmethod
+    def load(cls, folder: Path) -> EnsembleClassifier:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        members = [load_classifier(folder / name) for name in meta["members"]]
+        return cls(members, meta["weights"], meta["temperature"])
+
+
+ENSEMBLE_WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
+"""The first member's weights tried on validation (the second gets the rest)."""
+
+
+def fit_ensemble(
+    first: IntentClassifier,
+    second: IntentClassifier,
+    validation: LabeledTexts,
+    weight: float | None = None,
+) -> tuple[EnsembleClassifier, dict[float, float]]:
+    """The weight of `first` (against `second`) with the best validation F1-macro, ties to the
+    lower validation log-loss (or the `weight` given), then calibrated on validation; and
+    F1-macro per weight tried. Weights 0 and 1 are the members alone, so on validation the
+    chosen ensemble never loses to either."""
+    if len(validation) == 0:
+        raise TrainingDataError("an ensemble's weights are chosen on validation: it is empty")
+    index = {name: i for i, name in enumerate(first.classes)}
+    truth = np.array([index[i] for i in validation.intents])
+    probabilities = [first.predict_proba(validation.texts), second.predict_proba(validation.texts)]
+    tried: dict[float, tuple[float, float]] = {}
+    for tried_weight in ENSEMBLE_WEIGHTS:
+        mean = tried_weight * probabilities[0] + (1 - tried_weight) * probabilities[1]
+        f1 = score_classification(validation.intents, mean, first.classes).f1_macro
+        loss = float(-np.log(np.clip(mean[np.arange(len(truth)), truth], 1e-12, None)).mean())
+        tried[float(tried_weight)] = (f1, loss)
+    if weight is None:
+        weight = max(tried, key=lambda w: (tried[w][0], -tried[w][1]))
+    ensemble = EnsembleClassifier([first, second], [weight, 1.0 - weight])
+    ensemble.calibrate(validation)
+    return ensemble, {w: f1 for w, (f1, _) in tried.items()}
+
+
 def load_classifier(folder: Path) -> IntentClassifier:
     """Whichever classifier was saved in `folder`."""
     meta_path = folder / META_FILE
@@ -264,6 +418,7 @@ def load_classifier(folder: Path) -> IntentClassifier:
     loaders = {
         BaselineClassifier.kind: BaselineClassifier.load,
         TransformerClassifier.kind: TransformerClassifier.load,
+        EnsembleClassifier.kind: EnsembleClassifier.load,
     }
     if kind not in loaders:
         raise ValueError(f"{meta_path}: unknown classifier kind {kind!r}")

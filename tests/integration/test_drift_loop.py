@@ -171,6 +171,7 @@ def test_drift_requests_exactly_one_retraining_run_with_the_drifted_texts_as_can
         "ops": {
             **request.run_config["ops"],
             "request_classifier": {"config": SERVED_TRANSFORMER},
+            "request_tuned_linear": {"config": {"svm_c": [0.5], "char_ngrams": ["2-5"]}},
         }
     }
     retraining = execute_quietly(

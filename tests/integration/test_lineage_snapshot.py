@@ -324,7 +324,7 @@ def test_a_snapshot_never_takes_the_write_lock_it_reads_beside_an_analyst(
 def test_the_classifiers_train_only_after_a_lineage_snapshot(lineage: Lineage) -> None:
     graph = lineage.defs.resolve_asset_graph()
     snapshot = AssetKey("lineage_snapshot")
-    for trained in ("request_baseline", "request_classifier"):
+    for trained in ("request_baseline", "request_tuned_linear", "request_classifier"):
         assert snapshot in graph.get(AssetKey(trained)).parent_keys, trained
     for job in ("request_models_job", "request_retraining_job", "lineage_snapshot_job"):
         assert snapshot in lineage.defs.resolve_job_def(job).asset_layer.selected_asset_keys, job

@@ -93,7 +93,8 @@ def test_the_baseline_reaches_the_pilot_target_on_banking77(real: RealPlatform) 
             "ops": {
                 "request_classifier": {
                     "config": {"epochs": 1, "max_train_samples": 154, "max_length": 32}
-                }
+                },
+                "request_tuned_linear": {"config": {"svm_c": [0.5, 1.0]}},
             }
         },
     )
@@ -101,7 +102,9 @@ def test_the_baseline_reaches_the_pilot_target_on_banking77(real: RealPlatform) 
     baseline = real.metadata("request_baseline")
     assert baseline["test_f1_macro"].value >= 0.82  # the pilot target, on the frozen test
     champion = Registry(real.settings.tracking_uri).champion("request_classifier")
-    assert champion is not None and champion.tags["kind"] == "baseline"
+    # The transformer of 154 rows never wins; a linear model or an ensemble with it does.
+    assert champion is not None and champion.tags["kind"] != "transformer"
+    assert champion.metric("test_f1_macro") >= 0.82
 
 
 def test_orange_juice_backtests_and_forecasts_on_a_slice(real: RealPlatform) -> None:

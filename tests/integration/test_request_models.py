@@ -18,10 +18,11 @@ from ml.annotation.selection import prediction_margins
 from ml.lifecycle.artifacts import ARTIFACT_ENCRYPTION, ARTIFACT_SHA256
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry
+from ml.requests.classifiers import softmax
 from ml.settings import Settings
 from orchestration.definitions import build_definitions
 from orchestration.pipeline import execute_quietly, run_platform
-from tests.conftest import small_demand_source, write_request_drop
+from tests.conftest import BASELINE_AND_TRANSFORMER, small_demand_source, write_request_drop
 
 SMALL_TRANSFORMER = {
     "epochs": 1,
@@ -32,15 +33,25 @@ SMALL_TRANSFORMER = {
 }
 WEAK_BASELINE_C = 0.0005
 """A real, much weaker baseline: the same model with almost no capacity left."""
+SMALL_SEARCH = {"svm_c": [0.25, 1.0], "word_ngrams": ["1-2"], "char_ngrams": ["2-5"]}
 
 
-def models_config(svm_c: float = 0.5, transformer: dict | None = None) -> dict:
+def models_config(
+    svm_c: float = 0.5, transformer: dict | None = None, linear_weight: float | None = None
+) -> dict:
     return {
         "ops": {
             "request_baseline": {"config": {"svm_c": svm_c}},
+            "request_tuned_linear": {"config": SMALL_SEARCH},
             "request_classifier": {"config": transformer or SMALL_TRANSFORMER},
+            "request_ensemble": {"config": {"linear_weight": linear_weight}},
         }
     }
+
+
+def only(config: dict, assets: list[str]) -> dict:
+    """`config` for the ops of `assets` alone (a run of part of a job takes no other)."""
+    return {"ops": {op: c for op, c in config["ops"].items() if op in assets}}
 
 
 @dataclass
@@ -71,10 +82,16 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
         defs = build_definitions(settings, small_demand_source(settings))
         instance = DagsterInstance.ephemeral()
         assert run_platform(defs, instance, DataHome(path=str(home))).success
-        first = execute_quietly(
-            defs, instance, "request_models_job", config=models_config(WEAK_BASELINE_C)
+        first, second = (
+            execute_quietly(
+                defs,
+                instance,
+                "request_models_job",
+                config=only(models_config(svm_c), BASELINE_AND_TRANSFORMER),
+                assets=BASELINE_AND_TRANSFORMER,
+            )
+            for svm_c in (WEAK_BASELINE_C, 0.5)
         )
-        second = execute_quietly(defs, instance, "request_models_job", config=models_config())
         registry = Registry(settings.tracking_uri, settings.artifact_root)
         yield Trained(settings, defs, instance, registry, first, second)
 
@@ -104,6 +121,7 @@ def test_both_candidates_are_registered_with_what_a_reviewer_needs(trained: Trai
         assert stored and all(path.endswith(".enc") for path in stored), stored
         reports = {a.path for a in client.list_artifacts(version.run_id, "report")}
         assert reports == {
+            "report/closest_intents.md",
             "report/confusion_matrix.png",
             "report/model_card.md",
             "report/per_class_report.md",
@@ -209,7 +227,8 @@ def test_a_checkpoint_that_does_not_exist_fails_clearly_and_registers_nothing(
     failure = str(result.get_step_failure_events()[0].event_specific_data)
     assert str(missing) in failure and "no such folder" in failure
     after = trained.registry.versions(REQUEST_CLASSIFIER)
-    assert len(after) == before + 1  # the baseline of this run only
+    # The baseline and the tuned linear model of this run; no transformer, so no ensemble.
+    assert [v.tags["kind"] for v in after[before:]] == ["baseline", "tuned_linear"]
     assert trained.registry.champion(REQUEST_CLASSIFIER).version == champion
 
 
@@ -259,3 +278,65 @@ def test_the_champion_picks_the_requests_it_is_least_sure_of_for_annotation(
     )
     by_text = dict(zip(pool, margins, strict=True))
     assert max(by_text[t] for t in chosen) <= np.median(margins)
+
+
+def test_the_tuned_linear_model_and_the_ensemble_go_through_the_same_gate(
+    trained: Trained,
+) -> None:
+    """The whole job: the search's settings are child runs, the ensemble of this run's tuned
+    linear model and transformer is one registered version that predicts like the two mixed,
+    and the gate decides on every new version."""
+    before = len(trained.registry.versions(REQUEST_CLASSIFIER))
+    result = execute_quietly(
+        trained.defs,
+        trained.instance,
+        "request_models_job",
+        config=models_config(linear_weight=0.7),
+    )
+    assert result.success
+    new = trained.registry.versions(REQUEST_CLASSIFIER)[before:]
+    kinds = {v.tags["kind"]: v for v in new}
+    ensemble_event = trained.instance.get_latest_materialization_event(AssetKey("request_ensemble"))
+    assert ensemble_event is not None, [e.event_type_value for e in result.all_events][-20:]
+    registered = ensemble_event.asset_materialization.metadata["registered"].value
+    assert sorted(kinds) == ["baseline", "ensemble", "transformer", "tuned_linear"], registered
+    for version in new:
+        assert version.tags["gate_decision"] in ("champion", "challenger"), version.tags
+
+    client = MlflowClient(trained.settings.tracking_uri)
+    tuned = kinds["tuned_linear"]
+    children = client.search_runs(
+        [client.get_run(tuned.run_id).info.experiment_id],
+        f"tags.mlflow.parentRunId = '{tuned.run_id}'",
+    )
+    assert sorted(c.data.params["svm_c"] for c in children) == ["0.25", "1.0"]
+    assert all("validation_f1_macro" in c.data.metrics for c in children)
+    chosen = client.get_run(tuned.run_id).data.params["svm_c"]
+    best = max(children, key=lambda c: c.data.metrics["validation_f1_macro"])
+    assert chosen == best.data.params["svm_c"]
+    search = trained.instance.get_latest_materialization_event(
+        AssetKey("request_tuned_linear")
+    ).asset_materialization.metadata["search"]
+    assert search.value.count("\n") == 3  # header, rule and one row per setting
+
+    ensemble = kinds["ensemble"]
+    params = client.get_run(ensemble.run_id).data.params
+    assert params["linear_weight"] == "0.7"
+    assert params["tuned_linear_version"] == tuned.version
+    assert params["transformer_version"] == kinds["transformer"].version
+    texts = ["my card has not arrived yet", "how do I top up", "I forgot my PIN"]
+
+    def probabilities(version: str) -> np.ndarray:
+        model = trained.registry.load(REQUEST_CLASSIFIER, version)
+        return np.array(model.predict(pd.DataFrame({"text": texts}))["probabilities"].tolist())
+
+    mixed = probabilities(ensemble.version)
+    np.testing.assert_allclose(mixed.sum(axis=1), 1.0, rtol=1e-6)
+    loaded = trained.registry.load(REQUEST_CLASSIFIER, ensemble.version).unwrap_python_model()
+    temperature = loaded.classifier.temperature
+    mean = 0.7 * probabilities(tuned.version) + 0.3 * probabilities(kinds["transformer"].version)
+    expected = softmax(np.log(np.clip(mean, 1e-12, None)), temperature)
+    np.testing.assert_allclose(mixed, expected, atol=1e-5)
+    card = client.download_artifacts(ensemble.run_id, "report/model_card.md")
+    text = Path(card).read_text(encoding="utf-8")
+    assert "## The closest intents" in text and "## F1 per intent" in text

@@ -122,3 +122,30 @@ def test_latency_times_one_text_and_one_batch() -> None:
 def test_latency_needs_texts_to_time() -> None:
     with pytest.raises(ValueError, match="no texts"):
         measure_latency(lambda texts: texts, [])
+
+
+def test_the_closest_classes_are_the_pairs_confused_most_either_way_round() -> None:
+    classes = ["card_arrival", "card_delivery", "pin", "top_up"]
+    truth = ["card_arrival"] * 5 + ["card_delivery"] * 5 + ["pin"] * 3 + ["top_up"] * 3
+    predicted = (
+        ["card_arrival"] * 2
+        + ["card_delivery"] * 3  # arrival → delivery 3 times
+        + ["card_arrival"] * 2
+        + ["card_delivery"] * 3  # delivery → arrival 2 times
+        + ["pin", "pin", "top_up"]  # pin → top_up once
+        + ["top_up"] * 3
+    )
+    probabilities = np.eye(len(classes))[[classes.index(p) for p in predicted]]
+
+    scores = score_classification(truth, probabilities, classes)
+
+    assert scores.closest_confusions() == [
+        ("card_arrival", "card_delivery", 3, 2),
+        ("pin", "top_up", 1, 0),
+    ]
+    assert scores.closest_confusions(top=1) == [("card_arrival", "card_delivery", 3, 2)]
+    assert "| card_arrival | card_delivery | 3 | 2 |" in scores.confusions_markdown()
+    perfect = score_classification(
+        truth, np.eye(len(classes))[[classes.index(t) for t in truth]], classes
+    )
+    assert perfect.confusions_markdown() == "No two classes were confused."

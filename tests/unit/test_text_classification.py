@@ -23,12 +23,16 @@ from ml.requests.backbone import (
 )
 from ml.requests.classifiers import (
     BaselineClassifier,
+    EnsembleClassifier,
     LabeledTexts,
+    LinearSettings,
     TrainingDataError,
     TransformerClassifier,
     check_training_data,
+    fit_ensemble,
     fit_temperature,
     load_classifier,
+    search_linear,
     softmax,
     train_baseline,
 )
@@ -284,6 +288,37 @@ def test_a_saved_baseline_holds_no_pickle_and_an_untrusted_type_is_refused(
         load_classifier(folder)
 
 
+def test_the_linear_search_keeps_the_setting_best_on_validation_and_reports_every_trial() -> None:
+    train, validation, test = splits(15, 5, 10)
+    grid = [
+        LinearSettings(c=0.01, word_ngrams=(2, 2), char_ngrams=(6, 6)),
+        LinearSettings(c=1.0),
+        LinearSettings(c=0.5, word_ngrams=(1, 3)),
+    ]
+    seen = []
+
+    searched = search_linear(
+        train, validation, INTENTS, grid, on_trial=lambda n, s, f1: seen.append((n, s, f1))
+    )
+
+    def validation_f1(settings: LinearSettings) -> float:
+        model = train_baseline(train, validation, INTENTS, settings=settings)
+        return score_classification(
+            validation.intents, model.predict_proba(validation.texts), INTENTS
+        ).f1_macro
+
+    assert searched.trials == [(s, pytest.approx(validation_f1(s))) for s in grid]
+    assert [(n, s) for n, s, _ in seen] == list(enumerate(grid, start=1))
+    f1s = [f1 for _, f1 in searched.trials]
+    assert searched.settings == grid[f1s.index(max(f1s))]  # the first of the best
+    expected = train_baseline(train, validation, INTENTS, settings=searched.settings)
+    np.testing.assert_array_equal(
+        searched.classifier.predict_proba(test.texts), expected.predict_proba(test.texts)
+    )
+    with pytest.raises(TrainingDataError, match="validation"):
+        search_linear(train, LabeledTexts([], []), INTENTS, grid)
+
+
 def test_a_folder_without_a_classifier_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="holds no saved classifier"):
         load_classifier(tmp_path)
@@ -469,3 +504,78 @@ def test_cuda_is_preferred_and_an_explicit_device_is_honored(
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert pick_device() == torch.device("cuda", 1)
     assert pick_device("cpu") == torch.device("cpu")
+
+
+# --- the ensemble -----------------------------------------------------------------------------
+
+
+def test_the_ensemble_never_loses_to_its_members_and_its_probabilities_are_calibrated(
+    tiny_transformer,
+) -> None:
+    result, _, test = tiny_transformer
+    train, validation, _ = splits(8, 3, 5)
+    weak_words = train_baseline(
+        train, validation, INTENTS, settings=LinearSettings(c=0.02, char_ngrams=(4, 5))
+    )
+    members = [weak_words, result.classifier]
+
+    ensemble, tried = fit_ensemble(weak_words, result.classifier, validation)
+
+    def f1(model, data: LabeledTexts) -> float:
+        return score_classification(data.intents, model.predict_proba(data.texts), INTENTS).f1_macro
+
+    assert set(tried) == {round(w / 10, 1) for w in range(11)}
+    assert tried[1.0] == pytest.approx(f1(weak_words, validation))
+    assert tried[0.0] == pytest.approx(f1(result.classifier, validation))
+    assert f1(ensemble, validation) >= max(f1(m, validation) for m in members)
+    assert f1(ensemble, test) >= max(f1(m, test) for m in members) - 1e-9
+    probabilities = ensemble.predict_proba(test.texts)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    scores = score_classification(test.intents, probabilities, INTENTS)
+    assert scores.expected_calibration_error <= 0.2, scores.expected_calibration_error
+    assert tried[ensemble.weights[0]] == max(tried.values())  # ties: lower log-loss
+
+
+def test_a_saved_ensemble_loads_back_unchanged_and_holds_no_pickle(
+    tiny_transformer, tmp_path: Path, cpu_only: None
+) -> None:
+    result, _, test = tiny_transformer
+    train, validation, _ = splits(8, 3, 5)
+    baseline = train_baseline(train, validation, INTENTS)
+    ensemble = EnsembleClassifier([baseline, result.classifier], [0.3, 0.7], temperature=0.8)
+    ensemble.save(tmp_path / "ensemble")
+
+    loaded = load_classifier(tmp_path / "ensemble")
+
+    assert isinstance(loaded, EnsembleClassifier)
+    assert loaded.weights == [0.3, 0.7] and loaded.temperature == 0.8
+    assert [type(m) for m in loaded.members] == [BaselineClassifier, TransformerClassifier]
+    np.testing.assert_allclose(
+        loaded.predict_proba(test.texts), ensemble.predict_proba(test.texts), atol=1e-5
+    )
+    saved = {p.name for p in (tmp_path / "ensemble").rglob("*") if p.is_file()}
+    assert {"pipeline.skops", "model.safetensors"} <= saved
+    assert not [name for name in saved if name.endswith((".pt", ".pkl", ".joblib", ".bin"))]
+
+
+def test_an_ensemble_needs_members_of_the_same_classes_and_weights_that_sum_to_one() -> None:
+    train, validation, _ = splits(8, 3, 3)
+    one = train_baseline(train, validation, INTENTS)
+    other = train_baseline(train, validation, [*INTENTS, "refund"])
+    with pytest.raises(ValueError, match="sum to 1"):
+        EnsembleClassifier([one, one], [0.5, 0.6])
+    with pytest.raises(ValueError, match="≥ 2 members"):
+        EnsembleClassifier([one], [1.0])
+    with pytest.raises(ValueError, match="share their classes"):
+        EnsembleClassifier([one, other], [0.5, 0.5])
+
+
+def test_a_given_ensemble_weight_is_kept_and_the_others_are_still_reported() -> None:
+    train, validation, _ = splits(8, 3, 3)
+    words = train_baseline(train, validation, INTENTS, settings=LinearSettings(char_ngrams=(6, 6)))
+    chars = train_baseline(train, validation, INTENTS, settings=LinearSettings(c=0.1))
+
+    ensemble, tried = fit_ensemble(words, chars, validation, weight=0.3)
+
+    assert ensemble.weights == pytest.approx([0.3, 0.7])
+    assert len(tried) == 11
