@@ -78,10 +78,16 @@ class GlobalModelSettings:
     """'auto' picks a GPU when present, else the CPU (pytorch-lightning)."""
     trees: int = 200
     """LightGBM: boosting rounds per quantile."""
+    tree_learning_rate: float = 0.1
+    """LightGBM's shrinkage (orange-juice validation MAPE 38.5% against 38.7% at 0.05)."""
     leaves: int = 31
     lags: int | None = None
     """LightGBM: past periods of the target it reads; None: two seasons of daily data (14),
     4 weeks of weekly data."""
+    covariate_history: int = 4
+    """LightGBM: past periods of the covariates each step also reads (a price is a discount
+    only against the prices before it): 4 weeks took orange-juice validation MAPE from 39.9%
+    to 38.7%."""
 
 
 def make_tide(settings: ResolvedSettings, model: GlobalModelSettings) -> TiDEModel:
@@ -115,12 +121,12 @@ def make_lightgbm(settings: ResolvedSettings, model: GlobalModelSettings) -> Lig
     """One booster per quantile over every step of the horizon (multi_models=False): each step
     reads the covariates of the whole output window, its own period's among them (with lag 0
     alone, every step but the first reads the first step's price: a prototype scored 58.6%
-    MAPE on an orange-juice round that way against 34.0%)."""
+    MAPE on an orange-juice round that way against 34.0%), and of the periods before it."""
     lags = model.lags or (2 * settings.season if settings.freq == "D" else 4)
     encoders = {"cyclic": {"future": ["month"] + (["dayofweek"] if settings.freq == "D" else [])}}
     return LightGBMModel(
         lags=lags,
-        lags_future_covariates=list(range(settings.horizon)),
+        lags_future_covariates=list(range(-model.covariate_history, settings.horizon)),
         output_chunk_length=settings.horizon,
         multi_models=False,
         add_encoders=encoders,
@@ -130,7 +136,7 @@ def make_lightgbm(settings: ResolvedSettings, model: GlobalModelSettings) -> Lig
         categorical_static_covariates=list(KEY),
         n_estimators=model.trees,
         num_leaves=model.leaves,
-        learning_rate=0.05,
+        learning_rate=model.tree_learning_rate,
         min_child_samples=20,
         random_state=model.seed,
         verbose=-1,
