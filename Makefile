@@ -26,8 +26,8 @@ install: $(STAMP)
 demo: install  ## materialize the whole asset graph on the embedded defaults
 	$(BIN)/python -m orchestration.demo
 
-demo-real: install  ## the same graph on ../shared/data (banking77, orange juice), read in place
-	$(BIN)/python -m orchestration.demo --real
+demo-real: install  ## the same graph on ../shared/data (banking77, orange juice), read in place; QUICK=1: short transformer run
+	$(BIN)/python -m orchestration.demo --real $(if $(QUICK),--quick)
 
 dev: install  ## Dagster UI + daemon on http://127.0.0.1:3000 (sensors run) and Label Studio on :8080
 	$(BIN)/python -m orchestration.dev

@@ -31,8 +31,9 @@ from assets.resources import DataHome, Warehouse  # noqa: E402
 from ml.annotation.label_studio_client import LabelStudioClient  # noqa: E402
 from ml.data.ingestion import IngestionError  # noqa: E402
 from ml.data.sources import DemandSource, demand_source_of, orange_juice_source  # noqa: E402
+from ml.lifecycle.aliases import GATE_REASON, GATE_SCORE, GATE_TEST_VERSION  # noqa: E402
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER  # noqa: E402
-from ml.lifecycle.registry import Registry  # noqa: E402
+from ml.lifecycle.registry import ModelVersion, Registry  # noqa: E402
 from ml.lifecycle.release import ReleaseState, read_release_states  # noqa: E402
 from ml.monitoring.prediction_log import read_predictions  # noqa: E402
 from ml.security.encryption import generated_keys_into_environment  # noqa: E402
@@ -45,6 +46,8 @@ from orchestration.front_door import admin_port_from_env  # noqa: E402
 from orchestration.instance import open_instance  # noqa: E402
 from orchestration.labelstudio import LabelStudioConfig, is_up, start_server  # noqa: E402
 from orchestration.pipeline import (  # noqa: E402
+    FULL_TRANSFORMER,
+    QUICK_TRANSFORMER,
     execute_quietly,
     run_annotation_round,
     run_platform,
@@ -165,23 +168,62 @@ def summarize(warehouse: Warehouse) -> list[tuple[str, int]]:
     ]
 
 
-def print_registry(settings: Settings) -> None:
-    """The latest versions of each registered model with the gate's decision."""
+def transformer_run(real: bool, quick: bool) -> tuple[dict, str]:
+    """The transformer's training config and the line that tells the person which it is."""
+    if real and not quick:
+        return FULL_TRANSFORMER, (
+            "  the transformer trains in full (every training row, the tuned epochs and learning "
+            "rate): 30–45 min on 2 CPU cores; add QUICK=1 (--quick) for a short run"
+        )
+    rows = QUICK_TRANSFORMER["max_train_samples"]
+    epochs = QUICK_TRANSFORMER["epochs"]
+    why = "--quick" if real else "the demo's generated data"
+    return QUICK_TRANSFORMER, (
+        f"  quick run ({why}): the transformer trains {epochs} epoch on {rows:,} rows, far "
+        "below what it reaches in full; the gate will likely prefer a classical model"
+    )
+
+
+def latest_versions(registry: Registry) -> dict[str, int]:
+    """The newest version number of each registered model (0: none yet)."""
+    return {
+        model: max((int(v.version) for v in registry.versions(model)), default=0)
+        for model in (REQUEST_CLASSIFIER, DEMAND_FORECASTER)
+    }
+
+
+def print_registry(settings: Settings, before: dict[str, int]) -> None:
+    """The versions this run registered, each with the gate's decision, then the champion with
+    its score on the frozen test split and the reason the gate gave."""
     registry = Registry(settings.tracking_uri, settings.artifact_root)
     print(f"MLflow registry ({settings.tracking_uri}):")
     for model, metric in (
         (REQUEST_CLASSIFIER, "test_f1_macro"),
         (DEMAND_FORECASTER, "backtest_wape"),
     ):
-        versions = registry.versions(model)
+        versions = [v for v in registry.versions(model) if int(v.version) > before[model]]
         if versions:
-            print(f"  {model}:")
-        for version in versions[-4:]:
+            print(f"  {model} (versions this run registered):")
+        for version in versions:
             aliases = f" @{','.join(version.aliases)}" if version.aliases else ""
             print(
                 f"    v{version.version:<3} {version.tags.get('kind', ''):<14} {metric} "
-                f"{version.metric(metric) or 0:.3f}{aliases}: {version.tags.get('gate_reason', '')}"
+                f"{version.metric(metric) or 0:.4f}{aliases}: {version.tags.get(GATE_REASON, '')}"
             )
+        champion = registry.champion(model)
+        if champion is not None:
+            print(f"  {champion_line(model, champion)}")
+
+
+def champion_line(model: str, champion: ModelVersion) -> str:
+    """`model`'s champion, the gate's score of it and why the gate chose it."""
+    test = champion.tags.get(GATE_TEST_VERSION, "?")
+    measure = "test F1-macro" if model == REQUEST_CLASSIFIER else "backtest WAPE"
+    return (
+        f"{model} champion: v{champion.version} ({champion.tags.get('kind', '')}), "
+        f"{measure} {champion.metric(GATE_SCORE) or 0:.4f} on the frozen test version {test}; "
+        f"the gate: {champion.tags.get(GATE_REASON, '')}"
+    )
 
 
 DEMO_TRAFFIC = 240
@@ -421,6 +463,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run on ../shared/data (banking77, orange juice) instead of generated data",
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="with --real: a short transformer run (1 epoch, 1,024 rows) instead of the full one",
+    )
     args = parser.parse_args(argv)
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # after mlflow set up its own logger
     started = time.monotonic()
@@ -467,12 +514,15 @@ def main(argv: list[str] | None = None) -> int:
                 DEMO_BATCH_SIZE,
             )
     report("Models: request classifiers and demand forecasters → MLflow → promotion gates…")
+    transformer, said = transformer_run(args.real, args.quick)
+    report(said)
+    before = latest_versions(Registry(settings.tracking_uri, settings.artifact_root))
     with (
         log_path.open("a", encoding="utf-8") as log,
         contextlib.redirect_stdout(log),
         contextlib.redirect_stderr(log),
     ):
-        train_request_models(defs, instance, run)
+        train_request_models(defs, instance, run, transformer)
         train_demand_models(defs, instance, run)
     report("Serving: champion Bento → bentoml serve → /classify, /forecast → drift report…")
     with (
@@ -500,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
             "select version, rows from labeled_request_versions order by version desc limit 1"
         ).row(0, named=True)
         print(f"Labeled requests: version {latest['version']}, {latest['rows']} labels")
-    print_registry(settings)
+    print_registry(settings, before)
     print("Warehouse tables (DuckDB):")
     for table, rows in summarize(Warehouse(path=str(settings.warehouse_path))):
         print(f"  {table:<24} {rows:>8,} rows")

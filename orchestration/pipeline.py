@@ -204,32 +204,38 @@ def run_annotation_round(
     build_warehouse(defs, instance, run)
 
 
-CPU_TRANSFORMER = {
+QUICK_TRANSFORMER = {
     "epochs": 1,
     "batch_size": 32,
     "max_length": 48,
     "max_train_samples": 1024,
     "max_validation_samples": 256,
 }
-"""A transformer run that fits a laptop-sized demo on CPU (minutes, not hours): a real but small
-fine-tune. Full training is for a GPU (`request_classifier` config in the UI)."""
+"""A smoke run that fits a laptop-sized demo on CPU (a minute or two): a real but small
+fine-tune, far from what the model can reach (`make demo`, `make demo-real QUICK=1`)."""
+
+FULL_TRANSFORMER = {"progress_bar": True}
+"""The tuned training (TransformerConfig's epochs and learning rate, chosen on banking77's
+validation split) on every training row, with a progress bar: 30–45 minutes on 2 CPU cores for
+banking77, a few on a GPU."""
 
 
 def train_request_models(
     defs: Definitions,
     instance: DagsterInstance,
     run: PipelineRun,
-    transformer: dict | None = None,
+    transformer: dict,
 ) -> None:
-    """Freeze the test version (first time only), train the baseline and the transformer,
-    register both and let the promotion gate pick the champion."""
+    """Freeze the test version (first time only), train every candidate (baseline, tuned
+    linear model, transformer with `transformer`'s config, ensemble), register them and let the
+    promotion gate pick the champion."""
     run.record(
-        "request models (baseline, transformer, promotion gate)",
+        "request models (baseline, tuned linear, transformer, ensemble, promotion gate)",
         execute_quietly(
             defs,
             instance,
             "request_models_job",
-            config={"ops": {"request_classifier": {"config": transformer or CPU_TRANSFORMER}}},
+            config={"ops": {"request_classifier": {"config": transformer}}},
         ),
     )
 

@@ -263,6 +263,11 @@ class TransformerTrainingConfig(Config):
         description="Training processes: 1 = in this run's process; N > 1 = torchrun with DDP, "
         "one process per GPU (gloo on CPU).",
     )
+    progress_bar: bool = Field(
+        default=False,
+        description="A progress bar with the time left on the terminal that runs the job "
+        "(make demo-real; in-process runs).",
+    )
 
     def transformer_config(self) -> TransformerConfig:
         names = {f.name for f in fields(TransformerConfig)}
@@ -310,7 +315,9 @@ def request_classifier(
         for record in result.history:
             on_epoch(record)
     else:
-        result = fine_tune(data.train, data.validation, data.classes, settings, on_epoch)
+        result = fine_tune(
+            data.train, data.validation, data.classes, settings, on_epoch, config.progress_bar
+        )
     epochs = [
         {
             "train_loss": r.train_loss,

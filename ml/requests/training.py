@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -106,6 +107,9 @@ def fine_tune(
     """Fine-tune `config.checkpoint` on `train`; keep the epoch with the best validation
     F1-macro, stop after `patience` epochs without one, then calibrate on `validation`.
 
+    `show_progress`: one bar over every epoch's steps, with the time left, on the terminal
+    (the process's own stderr, even where a caller sent its output to a log file).
+
     Under torchrun every process trains on its share of each epoch's batches (DDP) and scores
     the whole validation split itself, so all ranks take the same early-stopping decision.
     """
@@ -143,16 +147,22 @@ def fine_tune(
     result = FineTuneResult(classifier, device=str(device), bf16=bf16, world_size=world)
     best_f1, best_state, stale = -1.0, None, 0
     lengths = [len(ids) for ids in token_ids]
+    progress = tqdm(
+        total=batches_per_epoch * config.epochs,
+        desc="fine-tuning",
+        unit="batch",
+        file=sys.__stderr__,
+        disable=not show_progress or rank > 0,
+    )
     for epoch in range(1, config.epochs + 1):
         batches = length_bucketed_batches(lengths, config.batch_size, rng, config.bucket_batches)
         batches = batches[: len(batches) // world * world][rank::world] if world > 1 else batches
         trainable.train()
         started, seen, tokens = time.perf_counter(), 0, 0
         loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
-        progress = tqdm(
-            batches, desc=f"epoch {epoch}/{config.epochs}", disable=not show_progress or rank > 0
-        )
-        for step, chosen in enumerate(progress, start=1):
+        progress.set_description(f"fine-tuning, epoch {epoch}/{config.epochs}")
+        for step, chosen in enumerate(batches, start=1):
+            progress.update()
             batch = pad_batch([token_ids[i] for i in chosen], tokenizer.pad_token_id)
             target = labels[chosen]
             if device.type == "cuda":
@@ -186,6 +196,7 @@ def fine_tune(
             seconds=seconds,
         )
         result.history.append(record)
+        progress.set_postfix(validation_f1_macro=f"{record.validation_f1_macro:.4f}")
         if on_epoch and rank == 0:
             on_epoch(record)
         if not len(validation):  # nothing to choose on: train every epoch, keep the last
@@ -198,6 +209,7 @@ def fine_tune(
             if stale >= config.patience and epoch < config.epochs:
                 result.stopped_early = True
                 break
+    progress.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     if len(validation):

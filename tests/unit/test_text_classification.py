@@ -1,6 +1,8 @@
 """Intent classifiers: data checks, batching, calibration, the TF-IDF baseline and the fine-tuned
 transformer (all-MiniLM-L6-v2, offline, on CPU), saved and loaded back."""
 
+import contextlib
+import io
 import math
 import random
 import re
@@ -444,6 +446,20 @@ def test_without_a_validation_split_every_epoch_trains_and_the_last_is_kept() ->
     assert len(result.history) == 2 and not result.stopped_early
     assert result.best_epoch == 2  # not the first epoch, chosen on a validation F1 of 0
     assert result.classifier.temperature == 1.0  # nothing to calibrate on
+
+
+def test_the_progress_bar_reaches_the_terminal_through_a_redirected_stderr(capfd) -> None:
+    """`make demo-real` sends run output to a log; the bar (steps over every epoch, time left)
+    still reaches the person at the terminal."""
+    train, _, _ = splits(2, 0, 0)
+    config = TransformerConfig(epochs=2, batch_size=4, max_length=16, device="cpu")
+
+    with contextlib.redirect_stderr(io.StringIO()) as log:
+        fine_tune(train, LabeledTexts([], []), INTENTS, config, show_progress=True)
+
+    bar = capfd.readouterr().err
+    assert "fine-tuning, epoch 2/2" in bar and "4/4" in bar and "<00:00" in bar, bar
+    assert log.getvalue() == ""
 
 
 def test_bf16_autocast_is_on_by_default_on_cuda_only() -> None:
