@@ -2,6 +2,7 @@
 fine-tuned transformer (each logged to MLflow and registered as a version of
 `request_classifier`), and the promotion gate that alone moves the `champion` alias."""
 
+import time
 from collections.abc import Sequence
 from dataclasses import fields
 
@@ -88,11 +89,13 @@ def evaluate_and_register(
     classifier: IntentClassifier,
     kind: str,
     params: dict[str, object],
+    training_seconds: float,
     epoch_metrics: list[dict[str, float]] = (),
     trials: Sequence[Trial] = (),
 ) -> MaterializeResult:
     """Score on validation and the frozen test, time it, log everything a reviewer wants to
-    MLflow and register the model as a new version (no alias moves: that is the gate's)."""
+    MLflow and register the model as a new version (no alias moves: that is the gate's).
+    `training_seconds`: what producing the model cost, wall time (a search's every trial)."""
     test = score_classification(
         data.test.intents, classifier.predict_proba(data.test.texts), data.classes
     )
@@ -118,6 +121,7 @@ def evaluate_and_register(
         **test.as_metrics("test"),
         **(validation.as_metrics("validation") if validation else {}),
         **latency.as_metrics(),
+        "training_seconds": training_seconds,
     }
     data_summary = {
         "taxonomy": data.taxonomy,
@@ -196,6 +200,7 @@ def evaluate_and_register(
                 baseline_metrics.get("test_f1_macro") if baseline_metrics else test.f1_macro
             ),
             **{key: float(value) for key, value in latency.as_metrics().items()},
+            "training_seconds": training_seconds,
             "scores": _metrics_table({"test": test, "validation": validation}),
             "per_class_f1": MetadataValue.md(test.report_markdown()),
             "closest_intents": MetadataValue.md(test.confusions_markdown()),
@@ -235,9 +240,16 @@ def request_baseline(
     registry = model_registry.registry()
     registry.ping()
     data = load_training_data(warehouse, request_intake)
+    started = time.perf_counter()
     classifier = train_baseline(data.train, data.validation, data.classes, config.svm_c)
     return evaluate_and_register(
-        context, registry, data, classifier, "baseline", {"svm_c": config.svm_c}
+        context,
+        registry,
+        data,
+        classifier,
+        "baseline",
+        {"svm_c": config.svm_c},
+        time.perf_counter() - started,
     )
 
 
@@ -308,6 +320,7 @@ def request_classifier(
             f"{record.validation_f1_macro:.4f}, {record.samples_per_second:.1f} samples/s"
         )
 
+    started = time.perf_counter()
     if config.processes > 1:
         result = fine_tune_with_torchrun(
             data.train, data.validation, data.classes, settings, config.processes
@@ -339,6 +352,7 @@ def request_classifier(
             "best_epoch": result.best_epoch,
             "stopped_early": result.stopped_early,
         },
+        time.perf_counter() - started,
         epochs,
     )
     outcome.metadata.update(
@@ -426,7 +440,9 @@ def request_tuned_linear(
     def on_trial(n: int, settings: LinearSettings, f1: float) -> None:
         context.log.info(f"trial {n}/{len(grid)} {settings.params()}: validation F1 {f1:.4f}")
 
+    started = time.perf_counter()
     searched = search_linear(data.train, data.validation, data.classes, grid, on_trial)
+    seconds = time.perf_counter() - started
     trials = [
         Trial(f"trial-{n}", settings.params(), {"validation_f1_macro": f1})
         for n, (settings, f1) in enumerate(searched.trials, start=1)
@@ -438,6 +454,7 @@ def request_tuned_linear(
         searched.classifier,
         "tuned_linear",
         {**searched.settings.params(), "search_trials": len(trials)},
+        seconds,
         trials=trials,
     )
     lines = ["| C | word n-grams | char n-grams | validation F1-macro |", "|---|---|---|---|"]
@@ -497,7 +514,13 @@ def request_ensemble(
         registry.load(REQUEST_CLASSIFIER, members[kind].version).unwrap_python_model().classifier
         for kind in ("tuned_linear", "transformer")
     )
+    started = time.perf_counter()
     ensemble, tried = fit_ensemble(linear, transformer, data.validation, config.linear_weight)
+    fit_seconds = time.perf_counter() - started
+    members_seconds = sum(
+        registry.client.get_run(version.run_id).data.metrics.get("training_seconds", 0.0)
+        for version in members.values()
+    )
     weight = ensemble.weights[0]
     members_text = (
         f"tuned_linear v{members['tuned_linear'].version} × {weight:.1f} + transformer "
@@ -532,7 +555,9 @@ def request_ensemble(
             "linear_weight": weight,
             "tuned_linear_version": members["tuned_linear"].version,
             "transformer_version": members["transformer"].version,
+            "ensemble_fit_seconds": round(fit_seconds, 1),
         },
+        members_seconds + fit_seconds,
         trials=trials,
     )
     outcome.metadata.update({"registered": f"yes: {members_text}", "weights": search})

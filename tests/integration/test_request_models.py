@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import requests
 from dagster import AssetKey, DagsterInstance, Definitions
 from mlflow import MlflowClient
 
@@ -22,7 +23,13 @@ from ml.requests.classifiers import softmax
 from ml.settings import Settings
 from orchestration.definitions import build_definitions
 from orchestration.pipeline import execute_quietly, run_platform
-from tests.conftest import BASELINE_AND_TRANSFORMER, small_demand_source, write_request_drop
+from orchestration.serving import start_bento_server
+from tests.conftest import (
+    BASELINE_AND_TRANSFORMER,
+    free_port,
+    small_demand_source,
+    write_request_drop,
+)
 
 SMALL_TRANSFORMER = {
     "epochs": 1,
@@ -340,3 +347,21 @@ def test_the_tuned_linear_model_and_the_ensemble_go_through_the_same_gate(
     card = client.download_artifacts(ensemble.run_id, "report/model_card.md")
     text = Path(card).read_text(encoding="utf-8")
     assert "## The closest intents" in text and "## F1 per intent" in text
+
+    # Packaged and served like any other version: `bentoml serve` answers what it predicts.
+    store = trained.defs.resources["bento_store"]
+    packaged = store.package(trained.settings.tracking_uri, {REQUEST_CLASSIFIER: ensemble.version})
+    log = trained.settings.data_home / "logs" / "ensemble-serve.log"
+    server = start_bento_server(trained.settings, packaged["bento"], free_port(), log)
+    try:
+        answers = requests.post(
+            f"{server.url}/classify", json={"texts": texts}, headers=server.headers(), timeout=60
+        )
+    finally:
+        server.stop()
+    assert answers.status_code == 200, answers.text
+    classes = loaded.classifier.classes
+    for answer, row in zip(answers.json(), mixed, strict=True):
+        assert answer["model_version"] == ensemble.version
+        assert answer["intent"] == classes[int(np.argmax(row))]
+        assert answer["confidence"] == pytest.approx(float(row.max()), abs=1e-5)
