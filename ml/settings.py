@@ -191,6 +191,9 @@ class Settings:
     """Cadence promise of a live demand feed; None: the preset's."""
     dagster_profile: str = "local"
     """Which instance config (orchestration/instance/dagster.<profile>.yaml) the UI runs on."""
+    executor: str = "default"
+    """Where jobs' steps run: `default` (Dagster's, processes on this machine) or `k8s` (a pod
+    per step, orchestration/kubernetes/executor.yaml)."""
     serving_port: int = 3001
     label_studio_venv: Path = PROJECT_ROOT / ".venv-labelstudio"
     label_studio_port: int = 8080
@@ -243,6 +246,7 @@ class Settings:
             demand_uri=os.environ.get("MLOPS_DEMAND_URI", ""),
             demand_max_age_days=_float_from_env("MLOPS_DEMAND_MAX_AGE_DAYS"),
             dagster_profile=os.environ.get("MLOPS_DAGSTER_PROFILE", "local"),
+            executor=os.environ.get("MLOPS_EXECUTOR", "default"),
             serving_port=_int_from_env("MLOPS_SERVING_PORT", 3001),
             label_studio_venv=_path_from_env(
                 "MLOPS_LABEL_STUDIO_VENV", PROJECT_ROOT / ".venv-labelstudio"
