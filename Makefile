@@ -12,7 +12,7 @@ endif
 export MLOPS_DATA_HOME ?= $(CURDIR)/.data
 export DAGSTER_HOME ?= $(abspath $(MLOPS_DATA_HOME))/dagster
 
-.PHONY: install demo demo-real dev labelstudio mlflow mlflow-server serve restore test lint format benchmark clean
+.PHONY: install demo demo-real dev labelstudio object-store mlflow mlflow-server serve restore test lint format benchmark clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ dev: install  ## Dagster UI + daemon on http://127.0.0.1:3000 (sensors run) and 
 
 labelstudio: install  ## the Label Studio server (its own venv, data under the data home) on :8080
 	$(BIN)/python -m orchestration.labelstudio
+
+object-store: install  ## an S3-compatible store on :9000 (rclone serve s3; objects under the data home)
+	$(BIN)/python -m orchestration.object_store
 
 mlflow: install  ## the MLflow UI (runs, registry, aliases) on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri \

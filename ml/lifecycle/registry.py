@@ -204,11 +204,10 @@ class Registry(AliasMoves):
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
-        location = (
-            f"{Path(self.artifact_root).resolve().as_uri()}/{name}"
-            if (self.artifact_root and not self.is_server)
-            else None
-        )
+        root = self.artifact_root
+        if root and "://" not in root:  # a folder; an s3:// (or other) URI is used as it is
+            root = Path(root).resolve().as_uri()
+        location = f"{root.rstrip('/')}/{name}" if (root and not self.is_server) else None
         return self.client.create_experiment(name, artifact_location=location)
 
     def log_and_register(

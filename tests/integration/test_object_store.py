@@ -1,0 +1,144 @@
+"""The S3-compatible object store, for real: `rclone serve s3` started by the tests, objects on
+its disk. Request drops read from it land exactly as from local disk; MLflow artifacts written to
+it load back verified and package into a Bento; the store stopped under a run gives a clear
+error, and the retry after it is back completes without duplicating a row."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import s3fs
+from dagster import AssetKey, DagsterInstance
+
+from assets.resources import DataHome, Warehouse
+from ml.data.drops import register_drop
+from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
+from ml.lifecycle.registry import Registry
+from ml.settings import Settings
+from orchestration.definitions import build_definitions
+from orchestration.object_store import (
+    BUCKET,
+    ObjectStoreServer,
+    object_store_keys,
+    start_object_store,
+)
+from orchestration.pipeline import PipelineRun, execute_quietly, ingest_request_file, run_platform
+from tests.conftest import free_port, small_demand_source, write_request_drop
+
+VALIDATED = (
+    "select request_id, text, intent, source, received_at from validated_requests "
+    "order by request_id"
+)
+
+
+@pytest.fixture
+def object_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ObjectStoreServer]:
+    """A store of the test's own; this process (and the processes it starts) its clients."""
+    keys = object_store_keys(tmp_path / "object-store-secrets")
+    server = start_object_store(tmp_path / "objects", free_port(), keys, tmp_path / "s3.log")
+    for name, value in server.client_environment().items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()  # a client made for an earlier store is not reused
+    yield server
+    server.stop()
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def upload(local: Path, key: str) -> str:
+    s3fs.S3FileSystem().put_file(str(local), f"{BUCKET}/{key}")
+    return f"s3://{BUCKET}/{key}"
+
+
+def test_a_request_drop_read_from_the_object_store_lands_as_from_local_disk(
+    settings: Settings, object_store: ObjectStoreServer, tmp_path: Path
+) -> None:
+    local = write_request_drop(settings, "requests.csv", rows=300, seed=2)
+    uri = upload(local, "drops/requests/crm/requests.csv")
+    assert (object_store.root / BUCKET / "drops/requests/crm/requests.csv").read_bytes() == (
+        local.read_bytes()
+    )
+    tables = {}
+    for where, home, path in (
+        ("s3", settings, uri),
+        ("disk", settings.moved_to(tmp_path / "disk_home"), str(local)),
+    ):
+        defs = build_definitions(home, small_demand_source(home))
+        run = PipelineRun()
+        ingest_request_file(
+            defs, DagsterInstance.ephemeral(), DataHome(path=str(home.data_home)), path, "crm", run
+        )
+        assert run.success, where
+        tables[where] = Warehouse(path=str(home.warehouse_path)).query(VALIDATED)
+    assert tables["s3"].height > 250
+    assert tables["s3"].equals(tables["disk"])
+
+
+def test_model_artifacts_in_the_object_store_load_back_verified_and_package_into_a_bento(
+    settings: Settings, object_store: ObjectStoreServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_MLFLOW_ARTIFACT_ROOT", f"s3://{BUCKET}/mlflow")
+    settings = Settings.from_env()
+    write_request_drop(settings, "requests.csv", rows=1200, seed=1)
+    defs = build_definitions(settings, small_demand_source(settings))
+    instance = DagsterInstance.ephemeral()
+    assert run_platform(defs, instance, DataHome(path=str(settings.data_home))).success
+    models = ["request_test_set", "lineage_snapshot", "request_baseline"]
+    trained = execute_quietly(
+        defs, instance, "request_models_job", assets=[*models, "request_classifier_promotion"]
+    )
+    assert trained.success
+
+    registry = Registry(settings.tracking_uri, settings.artifact_root)
+    champion = registry.champion(REQUEST_CLASSIFIER)
+    assert champion is not None and champion.tags["kind"] == "baseline"
+    stored = list((object_store.root / BUCKET / "mlflow").rglob("*"))
+    assert any(path.name == "MLmodel" for path in stored), stored[:20]
+    assert not (settings.data_home / "mlflow" / "artifacts").exists()  # nothing on local disk
+    model = registry.load(REQUEST_CLASSIFIER, champion.version)  # digests verified first
+    assert model.metadata.metadata["kind"] == "baseline"
+
+    packaged = execute_quietly(defs, instance, "champion_bento_job")
+    assert packaged.success
+    bento = instance.get_latest_materialization_event(AssetKey("champion_bento"))
+    metadata = bento.asset_materialization.metadata
+    assert metadata[f"{REQUEST_CLASSIFIER}_version"].value == champion.version
+
+
+def test_the_store_stopped_under_a_run_fails_it_clearly_and_the_retry_completes(
+    settings: Settings, object_store: ObjectStoreServer
+) -> None:
+    local = write_request_drop(settings, "requests.csv", rows=200, seed=4)
+    uri = upload(local, "drops/requests/crm/requests.csv")
+    data_home = DataHome(path=str(settings.data_home))
+    defs = build_definitions(settings, small_demand_source(settings))
+    instance = DagsterInstance.ephemeral()
+    drop = register_drop(uri, "crm", data_home.drop_registry_dir).drop
+    instance.add_dynamic_partitions("request_drops", [drop.drop_id])
+
+    object_store.stop()
+    failed = execute_quietly(defs, instance, "request_ingest_job", partition=drop.drop_id)
+    assert not failed.success
+    errors = [
+        event.step_failure_data.error.to_string()
+        for event in failed.all_events
+        if event.is_step_failure
+    ]
+    assert any(f"127.0.0.1:{object_store.port}" in error for error in errors), errors
+
+    restarted = start_object_store(
+        object_store.root, object_store.port, object_store.keys, object_store.log_path
+    )
+    try:
+        s3fs.S3FileSystem.clear_instance_cache()
+        retried = execute_quietly(defs, instance, "request_ingest_job", partition=drop.drop_id)
+        assert retried.success
+        again = execute_quietly(defs, instance, "request_ingest_job", partition=drop.drop_id)
+        assert again.success
+    finally:
+        restarted.stop()
+    rows = Warehouse(path=str(settings.warehouse_path)).query(VALIDATED)
+    quarantined = Warehouse(path=str(settings.warehouse_path)).query(
+        "select count(*) as n from quarantine_requests"
+    )
+    assert rows["request_id"].n_unique() == rows.height
+    assert rows.height + int(quarantined.item()) == 200
