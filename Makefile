@@ -9,10 +9,16 @@ ifneq (,$(wildcard .env))
 include .env
 export
 endif
+# `make dev PROFILE=production`: the Dagster instance on PostgreSQL (DAGSTER_PG_URL) and every
+# step on Celery workers taking them off RabbitMQ (MLOPS_CELERY_BROKER).
+ifeq ($(PROFILE),production)
+export MLOPS_DAGSTER_PROFILE := production
+export MLOPS_EXECUTOR ?= celery
+endif
 export MLOPS_DATA_HOME ?= $(CURDIR)/.data
 export DAGSTER_HOME ?= $(abspath $(MLOPS_DATA_HOME))/dagster
 
-.PHONY: install demo demo-real dev labelstudio object-store mlflow mlflow-server serve restore test lint format benchmark clean
+.PHONY: install demo demo-real dev workers labelstudio object-store mlflow mlflow-server serve restore test lint format benchmark clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +37,9 @@ demo-real: install  ## the same graph on ../shared/data (banking77, orange juice
 
 dev: install  ## Dagster UI + daemon on http://127.0.0.1:3000 (sensors run) and Label Studio on :8080
 	$(BIN)/python -m orchestration.dev
+
+workers: install  ## Celery step workers on this machine (MLOPS_CELERY_WORKERS, default 2) for MLOPS_EXECUTOR=celery
+	$(BIN)/python -m orchestration.celery_workers --workers $${MLOPS_CELERY_WORKERS:-2}
 
 labelstudio: install  ## the Label Studio server (its own venv, data under the data home) on :8080
 	$(BIN)/python -m orchestration.labelstudio

@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 from dagster import ConfigurableResource, EnvVar
+from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 from dagster_dbt import DbtCliResource
 from pydantic import Field
 
@@ -53,6 +54,11 @@ def launched_by(run_tags: Mapping[str, str]) -> str:
             return f"{tag.removeprefix('dagster/').removesuffix('_name')} {run_tags[tag]}"
     return "not launched from the UI"
 
+
+GPU_QUEUE = "gpu"
+GPU_STEP = {DAGSTER_CELERY_QUEUE_TAG: GPU_QUEUE}
+"""Tags of a step that wants an accelerator: under the Celery executor it goes to the `gpu`
+queue, which workers on GPU machines listen to; other executors ignore the tag."""
 
 REGISTRY_POOL = "model_registry_aliases"
 """Dagster pool of everything that moves a registry alias (the promotion gates, the rollback):

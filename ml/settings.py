@@ -192,8 +192,17 @@ class Settings:
     dagster_profile: str = "local"
     """Which instance config (orchestration/instance/dagster.<profile>.yaml) the UI runs on."""
     executor: str = "default"
-    """Where jobs' steps run: `default` (Dagster's, processes on this machine) or `k8s` (a pod
-    per step, orchestration/kubernetes/executor.yaml)."""
+    """Where jobs' steps run: `default` (Dagster's, processes on this machine), `celery` (Celery
+    workers taking steps off RabbitMQ: orchestration/celery_workers.py) or `k8s` (a pod per step,
+    orchestration/kubernetes/executor.yaml)."""
+    celery_broker: str = field(default="pyamqp://guest@127.0.0.1:5672//", repr=False)
+    """MLOPS_CELERY_BROKER: the RabbitMQ the Celery executor and its workers share (it may
+    carry a password: never printed)."""
+    celery_workers: int = 2
+    """MLOPS_CELERY_WORKERS: how many workers `make dev` starts on this machine."""
+    celery_queue: str = "dagster"
+    """MLOPS_CELERY_QUEUE: the queue steps go to unless tagged for another (training steps go to
+    `gpu`); deployments sharing one broker each name their own."""
     serving_port: int = 3001
     label_studio_venv: Path = PROJECT_ROOT / ".venv-labelstudio"
     label_studio_port: int = 8080
@@ -247,6 +256,9 @@ class Settings:
             demand_max_age_days=_float_from_env("MLOPS_DEMAND_MAX_AGE_DAYS"),
             dagster_profile=os.environ.get("MLOPS_DAGSTER_PROFILE", "local"),
             executor=os.environ.get("MLOPS_EXECUTOR", "default"),
+            celery_broker=os.environ.get("MLOPS_CELERY_BROKER", "pyamqp://guest@127.0.0.1:5672//"),
+            celery_workers=_int_from_env("MLOPS_CELERY_WORKERS", 2),
+            celery_queue=os.environ.get("MLOPS_CELERY_QUEUE", "dagster"),
             serving_port=_int_from_env("MLOPS_SERVING_PORT", 3001),
             label_studio_venv=_path_from_env(
                 "MLOPS_LABEL_STUDIO_VENV", PROJECT_ROOT / ".venv-labelstudio"

@@ -16,13 +16,19 @@ from ml.data.sources import DemandSource, demand_source_of
 from ml.settings import Settings
 
 KUBERNETES = Path(__file__).parent / "kubernetes"
-EXECUTORS = ("default", "k8s")
+EXECUTORS = ("default", "celery", "k8s")
 
 
 def executor_for(settings: Settings) -> ExecutorDefinition | None:
     """The executor MLOPS_EXECUTOR names (None: Dagster's default, processes on this machine)."""
     if settings.executor == "default":
         return None
+    if settings.executor == "celery":
+        from dagster_celery import celery_executor
+
+        from orchestration.celery_workers import celery_executor_config
+
+        return celery_executor.configured(celery_executor_config(settings), name="celery")
     if settings.executor == "k8s":
         from dagster_k8s import k8s_job_executor
 

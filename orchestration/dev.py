@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ml.security.encryption import generated_keys_into_environment
 from ml.settings import PROJECT_ROOT, Settings, executable
+from orchestration.celery_workers import start_workers
 from orchestration.instance import open_instance
 from orchestration.labelstudio import LabelStudioConfig, is_up, start_server
 from orchestration.launch_recorder import start_launch_recorder
@@ -55,6 +56,11 @@ def main() -> int:
         where += ["--backend-store-uri", settings.tracking_uri]
         mlflow_ui = subprocess.Popen([mlflow, "ui", *where])
         print("MLflow UI on http://127.0.0.1:5000", flush=True)
+    workers = []
+    if settings.executor == "celery":  # the production profile: steps run on Celery workers
+        workers = start_workers(settings, settings.celery_workers)
+        for worker in workers:
+            print(f"Celery worker {worker.name} takes steps ({worker.log_path})", flush=True)
     serving = subprocess.Popen([sys.executable, "-m", "orchestration.serving"], cwd=PROJECT_ROOT)
     print(
         f"Serving the champion Bento on http://127.0.0.1:{settings.serving_port} "
@@ -109,6 +115,8 @@ def main() -> int:
         return 0
     finally:
         gateway.stop()
+        for worker in workers:
+            worker.stop()
         stop_process_group(recorder)
         read_only.terminate()
         serving.terminate()

@@ -1,8 +1,12 @@
 """Run the platform's jobs in-process against an instance, in dependency order: the path
 `make demo` takes, and the one the integration tests take."""
 
+import json
+import os
+import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
 
@@ -12,12 +16,14 @@ from assets.requests.sensors import scan_request_drops
 from assets.resources import DataHome, Warehouse
 from ml.annotation.label_studio_client import LabelStudioClient
 from ml.data.drops import DropRegistration, register_drop
+from ml.settings import PROJECT_ROOT, executable
 from orchestration.simulated_annotators import simulated_annotator
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 """Runs log to the instance (the UI shows everything); the terminal gets warnings and errors."""
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
+PARTITION_TAG = "dagster/partition"
 
 
 def execute_quietly(
@@ -40,6 +46,26 @@ def execute_quietly(
         raise_on_error=False,
         asset_selection=[AssetKey(name) for name in assets] if assets else None,
     )
+
+
+def launch_job(
+    job: str,
+    log_path: Path,
+    *,
+    partition: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> subprocess.Popen:
+    """Run `job` in a process of its own, loaded from the code location as a deployment's run
+    worker loads it (`dagster job execute`), so its executor, resources and instance come from
+    the environment: under MLOPS_EXECUTOR=celery its steps go to the Celery workers."""
+    all_tags = {**(tags or {}), **({PARTITION_TAG: partition} if partition else {})}
+    command = [executable("dagster"), "job", "execute", "-m", "orchestration.definitions"]
+    command += ["-a", "defs", "-j", job, "--tags", json.dumps(all_tags)]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)
+        )
 
 
 @dataclass

@@ -26,7 +26,7 @@ from assets.requests.datasets import (
     load_training_data,
     request_test_set,
 )
-from assets.resources import REGISTRY_POOL, ModelRegistry, RequestIntake, Warehouse
+from assets.resources import GPU_STEP, REGISTRY_POOL, ModelRegistry, RequestIntake, Warehouse
 from ml.lifecycle.model_card import ModelCard
 from ml.lifecycle.promotion import check_margin
 from ml.lifecycle.pyfunc import INTENT_CLASSIFIER_ENTRY
@@ -294,6 +294,7 @@ class TransformerTrainingConfig(Config):
     owners=OWNERS,
     code_version="1",
     kinds={"python", "pytorch", "mlflow"},
+    op_tags=GPU_STEP,
     description=(
         "A transformer fine-tuned on the labeled requests (GPU when present, bf16 autocast, "
         "length-bucketed batches, early stopping on validation F1-macro), reported against "
