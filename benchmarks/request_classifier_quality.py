@@ -110,10 +110,12 @@ def registered_candidates(data_home: Path | None) -> int:
     from ml.lifecycle.aliases import GATE_DECISION, GATE_REASON
     from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
     from ml.lifecycle.registry import Registry
+    from ml.security.encryption import generated_keys_into_environment
     from ml.settings import Settings
 
     settings = Settings.from_env()
     settings = settings.moved_to(data_home or settings.data_home / "real")
+    generated_keys_into_environment(settings.secrets_dir)  # the deployment's, to read its models
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         test_version = con.execute("select max(test_version) from request_test_sets").fetchone()[0]
         test_rows = con.execute(

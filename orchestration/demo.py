@@ -173,7 +173,7 @@ def transformer_run(real: bool, quick: bool) -> tuple[dict, str]:
     if real and not quick:
         return FULL_TRANSFORMER, (
             "  the transformer trains in full (every training row, the tuned epochs and learning "
-            "rate): 30–45 min on 2 CPU cores; add QUICK=1 (--quick) for a short run"
+            "rate): about 8 min on 2 idle CPU cores; add QUICK=1 (--quick) for a short run"
         )
     rows = QUICK_TRANSFORMER["max_train_samples"]
     epochs = QUICK_TRANSFORMER["epochs"]
@@ -474,7 +474,6 @@ def main(argv: list[str] | None = None) -> int:
     # The demo's annotators are simulated: they are its allow-list, unless one is configured.
     set_environment_defaults(MLOPS_ANNOTATORS=f"@{SIMULATED_DOMAIN}")
     settings = Settings.from_env()
-    generated_keys_into_environment(settings.secrets_dir)  # the logs' keys, for every process
     if args.real:
         settings, demand_source, request_files = real_data_deployment(settings)
     else:
@@ -482,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         request_files = []
         for path in write_demo_sources(settings):
             print(f"  generated {path.relative_to(settings.data_home)}")
+    # The deployment's keys (for logs and models), kept in its own data home, for every process.
+    generated_keys_into_environment(settings.secrets_dir)
     print(f"Data home: {settings.data_home}")
     defs = build_definitions(settings, demand_source)
     instance = open_instance(settings)
