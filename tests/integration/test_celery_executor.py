@@ -27,13 +27,14 @@ from orchestration.celery_workers import (
 from orchestration.definitions import build_definitions, executor_for
 from orchestration.instance import prepare_dagster_home
 from orchestration.pipeline import (
+    PARTITION_TAG,
     PipelineRun,
     build_warehouse,
     ingest_demand,
     ingest_request_drops,
     launch_job,
 )
-from tests.conftest import small_demand_source, write_request_drop
+from tests.conftest import scratch_postgres_database, small_demand_source, write_request_drop
 
 RUN_TIMEOUT_S = 240
 VALIDATED = (
@@ -94,13 +95,20 @@ class CeleryDeployment:
 
 @pytest.fixture
 def celery_deployment(
-    settings: Settings, postgres_database: str, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[CeleryDeployment]:
-    """The production profile on this machine: PostgreSQL instance, MLOPS_EXECUTOR=celery, a
-    queue of this test's own on the machine's RabbitMQ, two workers."""
+    """The production profile on this machine: a PostgreSQL instance of this test's own,
+    MLOPS_EXECUTOR=celery, a queue of its own on the machine's RabbitMQ, two workers."""
+    with scratch_postgres_database("mlops_celery") as database:
+        yield from _deployment(settings, database, monkeypatch)
+
+
+def _deployment(
+    settings: Settings, database: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[CeleryDeployment]:
     queue = f"mlops-test-{uuid.uuid4().hex[:8]}"
     home = prepare_dagster_home(settings.data_home / "dagster_production", "production")
-    monkeypatch.setenv("DAGSTER_PG_URL", postgres_database)
+    monkeypatch.setenv("DAGSTER_PG_URL", database)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("MLOPS_EXECUTOR", "celery")
     monkeypatch.setenv("MLOPS_CELERY_QUEUE", queue)
@@ -194,7 +202,7 @@ def test_a_worker_killed_mid_step_hands_the_step_to_the_other_worker(
     victim = None
     while victim is None:
         assert time.monotonic() < deadline and process.poll() is None, log.read_text()[-3000:]
-        for run in deployment.instance.get_runs(RunsFilter(job_name="request_ingest_job")):
+        for run in deployment.instance.get_runs(RunsFilter(tags={PARTITION_TAG: drop_id})):
             for entry in deployment.instance.all_logs(
                 run.run_id, of_type=DagsterEventType.STEP_START
             ):
