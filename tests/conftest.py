@@ -26,6 +26,7 @@ from ml.data.sources import DemandSource
 from ml.settings import PROJECT_ROOT, Settings, executable
 from ml.synthetic.demand import generate_demand
 from ml.synthetic.requests import generate_requests
+from orchestration.instance import scratch_database
 from orchestration.labelstudio import LabelStudioConfig, LabelStudioServer, start_server
 from orchestration.processes import stop_process_group, wait_until_ready
 from orchestration.serving import BentoServer, start_bento_server
@@ -108,32 +109,20 @@ def postgres_admin_url() -> str:
 
 @contextlib.contextmanager
 def scratch_postgres_database(prefix: str) -> Iterator[str]:
-    """A database of its own on the machine's PostgreSQL, uniquely named `<prefix>_<hex>`, created
-    here and dropped (its connections ended first) on exit; yields its URL. Unreachable
+    """A database of its own on the machine's PostgreSQL (see `scratch_database`); unreachable
     PostgreSQL fails under CI and skips elsewhere."""
     import psycopg2
 
     admin = postgres_admin_url()
     try:
-        connection = psycopg2.connect(admin, connect_timeout=5)
+        psycopg2.connect(admin, connect_timeout=5).close()
     except psycopg2.OperationalError as error:
         message = f"PostgreSQL is not reachable at {admin} ({error}); set MLOPS_TEST_POSTGRES_URL"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    connection.autocommit = True
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    with connection.cursor() as cursor:
-        cursor.execute(f'create database "{name}"')
-    try:
-        yield f"{admin.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "select pg_terminate_backend(pid) from pg_stat_activity where datname = %s", [name]
-            )
-            cursor.execute(f'drop database if exists "{name}"')
-        connection.close()
+    with scratch_database(admin, prefix) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from orchestration.celery_workers import (
     worker_queues,
 )
 from orchestration.definitions import build_definitions, executor_for
-from orchestration.instance import prepare_dagster_home
+from orchestration.instance import initialize_pools, prepare_dagster_home
 from orchestration.pipeline import (
     PARTITION_TAG,
     PipelineRun,
@@ -113,7 +113,7 @@ def _deployment(
     monkeypatch.setenv("MLOPS_EXECUTOR", "celery")
     monkeypatch.setenv("MLOPS_CELERY_QUEUE", queue)
     deployed = Settings.from_env()
-    instance = DagsterInstance.from_config(str(home))
+    instance = initialize_pools(DagsterInstance.from_config(str(home)))
     workers = start_workers(deployed, 2, queues=[queue])
     try:
         yield CeleryDeployment(deployed, instance, workers)
