@@ -30,7 +30,8 @@ def executable(name: str) -> str:
 
 
 SECRET_VARIABLE = re.compile(
-    r"PASSWORD|SECRET|TOKEN|API_KEYS?$|ADMIN_KEY$|PRIVATE_KEY|CREDENTIALS?$|FERNET|ENCRYPTION_KEY",
+    r"PASSWORD|SECRET|TOKEN|API_KEYS?$|ADMIN_KEY$|PRIVATE_KEY|CREDENTIALS?$|FERNET|ENCRYPTION_KEY"
+    r"|DATABASE_URL$",
     re.IGNORECASE,
 )
 """Names of variables that hold secrets: a child process gets one only when it is handed it."""
@@ -212,6 +213,9 @@ class Settings:
     label_studio_token: str = field(default="", repr=False)
     """'' = a random one kept (0600) in the data home."""
     label_studio_task_lock_ttl: int = 600
+    label_studio_database_url: str = field(default="", repr=False)
+    """MLOPS_LABEL_STUDIO_DATABASE_URL: Label Studio's PostgreSQL in the production profile
+    (postgresql://user@host:port/name); '' = SQLite in its data folder."""
     annotators: str = ""
     """MLOPS_ANNOTATORS: who may annotate (e-mail addresses or @domain, comma-separated)."""
     dagster_engineers: tuple[str, ...] = ("engineer",)
@@ -270,6 +274,7 @@ class Settings:
             label_studio_password=os.environ.get("MLOPS_LABEL_STUDIO_PASSWORD", ""),
             label_studio_token=os.environ.get("MLOPS_LABEL_STUDIO_TOKEN", ""),
             label_studio_task_lock_ttl=_int_from_env("MLOPS_LABEL_STUDIO_TASK_LOCK_TTL", 600),
+            label_studio_database_url=os.environ.get("MLOPS_LABEL_STUDIO_DATABASE_URL", ""),
             annotators=os.environ.get("MLOPS_ANNOTATORS", ""),
             dagster_engineers=_names_from_env("MLOPS_DAGSTER_ENGINEERS", "engineer"),
             dagster_viewers=_names_from_env("MLOPS_DAGSTER_VIEWERS", "viewer"),

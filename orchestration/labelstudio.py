@@ -14,6 +14,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from ml.security.secret_files import read_private_file, write_private_file
 from ml.settings import Settings, environment_with
@@ -32,6 +33,9 @@ class LabelStudioConfig:
     token: str = field(repr=False)
     task_lock_ttl: int = 600
     """Seconds a task fetched from the labeling stream stays locked to its annotator."""
+    database_url: str = field(default="", repr=False)
+    """postgresql://user[:password]@host:port/name (the production profile); '' = SQLite in
+    `data_dir`."""
 
     @property
     def url(self) -> str:
@@ -48,6 +52,7 @@ class LabelStudioConfig:
             password=settings.label_studio_password or _kept_secret(data_dir, "admin_password", 16),
             token=settings.label_studio_token or _kept_secret(data_dir, "admin_token", 20),
             task_lock_ttl=settings.label_studio_task_lock_ttl,
+            database_url=settings.label_studio_database_url,
         )
 
 
@@ -79,9 +84,30 @@ def ensure_installed(venv: Path) -> Path:
     return executable
 
 
+def database_environment(database_url: str) -> dict[str, str]:
+    """Label Studio's own variables for a PostgreSQL database (its default is SQLite)."""
+    if not database_url:
+        return {}
+    parts = urlsplit(database_url)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+        raise ValueError(
+            "MLOPS_LABEL_STUDIO_DATABASE_URL: expected postgresql://user@host:port/database, "
+            f"got a {parts.scheme or 'schemeless'} URL"
+        )
+    return {
+        "DJANGO_DB": "postgresql",
+        "POSTGRE_NAME": unquote(parts.path.strip("/")),
+        "POSTGRE_USER": unquote(parts.username or "postgres"),
+        "POSTGRE_PASSWORD": unquote(parts.password or ""),
+        "POSTGRE_HOST": parts.hostname or "127.0.0.1",
+        "POSTGRE_PORT": str(parts.port or 5432),
+    }
+
+
 def server_environment(config: LabelStudioConfig) -> dict[str, str]:
     return environment_with(
         passing=("POSTGRE_PASSWORD",),  # its own database's, in the production profile
+        **database_environment(config.database_url),
         LABEL_STUDIO_BASE_DATA_DIR=str(config.data_dir),
         LATEST_VERSION_CHECK="false",
         # Nobody signs up without an invite link from an administrator.
