@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +21,7 @@ from pydantic import Field
 from ml.annotation.label_studio_client import LabelStudioClient
 from ml.annotation.trust import AnnotatorAllowList
 from ml.data.ingestion import DEFAULT_MAX_DROP_BYTES
+from ml.data.warehouse import DuckDBWarehouse, PostgresWarehouse, open_warehouse
 from ml.lifecycle.registry import Registry
 from ml.lifecycle.release import ReleasePolicy
 from ml.monitoring.drift import DriftThresholds
@@ -37,7 +37,6 @@ from ml.settings import (
 )
 from serving.package import bentoml_environment
 
-LOCK_WAIT_SECONDS = 60.0
 DUCKDB_POOL = "duckdb_writer"
 """Assets that write the DuckDB warehouse run one at a time (DuckDB has one writer)."""
 LAUNCHED_BY_TAG = "mlops/launched_by"
@@ -94,55 +93,50 @@ class DataHome(ConfigurableResource):
 
 
 class Warehouse(ConfigurableResource):
-    """The DuckDB warehouse. DuckDB allows one writing process per file, so connections are
-    opened only for the statement at hand, and writers wait briefly for a held lock."""
+    """The warehouse: the DuckDB file at `path` (the embedded default), or the PostgreSQL
+    database `url` names (the production profile: MLOPS_WAREHOUSE_DATABASE_URL). Callers write
+    one SQL for both (see ml/data/warehouse.py)."""
 
     path: str
+    url: str = ""
+
+    @property
+    def backend(self) -> DuckDBWarehouse | PostgresWarehouse:
+        return open_warehouse(self.path, self.url)
+
+    @property
+    def is_duckdb(self) -> bool:
+        return not self.url
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + LOCK_WAIT_SECONDS
-        while True:
-            try:
-                connection = duckdb.connect(self.path, read_only=read_only)
-                break
-            except duckdb.IOException as error:
-                if "lock" not in str(error).lower() or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        try:
+        """A DuckDB connection, for what works on the file itself (snapshots, erasure's
+        compaction)."""
+        backend = self.backend
+        if not isinstance(backend, DuckDBWarehouse):
+            raise NotImplementedError(
+                "this works on the embedded DuckDB warehouse only; the PostgreSQL warehouse "
+                "(MLOPS_WAREHOUSE_DATABASE_URL) is backed up and restored with pg_dump/pg_restore"
+            )
+        with backend.connect(read_only=read_only) as connection:
             yield connection
-        finally:
-            connection.close()
 
     def table_exists(self, table: str) -> bool:
-        if not Path(self.path).exists():
-            return False
-        with self.connect(read_only=True) as con:
-            found = con.execute(
-                "select count(*) from information_schema.tables where table_name = ?", [table]
-            ).fetchone()
-        return bool(found and found[0])
+        return self.backend.table_exists(table)
 
     def query_if_exists(
         self, table: str, sql: str, params: list | None, empty: Mapping[str, pl.DataType]
     ) -> pl.DataFrame:
         """`sql`'s rows, or an empty frame of schema `empty` while `table` does not exist yet
         (the first drop, the first batch): one connection for both questions."""
-        if not Path(self.path).exists():
-            return pl.DataFrame(schema=empty)
-        with self.connect(read_only=True) as con:
-            ((found,),) = con.execute(
-                "select count(*) from information_schema.tables where table_name = ?", [table]
-            ).fetchall()
-            if not found:
-                return pl.DataFrame(schema=empty)
-            return pl.from_arrow(con.sql(sql, params=params or None).to_arrow_table())
+        return self.backend.query_if_exists(table, sql, params, empty)
 
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
-        with self.connect(read_only=True) as con:
-            return pl.from_arrow(con.sql(sql, params=params or None).to_arrow_table())
+        return self.backend.query(sql, params)
+
+    def execute(self, sql: str, params: list | None = None) -> None:
+        """One statement that changes rows in place (an update), in a transaction of its own."""
+        self.backend.execute(sql, params)
 
     def replace_rows(self, table: str, frame: pl.DataFrame, where: str, params: list) -> None:
         """Delete the rows `where` selects and insert `frame`, in one transaction: re-running a
@@ -152,40 +146,28 @@ class Warehouse(ConfigurableResource):
     def replace_rows_together(self, changes: list[tuple[str, pl.DataFrame, str, list]]) -> None:
         """`replace_rows` for several tables (table, frame, where, params) in one transaction:
         a reader sees all of a partition's tables before or after, never half of them."""
-        with self.connect() as con:
-            for index, (_, frame, _, _) in enumerate(changes):
-                con.register(f"incoming_{index}", frame.to_arrow())
-            con.execute("begin transaction")
-            for index, (table, _, where, params) in enumerate(changes):
-                incoming = f"incoming_{index}"
-                con.execute(
-                    f"create table if not exists {table} as select * from {incoming} limit 0"
-                )
-                con.execute(f"delete from {table} where {where}", params)
-                con.execute(f"insert into {table} by name select * from {incoming}")
-            con.execute("commit")
+        self.backend.replace_rows_together(changes)
 
     def replace_table(self, table: str, frame: pl.DataFrame) -> None:
-        """`table` becomes `frame`, columns and all, in one statement (for a table whose columns
-        follow its source, such as the store attributes)."""
-        with self.connect() as con:
-            con.register("incoming", frame.to_arrow())
-            con.execute(f"create or replace table {table} as select * from incoming")
+        """`table` becomes `frame`, columns and all, in one transaction (for a table whose
+        columns follow its source, such as the store attributes)."""
+        self.backend.replace_table(table, frame)
 
     def add_column_if_missing(self, table: str, column: str, definition: str) -> None:
         """Give an existing table a column it predates (`definition`: type and default)."""
-        if not Path(self.path).exists():
-            return
-        with self.connect() as con:
-            con.execute(
-                f"alter table if exists {table} add column if not exists {column} {definition}"
-            )
+        self.backend.add_column_if_missing(table, column, definition)
 
     @contextmanager
     def dbt_environment(self) -> Iterator[None]:
-        """dbt reads the warehouse path from MLOPS_WAREHOUSE_PATH (see dbt_project/profiles.yml)."""
-        with environment_set(MLOPS_WAREHOUSE_PATH=self.path):
+        """dbt reads its target and the warehouse's location from the environment (see
+        dbt_project/profiles.yml)."""
+        with environment_set(**self.backend.dbt_variables()):
             yield
+
+
+def warehouse_of(settings: Settings) -> Warehouse:
+    """The deployment's warehouse, outside a run (the demo, the CLI, tests)."""
+    return Warehouse(path=str(settings.warehouse_path), url=settings.warehouse_url)
 
 
 class RequestIntake(ConfigurableResource):
@@ -375,7 +357,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
     return {
         "data_home": DataHome(path=_configured(settings, "data_home")),
-        "warehouse": Warehouse(path=_configured(settings, "warehouse_path")),
+        "warehouse": Warehouse(
+            path=_configured(settings, "warehouse_path"), url=_configured(settings, "warehouse_url")
+        ),
         "request_intake": RequestIntake(
             drops_uri=_configured(settings, "request_drops_uri"),
             taxonomy_path=_configured(settings, "intent_taxonomy"),

@@ -86,7 +86,9 @@ def register_drops(settings, instance, source_drops: Path) -> list[str]:
         (target / path.name).write_bytes(path.read_bytes())
     defs = build_definitions(settings, demand_source_of(settings))
     scan = scan_request_drops(
-        DataHome(path=str(settings.data_home)), defs.resources["request_intake"], {}
+        DataHome(path=str(settings.data_home)),
+        defs.resources["request_intake"].process_config_and_initialize(),
+        {},
     )
     ids = [registration.drop.drop_id for registration in scan.registrations]
     instance.add_dynamic_partitions("request_drops", ids)

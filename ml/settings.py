@@ -123,6 +123,7 @@ def registry_pause_marker() -> Path | None:
 VARIABLES = {
     "data_home": "MLOPS_DATA_HOME",
     "warehouse_path": "MLOPS_WAREHOUSE_PATH",
+    "warehouse_url": "MLOPS_WAREHOUSE_DATABASE_URL",
     "request_drops_uri": "MLOPS_REQUEST_DROPS_URI",
     "intent_taxonomy": "MLOPS_INTENT_TAXONOMY",
     "label_studio_url": "MLOPS_LABEL_STUDIO_URL",
@@ -170,6 +171,9 @@ class Settings:
     dagster_home: Path
     request_drops_uri: str
     """Where request files are dropped, one sub-folder per source (a path or fsspec URI)."""
+    warehouse_url: str = field(default="", repr=False)
+    """MLOPS_WAREHOUSE_DATABASE_URL: the production profile's PostgreSQL warehouse
+    (postgresql://user@host:port/database); '' = the DuckDB file at `warehouse_path`."""
     intent_taxonomy: Path = SYNTHETIC_TAXONOMY_PATH
     """The one intent taxonomy of this deployment (generator, labeling and models share it)."""
     request_max_age_days: float | None = None
@@ -238,6 +242,7 @@ class Settings:
             warehouse_path=_path_from_env(
                 VARIABLES["warehouse_path"], data_home / "warehouse.duckdb"
             ),
+            warehouse_url=os.environ.get(VARIABLES["warehouse_url"], ""),
             dagster_home=_path_from_env("DAGSTER_HOME", data_home / "dagster"),
             intent_taxonomy=_path_from_env(VARIABLES["intent_taxonomy"], SYNTHETIC_TAXONOMY_PATH),
             request_drops_uri=os.environ.get(
@@ -320,12 +325,20 @@ class Settings:
         return _path_from_env("MLOPS_SECRETS_DIR", self.data_home / "secrets")
 
     def moved_to(self, data_home: Path) -> Settings:
-        """The same deployment with every written path under another data home."""
-        moved = ("data_home", "warehouse_path", "dagster_home", "request_drops_uri")
+        """The same deployment with every written path under another data home (its warehouse
+        the DuckDB file there)."""
+        moved = (
+            "data_home",
+            "warehouse_path",
+            "warehouse_url",
+            "dagster_home",
+            "request_drops_uri",
+        )
         return replace(
             self,
             data_home=data_home,
             warehouse_path=data_home / "warehouse.duckdb",
+            warehouse_url="",
             dagster_home=data_home / "dagster",
             request_drops_uri=str(data_home / "drops" / "requests"),
             variables={k: v for k, v in self.variables.items() if k not in moved},

@@ -27,7 +27,7 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
 
 from assets.monitoring.drift import window_partition_key  # noqa: E402
-from assets.resources import DataHome, Warehouse  # noqa: E402
+from assets.resources import DataHome, Warehouse, warehouse_of  # noqa: E402
 from ml.annotation.label_studio_client import LabelStudioClient  # noqa: E402
 from ml.data.ingestion import IngestionError  # noqa: E402
 from ml.data.sources import DemandSource, demand_source_of, orange_juice_source  # noqa: E402
@@ -160,7 +160,8 @@ def label_studio_running(settings: Settings, report) -> Iterator[LabelStudioClie
 
 def summarize(warehouse: Warehouse) -> list[tuple[str, int]]:
     tables = warehouse.query(
-        "select table_name from information_schema.tables order by table_name"
+        "select table_name from information_schema.tables "
+        "where table_schema = current_schema() order by table_name"
     )["table_name"].to_list()
     return [
         (table, int(warehouse.query(f'select count(*) as n from "{table}"').item()))
@@ -510,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
                 defs,
                 instance,
                 admin,
-                Warehouse(path=str(settings.warehouse_path)),
+                warehouse_of(settings),
                 run,
                 DEMO_BATCH_SIZE,
             )
@@ -539,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     passed, failed = run.check_outcomes()
     assets = len(defs.resolve_asset_graph().get_all_asset_keys())
     print(f"\nAssets in the graph: {assets}; asset checks: {passed} passed, {failed} failed")
-    warehouse = Warehouse(path=str(settings.warehouse_path))
+    warehouse = warehouse_of(settings)
     if warehouse.table_exists("annotation_batch_agreement"):
         for batch in warehouse.query(
             "select batch_id, status, kappa from annotation_batch_agreement order by collected_at"
@@ -552,8 +553,8 @@ def main(argv: list[str] | None = None) -> int:
         ).row(0, named=True)
         print(f"Labeled requests: version {latest['version']}, {latest['rows']} labels")
     print_registry(settings, before)
-    print("Warehouse tables (DuckDB):")
-    for table, rows in summarize(Warehouse(path=str(settings.warehouse_path))):
+    print("Warehouse tables:")
+    for table, rows in summarize(warehouse_of(settings)):
         print(f"  {table:<24} {rows:>8,} rows")
     print(
         f"\nDone in {time.monotonic() - started:.0f} s. Where to look:\n"

@@ -98,7 +98,7 @@ def ingest_request_drops(
     defs: Definitions, instance: DagsterInstance, data_home: DataHome, run: PipelineRun
 ) -> None:
     """Register the files in the drops folder and ingest every drop not yet validated."""
-    intake = defs.resources["request_intake"]
+    intake = defs.resources["request_intake"].process_config_and_initialize()
     _ingest(defs, instance, scan_request_drops(data_home, intake, {}).registrations, run)
 
 
@@ -209,7 +209,7 @@ def run_annotation_round(
             [batch],
         ).iter_rows()
     )
-    intents = defs.resources["request_intake"].taxonomy().intents
+    intents = defs.resources["request_intake"].process_config_and_initialize().taxonomy().intents
     project = admin.find_project(project_title(batch))
     for seed, (name, rate) in enumerate(zip(("ada", "ben"), error_rates, strict=True)):
         annotator = simulated_annotator(admin, name, rate, seed)

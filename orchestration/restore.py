@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-from assets.resources import Warehouse
+from assets.resources import warehouse_of
 from ml.data.lineage_snapshot import (
     SnapshotError,
     resolve_snapshot,
@@ -40,7 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     if args.data_home:
         settings = settings.moved_to(args.data_home.expanduser().resolve())
-    warehouse = Warehouse(path=str(settings.warehouse_path))
+    warehouse = warehouse_of(settings)
+    if not warehouse.is_duckdb:
+        print(
+            "restore refused: snapshots hold the embedded DuckDB warehouse; the PostgreSQL "
+            "warehouse (MLOPS_WAREHOUSE_DATABASE_URL) is restored with pg_restore",
+            file=sys.stderr,
+        )
+        return 1
     try:
         folder = resolve_snapshot(args.snapshot, snapshots_dir(settings.data_home))
         restored = restore_snapshot(folder, warehouse.connect, force=args.force)

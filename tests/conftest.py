@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import polars as pl
 import pytest
 import requests
 from cryptography.fernet import Fernet
@@ -42,8 +43,10 @@ KNOWN_ENVIRONMENT_SECRET = os.environ["MLFLOW_TRACKING_PASSWORD"]
 os.environ.setdefault("MLOPS_ENCRYPTION_KEYS", Fernet.generate_key().decode())
 
 if TYPE_CHECKING:  # imported where used: MLflow and scikit-learn slow every test session's start
+    from assets.resources import Warehouse
     from ml.lifecycle.registry import ModelVersion, Registry
     from ml.requests.classifiers import BaselineClassifier, LabeledTexts
+    from orchestration.object_store import ObjectStoreServer
 
 
 @pytest.fixture
@@ -99,6 +102,84 @@ def small_demand_source(settings: Settings, **overrides: object) -> DemandSource
     }
     fields.update(overrides)
     return DemandSource(**fields)
+
+
+def ingest_and_build_warehouse(settings: Settings) -> Warehouse:
+    """The request drops in the drops folder and the small demand source, ingested and built by
+    dbt in-process, as the embedded executor runs them; the deployment's warehouse."""
+    from dagster import DagsterInstance
+
+    from assets.resources import DataHome, warehouse_of
+    from orchestration.definitions import build_definitions
+    from orchestration.pipeline import (
+        PipelineRun,
+        build_warehouse,
+        ingest_demand,
+        ingest_request_drops,
+    )
+
+    defs = build_definitions(settings, small_demand_source(settings))
+    instance = DagsterInstance.ephemeral()
+    run = PipelineRun()
+    ingest_request_drops(defs, instance, DataHome(path=str(settings.data_home)), run)
+    ingest_demand(defs, instance, run)
+    build_warehouse(defs, instance, run)
+    failed = [name for name, result in run.results.items() if not result.success]
+    assert not failed, f"runs failed: {failed}"
+    return warehouse_of(settings)
+
+
+def embedded_tables(
+    settings: Settings, home: Path, queries: list[str], drops: Path | None = None
+) -> list[pl.DataFrame]:
+    """The request drops in `drops` (default: `settings`' local drops folder) through the
+    embedded default (in-process, the DuckDB file under `home`, no broker): what each query
+    returns there."""
+    embedded = settings.moved_to(home)
+    source = drops or Path(settings.request_drops_uri)
+    for path in source.rglob("*.csv"):
+        target = Path(embedded.request_drops_uri) / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    warehouse = ingest_and_build_warehouse(embedded)
+    return [warehouse.query(query) for query in queries]
+
+
+def in_utc(frame: pl.DataFrame) -> pl.DataFrame:
+    """Instants named in UTC (DuckDB names them in its session's zone, PostgreSQL's backend
+    in UTC): frames from the two warehouses compare by instant."""
+    return frame.with_columns(
+        pl.col(name).dt.convert_time_zone("UTC")
+        for name, dtype in frame.schema.items()
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone
+    )
+
+
+@pytest.fixture
+def object_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ObjectStoreServer]:
+    """A store of the test's own; this process (and the processes it starts) its clients."""
+    import s3fs
+
+    from orchestration.object_store import object_store_keys, start_object_store
+
+    keys = object_store_keys(tmp_path / "object-store-secrets")
+    server = start_object_store(tmp_path / "objects", free_port(), keys, tmp_path / "s3.log")
+    for name, value in server.client_environment().items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()  # a client made for an earlier store is not reused
+    yield server
+    server.stop()
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def upload(local: Path, key: str) -> str:
+    """`local` into the store the environment names, at `key` of the platform's bucket."""
+    import s3fs
+
+    from orchestration.object_store import BUCKET
+
+    s3fs.S3FileSystem().put_file(str(local), f"{BUCKET}/{key}")
+    return f"s3://{BUCKET}/{key}"
 
 
 def postgres_admin_url() -> str:

@@ -141,7 +141,7 @@ def demand_backtests(
         [version],
     )
     # Summaries written before served intervals were calibrated lack the column.
-    warehouse.add_column_if_missing(SUMMARY_TABLE, "served_coverage", "double")
+    warehouse.add_column_if_missing(SUMMARY_TABLE, "served_coverage", "double precision")
     warehouse.replace_rows(
         SUMMARY_TABLE,
         scores["overall"].with_columns(

@@ -39,7 +39,7 @@ def _test_versions(warehouse: Warehouse) -> pl.DataFrame:
     return warehouse.query_if_exists(
         TEST_SETS_TABLE,
         f"select test_version, count(*) as rows, min(frozen_at) as frozen_at, "
-        f"any_value(reason) as reason from {TEST_SETS_TABLE} group by 1 order by 1",
+        f"min(reason) as reason from {TEST_SETS_TABLE} group by 1 order by 1",
         None,
         {"test_version": pl.Int64, "rows": pl.Int64, "frozen_at": pl.Datetime, "reason": pl.Utf8},
     )

@@ -83,6 +83,13 @@ def erase_requests(
     monitoring: Monitoring,
     release_control: ReleaseControl,
 ) -> None:
+    if not warehouse.is_duckdb:
+        # Refused before anything changed: an erasure that skipped the warehouse would leave
+        # the requests' rows there while reporting them erased.
+        raise NotImplementedError(
+            "erasure works on the embedded DuckDB warehouse; on the PostgreSQL warehouse "
+            "(MLOPS_WAREHOUSE_DATABASE_URL) it is not built yet: nothing was erased"
+        )
     ids = set(config.request_ids)
     report = ErasureReport(tuple(sorted(ids)))
     # Label Studio first: if it cannot be reached the run fails before anything else changed,

@@ -1,5 +1,6 @@
-"""The dbt project on DuckDB as assets: staging and marts in the same lineage graph as the Python
-assets, dbt tests as asset checks. Groups and owners are declared in the dbt YAML."""
+"""The dbt project on the warehouse (DuckDB; PostgreSQL in the production profile) as assets:
+staging and marts in the same lineage graph as the Python assets, dbt tests as asset checks.
+Groups and owners are declared in the dbt YAML."""
 
 from collections.abc import Mapping
 from typing import Any

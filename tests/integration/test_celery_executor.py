@@ -1,5 +1,6 @@
 """The production profile's executor for real: runs launched as a deployment launches them, their
-steps taken off RabbitMQ by two Celery worker processes, on the PostgreSQL Dagster instance."""
+steps taken off RabbitMQ by two Celery worker processes, on the PostgreSQL Dagster instance, the
+PostgreSQL warehouse and drops in an S3-compatible store."""
 
 import time
 import uuid
@@ -7,7 +8,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import polars as pl
 import pytest
 from dagster import DagsterEventType, DagsterInstance, RunsFilter
 from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
@@ -16,7 +16,7 @@ from kombu import Connection
 from assets.requests.intake import validate_requests
 from assets.requests.models import request_classifier
 from assets.requests.sensors import scan_request_drops
-from assets.resources import GPU_QUEUE, DataHome, Warehouse
+from assets.resources import GPU_QUEUE, DataHome, warehouse_of
 from ml.settings import Settings
 from orchestration.celery_workers import (
     CeleryWorker,
@@ -26,15 +26,21 @@ from orchestration.celery_workers import (
 )
 from orchestration.definitions import build_definitions, executor_for
 from orchestration.instance import initialize_pools, prepare_dagster_home
+from orchestration.object_store import BUCKET, ObjectStoreServer
 from orchestration.pipeline import (
     PARTITION_TAG,
     PipelineRun,
-    build_warehouse,
     ingest_demand,
-    ingest_request_drops,
     launch_job,
 )
-from tests.conftest import scratch_postgres_database, small_demand_source, write_request_drop
+from tests.conftest import (
+    embedded_tables,
+    in_utc,
+    scratch_postgres_database,
+    small_demand_source,
+    upload,
+    write_request_drop,
+)
 
 RUN_TIMEOUT_S = 240
 VALIDATED = (
@@ -53,6 +59,19 @@ class CeleryDeployment:
     instance: DagsterInstance
     workers: list[CeleryWorker]
 
+    @property
+    def staged(self) -> Path:
+        """Local copies of the drops put into the object store (for the embedded comparison)."""
+        return self.settings.data_home / "staged_drops"
+
+    def drop(self, name: str, rows: int, seed: int) -> None:
+        """A generated drop put into the drops folder in the object store, as an upstream
+        export lands."""
+        local = write_request_drop(
+            replace(self.settings, request_drops_uri=str(self.staged)), name, rows, seed
+        )
+        upload(local, f"drops/requests/synthetic/{name}")
+
     def definitions(self):
         return build_definitions(self.settings, small_demand_source(self.settings))
 
@@ -61,7 +80,7 @@ class CeleryDeployment:
         partitions; the drops' ids, in file-name order."""
         scan = scan_request_drops(
             DataHome(path=str(self.settings.data_home)),
-            self.definitions().resources["request_intake"],
+            self.definitions().resources["request_intake"].process_config_and_initialize(),
             {},
         )
         ids = [registration.drop.drop_id for registration in scan.registrations]
@@ -95,11 +114,17 @@ class CeleryDeployment:
 
 @pytest.fixture
 def celery_deployment(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, object_store: ObjectStoreServer, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[CeleryDeployment]:
-    """The production profile on this machine: a PostgreSQL instance of this test's own,
-    MLOPS_EXECUTOR=celery, a queue of its own on the machine's RabbitMQ, two workers."""
-    with scratch_postgres_database("mlops_celery") as database:
+    """The production profile on this machine: a PostgreSQL instance and warehouse of this
+    test's own, request drops in an S3-compatible store of its own, MLOPS_EXECUTOR=celery, a
+    queue of its own on the machine's RabbitMQ, two workers."""
+    with (
+        scratch_postgres_database("mlops_celery") as database,
+        scratch_postgres_database("mlops_celery_warehouse") as warehouse,
+    ):
+        monkeypatch.setenv("MLOPS_WAREHOUSE_DATABASE_URL", warehouse)
+        monkeypatch.setenv("MLOPS_REQUEST_DROPS_URI", f"s3://{BUCKET}/drops/requests")
         yield from _deployment(settings, database, monkeypatch)
 
 
@@ -125,31 +150,12 @@ def _deployment(
             connection.default_channel.queue_delete(queue)
 
 
-def embedded_tables(settings: Settings, home: Path, queries: list[str]) -> list[pl.DataFrame]:
-    """The same drops through the embedded default (in-process, DuckDB, no broker)."""
-    embedded = settings.moved_to(home)
-    source = Path(settings.request_drops_uri)
-    for path in source.rglob("*.csv"):
-        target = Path(embedded.request_drops_uri) / path.relative_to(source)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(path.read_bytes())
-    defs = build_definitions(embedded, small_demand_source(embedded))
-    instance = DagsterInstance.ephemeral()
-    run = PipelineRun()
-    ingest_request_drops(defs, instance, DataHome(path=str(embedded.data_home)), run)
-    ingest_demand(defs, instance, run)
-    build_warehouse(defs, instance, run)
-    assert run.success
-    warehouse = Warehouse(path=str(embedded.warehouse_path))
-    return [warehouse.query(query) for query in queries]
-
-
 def test_the_request_pipeline_runs_on_two_celery_workers_as_it_does_in_process(
     celery_deployment: CeleryDeployment, tmp_path: Path
 ) -> None:
     deployment = celery_deployment
-    write_request_drop(deployment.settings, "jan.csv", rows=400, seed=11)
-    write_request_drop(deployment.settings, "feb.csv", rows=400, seed=12)
+    deployment.drop("jan.csv", rows=400, seed=11)
+    deployment.drop("feb.csv", rows=400, seed=12)
     first, second = deployment.drop_ids()
     # Two drops at once: two runs whose steps the two workers share, both writing the one
     # warehouse (its writers wait for each other's lock).
@@ -178,15 +184,18 @@ def test_the_request_pipeline_runs_on_two_celery_workers_as_it_does_in_process(
         for worker in deployment.worker_of_each_step(run_id).values()
     }
     assert used == {worker.name for worker in deployment.workers}, used
-    warehouse = Warehouse(path=str(deployment.settings.warehouse_path))
+    warehouse = warehouse_of(deployment.settings)
     on_celery = [warehouse.query(query) for query in (VALIDATED, QUARANTINED, SPLITS)]
     in_process = embedded_tables(
-        deployment.settings, tmp_path / "embedded", [VALIDATED, QUARANTINED, SPLITS]
+        deployment.settings,
+        tmp_path / "embedded",
+        [VALIDATED, QUARANTINED, SPLITS],
+        drops=deployment.staged,
     )
     assert on_celery[0].height + on_celery[1].height == 800
     assert on_celery[0]["drop_id"].n_unique() == 2
     for celery_table, embedded_table in zip(on_celery, in_process, strict=True):
-        assert celery_table.equals(embedded_table)
+        assert in_utc(celery_table).equals(in_utc(embedded_table))
 
 
 def test_a_worker_killed_mid_step_hands_the_step_to_the_other_worker(
@@ -194,7 +203,7 @@ def test_a_worker_killed_mid_step_hands_the_step_to_the_other_worker(
 ) -> None:
     deployment = celery_deployment
     rows = 30_000
-    write_request_drop(deployment.settings, "big.csv", rows=rows, seed=21)
+    deployment.drop("big.csv", rows=rows, seed=21)
     (drop_id,) = deployment.drop_ids()
     process, log = deployment.launch("request_ingest_job", drop_id)
     by_pid = {worker.process.pid: worker for worker in deployment.workers}
@@ -224,12 +233,14 @@ def test_a_worker_killed_mid_step_hands_the_step_to_the_other_worker(
     # other one.
     assert validate_starts == [victim.process.pid, survivor.process.pid]
     assert validate_successes == [survivor.process.pid]
-    warehouse = Warehouse(path=str(deployment.settings.warehouse_path))
+    warehouse = warehouse_of(deployment.settings)
     valid, quarantined = warehouse.query(VALIDATED), warehouse.query(QUARANTINED)
     assert valid["request_id"].n_unique() == valid.height
     assert valid.height + quarantined.height == rows
-    in_process = embedded_tables(deployment.settings, tmp_path / "embedded", [VALIDATED])
-    assert valid.equals(in_process[0])
+    in_process = embedded_tables(
+        deployment.settings, tmp_path / "embedded", [VALIDATED], drops=deployment.staged
+    )
+    assert in_utc(valid).equals(in_utc(in_process[0]))
 
 
 def test_training_steps_go_to_the_gpu_queue_and_the_rest_to_the_deployment_queue(

@@ -3,7 +3,6 @@ its disk. Request drops read from it land exactly as from local disk; MLflow art
 it load back verified and package into a Bento; the store stopped under a run gives a clear
 error, and the retry after it is back completes without duplicating a row."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,37 +15,14 @@ from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry
 from ml.settings import Settings
 from orchestration.definitions import build_definitions
-from orchestration.object_store import (
-    BUCKET,
-    ObjectStoreServer,
-    object_store_keys,
-    start_object_store,
-)
+from orchestration.object_store import BUCKET, ObjectStoreServer, start_object_store
 from orchestration.pipeline import PipelineRun, execute_quietly, ingest_request_file, run_platform
-from tests.conftest import free_port, small_demand_source, write_request_drop
+from tests.conftest import small_demand_source, upload, write_request_drop
 
 VALIDATED = (
     "select request_id, text, intent, source, received_at from validated_requests "
     "order by request_id"
 )
-
-
-@pytest.fixture
-def object_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ObjectStoreServer]:
-    """A store of the test's own; this process (and the processes it starts) its clients."""
-    keys = object_store_keys(tmp_path / "object-store-secrets")
-    server = start_object_store(tmp_path / "objects", free_port(), keys, tmp_path / "s3.log")
-    for name, value in server.client_environment().items():
-        monkeypatch.setenv(name, value)
-    s3fs.S3FileSystem.clear_instance_cache()  # a client made for an earlier store is not reused
-    yield server
-    server.stop()
-    s3fs.S3FileSystem.clear_instance_cache()
-
-
-def upload(local: Path, key: str) -> str:
-    s3fs.S3FileSystem().put_file(str(local), f"{BUCKET}/{key}")
-    return f"s3://{BUCKET}/{key}"
 
 
 def test_a_request_drop_read_from_the_object_store_lands_as_from_local_disk(

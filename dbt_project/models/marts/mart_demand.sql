@@ -15,11 +15,11 @@ grid as (
         store,
         item,
         freq,
-        cast(unnest(generate_series(
-            first_period,
-            last_period,
-            case when freq = 'W' then interval 7 day else interval 1 day end
-        )) as date) as period_start
+        {{ period_series(
+            "first_period",
+            "last_period",
+            "case when freq = 'W' then interval '7 day' else interval '1 day' end",
+        ) }} as period_start
     from series
 ),
 
@@ -31,11 +31,11 @@ period_calendar as (
     select
         p.period_start,
         p.freq,
-        any_value(c.day_of_week) filter (where c.date = p.period_start) as day_of_week,
-        any_value(c.iso_week) filter (where c.date = p.period_start) as iso_week,
-        any_value(c.month) filter (where c.date = p.period_start) as month,
-        any_value(c.year) filter (where c.date = p.period_start) as year,
-        any_value(c.day_of_year) filter (where c.date = p.period_start) as day_of_year,
+        max(c.day_of_week) filter (where c.date = p.period_start) as day_of_week,
+        max(c.iso_week) filter (where c.date = p.period_start) as iso_week,
+        max(c.month) filter (where c.date = p.period_start) as month,
+        max(c.year) filter (where c.date = p.period_start) as year,
+        max(c.day_of_year) filter (where c.date = p.period_start) as day_of_year,
         bool_or(c.is_weekend) filter (where c.date = p.period_start) as is_weekend,
         bool_or(c.is_holiday) as has_holiday,
         string_agg(distinct c.holiday_name, ', ') as holidays

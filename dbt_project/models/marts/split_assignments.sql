@@ -8,16 +8,25 @@
 -- intent holds close to the configured shares at every size.
 {{ config(materialized='incremental', incremental_strategy='append', full_refresh=false) }}
 
-with texts as (
+with votes as (
     select
         text_key,
-        arg_max(intent, votes) as stratum
+        intent,
+        count(*) + case when intent is not null then 1000000 else 0 end as votes
+    from {{ ref('stg_requests') }}
+    group by text_key, intent
+),
+
+texts as (
+    select text_key, intent as stratum
     from (
-        select text_key, intent, count(*) + (intent is not null)::int * 1000000 as votes
-        from {{ ref('stg_requests') }}
-        group by text_key, intent
-    )
-    group by text_key
+        select
+            text_key,
+            intent,
+            row_number() over (partition by text_key order by votes desc, intent) as rank
+        from votes
+    ) as ranked
+    where rank = 1
 ),
 
 {% if is_incremental() %}
