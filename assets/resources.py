@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import duckdb
@@ -21,7 +21,12 @@ from pydantic import Field
 from ml.annotation.label_studio_client import LabelStudioClient
 from ml.annotation.trust import AnnotatorAllowList
 from ml.data.ingestion import DEFAULT_MAX_DROP_BYTES
-from ml.data.warehouse import DuckDBWarehouse, PostgresWarehouse, open_warehouse
+from ml.data.warehouse import (
+    DuckDBWarehouse,
+    PostgresWarehouse,
+    WarehouseSession,
+    open_warehouse,
+)
 from ml.lifecycle.registry import Registry
 from ml.lifecycle.release import ReleasePolicy
 from ml.monitoring.drift import DriftThresholds
@@ -69,14 +74,17 @@ class DataHome(ConfigurableResource):
     """Every file the platform writes lives under this folder (production: a mounted volume)."""
 
     path: str
+    raw_uri: str = ""
+    """Where the raw copies go (MLOPS_RAW_URI: a folder or an object-store URI such as
+    s3://bucket/raw); '' = `raw/` under the data home."""
 
     @property
     def root(self) -> Path:
         return Path(self.path)
 
     @property
-    def raw_dir(self) -> Path:
-        return self.root / "raw"
+    def raw_location(self) -> str:
+        return self.raw_uri.rstrip("/") or str(self.root / "raw")
 
     @property
     def drop_registry_dir(self) -> Path:
@@ -87,9 +95,9 @@ class DataHome(ConfigurableResource):
         """One quarantine manifest per file of the drops folder refused as a drop, with why."""
         return self.root / "quarantine" / "drops"
 
-    def raw_partition_path(self, domain: str, partition_key: str) -> Path:
+    def raw_partition_uri(self, domain: str, partition_key: str) -> str:
         """The immutable raw copy of one partition, exactly as read (all text)."""
-        return self.raw_dir / domain / f"{partition_key}.parquet"
+        return f"{self.raw_location}/{domain}/{partition_key}.parquet"
 
 
 class Warehouse(ConfigurableResource):
@@ -156,6 +164,18 @@ class Warehouse(ConfigurableResource):
     def add_column_if_missing(self, table: str, column: str, definition: str) -> None:
         """Give an existing table a column it predates (`definition`: type and default)."""
         self.backend.add_column_if_missing(table, column, definition)
+
+    def exists(self) -> bool:
+        """Whether there is a warehouse yet (the DuckDB file is made by the first write)."""
+        return self.backend.exists()
+
+    def transaction(self) -> AbstractContextManager[WarehouseSession]:
+        """Statements in one transaction, committed together or not at all."""
+        return self.backend.transaction()
+
+    def compact(self) -> None:
+        """Rewrite the stored tables so no freed page keeps deleted rows' bytes (erasure)."""
+        self.backend.compact()
 
     @contextmanager
     def dbt_environment(self) -> Iterator[None]:
@@ -356,7 +376,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
     `EnvVar`."""
 
     return {
-        "data_home": DataHome(path=_configured(settings, "data_home")),
+        "data_home": DataHome(
+            path=_configured(settings, "data_home"), raw_uri=_configured(settings, "raw_uri")
+        ),
         "warehouse": Warehouse(
             path=_configured(settings, "warehouse_path"), url=_configured(settings, "warehouse_url")
         ),

@@ -124,6 +124,7 @@ VARIABLES = {
     "data_home": "MLOPS_DATA_HOME",
     "warehouse_path": "MLOPS_WAREHOUSE_PATH",
     "warehouse_url": "MLOPS_WAREHOUSE_DATABASE_URL",
+    "raw_uri": "MLOPS_RAW_URI",
     "request_drops_uri": "MLOPS_REQUEST_DROPS_URI",
     "intent_taxonomy": "MLOPS_INTENT_TAXONOMY",
     "label_studio_url": "MLOPS_LABEL_STUDIO_URL",
@@ -174,6 +175,9 @@ class Settings:
     warehouse_url: str = field(default="", repr=False)
     """MLOPS_WAREHOUSE_DATABASE_URL: the production profile's PostgreSQL warehouse
     (postgresql://user@host:port/database); '' = the DuckDB file at `warehouse_path`."""
+    raw_uri: str = ""
+    """MLOPS_RAW_URI: where the raw copies of drops and partitions go (a folder or an object-store
+    URI such as s3://bucket/raw); '' = `raw/` under the data home."""
     intent_taxonomy: Path = SYNTHETIC_TAXONOMY_PATH
     """The one intent taxonomy of this deployment (generator, labeling and models share it)."""
     request_max_age_days: float | None = None
@@ -243,6 +247,7 @@ class Settings:
                 VARIABLES["warehouse_path"], data_home / "warehouse.duckdb"
             ),
             warehouse_url=os.environ.get(VARIABLES["warehouse_url"], ""),
+            raw_uri=os.environ.get(VARIABLES["raw_uri"], ""),
             dagster_home=_path_from_env("DAGSTER_HOME", data_home / "dagster"),
             intent_taxonomy=_path_from_env(VARIABLES["intent_taxonomy"], SYNTHETIC_TAXONOMY_PATH),
             request_drops_uri=os.environ.get(
@@ -331,6 +336,7 @@ class Settings:
             "data_home",
             "warehouse_path",
             "warehouse_url",
+            "raw_uri",
             "dagster_home",
             "request_drops_uri",
         )
@@ -339,6 +345,7 @@ class Settings:
             data_home=data_home,
             warehouse_path=data_home / "warehouse.duckdb",
             warehouse_url="",
+            raw_uri="",
             dagster_home=data_home / "dagster",
             request_drops_uri=str(data_home / "drops" / "requests"),
             variables={k: v for k, v in self.variables.items() if k not in moved},

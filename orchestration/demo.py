@@ -31,6 +31,7 @@ from assets.resources import DataHome, Warehouse, warehouse_of  # noqa: E402
 from ml.annotation.label_studio_client import LabelStudioClient  # noqa: E402
 from ml.data.ingestion import IngestionError  # noqa: E402
 from ml.data.sources import DemandSource, demand_source_of, orange_juice_source  # noqa: E402
+from ml.data.warehouse import warehouse_location  # noqa: E402
 from ml.lifecycle.aliases import GATE_REASON, GATE_SCORE, GATE_TEST_VERSION  # noqa: E402
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER  # noqa: E402
 from ml.lifecycle.registry import ModelVersion, Registry  # noqa: E402
@@ -160,7 +161,7 @@ def label_studio_running(settings: Settings, report) -> Iterator[LabelStudioClie
 
 def summarize(warehouse: Warehouse) -> list[tuple[str, int]]:
     tables = warehouse.query(
-        "select table_name from information_schema.tables "
+        "select cast(table_name as varchar) as table_name from information_schema.tables "
         "where table_schema = current_schema() order by table_name"
     )["table_name"].to_list()
     return [
@@ -560,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nDone in {time.monotonic() - started:.0f} s. Where to look:\n"
         f"  make dev     Dagster UI + daemon on http://127.0.0.1:3000\n"
         f"  instance     DAGSTER_HOME={settings.dagster_home}\n"
-        f"  warehouse    {settings.warehouse_path}\n"
+        f"  warehouse    {warehouse_location(settings.warehouse_path, settings.warehouse_url)}\n"
         f"  MLflow UI    make mlflow (http://127.0.0.1:5000), registry {settings.tracking_uri}\n"
         f"  serving      make serve (the champion Bento on http://127.0.0.1:3001)\n"
         f"  credentials  {settings.secrets_dir} (serving API keys; mode 0600) and "

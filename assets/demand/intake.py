@@ -29,9 +29,9 @@ from assets.contract_outputs import (
 from assets.demand import GROUP, OWNERS
 from assets.metadata import column_schema, picture, preview
 from assets.resources import DUCKDB_POOL, DataHome, Warehouse
-from ml.data.atomic_files import write_parquet_atomically
 from ml.data.contracts import DEMAND_CONTRACT
 from ml.data.ingestion import IngestionError
+from ml.data.objects import exists, read_parquet, write_parquet
 from ml.data.sources import (
     DemandSource,
     map_demand_rows,
@@ -92,8 +92,8 @@ def build_demand_assets(source: DemandSource) -> list[AssetsDefinition]:
         in_window = rows.filter((period >= window.start.date()) & (period < window.end.date()))
         for key in context.partition_keys:
             part = partitions.time_window_for_partition_key(key)
-            write_parquet_atomically(
-                data_home.raw_partition_path("demand", key),
+            write_parquet(
+                data_home.raw_partition_uri("demand", key),
                 in_window.filter((period >= part.start.date()) & (period < part.end.date())),
             )
         first, last = (
@@ -141,14 +141,14 @@ def build_demand_assets(source: DemandSource) -> list[AssetsDefinition]:
     )
     def validate_demand(context: AssetExecutionContext, data_home: DataHome, warehouse: Warehouse):
         window = context.partition_time_window
-        paths = [data_home.raw_partition_path("demand", k) for k in context.partition_keys]
-        missing = [str(p) for p in paths if not p.exists()]
+        paths = [data_home.raw_partition_uri("demand", k) for k in context.partition_keys]
+        missing = [p for p in paths if not exists(p)]
         if missing:
             raise IngestionError(
                 f"no raw copy for {len(missing)} partition(s) (first: {missing[0]}); "
                 "materialize raw_demand for them first"
             )
-        raw = pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed")
+        raw = pl.concat([read_parquet(p) for p in paths], how="diagonal_relaxed")
         mapped = map_demand_rows(raw, source)
         outcome = validate_against_contract(mapped, DEMAND_CONTRACT, carry=("extra_covariates",))
         periods = raw.select(mapped[RAW_ROW_ID], pl.col("_period_start").alias("period_start"))

@@ -389,7 +389,9 @@ def annotated_batch(
                 "request_id", "text", "text_key", "source", "strategy", pl.col("round") + 1
             ),
         )
-    warehouse.execute("update annotation_items set status = ? where batch_id = ?", [status, batch_id])
+    warehouse.execute(
+        "update annotation_items set status = ? where batch_id = ?", [status, batch_id]
+    )
     summary = pl.DataFrame(
         {
             "batch_id": [batch_id],

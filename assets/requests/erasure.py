@@ -23,7 +23,6 @@ from ml.data.lineage_snapshot import snapshots_dir
 from ml.security.encryption import at_rest_cipher
 from ml.security.erasure import (
     ErasureReport,
-    compact_duckdb,
     erase_from_drops,
     erase_from_logs,
     erase_from_parquet_files,
@@ -83,13 +82,6 @@ def erase_requests(
     monitoring: Monitoring,
     release_control: ReleaseControl,
 ) -> None:
-    if not warehouse.is_duckdb:
-        # Refused before anything changed: an erasure that skipped the warehouse would leave
-        # the requests' rows there while reporting them erased.
-        raise NotImplementedError(
-            "erasure works on the embedded DuckDB warehouse; on the PostgreSQL warehouse "
-            "(MLOPS_WAREHOUSE_DATABASE_URL) it is not built yet: nothing was erased"
-        )
     ids = set(config.request_ids)
     report = ErasureReport(tuple(sorted(ids)))
     # Label Studio first: if it cannot be reached the run fails before anything else changed,
@@ -98,10 +90,10 @@ def erase_requests(
         report.add("label_studio_tasks", label_studio.client().delete_tasks_of_requests(ids))
     else:
         report.add("label_studio_tasks", 0)
-    if Path(warehouse.path).exists():
-        with warehouse.connect() as con:
-            erased = erase_from_warehouse(con, ids)
-        compact_duckdb(Path(warehouse.path))
+    if warehouse.exists():
+        with warehouse.transaction() as session:
+            erased = erase_from_warehouse(session, ids)
+        warehouse.compact()
         for table, rows in erased.removed.items():
             report.add(f"warehouse.{table}", rows)
     else:
@@ -114,7 +106,7 @@ def erase_requests(
         ),
     )
     report.add("drops", erase_from_drops(data_home.drop_registry_dir, source_rows, ids))
-    report.add("raw_copies", erase_from_raw_copies(data_home.raw_dir, source_rows, ids))
+    report.add("raw_copies", erase_from_raw_copies(data_home.raw_location, source_rows, ids))
     cipher = at_rest_cipher()
     report.add("prediction_logs", erase_from_logs(Path(monitoring.log_dir), ids, cipher))
     report.add("request_log", erase_from_logs(Path(release_control.request_log_dir), ids, cipher))

@@ -25,10 +25,10 @@ from assets.contract_outputs import (
 from assets.metadata import column_schema, picture, preview
 from assets.requests import GROUP, OWNERS
 from assets.resources import DUCKDB_POOL, DataHome, RequestIntake, Warehouse
-from ml.data.atomic_files import write_parquet_atomically
 from ml.data.contracts import request_contract
 from ml.data.drops import load_drop, read_drop, redrops_of
 from ml.data.ingestion import IngestionError
+from ml.data.objects import exists, read_parquet, write_parquet
 from ml.data.sources import map_request_drop
 from ml.data.validation import validate_against_contract
 from ml.plots import bar_figure, histogram_figure
@@ -51,7 +51,7 @@ request_drops = DynamicPartitionsDefinition(name="request_drops")
 def raw_requests(context: AssetExecutionContext, data_home: DataHome) -> MaterializeResult:
     drop = load_drop(context.partition_key, data_home.drop_registry_dir)
     raw = read_drop(drop)
-    write_parquet_atomically(data_home.raw_partition_path("requests", drop.drop_id), raw)
+    write_parquet(data_home.raw_partition_uri("requests", drop.drop_id), raw)
     redrops = redrops_of(drop.drop_id, data_home.drop_registry_dir)
     return MaterializeResult(
         metadata={
@@ -90,12 +90,12 @@ def validate_requests(
     request_intake: RequestIntake,
 ):
     drop = load_drop(context.partition_key, data_home.drop_registry_dir)
-    raw_path = data_home.raw_partition_path("requests", drop.drop_id)
-    if not raw_path.exists():
+    raw_uri = data_home.raw_partition_uri("requests", drop.drop_id)
+    if not exists(raw_uri):
         raise IngestionError(
-            f"no raw copy of drop {drop.drop_id} at {raw_path}; materialize raw_requests first"
+            f"no raw copy of drop {drop.drop_id} at {raw_uri}; materialize raw_requests first"
         )
-    mapped = map_request_drop(pl.read_parquet(raw_path), drop)
+    mapped = map_request_drop(read_parquet(raw_uri), drop)
     taxonomy = request_intake.taxonomy()
     contract = request_contract(taxonomy.intents)
     prepare_publication(warehouse, "validated_requests")

@@ -2,8 +2,6 @@
 daily and before every training run, so no frozen test version, label version or split lives in
 one file only. `python -m orchestration.restore` brings them back."""
 
-from pathlib import Path
-
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from assets.metadata import counts_table
@@ -49,7 +47,16 @@ def _reason(context: AssetExecutionContext) -> str:
 def lineage_snapshot(
     context: AssetExecutionContext, data_home: DataHome, warehouse: Warehouse
 ) -> MaterializeResult:
-    if not Path(warehouse.path).exists():
+    if not warehouse.is_duckdb:
+        return MaterializeResult(
+            metadata={
+                "snapshot": "none",
+                "reason": "the PostgreSQL warehouse (MLOPS_WAREHOUSE_DATABASE_URL) is backed up "
+                "by PostgreSQL's own means (pg_dump, point-in-time recovery); lineage snapshots "
+                "are of the embedded DuckDB warehouse",
+            }
+        )
+    if not warehouse.exists():
         return MaterializeResult(
             metadata={"snapshot": "none", "reason": f"no warehouse yet at {warehouse.path}"}
         )

@@ -23,7 +23,6 @@ import polars as pl
 
 from ml.data.atomic_files import (
     append_line_atomically,
-    write_bytes_atomically,
     write_text_atomically,
 )
 from ml.data.ingestion import (
@@ -36,6 +35,7 @@ from ml.data.ingestion import (
     read_bytes,
     read_raw_table,
 )
+from ml.data.objects import write_bytes
 
 
 @dataclass(frozen=True)
@@ -324,20 +324,7 @@ def scan_drops(
     return DropScan(registrations, refusals, pending, state)
 
 
-def write_file(uri: str, data: bytes) -> str:
-    """Write `data` whole at `uri` (a path or any fsspec URI); the URI written. Locally under a
-    hidden temporary name (never listed by a scan) renamed in; an object store publishes an
-    object only once it is whole."""
-    fs, path = fsspec.core.url_to_fs(uri)
-    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
-        write_bytes_atomically(Path(path), data)
-        return path
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    fs.pipe_file(path, data)
-    return fs.unstrip_protocol(path)
-
-
 def write_drop(drops_uri: str, source: str, name: str, data: bytes) -> str:
     """Put a file into the drops folder whole, as `<drops>/<source>/<name>`; its URI."""
     check_source_name(source, f"{drops_uri}/{source}/{name}")
-    return write_file(f"{drops_uri.rstrip('/')}/{source}/{name}", data)
+    return write_bytes(f"{drops_uri.rstrip('/')}/{source}/{name}", data)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
@@ -19,10 +19,22 @@ from urllib.parse import unquote, urlsplit
 import duckdb
 import polars as pl
 
+from ml.data.lineage_snapshot import sql_path
+
 LOCK_WAIT_SECONDS = 60.0
 
 Change = tuple[str, pl.DataFrame, str, list]
 """(table, frame, where, params): delete the rows `where` selects, insert `frame`."""
+
+
+class WarehouseSession(Protocol):
+    """Statements inside one transaction (see `transaction()` of each backend)."""
+
+    def rows(self, sql: str, params: Sequence | None = None) -> list[tuple]: ...
+
+    def affected(self, sql: str, params: Sequence | None = None) -> int:
+        """Run a delete or an update; how many rows it changed."""
+        ...
 
 
 class WarehouseBackend(Protocol):
@@ -43,6 +55,12 @@ class WarehouseBackend(Protocol):
     def add_column_if_missing(self, table: str, column: str, definition: str) -> None: ...
 
     def dbt_variables(self) -> dict[str, str]: ...
+
+    def exists(self) -> bool: ...
+
+    def transaction(self) -> AbstractContextManager[WarehouseSession]: ...
+
+    def compact(self) -> None: ...
 
 
 class DuckDBWarehouse:
@@ -121,6 +139,46 @@ class DuckDBWarehouse:
 
     def dbt_variables(self) -> dict[str, str]:
         return {"MLOPS_DBT_TARGET": "local", "MLOPS_WAREHOUSE_PATH": str(self.path)}
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    @contextmanager
+    def transaction(self) -> Iterator[WarehouseSession]:
+        with self.connect() as con:
+            con.execute("begin transaction")
+            try:
+                yield _DuckDBSession(con)
+            except BaseException:
+                con.execute("rollback")
+                raise
+            con.execute("commit")
+            con.execute("checkpoint")
+
+    def compact(self) -> None:
+        """Rewrite the file from its live rows: DuckDB leaves deleted rows' bytes in free
+        blocks (a checkpoint or VACUUM does not overwrite them), so erased text would still be
+        in the file. Copied into a new file, which replaces the old one."""
+        fresh = self.path.with_name(f".{self.path.name}.compacting")
+        fresh.unlink(missing_ok=True)
+        with self.connect() as con:
+            ((database,),) = con.execute("select current_database()").fetchall()
+            con.execute(f"attach {sql_path(fresh)} as compacted")
+            con.execute(f'copy from database "{database}" to compacted')
+            con.execute("detach compacted")
+        fresh.replace(self.path)
+
+
+class _DuckDBSession:
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def rows(self, sql: str, params: Sequence | None = None) -> list[tuple]:
+        return self.con.execute(sql, list(params or [])).fetchall()
+
+    def affected(self, sql: str, params: Sequence | None = None) -> int:
+        ((count,),) = self.con.execute(sql, list(params or [])).fetchall()
+        return int(count)
 
 
 def add_column_sql(table: str, column: str, definition: str) -> str:
@@ -265,6 +323,45 @@ class PostgresWarehouse:
             "DBT_ENV_SECRET_WAREHOUSE_PG_PASSWORD": unquote(parts.password or ""),
         }
 
+    def exists(self) -> bool:
+        return True
+
+    @contextmanager
+    def transaction(self) -> Iterator[WarehouseSession]:
+        with self.connect() as con, con.cursor() as cursor:
+            yield _PostgresSession(cursor)
+
+    def compact(self) -> None:
+        """VACUUM FULL every table: PostgreSQL keeps deleted rows' bytes in their pages until
+        a table is rewritten, so erased text would still be on disk."""
+        import psycopg2
+
+        connection = psycopg2.connect(self.url)
+        try:
+            connection.autocommit = True  # VACUUM runs outside a transaction
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "select table_name from information_schema.tables "
+                    "where table_schema = current_schema() and table_type = 'BASE TABLE'"
+                )
+                for (table,) in cursor.fetchall():
+                    cursor.execute(f'vacuum full "{table}"')
+        finally:
+            connection.close()
+
+
+class _PostgresSession:
+    def __init__(self, cursor) -> None:
+        self.cursor = cursor
+
+    def rows(self, sql: str, params: Sequence | None = None) -> list[tuple]:
+        self.cursor.execute(postgres_sql(sql, params), list(params or []) or None)
+        return self.cursor.fetchall()
+
+    def affected(self, sql: str, params: Sequence | None = None) -> int:
+        self.cursor.execute(postgres_sql(sql, params), list(params or []) or None)
+        return self.cursor.rowcount
+
 
 def _postgres_has_table(cursor, table: str) -> bool:
     cursor.execute(
@@ -307,6 +404,15 @@ def _frame(cursor) -> pl.DataFrame:
     if unknown:
         raise TypeError(f"warehouse query returned columns of types polars is not given: {unknown}")
     return pl.DataFrame(cursor.fetchall(), schema=schema, orient="row", strict=False)
+
+
+def warehouse_location(path: str | Path, url: str = "") -> str:
+    """Where the warehouse is, to print: the DuckDB file, or PostgreSQL without the password."""
+    if not url:
+        return str(path)
+    parts = urlsplit(url)
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{parts.scheme}://{user}{parts.hostname}:{parts.port or 5432}{parts.path}"
 
 
 def open_warehouse(path: str | Path, url: str = "") -> DuckDBWarehouse | PostgresWarehouse:

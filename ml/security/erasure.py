@@ -39,9 +39,11 @@ from ml.data.atomic_files import (
     write_parquet_atomically,
     write_text_atomically,
 )
-from ml.data.drops import drop_id_for, load_drop, write_file
+from ml.data.drops import drop_id_for, load_drop
 from ml.data.ingestion import ROW_COLUMN, file_sha256, file_suffix, read_bytes
 from ml.data.lineage_snapshot import MANIFEST, row_digest, sql_path, utc_session
+from ml.data.objects import files_under, read_parquet, stem, write_bytes, write_parquet
+from ml.data.warehouse import WarehouseSession
 from ml.security.encryption import ENCRYPTED_SUFFIX, decrypt, encrypt
 
 REQUEST_ID = "request_id"
@@ -128,16 +130,16 @@ class WarehouseErasure:
     """Normalized texts no request holds any more, removed from `split_assignments`."""
 
 
-def _tables_with(con: duckdb.DuckDBPyConnection, column: str) -> list[str]:
+def _tables_with(session: WarehouseSession, column: str) -> list[str]:
     return [
         table
-        for (table,) in con.execute(
+        for (table,) in session.rows(
             "select c.table_name from information_schema.columns c join "
             "information_schema.tables t on c.table_name = t.table_name and "
-            "c.table_schema = t.table_schema where c.table_schema = 'main' and "
+            "c.table_schema = t.table_schema where c.table_schema = current_schema() and "
             "t.table_type = 'BASE TABLE' and c.column_name = ? order by c.table_name",
             [column],
-        ).fetchall()
+        )
     ]
 
 
@@ -150,82 +152,52 @@ def _source_rows(raw_row_ids: Iterable[str]) -> dict[str, set[int]]:
     return rows
 
 
-def erase_from_warehouse(con: duckdb.DuckDBPyConnection, request_ids: set[str]) -> WarehouseErasure:
+def erase_from_warehouse(session: WarehouseSession, request_ids: set[str]) -> WarehouseErasure:
     """Delete the requests' rows from every base table with a `request_id` column, and their
-    normalized texts that no remaining request shares, in one transaction; then checkpoint so
-    the file no longer holds them in its write-ahead log."""
+    normalized texts that no remaining request shares, in the session's one transaction (the
+    caller compacts the warehouse afterwards, so no freed page still holds them)."""
     ids = sorted(request_ids)
-    con.execute(
-        "create or replace temp table erased_ids as select unnest(?::varchar[]) as id", [ids]
-    )
-    tables = _tables_with(con, REQUEST_ID)
+    erased = "(select unnest(?::varchar[]))"
+    tables = _tables_with(session, REQUEST_ID)
     raw_row_ids: list[str] = []
-    for table in set(tables) & set(_tables_with(con, RAW_ROW_ID)):
+    for table in sorted(set(tables) & set(_tables_with(session, RAW_ROW_ID))):
         raw_row_ids += [
             row
-            for (row,) in con.execute(
-                f'select "{RAW_ROW_ID}" from "{table}" where request_id in '
-                "(select id from erased_ids)"
-            ).fetchall()
+            for (row,) in session.rows(
+                f'select "{RAW_ROW_ID}" from "{table}" where request_id in {erased}', [ids]
+            )
         ]
-    keyed = _tables_with(con, "text_key")
-    keyed_by_request = set(tables) & set(keyed)
+    keyed = _tables_with(session, "text_key")
+    keyed_by_request = sorted(set(tables) & set(keyed))
     keys: set[str] = set()
     if "split_assignments" in keyed:
         for table in keyed_by_request:
             keys |= {
                 key
-                for (key,) in con.execute(
-                    f'select text_key from "{table}" where request_id in '
-                    "(select id from erased_ids)"
-                ).fetchall()
+                for (key,) in session.rows(
+                    f'select text_key from "{table}" where request_id in {erased}', [ids]
+                )
                 if key is not None
             }
-    removed: dict[str, int] = {}
-    con.execute("begin transaction")
-    try:
-        for table in tables:
-            ((count,),) = con.execute(
-                f'delete from "{table}" where request_id in (select id from erased_ids)'
-            ).fetchall()
-            removed[table] = int(count)
-        if keys:
-            still_held = set()
-            for table in keyed_by_request:
-                still_held |= {
-                    key
-                    for (key,) in con.execute(
-                        f'select distinct text_key from "{table}" where text_key in '
-                        "(select unnest(?::varchar[]))",
-                        [sorted(keys)],
-                    ).fetchall()
-                }
-            keys -= still_held
-            ((count,),) = con.execute(
-                "delete from split_assignments where text_key in (select unnest(?::varchar[]))",
-                [sorted(keys)],
-            ).fetchall()
-            removed["split_assignments"] = int(count)
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
-    con.execute("checkpoint")
+    removed = {
+        table: session.affected(f'delete from "{table}" where request_id in {erased}', [ids])
+        for table in tables
+    }
+    if keys:
+        still_held = set()
+        for table in keyed_by_request:
+            still_held |= {
+                key
+                for (key,) in session.rows(
+                    f'select distinct text_key from "{table}" where text_key in {erased}',
+                    [sorted(keys)],
+                )
+            }
+        keys -= still_held
+        removed["split_assignments"] = session.affected(
+            f"delete from split_assignments where text_key in {erased}", [sorted(keys)]
+        )
     return WarehouseErasure(removed, _source_rows(raw_row_ids), frozenset(keys))
-
-
-def compact_duckdb(path: Path) -> None:
-    """Rewrite the database file from its live rows: DuckDB leaves deleted rows' bytes in free
-    blocks (a checkpoint or VACUUM does not overwrite them), so an erased text would still be
-    in the file. Copied into a new file, which replaces the old one."""
-    fresh = path.with_name(f".{path.name}.compacting")
-    fresh.unlink(missing_ok=True)
-    with duckdb.connect(str(path)) as con:
-        ((database,),) = con.execute("select current_database()").fetchall()
-        con.execute(f"attach {sql_path(fresh)} as compacted")
-        con.execute(f'copy from database "{database}" to compacted')
-        con.execute("detach compacted")
-    fresh.replace(path)
 
 
 def erase_from_snapshots(
@@ -366,7 +338,7 @@ def erase_from_drops(
         )
         if not blanked:
             continue
-        write_file(drop.uri, new)
+        write_bytes(drop.uri, new)
         sha256 = hashlib.sha256(new).hexdigest()
         moved = json.dumps(asdict(replace(drop, sha256=sha256, size_bytes=len(new))), indent=2)
         write_text_atomically(manifest, moved)
@@ -376,19 +348,17 @@ def erase_from_drops(
 
 
 def erase_from_raw_copies(
-    raw_dir: Path, source_rows: dict[str, set[int]], request_ids: set[str]
+    raw_location: str, source_rows: dict[str, set[int]], request_ids: set[str]
 ) -> int:
-    """Empty the erased rows of the raw copies (`<raw>/<domain>/<drop id>.parquet`), keeping
-    `_row` so every other row keeps its id."""
+    """Empty the erased rows of the raw copies (`<raw>/<domain>/<drop id>.parquet`, a folder or
+    an object store), keeping `_row` so every other row keeps its id."""
     blanked_total = 0
-    if not raw_dir.is_dir():
-        return 0
-    for path in sorted(raw_dir.rglob("*.parquet")):
+    for uri in files_under(raw_location, ".parquet"):
         frame, blanked = _blank_frame(
-            pl.read_parquet(path), source_rows.get(path.stem, set()), request_ids
+            read_parquet(uri), source_rows.get(stem(uri), set()), request_ids
         )
         if blanked:
-            write_parquet_atomically(path, frame)
+            write_parquet(uri, frame)
             blanked_total += blanked
     return blanked_total
 

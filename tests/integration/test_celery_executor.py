@@ -58,6 +58,7 @@ class CeleryDeployment:
     settings: Settings
     instance: DagsterInstance
     workers: list[CeleryWorker]
+    store: ObjectStoreServer | None = None
 
     @property
     def staged(self) -> Path:
@@ -117,15 +118,18 @@ def celery_deployment(
     settings: Settings, object_store: ObjectStoreServer, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[CeleryDeployment]:
     """The production profile on this machine: a PostgreSQL instance and warehouse of this
-    test's own, request drops in an S3-compatible store of its own, MLOPS_EXECUTOR=celery, a
-    queue of its own on the machine's RabbitMQ, two workers."""
+    test's own, request drops and raw copies in an S3-compatible store of its own,
+    MLOPS_EXECUTOR=celery, a queue of its own on the machine's RabbitMQ, two workers."""
     with (
         scratch_postgres_database("mlops_celery") as database,
         scratch_postgres_database("mlops_celery_warehouse") as warehouse,
     ):
         monkeypatch.setenv("MLOPS_WAREHOUSE_DATABASE_URL", warehouse)
         monkeypatch.setenv("MLOPS_REQUEST_DROPS_URI", f"s3://{BUCKET}/drops/requests")
-        yield from _deployment(settings, database, monkeypatch)
+        monkeypatch.setenv("MLOPS_RAW_URI", f"s3://{BUCKET}/raw")
+        for deployment in _deployment(settings, database, monkeypatch):
+            deployment.store = object_store
+            yield deployment
 
 
 def _deployment(
@@ -193,6 +197,10 @@ def test_the_request_pipeline_runs_on_two_celery_workers_as_it_does_in_process(
         drops=deployment.staged,
     )
     assert on_celery[0].height + on_celery[1].height == 800
+    # The raw copy one worker wrote is what the other read: in the store, not on a disk.
+    raw_copies = sorted((deployment.store.root / BUCKET / "raw" / "requests").glob("*.parquet"))
+    assert [path.stem for path in raw_copies] == sorted([first, second])
+    assert not (deployment.settings.data_home / "raw").exists()
     assert on_celery[0]["drop_id"].n_unique() == 2
     for celery_table, embedded_table in zip(on_celery, in_process, strict=True):
         assert in_utc(celery_table).equals(in_utc(embedded_table))

@@ -5,14 +5,17 @@ error, and the retry after it is back completes without duplicating a row."""
 
 from pathlib import Path
 
+import polars as pl
 import pytest
 import s3fs
 from dagster import AssetKey, DagsterInstance
 
 from assets.resources import DataHome, Warehouse
 from ml.data.drops import register_drop
+from ml.data.objects import read_parquet, write_parquet
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry
+from ml.security.erasure import erase_from_raw_copies
 from ml.settings import Settings
 from orchestration.definitions import build_definitions
 from orchestration.object_store import BUCKET, ObjectStoreServer, start_object_store
@@ -118,3 +121,21 @@ def test_the_store_stopped_under_a_run_fails_it_clearly_and_the_retry_completes(
     )
     assert rows["request_id"].n_unique() == rows.height
     assert rows.height + int(quarantined.item()) == 200
+
+
+def test_an_erasure_empties_the_erased_rows_of_raw_copies_kept_in_the_object_store(
+    object_store: ObjectStoreServer,
+) -> None:
+    raw = f"s3://{BUCKET}/raw"
+    copy = pl.DataFrame({"_row": [1, 2, 3], "text": ["keep me", "erase me", "keep me too"]})
+    write_parquet(f"{raw}/requests/crm-abc.parquet", copy)
+    write_parquet(f"{raw}/requests/crm-def.parquet", copy)
+
+    assert erase_from_raw_copies(raw, {"crm-abc": {2}}, set()) == 1
+    assert erase_from_raw_copies(raw, {"crm-abc": {2}}, set()) == 0, "a retry erases nothing more"
+    erased = read_parquet(f"{raw}/requests/crm-abc.parquet")
+    assert erased["text"].to_list() == ["keep me", None, "keep me too"]
+    assert erased["_row"].to_list() == [1, 2, 3], "every other row keeps its id"
+    assert read_parquet(f"{raw}/requests/crm-def.parquet").equals(copy)
+    on_disk = object_store.root / BUCKET / "raw" / "requests" / "crm-abc.parquet"
+    assert b"erase me" not in on_disk.read_bytes()

@@ -93,7 +93,7 @@ def test_the_whole_graph_materializes_with_every_check_passing(platform: Platfor
 
 
 def test_every_row_of_every_drop_is_valid_or_quarantined(platform: Platform) -> None:
-    raw_dir = platform.data_home.raw_dir / "requests"
+    raw_dir = Path(platform.data_home.raw_location) / "requests"
     drops = sorted(raw_dir.glob("*.parquet"))
     assert len(drops) == 2
     total_quarantined = 0

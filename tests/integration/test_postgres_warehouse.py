@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from assets.resources import Warehouse
+from ml.security.erasure import erase_from_warehouse
 from ml.settings import Settings
 from tests.conftest import (
     embedded_tables,
@@ -125,3 +126,53 @@ def test_a_non_postgres_url_is_refused_with_what_was_expected(settings: Settings
 
     with pytest.raises(ValueError, match="expected postgresql://"):
         open_warehouse(settings.warehouse_path, "mysql://root@127.0.0.1/test")
+
+
+def _database_files_holding(url: str, needle: bytes) -> list[Path]:
+    """The files of the database (under PostgreSQL's data directory) that hold `needle`, once
+    every dirty page is written out."""
+    import psycopg2
+
+    connection = psycopg2.connect(url)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("checkpoint")
+        cursor.execute("show data_directory")
+        (data_directory,) = cursor.fetchone()
+        cursor.execute("select oid from pg_database where datname = current_database()")
+        (oid,) = cursor.fetchone()
+    connection.close()
+    folder = Path(data_directory) / "base" / str(oid)
+    return [path for path in sorted(folder.iterdir()) if needle in path.read_bytes()]
+
+
+def test_an_erased_request_leaves_the_postgres_warehouse_and_its_files(
+    on_postgres: Settings, warehouse_url: str
+) -> None:
+    write_request_drop(on_postgres, "jan.csv", rows=200, seed=41)
+    warehouse = ingest_and_build_warehouse(on_postgres)
+    requests = warehouse.query(
+        "select request_id, text from validated_requests v where not exists (select 1 from "
+        "validated_requests o where o.request_id <> v.request_id and strpos(o.text, v.text) > 0) "
+        "order by request_id"
+    )
+    (erased_id, erased_text), (kept_id, _) = requests.row(0), requests.row(1)
+    needle = erased_text.encode()
+    assert _database_files_holding(warehouse_url, needle), "the text is on disk before"
+
+    with warehouse.transaction() as session:
+        erased = erase_from_warehouse(session, {erased_id})
+    warehouse.compact()
+    with warehouse.transaction() as session:
+        again = erase_from_warehouse(session, {erased_id})
+
+    assert erased.removed["validated_requests"] == 1
+    assert erased.source_rows, "the drop rows it came from are named for the raw copies"
+    assert set(again.removed.values()) == {0}, "a retry removes nothing more"
+    for table in ("validated_requests", "split_assignments", "request_splits"):
+        held = warehouse.query(f"select * from {table}")
+        assert not held.filter(pl.any_horizontal(pl.col(pl.String) == erased_text)).height, table
+    assert warehouse.query(
+        "select count(*) as n from validated_requests where request_id = ?", [kept_id]
+    ).item()
+    assert _database_files_holding(warehouse_url, needle) == [], "a table file still holds it"
