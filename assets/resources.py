@@ -400,13 +400,13 @@ def build_resources(settings: Settings) -> dict[str, object]:
         ),
         "bento_store": BentoStore(home=_configured(settings, "bentoml_home")),
         "monitoring": Monitoring(
-            log_dir=_configured(settings, "prediction_log_dir"),
+            log_dir=_configured(settings, "prediction_log_uri"),
             profile_dir=str(settings.data_home / "profiles"),
         ),
         "release_control": ReleaseControl(
             state_path=str(settings.release_state_path),
             request_log_dir=str(settings.request_log_dir),
-            prediction_log_dir=_configured(settings, "prediction_log_dir"),
+            prediction_log_dir=_configured(settings, "prediction_log_uri"),
         ),
         "dbt": DbtCliResource(
             project_dir=str(DBT_PROJECT_DIR),

@@ -131,7 +131,7 @@ VARIABLES = {
     "tracking_uri": "MLFLOW_TRACKING_URI",
     "artifact_root": "MLOPS_MLFLOW_ARTIFACT_ROOT",
     "bentoml_home": "BENTOML_HOME",
-    "prediction_log_dir": "MLOPS_PREDICTION_LOG_DIR",
+    "prediction_log_uri": "MLOPS_PREDICTION_LOG_DIR",
 }
 """The settings a resource takes verbatim, and the variable that sets each."""
 
@@ -310,8 +310,25 @@ class Settings:
         return _path_from_env(VARIABLES["bentoml_home"], self.data_home / "bentoml")
 
     @property
+    def prediction_log_uri(self) -> str:
+        """Where every answer is logged: a folder (default `prediction_logs/` under the data
+        home) or an object-store URI (s3://bucket/prediction_logs)."""
+        value = os.environ.get(VARIABLES["prediction_log_uri"], "")
+        if "://" in value:
+            return value.rstrip("/")
+        default = self.data_home / "prediction_logs"
+        return str(_path_from_env(VARIABLES["prediction_log_uri"], default))
+
+    @property
     def prediction_log_dir(self) -> Path:
-        return _path_from_env(VARIABLES["prediction_log_dir"], self.data_home / "prediction_logs")
+        """The prediction log's folder, where it is kept on a disk."""
+        uri = self.prediction_log_uri
+        if "://" in uri:
+            raise ValueError(
+                f"{VARIABLES['prediction_log_uri']}={uri} is an object store, not a folder: "
+                "read it through its URI"
+            )
+        return Path(uri)
 
     @property
     def request_log_dir(self) -> Path:
@@ -366,8 +383,9 @@ def _int_from_env(name: str, default: int) -> int:
 class ServingSettings:
     """How the BentoML service behaves; read when the service starts (each `bentoml serve`)."""
 
-    prediction_log_dir: Path
-    """Where every worker appends its prediction log (under the data home by default)."""
+    prediction_log_uri: str
+    """Where every worker appends its prediction log (a folder under the data home by default,
+    or an object-store URI)."""
     request_log_dir: Path
     release_state_path: Path
     workers: int = 1
@@ -410,7 +428,7 @@ class ServingSettings:
     def from_env(cls) -> ServingSettings:
         settings = Settings.from_env()
         return cls(
-            prediction_log_dir=settings.prediction_log_dir,
+            prediction_log_uri=settings.prediction_log_uri,
             request_log_dir=settings.request_log_dir,
             release_state_path=settings.release_state_path,
             workers=_int_from_env("MLOPS_SERVING_WORKERS", 1),

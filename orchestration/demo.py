@@ -275,7 +275,7 @@ def serve_and_monitor(settings: Settings, defs, instance, run, report, log_path:
         private = post_json(server, "/classify", {"texts": PRIVATE_REQUEST})[0]
         sent = send_traffic(server, texts[:DEMO_TRAFFIC])
         report(
-            f"  ok   {sent} requests answered on /classify, logged in {settings.prediction_log_dir}"
+            f"  ok   {sent} requests answered on /classify, logged in {settings.prediction_log_uri}"
         )
         release_in_stages(settings, defs, instance, server, texts[DEMO_TRAFFIC:], report)
     report("  ok   front door and bentoml serve stopped (make serve or make dev keep them running)")
@@ -379,7 +379,7 @@ def redaction_shown(settings: Settings, request_id: str) -> str:
     """What the prediction log kept of a request carrying personal data."""
     now = datetime.now(UTC)
     logged = read_predictions(
-        settings.prediction_log_dir, now - timedelta(hours=2), now + timedelta(hours=1)
+        settings.prediction_log_uri, now - timedelta(hours=2), now + timedelta(hours=1)
     )
     kept = logged.filter(logged["request_id"] == request_id)["text"].to_list()
     if len(kept) != 1 or "4111" in kept[0] or "555 0132" in kept[0]:

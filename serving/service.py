@@ -352,7 +352,7 @@ class Champions:
             )
         worker = f"worker{bentoml.server_context.worker_index or 0}"
         self.log = PredictionLogWriter(
-            SETTINGS.prediction_log_dir,
+            SETTINGS.prediction_log_uri,
             worker,
             SETTINGS.log_max_records,
             SETTINGS.log_flush_seconds,

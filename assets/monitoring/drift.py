@@ -244,7 +244,7 @@ def _serving_paths(monitoring: Monitoring, start: datetime) -> tuple[Path, Path]
 )
 def serving_profiles(context: AssetExecutionContext, monitoring: Monitoring) -> MaterializeResult:
     start, end = _window(context)
-    logged = read_predictions(Path(monitoring.log_dir), start, end, endpoint="classify")
+    logged = read_predictions(monitoring.log_dir, start, end, endpoint="classify")
     profile_path, features_path = _serving_paths(monitoring, start)
     if logged.is_empty():
         profile_path.unlink(missing_ok=True)

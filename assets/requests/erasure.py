@@ -108,7 +108,7 @@ def erase_requests(
     report.add("drops", erase_from_drops(data_home.drop_registry_dir, source_rows, ids))
     report.add("raw_copies", erase_from_raw_copies(data_home.raw_location, source_rows, ids))
     cipher = at_rest_cipher()
-    report.add("prediction_logs", erase_from_logs(Path(monitoring.log_dir), ids, cipher))
+    report.add("prediction_logs", erase_from_logs(monitoring.log_dir, ids, cipher))
     report.add("request_log", erase_from_logs(Path(release_control.request_log_dir), ids, cipher))
     report.add("serving_features", erase_from_parquet_files(monitoring.profiles / "serving", ids))
     entry = record_erasure(

@@ -82,9 +82,7 @@ def release_metrics(
     """Per-variant metrics of the traffic served since `state`'s step began."""
     start, end = state.started, datetime.now(UTC) + timedelta(seconds=1)
     outcomes = read_log(Path(control.request_log_dir), start, end, OUTCOME_SCHEMA)
-    predictions = read_predictions(
-        Path(control.prediction_log_dir), start, end, include_shadow=True
-    )
+    predictions = read_predictions(control.prediction_log_dir, start, end, include_shadow=True)
     return variant_metrics(
         served_by_release(outcomes, state), served_by_release(predictions, state), labels
     )

@@ -60,3 +60,13 @@ def files_under(root: str, suffix: str) -> list[str]:
 def stem(uri: str) -> str:
     """The file name without its suffix (a drop id, a partition key)."""
     return Path(uri.rsplit("/", 1)[-1]).stem
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path, _ = _filesystem(uri)
+    return fs.cat_file(path)
+
+
+def remove(uri: str) -> None:
+    fs, path, _ = _filesystem(uri)
+    fs.rm_file(path)

@@ -1,7 +1,9 @@
-"""The prediction log: every answer the service gives, kept append-only under the data home.
+"""The prediction log: every answer the service gives, kept append-only under the data home (or
+in an object store: MLOPS_PREDICTION_LOG_DIR=s3://bucket/prediction_logs).
 
 Each serving worker buffers records in memory and a background thread flushes the buffer as one
-new file per flush (JSON lines), written under a temporary name and renamed into place. So
+new file per flush (JSON lines), written whole: locally under a temporary name renamed into
+place, in an object store as one object published once complete. So
 concurrent workers never share a file (no interleaving, no corruption), a file is either complete
 or absent, and a worker killed mid-load loses at most its unflushed buffer: at most `max_records`
 records, or `flush_seconds` of traffic, whichever comes first.
@@ -32,6 +34,7 @@ from pathlib import Path
 import polars as pl
 from cryptography.fernet import MultiFernet
 
+from ml.data.objects import files_under, read_bytes, write_bytes
 from ml.lifecycle.release import SHADOW_VARIANT
 from ml.security.encryption import (
     ENCRYPTED_SUFFIX,
@@ -78,8 +81,8 @@ def window_start(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def window_folder(root: Path, moment: datetime) -> Path:
-    return root / f"window={window_start(moment).strftime(WINDOW_FORMAT)}"
+def window_folder(root: str | Path, moment: datetime) -> str:
+    return f"{str(root).rstrip('/')}/window={window_start(moment).strftime(WINDOW_FORMAT)}"
 
 
 def prediction_record(
@@ -136,7 +139,7 @@ class PredictionLogWriter:
 
     def __init__(
         self,
-        root: Path,
+        root: str | Path,
         writer_id: str,
         max_records: int = 256,
         flush_seconds: float = 2.0,
@@ -149,7 +152,7 @@ class PredictionLogWriter:
             raise ValueError(
                 f"max_buffered ({max_buffered}) must be at least max_records ({max_records})"
             )
-        self.root = Path(root)
+        self.root = str(root)
         self.writer_id = f"{writer_id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.max_records = max_records
         self.flush_seconds = flush_seconds
@@ -237,29 +240,21 @@ class PredictionLogWriter:
             return len(pending)
 
     def _write(self, records: list[Mapping[str, object]]) -> None:
-        by_window: dict[Path, list[Mapping[str, object]]] = {}
+        by_window: dict[str, list[Mapping[str, object]]] = {}
         for record in records:
             served = datetime.fromisoformat(str(record["served_at"]))
             by_window.setdefault(window_folder(self.root, served), []).append(record)
-        staging = self.root / ".staging"
-        staging.mkdir(parents=True, exist_ok=True)
         for folder, rows in by_window.items():
-            folder.mkdir(parents=True, exist_ok=True)
             self._sequence += 1
             name = f"{self.writer_id}-{self.clock():%Y%m%dT%H%M%S%f}-{self._sequence:06d}.jsonl"
             if self.cipher is not None:
                 name += ENCRYPTED_SUFFIX
-            temporary = staging / name
             if self.redact is not None:
                 rows = [self._redacted(row) for row in rows]
             content = "".join(json.dumps(row, default=str) + "\n" for row in rows).encode("utf-8")
             if self.cipher is not None:
                 content = encrypt(self.cipher, content)
-            with temporary.open("wb") as out:
-                out.write(content)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, folder / name)
+            write_bytes(f"{folder}/{name}", content)
 
     def _redacted(self, row: Mapping[str, object]) -> Mapping[str, object]:
         """`row` with its text redacted, where the model's input (JSON) repeats it too."""
@@ -293,22 +288,26 @@ class PredictionLogWriter:
         self.flush()
 
 
-def log_files(root: Path, start: datetime, end: datetime) -> list[Path]:
-    """Every complete log file of the windows overlapping [start, end)."""
+def log_files(root: str | Path, start: datetime, end: datetime) -> list[str]:
+    """Every complete log file of the windows overlapping [start, end) (a file being written
+    has a hidden temporary name, never listed)."""
     files = []
     moment = window_start(start)
     while moment < end:
         folder = window_folder(root, moment)
-        if folder.is_dir():
-            files += sorted([*folder.glob("*.jsonl"), *folder.glob(f"*.jsonl{ENCRYPTED_SUFFIX}")])
+        files += sorted(
+            [*files_under(folder, ".jsonl"), *files_under(folder, f".jsonl{ENCRYPTED_SUFFIX}")]
+        )
         moment += WINDOW
     return files
 
 
-def log_file_content(path: Path, cipher: MultiFernet | object | None = FROM_ENVIRONMENT) -> bytes:
+def log_file_content(
+    path: str | Path, cipher: MultiFernet | object | None = FROM_ENVIRONMENT
+) -> bytes:
     """A log file's JSON lines, decrypted when it is encrypted."""
-    data = path.read_bytes()
-    if not path.name.endswith(ENCRYPTED_SUFFIX):
+    data = read_bytes(str(path))
+    if not str(path).endswith(ENCRYPTED_SUFFIX):
         return data
     keys = at_rest_cipher() if cipher is FROM_ENVIRONMENT else cipher
     if keys is None:
@@ -317,7 +316,10 @@ def log_file_content(path: Path, cipher: MultiFernet | object | None = FROM_ENVI
 
 
 def read_log(
-    root: Path, start: datetime, end: datetime, schema: Mapping[str, pl.DataType] | None = None
+    root: str | Path,
+    start: datetime,
+    end: datetime,
+    schema: Mapping[str, pl.DataType] | None = None,
 ) -> pl.DataFrame:
     """The records of a log written by `PredictionLogWriter` served in [start, end), oldest
     first, with `served_at` as a UTC datetime (the prediction log's schema unless told)."""
@@ -337,7 +339,7 @@ def read_log(
 
 
 def read_predictions(
-    root: Path,
+    root: str | Path,
     start: datetime,
     end: datetime,
     endpoint: str | None = None,

@@ -35,14 +35,21 @@ from cryptography.fernet import MultiFernet
 
 from ml.data.atomic_files import (
     append_line_atomically,
-    write_bytes_atomically,
     write_parquet_atomically,
     write_text_atomically,
 )
 from ml.data.drops import drop_id_for, load_drop
 from ml.data.ingestion import ROW_COLUMN, file_sha256, file_suffix, read_bytes
 from ml.data.lineage_snapshot import MANIFEST, row_digest, sql_path, utc_session
-from ml.data.objects import files_under, read_parquet, stem, write_bytes, write_parquet
+from ml.data.objects import (
+    files_under,
+    read_parquet,
+    remove,
+    stem,
+    write_bytes,
+    write_parquet,
+)
+from ml.data.objects import read_bytes as read_object
 from ml.data.warehouse import WarehouseSession
 from ml.security.encryption import ENCRYPTED_SUFFIX, decrypt, encrypt
 
@@ -70,18 +77,19 @@ class ErasureReport:
 # --- logs and files of traffic ------------------------------------------------------------------
 
 
-def erase_from_logs(root: Path, request_ids: set[str], cipher: MultiFernet | None) -> int:
-    """Remove the records of `request_ids` from every JSON-lines log file under `root`
-    (`*.jsonl`, and `*.jsonl.enc` decrypted and encrypted again with `cipher`); a file left
-    empty is deleted. Returns how many records were removed."""
+def erase_from_logs(root: str | Path, request_ids: set[str], cipher: MultiFernet | None) -> int:
+    """Remove the records of `request_ids` from every JSON-lines log file under `root` (a
+    folder or an object-store URI; `*.jsonl`, and `*.jsonl.enc` decrypted and encrypted again
+    with `cipher`); a file left empty is deleted. Returns how many records were removed."""
     removed = 0
-    if not root.is_dir():
-        return 0
-    for path in sorted([*root.rglob("*.jsonl"), *root.rglob(f"*.jsonl{ENCRYPTED_SUFFIX}")]):
-        if path.name.startswith("."):
+    uris = sorted(
+        [*files_under(str(root), ".jsonl"), *files_under(str(root), f".jsonl{ENCRYPTED_SUFFIX}")]
+    )
+    for path in uris:
+        if stem(path).startswith("."):
             continue  # a writer's file still being written
-        encrypted = path.name.endswith(ENCRYPTED_SUFFIX)
-        data = path.read_bytes()
+        encrypted = path.endswith(ENCRYPTED_SUFFIX)
+        data = read_object(path)
         if encrypted:
             if cipher is None:
                 raise ValueError(f"{path} is encrypted: the deployment's keys are needed")
@@ -92,10 +100,10 @@ def erase_from_logs(root: Path, request_ids: set[str], cipher: MultiFernet | Non
             continue
         removed += len(lines) - len(kept)
         if not kept:
-            path.unlink()
+            remove(path)
             continue
         content = "".join(kept).encode("utf-8")
-        write_bytes_atomically(path, encrypt(cipher, content) if encrypted else content)
+        write_bytes(path, encrypt(cipher, content) if encrypted else content)
     return removed
 
 

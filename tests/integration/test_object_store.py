@@ -3,6 +3,7 @@ its disk. Request drops read from it land exactly as from local disk; MLflow art
 it load back verified and package into a Bento; the store stopped under a run gives a clear
 error, and the retry after it is back completes without duplicating a row."""
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -15,7 +16,10 @@ from ml.data.drops import register_drop
 from ml.data.objects import read_parquet, write_parquet
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry
-from ml.security.erasure import erase_from_raw_copies
+from ml.monitoring.prediction_log import PredictionLogWriter, prediction_record, read_predictions
+from ml.monitoring.retention import RetentionReport, expire
+from ml.security.encryption import at_rest_cipher
+from ml.security.erasure import erase_from_logs, erase_from_raw_copies
 from ml.settings import Settings
 from orchestration.definitions import build_definitions
 from orchestration.object_store import BUCKET, ObjectStoreServer, start_object_store
@@ -139,3 +143,46 @@ def test_an_erasure_empties_the_erased_rows_of_raw_copies_kept_in_the_object_sto
     assert read_parquet(f"{raw}/requests/crm-def.parquet").equals(copy)
     on_disk = object_store.root / BUCKET / "raw" / "requests" / "crm-abc.parquet"
     assert b"erase me" not in on_disk.read_bytes()
+
+
+def test_the_prediction_log_in_the_object_store_survives_an_outage_and_is_erased_and_expired(
+    object_store: ObjectStoreServer,
+) -> None:
+    root = f"s3://{BUCKET}/prediction_logs"
+    served = datetime(2026, 1, 5, 10, 30, tzinfo=UTC)
+    hour = (served - timedelta(hours=1), served + timedelta(hours=1))
+
+    def answered(request_id: str, text: str) -> dict[str, object]:
+        return prediction_record(
+            "classify", "request_classifier", "1", {"text": text}, {}, text=text,
+            request_id=request_id, served_at=served,
+        )  # fmt: skip
+
+    writer = PredictionLogWriter(root, "w", flush_seconds=3600)
+    writer.log([answered("r1", "where is my card?")])
+    assert writer.flush() == 1
+    object_store.stop()
+    writer.log([answered("r2", "my card was stolen")])
+    with pytest.raises(Exception, match=f"127.0.0.1:{object_store.port}"):
+        writer.flush()
+    assert not writer.health().healthy and writer.health().buffered == 1, "kept, not lost"
+    restarted = start_object_store(
+        object_store.root, object_store.port, object_store.keys, object_store.log_path
+    )
+    try:
+        writer.close()
+        assert writer.health().healthy and writer.health().written == 2
+        stored = list((object_store.root / BUCKET / "prediction_logs").rglob("*.jsonl.enc"))
+        assert len(stored) == 2, "encrypted at rest, one object per flush"
+        logged = read_predictions(root, *hour)
+        assert sorted(logged["request_id"]) == ["r1", "r2"], "every record once"
+
+        assert erase_from_logs(root, {"r1"}, at_rest_cipher()) == 1
+        assert erase_from_logs(root, {"r1"}, at_rest_cipher()) == 0
+        assert read_predictions(root, *hour)["request_id"].to_list() == ["r2"]
+
+        report = RetentionReport(served + timedelta(days=2))
+        assert expire(root, "prediction_logs", report.cutoff, report) == ["window=2026-01-05T10"]
+        assert read_predictions(root, *hour).is_empty()
+    finally:
+        restarted.stop()

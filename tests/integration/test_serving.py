@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 import psutil
@@ -266,7 +267,8 @@ def test_personal_data_is_answered_on_but_never_logged(
     assert mine["text"][0] == (
         "my card <CREDIT_CARD> was stolen, call me on <PHONE_NUMBER> or <EMAIL_ADDRESS>"
     )
-    files = log_files(served_platform.settings.prediction_log_dir, now - timedelta(hours=1), now)
+    hour = (now - timedelta(hours=1), now)
+    files = [Path(uri) for uri in log_files(served_platform.settings.prediction_log_dir, *hour)]
     assert files and all(p.name.endswith(".jsonl.enc") for p in files), "encrypted at rest"
     raw = b"".join(p.read_bytes() for p in files)
     kept = b"".join(log_file_content(p) for p in files)

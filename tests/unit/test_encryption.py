@@ -47,7 +47,7 @@ def write_one(root: Path, text: str) -> list[Path]:
         ]
     )
     writer.close()
-    return log_files(root, *HOUR)
+    return [Path(uri) for uri in log_files(root, *HOUR)]
 
 
 def test_files_on_disk_are_not_plaintext_and_read_back_with_the_key(tmp_path: Path) -> None:
