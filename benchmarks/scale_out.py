@@ -2,6 +2,7 @@
 
     python benchmarks/scale_out.py                       # 20 drops of 200 rows; 1 and 2 workers
     python benchmarks/scale_out.py --drops 40 --rows 1000 --workers 1,2,4 --runs-at-once 4
+    python benchmarks/scale_out.py --warehouse postgres  # the Celery ways on the PG warehouse
 
 The backfill: `--drops` generated request drops, one ingest run per drop (two steps: the raw
 copy, then validation into the warehouse), as the drop sensor launches them. Each way runs in a
@@ -12,6 +13,9 @@ fresh data home on the same files:
 - Celery with N workers: the production profile (a PostgreSQL instance of its own on this
   machine's PostgreSQL, RabbitMQ, MLOPS_EXECUTOR=celery), each run launched as a deployment's run
   worker is (`dagster job execute`), `--runs-at-once` at a time (a run coordinator's limit).
+  With `--warehouse postgres` their warehouse is a PostgreSQL database of its own
+  (MLOPS_WAREHOUSE_DATABASE_URL) and the warehouse writers' pool gets a slot per worker: on
+  DuckDB it has one, since the file has one writer.
 
 Per step, from the runs' own events: the queue's cost (from the executor submitting the step to
 the worker starting it, plus from the step's success to the executor's next move: dagster-celery
@@ -151,11 +155,12 @@ def in_process(work: Path, drops: Path) -> Outcome:
     return Outcome("in-process", wall, len(ids), own)
 
 
-def on_celery(work: Path, drops: Path, workers: int, runs_at_once: int) -> Outcome:
+def on_celery(work: Path, drops: Path, workers: int, runs_at_once: int, warehouse: str) -> Outcome:
     import psycopg2
     from dagster import DagsterInstance, RunsFilter
     from kombu import Connection
 
+    from assets.resources import DUCKDB_POOL
     from ml.settings import Settings
     from orchestration.celery_workers import start_workers
     from orchestration.instance import initialize_pools, prepare_dagster_home, scratch_database
@@ -163,13 +168,17 @@ def on_celery(work: Path, drops: Path, workers: int, runs_at_once: int) -> Outco
 
     home = work / f"celery_{workers}"
     queue = f"mlops-bench-{uuid.uuid4().hex[:8]}"
-    with scratch_database(ADMIN_URL, "mlops_scale_out") as database:
+    with (
+        scratch_database(ADMIN_URL, "mlops_scale_out") as database,
+        scratch_database(ADMIN_URL, "mlops_scale_out_warehouse") as warehouse_url,
+    ):
         deployment_environment(
             home,
             MLOPS_EXECUTOR="celery",
             MLOPS_DAGSTER_PROFILE="production",
             MLOPS_CELERY_QUEUE=queue,
             DAGSTER_PG_URL=database,
+            **({"MLOPS_WAREHOUSE_DATABASE_URL": warehouse_url} if warehouse == "postgres" else {}),
         )
         settings = Settings.from_env()
         instance = initialize_pools(
@@ -177,6 +186,8 @@ def on_celery(work: Path, drops: Path, workers: int, runs_at_once: int) -> Outco
                 str(prepare_dagster_home(settings.dagster_home, "production"))
             )
         )
+        if warehouse == "postgres":
+            instance.event_log_storage.set_concurrency_slots(DUCKDB_POOL, workers)
         ids = register_drops(settings, instance, drops)
         started_workers = start_workers(settings, workers, queues=[queue])
         peak = [0]
@@ -220,7 +231,8 @@ def on_celery(work: Path, drops: Path, workers: int, runs_at_once: int) -> Outco
         run_ids = [r.run_id for r in instance.get_runs(RunsFilter(job_name="request_ingest_job"))]
         own, queued = step_times(instance, run_ids)
         instance.dispose()
-    return Outcome(f"celery, {workers} worker(s)", wall, len(ids), own, queued, peak[0])
+    way = f"celery, {workers} worker(s)" + (", PG" if warehouse == "postgres" else "")
+    return Outcome(way, wall, len(ids), own, queued, peak[0])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=200)
     parser.add_argument("--workers", default="1,2", help="worker counts to try, comma-separated")
     parser.add_argument("--runs-at-once", type=int, default=4)
+    parser.add_argument(
+        "--warehouse",
+        choices=("duckdb", "postgres"),
+        default="duckdb",
+        help="the Celery ways' warehouse (the in-process way keeps the embedded DuckDB)",
+    )
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")  # Dagster's beta notices; the runs' own logs keep theirs
     saved = dict(os.environ)
@@ -243,11 +261,11 @@ def main(argv: list[str] | None = None) -> int:
         for count in (int(n) for n in args.workers.split(",")):
             os.environ.clear()
             os.environ.update(saved)
-            outcomes.append(on_celery(work, drops, count, args.runs_at_once))
+            outcomes.append(on_celery(work, drops, count, args.runs_at_once, args.warehouse))
             print(f"  {outcomes[-1].way}: {outcomes[-1].wall_s:.1f} s", flush=True)
     base = outcomes[0].wall_s
     print(
-        f"\n{'way':<22}{'wall s':>8}{'vs in-process':>15}{'runs/min':>10}"
+        f"\n{'way':<26}{'wall s':>8}{'vs in-process':>15}{'runs/min':>10}"
         f"{'step p50 s':>12}{'queue p50 s':>13}{'queue p90 s':>13}{'PG conns':>10}"
     )
     for o in outcomes:
@@ -256,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{statistics.quantiles(o.queue_s, n=10)[-1]:.2f}" if len(o.queue_s) > 1 else "–"
         )
         print(
-            f"{o.way:<22}{o.wall_s:>8.1f}{base / o.wall_s:>14.2f}×{60 * o.runs / o.wall_s:>10.1f}"
+            f"{o.way:<26}{o.wall_s:>8.1f}{base / o.wall_s:>14.2f}×{60 * o.runs / o.wall_s:>10.1f}"
             f"{statistics.median(o.step_s):>12.2f}{queue_p50:>13}{queue_p90:>13}"
             f"{o.peak_connections or '–':>10}"
         )
