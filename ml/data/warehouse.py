@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
@@ -35,32 +35,6 @@ class WarehouseSession(Protocol):
     def affected(self, sql: str, params: Sequence | None = None) -> int:
         """Run a delete or an update; how many rows it changed."""
         ...
-
-
-class WarehouseBackend(Protocol):
-    def query(self, sql: str, params: Sequence | None = None) -> pl.DataFrame: ...
-
-    def table_exists(self, table: str) -> bool: ...
-
-    def query_if_exists(
-        self, table: str, sql: str, params: Sequence | None, empty: Mapping[str, pl.DataType]
-    ) -> pl.DataFrame: ...
-
-    def execute(self, sql: str, params: Sequence | None = None) -> None: ...
-
-    def replace_rows_together(self, changes: list[Change]) -> None: ...
-
-    def replace_table(self, table: str, frame: pl.DataFrame) -> None: ...
-
-    def add_column_if_missing(self, table: str, column: str, definition: str) -> None: ...
-
-    def dbt_variables(self) -> dict[str, str]: ...
-
-    def exists(self) -> bool: ...
-
-    def transaction(self) -> AbstractContextManager[WarehouseSession]: ...
-
-    def compact(self) -> None: ...
 
 
 class DuckDBWarehouse:
@@ -133,9 +107,7 @@ class DuckDBWarehouse:
     def add_column_if_missing(self, table: str, column: str, definition: str) -> None:
         if not self.path.exists():
             return
-        self.execute(
-            f"alter table if exists {table} add column if not exists {column} {definition}"
-        )
+        self.execute(add_column_sql(table, column, definition))
 
     def dbt_variables(self) -> dict[str, str]:
         return {"MLOPS_DBT_TARGET": "local", "MLOPS_WAREHOUSE_PATH": str(self.path)}
@@ -249,6 +221,10 @@ def postgres_sql(sql: str, params: Sequence | None) -> str:
     return sql.replace("%", "%%").replace("?", "%s") if params else sql
 
 
+def _run(cursor, sql: str, params: Sequence | None) -> None:
+    cursor.execute(postgres_sql(sql, params), list(params or []) or None)
+
+
 class PostgresWarehouse:
     """One PostgreSQL database (its default schema). Writers of a table wait for each other on
     an advisory lock per table, taken in name order: a table is created once, and a partition's
@@ -270,7 +246,7 @@ class PostgresWarehouse:
 
     def query(self, sql: str, params: Sequence | None = None) -> pl.DataFrame:
         with self.connect() as con, con.cursor() as cursor:
-            cursor.execute(postgres_sql(sql, params), list(params or []) or None)
+            _run(cursor, sql, params)
             return _frame(cursor)
 
     def table_exists(self, table: str) -> bool:
@@ -283,12 +259,12 @@ class PostgresWarehouse:
         with self.connect() as con, con.cursor() as cursor:
             if not _postgres_has_table(cursor, table):
                 return pl.DataFrame(schema=empty)
-            cursor.execute(postgres_sql(sql, params), list(params or []) or None)
+            _run(cursor, sql, params)
             return _frame(cursor)
 
     def execute(self, sql: str, params: Sequence | None = None) -> None:
         with self.connect() as con, con.cursor() as cursor:
-            cursor.execute(postgres_sql(sql, params), list(params or []) or None)
+            _run(cursor, sql, params)
 
     def replace_rows_together(self, changes: list[Change]) -> None:
         with self.connect() as con, con.cursor() as cursor:
@@ -306,9 +282,7 @@ class PostgresWarehouse:
             _copy_in(cursor, table, frame)
 
     def add_column_if_missing(self, table: str, column: str, definition: str) -> None:
-        self.execute(
-            f"alter table if exists {table} add column if not exists {column} {definition}"
-        )
+        self.execute(add_column_sql(table, column, definition))
 
     def dbt_variables(self) -> dict[str, str]:
         """dbt-postgres takes the connection in parts (profiles.yml's `postgres` target); the
@@ -355,11 +329,11 @@ class _PostgresSession:
         self.cursor = cursor
 
     def rows(self, sql: str, params: Sequence | None = None) -> list[tuple]:
-        self.cursor.execute(postgres_sql(sql, params), list(params or []) or None)
+        _run(self.cursor, sql, params)
         return self.cursor.fetchall()
 
     def affected(self, sql: str, params: Sequence | None = None) -> int:
-        self.cursor.execute(postgres_sql(sql, params), list(params or []) or None)
+        _run(self.cursor, sql, params)
         return self.cursor.rowcount
 
 
