@@ -47,9 +47,9 @@ def exists(uri: str) -> bool:
     return fs.exists(path)
 
 
-def files_under(root: str, suffix: str) -> list[str]:
-    """The URIs of the files below `root` whose names end in `suffix`, in a stable order (none
-    while `root` does not exist)."""
+def files_under(root: str, suffix: str | tuple[str, ...]) -> list[str]:
+    """The URIs of the files below `root` whose names end in `suffix` (or one of them), in a
+    stable order (none while `root` does not exist); one listing."""
     fs, path, local = _filesystem(root)
     if not fs.exists(path):
         return []

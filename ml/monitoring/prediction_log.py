@@ -69,6 +69,9 @@ variant answered (`champion`, `challenger`, or `shadow`: a challenger's answer t
 traffic that was never returned; `agrees` says whether it matched the champion's)."""
 
 
+LOG_SUFFIXES = (".jsonl", f".jsonl{ENCRYPTED_SUFFIX}")
+"""A log file, plain or encrypted at rest."""
+
 FROM_ENVIRONMENT = object()
 """A writer's (or reader's) keys: the deployment's, from MLOPS_ENCRYPTION_KEYS."""
 
@@ -295,9 +298,7 @@ def log_files(root: str | Path, start: datetime, end: datetime) -> list[str]:
     moment = window_start(start)
     while moment < end:
         folder = window_folder(root, moment)
-        files += sorted(
-            [*files_under(folder, ".jsonl"), *files_under(folder, f".jsonl{ENCRYPTED_SUFFIX}")]
-        )
+        files += files_under(folder, LOG_SUFFIXES)
         moment += WINDOW
     return files
 

@@ -51,6 +51,7 @@ from ml.data.objects import (
 )
 from ml.data.objects import read_bytes as read_object
 from ml.data.warehouse import WarehouseSession
+from ml.monitoring.prediction_log import LOG_SUFFIXES
 from ml.security.encryption import ENCRYPTED_SUFFIX, decrypt, encrypt
 
 REQUEST_ID = "request_id"
@@ -82,10 +83,7 @@ def erase_from_logs(root: str | Path, request_ids: set[str], cipher: MultiFernet
     folder or an object-store URI; `*.jsonl`, and `*.jsonl.enc` decrypted and encrypted again
     with `cipher`); a file left empty is deleted. Returns how many records were removed."""
     removed = 0
-    uris = sorted(
-        [*files_under(str(root), ".jsonl"), *files_under(str(root), f".jsonl{ENCRYPTED_SUFFIX}")]
-    )
-    for path in uris:
+    for path in files_under(str(root), LOG_SUFFIXES):
         if stem(path).startswith("."):
             continue  # a writer's file still being written
         encrypted = path.endswith(ENCRYPTED_SUFFIX)
