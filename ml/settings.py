@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from ml.data.ingestion import DEFAULT_MAX_DROP_BYTES
 from ml.requests.taxonomy import SYNTHETIC_TAXONOMY_PATH
@@ -42,6 +43,39 @@ REGISTRY_CLIENT_SECRETS = (
     "AWS_SESSION_TOKEN",
 )
 """What a process that reads the MLflow registry (and its artifact store) needs."""
+
+
+@dataclass(frozen=True)
+class PostgresURL:
+    """A PostgreSQL database's URL in parts, as the clients that take them separately (dbt,
+    Label Studio) want them."""
+
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    database: str
+
+    @classmethod
+    def parse(cls, url: str, variable: str) -> PostgresURL:
+        """postgresql://user[:password]@host[:port]/database, or an error naming `variable`."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+            raise ValueError(
+                f"{variable}: expected postgresql://user@host:port/database, "
+                f"got a {parts.scheme or 'schemeless'} URL"
+            )
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 5432,
+            user=unquote(parts.username or "postgres"),
+            password=unquote(parts.password or ""),
+            database=unquote(parts.path.strip("/")),
+        )
+
+    def without_password(self) -> str:
+        """To print: where the database is, never its password."""
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
 
 
 def environment_with(

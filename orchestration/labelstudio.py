@@ -14,10 +14,9 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from ml.security.secret_files import read_private_file, write_private_file
-from ml.settings import Settings, environment_with
+from ml.settings import PostgresURL, Settings, environment_with
 
 LABEL_STUDIO_VERSION = "1.23.2"
 START_TIMEOUT_SECONDS = 240.0
@@ -88,19 +87,14 @@ def database_environment(database_url: str) -> dict[str, str]:
     """Label Studio's own variables for a PostgreSQL database (its default is SQLite)."""
     if not database_url:
         return {}
-    parts = urlsplit(database_url)
-    if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
-        raise ValueError(
-            "MLOPS_LABEL_STUDIO_DATABASE_URL: expected postgresql://user@host:port/database, "
-            f"got a {parts.scheme or 'schemeless'} URL"
-        )
+    database = PostgresURL.parse(database_url, "MLOPS_LABEL_STUDIO_DATABASE_URL")
     return {
         "DJANGO_DB": "postgresql",
-        "POSTGRE_NAME": unquote(parts.path.strip("/")),
-        "POSTGRE_USER": unquote(parts.username or "postgres"),
-        "POSTGRE_PASSWORD": unquote(parts.password or ""),
-        "POSTGRE_HOST": parts.hostname or "127.0.0.1",
-        "POSTGRE_PORT": str(parts.port or 5432),
+        "POSTGRE_NAME": database.database,
+        "POSTGRE_USER": database.user,
+        "POSTGRE_PASSWORD": database.password,
+        "POSTGRE_HOST": database.host,
+        "POSTGRE_PORT": str(database.port),
     }
 
 

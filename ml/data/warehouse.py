@@ -14,14 +14,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import unquote, urlsplit
 
 import duckdb
 import polars as pl
 
 from ml.data.lineage_snapshot import sql_path
+from ml.settings import VARIABLES, PostgresURL
 
 LOCK_WAIT_SECONDS = 60.0
+WAREHOUSE_URL_VARIABLE = VARIABLES["warehouse_url"]
 
 Change = tuple[str, pl.DataFrame, str, list]
 """(table, frame, where, params): delete the rows `where` selects, insert `frame`."""
@@ -287,14 +288,14 @@ class PostgresWarehouse:
     def dbt_variables(self) -> dict[str, str]:
         """dbt-postgres takes the connection in parts (profiles.yml's `postgres` target); the
         password as a DBT_ENV_SECRET_ variable, which dbt keeps out of its logs."""
-        parts = urlsplit(self.url)
+        database = PostgresURL.parse(self.url, WAREHOUSE_URL_VARIABLE)
         return {
             "MLOPS_DBT_TARGET": "postgres",
-            "MLOPS_WAREHOUSE_PG_HOST": parts.hostname or "127.0.0.1",
-            "MLOPS_WAREHOUSE_PG_PORT": str(parts.port or 5432),
-            "MLOPS_WAREHOUSE_PG_USER": unquote(parts.username or "postgres"),
-            "MLOPS_WAREHOUSE_PG_DATABASE": parts.path.lstrip("/") or "postgres",
-            "DBT_ENV_SECRET_WAREHOUSE_PG_PASSWORD": unquote(parts.password or ""),
+            "MLOPS_WAREHOUSE_PG_HOST": database.host,
+            "MLOPS_WAREHOUSE_PG_PORT": str(database.port),
+            "MLOPS_WAREHOUSE_PG_USER": database.user,
+            "MLOPS_WAREHOUSE_PG_DATABASE": database.database,
+            "DBT_ENV_SECRET_WAREHOUSE_PG_PASSWORD": database.password,
         }
 
     def exists(self) -> bool:
@@ -384,18 +385,12 @@ def warehouse_location(path: str | Path, url: str = "") -> str:
     """Where the warehouse is, to print: the DuckDB file, or PostgreSQL without the password."""
     if not url:
         return str(path)
-    parts = urlsplit(url)
-    user = f"{parts.username}@" if parts.username else ""
-    return f"{parts.scheme}://{user}{parts.hostname}:{parts.port or 5432}{parts.path}"
+    return PostgresURL.parse(url, WAREHOUSE_URL_VARIABLE).without_password()
 
 
 def open_warehouse(path: str | Path, url: str = "") -> DuckDBWarehouse | PostgresWarehouse:
     """PostgreSQL when `url` names one (postgresql://…), else the DuckDB file at `path`."""
     if url:
-        if not url.startswith(("postgresql://", "postgres://")):
-            raise ValueError(
-                f"MLOPS_WAREHOUSE_DATABASE_URL: expected postgresql://user@host:port/database, "
-                f"got a {urlsplit(url).scheme or 'schemeless'} URL"
-            )
+        PostgresURL.parse(url, WAREHOUSE_URL_VARIABLE)  # a clear error before any connection
         return PostgresWarehouse(url)
     return DuckDBWarehouse(path)
