@@ -8,7 +8,6 @@ check → collection and kappa gate → labeled data. Prints seconds per phase.
 
 import argparse
 import os
-import secrets
 import socket
 import tempfile
 import time
@@ -27,7 +26,7 @@ from assets.resources import DataHome, Warehouse  # noqa: E402
 from ml.annotation.label_studio_client import LabelStudioClient  # noqa: E402
 from ml.data.sources import synthetic_demand_source  # noqa: E402
 from ml.requests.taxonomy import synthetic_taxonomy  # noqa: E402
-from ml.settings import PROJECT_ROOT, Settings  # noqa: E402
+from ml.settings import Settings  # noqa: E402
 from ml.synthetic.demand import generate_demand  # noqa: E402
 from ml.synthetic.requests import generate_requests  # noqa: E402
 from orchestration.definitions import build_definitions  # noqa: E402
@@ -54,16 +53,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         home = Path(folder)
-        config = LabelStudioConfig(
-            venv=Path(
-                os.environ.get("MLOPS_LABEL_STUDIO_VENV", PROJECT_ROOT / ".venv-labelstudio")
-            ),
-            data_dir=home / "labelstudio",
-            port=free_port(),
-            username="admin@bench.local",
-            password=secrets.token_hex(8),
-            token=secrets.token_hex(20),
-        )
+        config = LabelStudioConfig.scratch(home / "labelstudio", free_port(), "admin@bench.local")
         print(f"one batch of {args.size} tasks, two simulated annotators", flush=True)
         started = time.monotonic()
         server = start_server(config)

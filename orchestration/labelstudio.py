@@ -54,6 +54,22 @@ class LabelStudioConfig:
             database_url=settings.label_studio_database_url,
         )
 
+    @classmethod
+    def scratch(
+        cls, data_dir: Path, port: int, username: str, database_url: str = ""
+    ) -> "LabelStudioConfig":
+        """A server of its own for a test or a benchmark: fresh credentials kept nowhere, the
+        deployment's Label Studio venv (MLOPS_LABEL_STUDIO_VENV)."""
+        return cls(
+            venv=Settings.from_env().label_studio_venv,
+            data_dir=data_dir,
+            port=port,
+            username=username,
+            password=secrets.token_hex(8),
+            token=secrets.token_hex(20),
+            database_url=database_url,
+        )
+
 
 def _kept_secret(folder: Path, name: str, size: int) -> str:
     """A random secret made once per data home and reused, readable by its owner only."""

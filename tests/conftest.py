@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import secrets
 import socket
 import subprocess
 import time
@@ -353,13 +352,8 @@ def classifier_rescorer(
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
     """The real Label Studio server, in its own venv, started once for the whole session."""
-    config = LabelStudioConfig(
-        venv=Path(os.environ.get("MLOPS_LABEL_STUDIO_VENV", PROJECT_ROOT / ".venv-labelstudio")),
-        data_dir=tmp_path_factory.mktemp("labelstudio"),
-        port=free_port(),
-        username="admin@tests.local",
-        password=secrets.token_hex(8),
-        token=secrets.token_hex(20),
+    config = LabelStudioConfig.scratch(
+        tmp_path_factory.mktemp("labelstudio"), free_port(), "admin@tests.local"
     )
     server = start_server(config)
     print(f"\nLabel Studio started in {server.started_in_seconds:.1f} s on {config.url}")

@@ -1,7 +1,5 @@
 """Label Studio in the production profile keeps projects, tasks and accounts in PostgreSQL."""
 
-import os
-import secrets
 from pathlib import Path
 
 import psycopg2
@@ -9,23 +7,15 @@ import pytest
 
 from ml.annotation.label_studio_client import LabelStudioClient
 from ml.requests.taxonomy import SYNTHETIC_TAXONOMY_PATH, load_taxonomy
-from ml.settings import PROJECT_ROOT, child_environment
+from ml.settings import child_environment
 from orchestration.labelstudio import LabelStudioConfig, database_environment, start_server
 from tests.conftest import free_port, scratch_postgres_database
 
 
 def test_label_studio_keeps_its_projects_and_tasks_in_postgresql(tmp_path: Path) -> None:
     with scratch_postgres_database("mlops_labelstudio") as database:
-        config = LabelStudioConfig(
-            venv=Path(
-                os.environ.get("MLOPS_LABEL_STUDIO_VENV", PROJECT_ROOT / ".venv-labelstudio")
-            ),
-            data_dir=tmp_path / "labelstudio",
-            port=free_port(),
-            username="admin@tests.local",
-            password=secrets.token_hex(8),
-            token=secrets.token_hex(20),
-            database_url=database,
+        config = LabelStudioConfig.scratch(
+            tmp_path / "labelstudio", free_port(), "admin@tests.local", database_url=database
         )
         server = start_server(config)
         try:
