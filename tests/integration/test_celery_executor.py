@@ -58,7 +58,7 @@ class CeleryDeployment:
     settings: Settings
     instance: DagsterInstance
     workers: list[CeleryWorker]
-    store: ObjectStoreServer | None = None
+    store: ObjectStoreServer
 
     @property
     def staged(self) -> Path:
@@ -127,13 +127,14 @@ def celery_deployment(
         monkeypatch.setenv("MLOPS_WAREHOUSE_DATABASE_URL", warehouse)
         monkeypatch.setenv("MLOPS_REQUEST_DROPS_URI", f"s3://{BUCKET}/drops/requests")
         monkeypatch.setenv("MLOPS_RAW_URI", f"s3://{BUCKET}/raw")
-        for deployment in _deployment(settings, database, monkeypatch):
-            deployment.store = object_store
-            yield deployment
+        yield from _deployment(settings, database, object_store, monkeypatch)
 
 
 def _deployment(
-    settings: Settings, database: str, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    database: str,
+    store: ObjectStoreServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[CeleryDeployment]:
     queue = f"mlops-test-{uuid.uuid4().hex[:8]}"
     home = prepare_dagster_home(settings.data_home / "dagster_production", "production")
@@ -145,7 +146,7 @@ def _deployment(
     instance = initialize_pools(DagsterInstance.from_config(str(home)))
     workers = start_workers(deployed, 2, queues=[queue])
     try:
-        yield CeleryDeployment(deployed, instance, workers)
+        yield CeleryDeployment(deployed, instance, workers, store)
     finally:
         for worker in workers:
             worker.stop()
