@@ -20,6 +20,7 @@ from pydantic import Field
 
 from ml.annotation.label_studio_client import LabelStudioClient
 from ml.annotation.trust import AnnotatorAllowList
+from ml.data import objects
 from ml.data.ingestion import DEFAULT_MAX_DROP_BYTES
 from ml.data.warehouse import (
     DuckDBWarehouse,
@@ -249,6 +250,9 @@ class BentoStore(ConfigurableResource):
     runs in a process of its own: BentoML reads BENTOML_HOME once, when it is imported."""
 
     home: str
+    publish_uri: str = ""
+    """MLOPS_BENTO_URI: where each Bento is also exported as an archive, with the pointer to
+    the current one, for serving machines that do not share this store ('' = none)."""
 
     def package(
         self,
@@ -257,8 +261,10 @@ class BentoStore(ConfigurableResource):
         challengers: Mapping[str, str] | None = None,
     ) -> dict[str, object]:
         """Import the MLflow `versions` ({model: version}) and their `challengers` and build
-        (or find) their Bento."""
+        (or find) their Bento; published when a `publish_uri` is set."""
         command = [sys.executable, "-m", "serving.package", "--tracking-uri", tracking_uri]
+        if self.publish_uri:
+            command += ["--publish-uri", self.publish_uri]
         for model, version in versions.items():
             command += [f"--{model.replace('_', '-')}-version", version]
         for model, version in (challengers or {}).items():
@@ -279,11 +285,13 @@ class BentoStore(ConfigurableResource):
 
 
 class Monitoring(ConfigurableResource):
-    """Where the service's prediction logs and the whylogs profiles live, and the thresholds
-    that say drift: shared by the monitoring assets and the drift sensor."""
+    """Where the service's prediction logs and the whylogs profiles live (folders or
+    object-store URIs), and the thresholds that say drift: shared by the monitoring assets and
+    the drift sensor."""
 
     log_dir: str
-    profile_dir: str
+    profile_uri: str
+    """The whylogs profiles, drift references and drift reports (MLOPS_PROFILE_URI)."""
     drift_alpha: float = DriftThresholds.alpha
     """The false-alarm rate per window: calm traffic drifts in at most this share of windows,
     across all the columns tested at once (their p-values corrected, see `drift_correction`)."""
@@ -313,9 +321,9 @@ class Monitoring(ConfigurableResource):
     retrain_min_interval_hours: float = 6.0
     """At most one drift-triggered retraining per model in this many hours."""
 
-    @property
-    def profiles(self) -> Path:
-        return Path(self.profile_dir)
+    def profile(self, *parts: str) -> str:
+        """Where `parts` (e.g. "drift", "<window>.json") live under the profile store."""
+        return objects.join(self.profile_uri, *parts)
 
     def thresholds(self) -> DriftThresholds:
         return DriftThresholds(
@@ -398,10 +406,13 @@ def build_resources(settings: Settings) -> dict[str, object]:
             tracking_uri=_configured(settings, "tracking_uri"),
             artifact_root=_configured(settings, "artifact_root"),
         ),
-        "bento_store": BentoStore(home=_configured(settings, "bentoml_home")),
+        "bento_store": BentoStore(
+            home=_configured(settings, "bentoml_home"),
+            publish_uri=_configured(settings, "bento_uri"),
+        ),
         "monitoring": Monitoring(
             log_dir=_configured(settings, "prediction_log_uri"),
-            profile_dir=str(settings.data_home / "profiles"),
+            profile_uri=_configured(settings, "profile_uri"),
         ),
         "release_control": ReleaseControl(
             state_path=str(settings.release_state_path),

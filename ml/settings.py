@@ -166,6 +166,8 @@ VARIABLES = {
     "artifact_root": "MLOPS_MLFLOW_ARTIFACT_ROOT",
     "bentoml_home": "BENTOML_HOME",
     "prediction_log_uri": "MLOPS_PREDICTION_LOG_DIR",
+    "profile_uri": "MLOPS_PROFILE_URI",
+    "bento_uri": "MLOPS_BENTO_URI",
 }
 """The settings a resource takes verbatim, and the variable that sets each."""
 
@@ -173,6 +175,15 @@ VARIABLES = {
 def _path_from_env(name: str, default: Path) -> Path:
     value = os.environ.get(name)
     return Path(value).expanduser().resolve() if value else default.resolve()
+
+
+def _uri_from_env(name: str, default: Path) -> str:
+    """An object-store URI (s3://bucket/prefix) as set, else a local folder (`default` unless
+    the variable names another)."""
+    value = os.environ.get(name, "")
+    if "://" in value:
+        return value.rstrip("/")
+    return str(_path_from_env(name, default))
 
 
 def _names_from_env(name: str, default: str) -> tuple[str, ...]:
@@ -347,11 +358,21 @@ class Settings:
     def prediction_log_uri(self) -> str:
         """Where every answer is logged: a folder (default `prediction_logs/` under the data
         home) or an object-store URI (s3://bucket/prediction_logs)."""
-        value = os.environ.get(VARIABLES["prediction_log_uri"], "")
-        if "://" in value:
-            return value.rstrip("/")
-        default = self.data_home / "prediction_logs"
-        return str(_path_from_env(VARIABLES["prediction_log_uri"], default))
+        return _uri_from_env(VARIABLES["prediction_log_uri"], self.data_home / "prediction_logs")
+
+    @property
+    def profile_uri(self) -> str:
+        """Where the whylogs profiles, the drift references and the drift reports live: a
+        folder (default `profiles/` under the data home) or an object-store URI
+        (MLOPS_PROFILE_URI=s3://bucket/profiles)."""
+        return _uri_from_env(VARIABLES["profile_uri"], self.data_home / "profiles")
+
+    @property
+    def bento_uri(self) -> str:
+        """MLOPS_BENTO_URI: where `champion_bento` also publishes each Bento as an archive, with
+        the pointer to the current one, for serving machines that do not share BENTOML_HOME
+        (s3://bucket/bentos); '' = BENTOML_HOME is the only store."""
+        return os.environ.get(VARIABLES["bento_uri"], "").rstrip("/")
 
     @property
     def prediction_log_dir(self) -> Path:

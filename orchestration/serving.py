@@ -1,7 +1,9 @@
 """`bentoml serve` of the champion Bento on localhost: started by the demo, `make serve`,
 `make dev` and the tests, and rolled forward blue/green when `champion_bento` builds a new Bento.
 
-`champion_bento` writes which Bento is current to `<BENTOML_HOME>/champion_bento.json`.
+`champion_bento` writes which Bento is current to `<BENTOML_HOME>/champion_bento.json` (and, with
+MLOPS_BENTO_URI, publishes the Bento's archive and that pointer to the object store: a serving
+machine with the same variable follows the published pointer and imports the archive).
 `make serve` (`follow_champion`) puts a Caddy front door on the service port and starts each new
 Bento on a spare port beside the one serving; only once it passes a smoke test (real /classify
 and /forecast answers from the expected model versions) does the front door switch to it, and
@@ -58,7 +60,12 @@ from serving.api_keys import (
     ServingCredentials,
     platform_credentials,
 )
-from serving.package import bentoml_environment, current_bento
+from serving.package import (
+    bentoml_environment,
+    current_bento,
+    import_published,
+    published_bento,
+)
 
 START_TIMEOUT_SECONDS = 240.0
 DRAIN_TIMEOUT_SECONDS = 60.0
@@ -337,6 +344,15 @@ class FailedBentos:
         self.failed_at[str(_fingerprint(pointer))] = time.monotonic()
 
 
+def champion_pointer(settings: Settings) -> dict[str, object] | None:
+    """The Bento to serve: the one `champion_bento` published (MLOPS_BENTO_URI: imported into
+    this machine's BentoML store when it is rolled out), else the one it recorded in this
+    machine's BENTOML_HOME; None before the first."""
+    if settings.bento_uri:
+        return published_bento(settings.bento_uri)
+    return current_bento(settings.bentoml_home)
+
+
 def roll_out(
     settings: Settings,
     front_door: FrontDoor,
@@ -351,6 +367,8 @@ def roll_out(
     before = previous.bento if previous else (died.bento if died else None)
     log_path = settings.data_home / "logs" / f"bentoml-serve-{bento}.log"
     try:
+        if settings.bento_uri:
+            import_published(settings.bentoml_home, pointer)
         server = start_bento_server(settings, bento, port, log_path)
     except RuntimeError as error:
         reason = startup_failure(str(error), log_path)
@@ -410,6 +428,7 @@ def follow_champion(
     last_good: dict[str, object] | None = None
     failed = FailedBentos()
     waiting = False
+    unreadable = ""
     try:
         while not stop.is_set():
             if front_door.process.poll() is not None:
@@ -430,7 +449,15 @@ def follow_champion(
                 )
                 died.stop()  # the workers it left behind still answer on its port
                 serving = None
-            pointer = current_bento(settings.bentoml_home)
+            try:
+                pointer = champion_pointer(settings)
+            except Exception as error:  # the object store away: keep serving what serves
+                if str(error) != unreadable:
+                    _say(settings, f"cannot read the champion Bento's pointer: {error}")
+                unreadable = str(error)
+                stop.wait(poll_seconds)
+                continue
+            unreadable = ""
             failed.notice(pointer)
             # nothing serving and the champion's Bento failed: the last good one again
             candidates = [pointer, last_good if serving is None else None]
@@ -475,7 +502,7 @@ def champion_behind_front_door(
     """What `make serve` runs, in a thread: the front door on `port` and the current champion
     Bento behind it. Yields once that Bento is switched in; a rollout that fails raises with
     its reason. Stops both on the way out."""
-    pointer = current_bento(settings.bentoml_home)
+    pointer = champion_pointer(settings)
     if pointer is None:
         raise RuntimeError("no champion Bento yet: materialize champion_bento first")
     log = rollout_log(settings.data_home)

@@ -18,17 +18,19 @@ import argparse
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from ml.data import objects
 from ml.data.atomic_files import write_text_atomically
 from ml.lifecycle.artifacts import ARTIFACT_SHA256, verify_artifact
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry
 from ml.security.encryption import KEYS_VARIABLE as ENCRYPTION_KEYS_VARIABLE
-from ml.settings import PROJECT_ROOT, REGISTRY_CLIENT_SECRETS, environment_with
+from ml.settings import PROJECT_ROOT, REGISTRY_CLIENT_SECRETS, environment_with, executable
 
 BENTO_NAME = "mlops_platform"
 SERVICE = "serving.service:Champions"
@@ -68,10 +70,56 @@ def current_bento(bentoml_home: Path) -> dict[str, object] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def record_current_bento(bentoml_home: Path, packaged: dict[str, object]) -> None:
-    """Point `make serve` at `packaged` (written whole, then renamed: readers never see half)."""
+def record_current_bento(
+    bentoml_home: Path, packaged: dict[str, object], publish_uri: str = ""
+) -> None:
+    """Point `make serve` at `packaged` (written whole, then renamed: readers never see half),
+    and the serving machines that follow `publish_uri` (MLOPS_BENTO_URI), once its archive is
+    there (`publish_bento`)."""
     bentoml_home.mkdir(parents=True, exist_ok=True)
     write_text_atomically(bentoml_home / POINTER_FILE, json.dumps(packaged, indent=2))
+    if publish_uri:
+        if not packaged.get("archive"):
+            raise ValueError(f"{packaged['bento']} has no archive in {publish_uri} to point at")
+        objects.write_json(objects.join(publish_uri, POINTER_FILE), packaged)
+
+
+def publish_bento(tag: str, publish_uri: str) -> str:
+    """The Bento `tag`, with the models it serves, as one archive under `publish_uri` (an
+    object-store prefix or a folder): exported once, then found again; its URI."""
+    import bentoml
+
+    name, version = tag.split(":")
+    archive = objects.join(publish_uri, f"{name}-{version}.bento")
+    if not objects.exists(archive):
+        bentoml.export_bento(tag, archive)
+    return archive
+
+
+def published_bento(publish_uri: str) -> dict[str, object] | None:
+    """What `champion_bento` last published under `publish_uri`, or None before the first."""
+    pointer = objects.join(publish_uri, POINTER_FILE)
+    return objects.read_json(pointer) if objects.exists(pointer) else None
+
+
+def import_published(bentoml_home: Path, published: dict[str, object]) -> dict[str, object]:
+    """`published` in this machine's BentoML store: its archive imported unless the Bento is
+    there already; the pointer with the local path."""
+    name, version = str(published["bento"]).split(":")
+    local = bentoml_home / "bentos" / name / version
+    if not (local / "bento.yaml").exists():
+        done = subprocess.run(
+            [executable("bentoml"), "import", str(published["archive"])],
+            env=bentoml_environment(bentoml_home),
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"importing {published['archive']} into {bentoml_home} failed (exit "
+                f"{done.returncode}): {done.stderr[-2000:]}"
+            )
+    return {**published, "path": str(local)}
 
 
 def source_files() -> list[Path]:
@@ -235,10 +283,14 @@ def main(argv: list[str] | None = None) -> int:
     for model in SERVED:
         parser.add_argument(f"--{model.replace('_', '-')}-version", default="")
         parser.add_argument(f"--{model.replace('_', '-')}-challenger", default="")
+    parser.add_argument("--publish-uri", default="", help="also export the Bento there")
     args = parser.parse_args(argv)
     versions = {model: getattr(args, f"{model}_version") for model in SERVED}
     challengers = {model: getattr(args, f"{model}_challenger") for model in SERVED}
-    print(json.dumps(package(Registry(args.tracking_uri), versions, challengers)))
+    packaged = package(Registry(args.tracking_uri), versions, challengers)
+    if args.publish_uri:
+        packaged["archive"] = publish_bento(str(packaged["bento"]), args.publish_uri)
+    print(json.dumps(packaged))
     return 0
 
 

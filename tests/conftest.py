@@ -376,6 +376,8 @@ class ServedPlatform:
     defs: object
     instance: object
     bento: str
+    demand_source: DemandSource
+    """What `defs` read demand from (for definitions of the same deployment built otherwise)."""
 
 
 SERVED_TRANSFORMER = {
@@ -460,7 +462,7 @@ def served_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served
             .asset_materialization.metadata["bento"]
             .value
         )
-        yield ServedPlatform(settings, defs, instance, bento)
+        yield ServedPlatform(settings, defs, instance, bento, source)
 
 
 def serve_for_tests(platform: ServedPlatform, bento: str, log_name: str) -> BentoServer:

@@ -3,8 +3,9 @@ hour), whylogs profiles of the champion's reference data and of each hour of tra
 drift report that the drift sensor acts on. For demand, the champion's realized errors against
 its own backtest errors are the signal.
 
-Files live under the monitoring resource's folders: `profiles/reference/<version>/`,
-`profiles/serving/<window>.bin`, `profiles/drift/<window>.json`.
+Files live under the monitoring resource's profile store (a folder under the data home, or an
+object-store prefix: MLOPS_PROFILE_URI): `reference/<version>/`, `serving/<window>.bin`,
+`drift/<window>.json`.
 """
 
 import hashlib
@@ -12,7 +13,6 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pandas as pd
 import polars as pl
@@ -32,15 +32,12 @@ from assets.monitoring import GROUP, OWNERS
 from assets.requests.datasets import load_training_data
 from assets.resources import ModelRegistry, Monitoring, RequestIntake, Warehouse
 from assets.serving.bento import champion_bento
-from ml.data.atomic_files import (
-    write_bytes_atomically,
-    write_parquet_atomically,
-    write_text_atomically,
-)
+from ml.data import objects
 from ml.data.drops import drop_id_for, write_drop
 from ml.demand.intervals import served_intervals
 from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.monitoring.drift import (
+    DatasetProfileView,
     DriftReport,
     compare_profiles,
     deserialize_profile,
@@ -94,31 +91,40 @@ prediction_logs = AssetSpec(
 )
 
 
-def _reference_folder(monitoring: Monitoring, version: str) -> Path:
-    return monitoring.profiles / "reference" / f"{REQUEST_CLASSIFIER}-v{version}"
+def _reference_folder(monitoring: Monitoring, version: str) -> str:
+    return monitoring.profile("reference", f"{REQUEST_CLASSIFIER}-v{version}")
 
 
 @dataclass(frozen=True)
 class CurrentReference:
     version: str
     """The request_classifier version whose answers the reference profiles."""
-    folder: Path
+    folder: str
+    """Its folder (or object-store prefix)."""
     rows: int
     """Answers in the reference profile."""
 
 
+PROFILE_FILE = "profile.bin"
+"""The reference's whylogs profile, in its folder."""
+
+
+def reference_profile(folder: str) -> DatasetProfileView:
+    return deserialize_profile(objects.read_bytes(objects.join(folder, PROFILE_FILE)))
+
+
 def current_reference(monitoring: Monitoring) -> CurrentReference:
     """The latest reference profile (written by reference_profiles)."""
-    pointer = monitoring.profiles / "reference" / "current.json"
-    if not pointer.exists():
+    pointer = monitoring.profile("reference", "current.json")
+    if not objects.exists(pointer):
         raise FileNotFoundError(
             f"no reference profile yet ({pointer} missing): materialize reference_profiles"
         )
-    current = json.loads(pointer.read_text(encoding="utf-8"))
-    folder = Path(current["folder"])
+    current = objects.read_json(pointer)
+    folder = str(current["folder"])
     rows = current.get("rows")
     if rows is None:  # written before the pointer counted them
-        rows = profile_rows(deserialize_profile((folder / "profile.bin").read_bytes()))
+        rows = profile_rows(reference_profile(folder))
     return CurrentReference(str(current["version"]), folder, int(rows))
 
 
@@ -196,11 +202,10 @@ def reference_profiles(
     )
     folder = _reference_folder(monitoring, champion.version)
     reference.save(folder)
-    write_bytes_atomically(folder / "profile.bin", serialize_profile(profile(features)))
-    pointer = monitoring.profiles / "reference" / "current.json"
-    write_text_atomically(
-        pointer,
-        json.dumps({"version": champion.version, "folder": str(folder), "rows": features.height}),
+    objects.write_bytes(objects.join(folder, PROFILE_FILE), serialize_profile(profile(features)))
+    objects.write_json(
+        monitoring.profile("reference", "current.json"),
+        {"version": champion.version, "folder": folder, "rows": features.height},
     )
     context.log.info(f"reference for {REQUEST_CLASSIFIER} v{champion.version} in {folder}")
     return MaterializeResult(
@@ -213,7 +218,7 @@ def reference_profiles(
             "reference_requests": counts_table(
                 dict(sample.group_by("kind").len().sort("kind").iter_rows()), "kind"
             ),
-            "folder": MetadataValue.path(str(folder)),
+            "folder": MetadataValue.path(folder),
             "summary": markdown_table(features.drop("predicted_intent").describe()),
         }
     )
@@ -224,9 +229,9 @@ def _window(context: AssetExecutionContext) -> tuple[datetime, datetime]:
     return window.start.astimezone(UTC), window.end.astimezone(UTC)
 
 
-def _serving_paths(monitoring: Monitoring, start: datetime) -> tuple[Path, Path]:
-    stem = monitoring.profiles / "serving" / start.strftime(WINDOW_FORMAT)
-    return stem.with_suffix(".bin"), stem.with_suffix(".parquet")
+def _serving_paths(monitoring: Monitoring, start: datetime) -> tuple[str, str]:
+    stem = monitoring.profile("serving", start.strftime(WINDOW_FORMAT))
+    return f"{stem}.bin", f"{stem}.parquet"
 
 
 @asset(
@@ -247,7 +252,7 @@ def serving_profiles(context: AssetExecutionContext, monitoring: Monitoring) -> 
     logged = read_predictions(monitoring.log_dir, start, end, endpoint="classify")
     profile_path, features_path = _serving_paths(monitoring, start)
     if logged.is_empty():
-        profile_path.unlink(missing_ok=True)
+        objects.remove(profile_path, missing_ok=True)
         return MaterializeResult(metadata={"dagster/row_count": 0, "note": "no traffic"})
     reference = current_reference(monitoring)
     versions = logged.group_by("model_version").len().sort("model_version")
@@ -258,7 +263,7 @@ def serving_profiles(context: AssetExecutionContext, monitoring: Monitoring) -> 
     # model's confidence and intents) would be drift of the model, not of the traffic.
     judged = logged.filter(pl.col("model_version") == reference.version)
     if judged.is_empty():
-        profile_path.unlink(missing_ok=True)
+        objects.remove(profile_path, missing_ok=True)
         note = f"no answers of v{reference.version}, the reference's version"
         return MaterializeResult(
             metadata={"dagster/row_count": 0, "note": note, "model_versions": version_counts}
@@ -270,10 +275,9 @@ def serving_profiles(context: AssetExecutionContext, monitoring: Monitoring) -> 
         TextReference.load(reference.folder),
         sentence_embedder(),
     )
-    profile_path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomically(profile_path, serialize_profile(profile(features)))
+    objects.write_bytes(profile_path, serialize_profile(profile(features)))
     served = judged.select("request_id", "text", "served_at")
-    write_parquet_atomically(features_path, pl.concat([served, features], how="horizontal"))
+    objects.write_parquet(features_path, pl.concat([served, features], how="horizontal"))
     intents = features.group_by("predicted_intent").len().sort("len", descending=True).head(10)
     return MaterializeResult(
         metadata={
@@ -289,16 +293,14 @@ def serving_profiles(context: AssetExecutionContext, monitoring: Monitoring) -> 
     )
 
 
-def drift_report_path(monitoring: Monitoring, window_key: str) -> Path:
-    return monitoring.profiles / "drift" / f"{window_key}.json"
+def drift_report_path(monitoring: Monitoring, window_key: str) -> str:
+    return monitoring.profile("drift", f"{window_key}.json")
 
 
 def read_drift_reports(monitoring: Monitoring) -> list[dict[str, object]]:
     """Every persisted drift evaluation, oldest window first (what the drift sensor reads)."""
-    folder = monitoring.profiles / "drift"
-    if not folder.is_dir():
-        return []
-    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))]
+    reports = objects.files_under(monitoring.profile("drift"), ".json")
+    return [objects.read_json(uri) for uri in reports]
 
 
 def write_drifted_traffic(intake: RequestIntake, window_key: str, texts: pl.DataFrame) -> str:
@@ -338,7 +340,7 @@ def drift_report(
     evaluated_at = datetime.now(UTC)
     profile_path, features_path = _serving_paths(monitoring, start)
     reference = current_reference(monitoring)
-    served = pl.read_parquet(features_path) if profile_path.exists() else pl.DataFrame()
+    served = objects.read_parquet(features_path) if objects.exists(profile_path) else pl.DataFrame()
     rows = served.height
     judged_at_most = int(reference.rows / monitoring.min_reference_ratio)
     outcome: dict[str, object] = {
@@ -368,10 +370,10 @@ def drift_report(
         target = (
             profile(judged.select(list(REQUEST_FEATURES)))
             if sampled
-            else deserialize_profile(profile_path.read_bytes())
+            else deserialize_profile(objects.read_bytes(profile_path))
         )
         report = compare_profiles(
-            deserialize_profile((reference.folder / "profile.bin").read_bytes()),
+            reference_profile(reference.folder),
             target,
             monitoring.thresholds(),
         )
@@ -395,9 +397,7 @@ def drift_report(
                 request_intake, window_key, served.rename({"served_at": "received_at"})
             )
             metadata["drifted_texts"] = preview(served.select("text", "predicted_intent"))
-    path = drift_report_path(monitoring, window_key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(path, json.dumps(outcome, indent=1, default=str))
+    objects.write_json(drift_report_path(monitoring, window_key), outcome)
     verdict = drift_verdict(outcome)
     context.log.info(f"{window_key}: {verdict}")
     metadata.update(
@@ -589,9 +589,7 @@ def demand_forecast_drift(
                 monitoring.min_reference_ratio,
             )
         metadata.update(report_metadata(report, f"Demand drift, origin {origin}"))
-    path = monitoring.profiles / DEMAND_DRIFT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(path, json.dumps(outcome, indent=1))
+    objects.write_json(monitoring.profile(DEMAND_DRIFT_FILE), outcome)
     verdict = demand_drift_verdict(outcome)
     context.log.info(f"demand drift: {verdict}")
     return MaterializeResult(

@@ -2,7 +2,6 @@
 days, daily, and each run records what it deleted on `prediction_logs`."""
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from dagster import (
     AssetKey,
@@ -47,8 +46,8 @@ def apply_retention(
     stores = {
         "prediction_logs": monitoring.log_dir,
         "request_log": release_control.request_log_dir,
-        "serving_profiles": str(Path(monitoring.profile_dir) / "serving"),
-        "drift_results": str(Path(monitoring.profile_dir) / "drift"),
+        "serving_profiles": monitoring.profile("serving"),
+        "drift_results": monitoring.profile("drift"),
         "drifted_traffic": f"{request_intake.drops_uri.rstrip('/')}/{SERVING_SOURCE}",
     }
     for store, uri in stores.items():

@@ -32,6 +32,7 @@ from assets.requests.jobs import (
 from assets.resources import (
     Monitoring,
 )
+from ml.data import objects
 
 
 @dataclass(frozen=True)
@@ -163,10 +164,10 @@ def drift_sensor(context: SensorEvaluationContext, monitoring: Monitoring):
     ),
 )
 def demand_drift_sensor(context: SensorEvaluationContext, monitoring: Monitoring):
-    path = monitoring.profiles / DEMAND_DRIFT_FILE
-    if not path.exists():
+    path = monitoring.profile(DEMAND_DRIFT_FILE)
+    if not objects.exists(path):
         return SkipReason("no demand drift evaluation yet")
-    signal = json.loads(path.read_text(encoding="utf-8"))
+    signal = objects.read_json(path)
     if not signal["drifted"]:
         return SkipReason(demand_drift_verdict(signal))
     key = f"demand:{signal['model_version']}:{signal['forecast_origin']}"

@@ -110,7 +110,7 @@ def erase_requests(
     cipher = at_rest_cipher()
     report.add("prediction_logs", erase_from_logs(monitoring.log_dir, ids, cipher))
     report.add("request_log", erase_from_logs(Path(release_control.request_log_dir), ids, cipher))
-    report.add("serving_features", erase_from_parquet_files(monitoring.profiles / "serving", ids))
+    report.add("serving_features", erase_from_parquet_files(monitoring.profile("serving"), ids))
     entry = record_erasure(
         data_home.root / "erasure",
         report,

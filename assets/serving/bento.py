@@ -42,7 +42,7 @@ def champion_bento(
         )
     challengers = {m: v for m, v in challenger_versions(registry).items() if versions.get(m)}
     packaged = bento_store.package(registry.tracking_uri, versions, challengers)
-    record_current_bento(Path(bento_store.home), packaged)
+    record_current_bento(Path(bento_store.home), packaged, bento_store.publish_uri)
     action = "built" if packaged["built"] else "reused (these champions were packaged before)"
     context.log.info(f"{packaged['bento']}: {action}")
     return MaterializeResult(
@@ -58,6 +58,11 @@ def champion_bento(
                 "`make serve`, which follows the current champion Bento"
             ),
             "containerize": MetadataValue.md(f"`bentoml containerize {packaged['bento']}`"),
+            **(
+                {"archive": MetadataValue.path(str(packaged["archive"]))}
+                if "archive" in packaged
+                else {}
+            ),
         },
         data_version=DataVersion(bento_version(versions, challengers)),
     )

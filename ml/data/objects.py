@@ -5,6 +5,7 @@ in; an object store publishes an object only once it is whole."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import fsspec
@@ -28,6 +29,19 @@ def write_bytes(uri: str, data: bytes) -> str:
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     fs.pipe_file(path, data)
     return fs.unstrip_protocol(path)
+
+
+def join(root: str | Path, *parts: str) -> str:
+    """`root`/`parts…`, for a folder and an object-store prefix alike."""
+    return "/".join([str(root).rstrip("/"), *parts])
+
+
+def write_json(uri: str, value: object) -> str:
+    return write_bytes(uri, json.dumps(value, indent=1, default=str).encode())
+
+
+def read_json(uri: str) -> object:
+    return json.loads(read_bytes(uri))
 
 
 def write_parquet(uri: str, frame: pl.DataFrame) -> str:
@@ -67,6 +81,8 @@ def read_bytes(uri: str) -> bytes:
     return fs.cat_file(path)
 
 
-def remove(uri: str) -> None:
+def remove(uri: str, missing_ok: bool = False) -> None:
     fs, path, _ = _filesystem(uri)
+    if missing_ok and not fs.exists(path):
+        return
     fs.rm_file(path)

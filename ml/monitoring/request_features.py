@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import io
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ml.data.atomic_files import write_bytes_atomically, write_text_atomically
+from ml.data import objects
 
 REQUEST_FEATURES = (
     "text_length",
@@ -46,24 +45,26 @@ class TextReference:
     centroid: np.ndarray
     """Unit-norm mean of the training texts' unit-norm sentence embeddings."""
 
-    def save(self, folder: Path) -> None:
+    def save(self, folder: str | Path) -> None:
+        """Into `folder` (a folder or an object-store prefix), the centroid before the
+        vocabulary that `load` looks for first."""
         meta = {"vocabulary": sorted(self.vocabulary), "dimensions": int(self.centroid.shape[0])}
         centroid = io.BytesIO()
         np.save(centroid, self.centroid)
-        write_bytes_atomically(folder / CENTROID_FILE, centroid.getvalue())
-        write_text_atomically(folder / REFERENCE_FILE, json.dumps(meta, indent=1))
+        objects.write_bytes(objects.join(folder, CENTROID_FILE), centroid.getvalue())
+        objects.write_json(objects.join(folder, REFERENCE_FILE), meta)
 
     @classmethod
-    def load(cls, folder: Path) -> TextReference:
-        path = folder / REFERENCE_FILE
-        if not path.exists():
+    def load(cls, folder: str | Path) -> TextReference:
+        path = objects.join(folder, REFERENCE_FILE)
+        if not objects.exists(path):
             raise FileNotFoundError(f"{folder} holds no text reference ({REFERENCE_FILE} missing)")
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        centroid = np.load(folder / CENTROID_FILE)
+        meta = objects.read_json(path)
+        centroid_file = objects.join(folder, CENTROID_FILE)
+        centroid = np.load(io.BytesIO(objects.read_bytes(centroid_file)))
         if centroid.shape != (meta["dimensions"],):
             raise ValueError(
-                f"{folder / CENTROID_FILE} holds shape {centroid.shape}; "
-                f"expected ({meta['dimensions']},)"
+                f"{centroid_file} holds shape {centroid.shape}; expected ({meta['dimensions']},)"
             )
         return cls(vocabulary=frozenset(meta["vocabulary"]), centroid=centroid)
 

@@ -35,7 +35,6 @@ from cryptography.fernet import MultiFernet
 
 from ml.data.atomic_files import (
     append_line_atomically,
-    write_parquet_atomically,
     write_text_atomically,
 )
 from ml.data.drops import drop_id_for, load_drop
@@ -105,21 +104,20 @@ def erase_from_logs(root: str | Path, request_ids: set[str], cipher: MultiFernet
     return removed
 
 
-def erase_from_parquet_files(root: Path, request_ids: set[str]) -> int:
-    """Remove the rows of `request_ids` from every Parquet file under `root` that has a
-    `request_id` column (the serving windows' features); returns how many rows."""
+def erase_from_parquet_files(root: str | Path, request_ids: set[str]) -> int:
+    """Remove the rows of `request_ids` from every Parquet file under `root` (a folder or an
+    object-store prefix) that has a `request_id` column (the serving windows' features);
+    returns how many rows."""
     removed = 0
-    if not root.is_dir():
-        return 0
-    for path in sorted(root.rglob("*.parquet")):
-        if REQUEST_ID not in pl.read_parquet_schema(path):
+    for uri in files_under(str(root), ".parquet"):
+        frame = read_parquet(uri)
+        if REQUEST_ID not in frame.columns:
             continue
-        frame = pl.read_parquet(path)
         kept = frame.filter(~pl.col(REQUEST_ID).is_in(list(request_ids)).fill_null(False))
         if kept.height == frame.height:
             continue
         removed += frame.height - kept.height
-        write_parquet_atomically(path, kept)
+        write_parquet(uri, kept)
     return removed
 
 

@@ -6,11 +6,14 @@ error, and the retry after it is back completes without duplicating a row."""
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import polars as pl
 import pytest
+import requests
 import s3fs
 from dagster import AssetKey, DagsterInstance
 
+from assets.monitoring.drift import read_drift_reports, window_partition_key
 from assets.resources import DataHome, Warehouse
 from ml.data.drops import register_drop
 from ml.data.objects import read_parquet, write_parquet
@@ -19,12 +22,21 @@ from ml.lifecycle.registry import Registry
 from ml.monitoring.prediction_log import PredictionLogWriter, prediction_record, read_predictions
 from ml.monitoring.retention import RetentionReport, expire
 from ml.security.encryption import at_rest_cipher
-from ml.security.erasure import erase_from_logs, erase_from_raw_copies
+from ml.security.erasure import erase_from_logs, erase_from_parquet_files, erase_from_raw_copies
 from ml.settings import Settings
+from ml.synthetic.requests import generate_requests
 from orchestration.definitions import build_definitions
 from orchestration.object_store import BUCKET, ObjectStoreServer, start_object_store
 from orchestration.pipeline import PipelineRun, execute_quietly, ingest_request_file, run_platform
-from tests.conftest import small_demand_source, upload, write_request_drop
+from orchestration.serving import champion_behind_front_door
+from serving.package import current_bento, published_bento, record_current_bento
+from tests.conftest import (
+    ServedPlatform,
+    free_port,
+    small_demand_source,
+    upload,
+    write_request_drop,
+)
 
 VALIDATED = (
     "select request_id, text, intent, source, received_at from validated_requests "
@@ -186,3 +198,119 @@ def test_the_prediction_log_in_the_object_store_survives_an_outage_and_is_erased
         assert read_predictions(root, *hour).is_empty()
     finally:
         restarted.stop()
+
+
+def test_whylogs_profiles_and_drift_reports_live_in_the_object_store(
+    served_platform: ServedPlatform,
+    object_store: ObjectStoreServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The monitoring graph with MLOPS_PROFILE_URI, the prediction log and the drops in the
+    store: the reference, the hour's profile and features, and its drift report are objects
+    (none on local disk); the drift sensor's reader, erasure and retention work on them."""
+    monkeypatch.setenv("MLOPS_PROFILE_URI", f"s3://{BUCKET}/profiles")
+    monkeypatch.setenv("MLOPS_PREDICTION_LOG_DIR", f"s3://{BUCKET}/prediction_logs")
+    monkeypatch.setenv("MLOPS_REQUEST_DROPS_URI", f"s3://{BUCKET}/drops/requests")
+    settings = Settings.from_env()
+    assert settings.data_home == served_platform.settings.data_home
+    defs = build_definitions(settings, served_platform.demand_source)
+    instance = DagsterInstance.ephemeral()
+    reference = execute_quietly(defs, instance, "champion_bento_job", assets=["reference_profiles"])
+    assert reference.success
+
+    hour = datetime(2026, 11, 29, 8, tzinfo=UTC)
+    texts = generate_requests(600, seed=5, start=hour, end=hour + timedelta(hours=1))
+    texts = texts.sample(80, seed=1)["text"].to_list()
+    registry = Registry(settings.tracking_uri, settings.artifact_root)
+    champion = registry.champion(REQUEST_CLASSIFIER).version
+    answers = registry.load(REQUEST_CLASSIFIER, champion).predict(pd.DataFrame({"text": texts}))
+    writer = PredictionLogWriter(settings.prediction_log_uri, "test", flush_seconds=60)
+    writer.log(
+        prediction_record(
+            "classify",
+            REQUEST_CLASSIFIER,
+            champion,
+            {"text": text},
+            {},
+            text=text,
+            intent=intent,
+            confidence=float(confidence),
+            request_id=f"r{i}",
+            served_at=hour + timedelta(seconds=30 * i),
+        )
+        for i, (text, intent, confidence) in enumerate(
+            zip(texts, answers["intent"], answers["confidence"], strict=True)
+        )
+    )
+    writer.close()
+    window = window_partition_key(hour)
+    assert execute_quietly(defs, instance, "monitoring_job", partition=window).success
+
+    stored = object_store.root / BUCKET / "profiles"
+    key = f"{hour:%Y-%m-%dT%H}"
+    assert {p.relative_to(stored).as_posix() for p in stored.rglob("*") if p.is_file()} >= {
+        "reference/current.json",
+        f"reference/{REQUEST_CLASSIFIER}-v{champion}/profile.bin",
+        f"reference/{REQUEST_CLASSIFIER}-v{champion}/text_reference.json",
+        f"serving/{key}.bin",
+        f"serving/{key}.parquet",
+        f"drift/{key}.json",
+    }
+    local = settings.data_home / "profiles"
+    assert not list(local.rglob(f"{key}.*")), "nothing of the hour on local disk"
+    monitoring = defs.resources["monitoring"].process_config_and_initialize()
+    report = {r["window"]: r for r in read_drift_reports(monitoring)}[key]
+    assert (report["rows"], report["judged_rows"]) == (80, 80)
+    assert report["reference_version"] == champion
+
+    assert erase_from_parquet_files(monitoring.profile("serving"), {"r3"}) == 1
+    assert "r3" not in read_parquet(monitoring.profile("serving", f"{key}.parquet"))["request_id"]
+    report = RetentionReport(hour + timedelta(days=1))
+    assert sorted(expire(monitoring.profile("serving"), "serving", report.cutoff, report)) == [
+        f"{key}.bin",
+        f"{key}.parquet",
+    ]
+    assert not (stored / "serving" / f"{key}.bin").exists()
+
+
+def test_a_bento_published_to_the_object_store_is_served_by_a_machine_with_a_store_of_its_own(
+    served_platform: ServedPlatform,
+    object_store: ObjectStoreServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """With MLOPS_BENTO_URI, `champion_bento` exports the Bento (models inside) to the store
+    and points at it there; a serving machine that shares no disk with the packaging one
+    imports it into its own BentoML store and serves it behind the front door."""
+    monkeypatch.setenv("MLOPS_BENTO_URI", f"s3://{BUCKET}/bentos")
+    settings = Settings.from_env()
+    defs = build_definitions(settings, served_platform.demand_source)
+    recorded = current_bento(settings.bentoml_home)
+    try:
+        packaged = execute_quietly(
+            defs, DagsterInstance.ephemeral(), "champion_bento_job", assets=["champion_bento"]
+        )
+    finally:  # the session's platform as the other tests know it
+        record_current_bento(settings.bentoml_home, recorded)
+    assert packaged.success
+    bento = packaged.asset_materializations_for_node("champion_bento")[0].metadata["bento"].value
+    name, version = bento.split(":")
+    archive = f"s3://{BUCKET}/bentos/{name}-{version}.bento"
+    assert (object_store.root / BUCKET / "bentos" / f"{name}-{version}.bento").stat().st_size > 0
+    published = published_bento(settings.bento_uri)
+    assert (published["bento"], published["archive"]) == (bento, archive)
+
+    machine_home = tmp_path / "serving-machine"
+    monkeypatch.setenv("MLOPS_DATA_HOME", str(machine_home))
+    monkeypatch.setenv("BENTOML_HOME", str(machine_home / "bentoml"))
+    machine = Settings.from_env()
+    assert not (machine.bentoml_home / "bentos").exists()
+    with champion_behind_front_door(machine, free_port(), admin_port=free_port()) as served:
+        assert served.bento == bento
+        answer = requests.post(
+            f"{served.url}/classify", json={"texts": "where is my card?"},
+            headers=served.headers(), timeout=30,
+        )  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        assert answer.json()[0]["model_version"] == published["versions"][REQUEST_CLASSIFIER]
+    assert (machine.bentoml_home / "bentos" / name / version / "bento.yaml").exists()
