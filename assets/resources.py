@@ -208,6 +208,23 @@ class RequestIntake(ConfigurableResource):
         return load_taxonomy(Path(self.taxonomy_path))
 
 
+class DefectIntake(ConfigurableResource):
+    """Where image drops land and valid cell images are kept, and what a drop may hold."""
+
+    drops_uri: str
+    """The folder watched for image drops, one sub-folder per source (a path or fsspec URI)."""
+    image_uri: str
+    """Valid images by content id: `<image_uri>/<image id><suffix>`."""
+    max_drop_bytes: int = DEFAULT_MAX_DROP_BYTES
+    max_quarantine_share: float = 0.5
+    """A drop with more of its files quarantined than this is blocked as a whole (a wrong
+    camera setting, a wrong folder): its valid images are not published either."""
+
+    def image_location(self, image_id: str, file_name: str) -> str:
+        suffix = Path(file_name).suffix.lower() or ".png"
+        return objects.join(self.image_uri, f"{image_id}{suffix}")
+
+
 class LabelStudioResource(ConfigurableResource):
     """The Label Studio server annotators work in. Its admin token is read when needed from the
     environment variable, else from the file the local server keeps; never held in config."""
@@ -395,6 +412,11 @@ def build_resources(settings: Settings) -> dict[str, object]:
             taxonomy_path=_configured(settings, "intent_taxonomy"),
             max_age_days=settings.request_max_age_days,
             hidden_label_sources=list(settings.hidden_label_sources),
+            max_drop_bytes=settings.max_drop_bytes,
+        ),
+        "defect_intake": DefectIntake(
+            drops_uri=_configured(settings, "defect_drops_uri"),
+            image_uri=_configured(settings, "image_uri"),
             max_drop_bytes=settings.max_drop_bytes,
         ),
         "label_studio": LabelStudioResource(

@@ -58,9 +58,9 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assets.resources import BentoStore
+from ml.devices import pick_device
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registry import ModelVersion, Registry
-from ml.requests.backbone import pick_device
 from ml.security.redaction import Redactor
 from ml.settings import PROJECT_ROOT, Settings
 from ml.synthetic.requests import generate_requests

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml.requests.backbone import load_backbone, pick_device, resolve_checkpoint
+from ml.devices import pick_device
+from ml.requests.backbone import load_backbone, resolve_checkpoint
 from ml.requests.classifiers import LabeledTexts
 from ml.requests.training import TransformerConfig, fine_tune, uses_bf16
 

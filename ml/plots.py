@@ -153,3 +153,18 @@ def variant_figure(metrics: pl.DataFrame) -> plt.Figure:
     axis.set_ylabel("latency (ms)")
     axis.legend(fontsize=7)
     return figure
+
+
+def image_grid_figure(
+    images: Sequence[np.ndarray], captions: Sequence[str], title: str, columns: int = 8
+) -> plt.Figure:
+    """Grayscale images side by side with a caption each (a contact sheet of a drop)."""
+    rows = max(1, -(-len(images) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.6 * rows + 0.4))
+    for i, axis in enumerate(np.atleast_1d(axes).ravel()):
+        axis.axis("off")
+        if i < len(images):
+            axis.imshow(images[i], cmap="gray", vmin=0, vmax=255)
+            axis.set_title(captions[i], fontsize=6)
+    figure.suptitle(title, fontsize=9)
+    return figure

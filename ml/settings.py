@@ -167,6 +167,8 @@ VARIABLES = {
     "bentoml_home": "BENTOML_HOME",
     "prediction_log_uri": "MLOPS_PREDICTION_LOG_DIR",
     "profile_uri": "MLOPS_PROFILE_URI",
+    "defect_drops_uri": "MLOPS_DEFECT_DROPS_URI",
+    "image_uri": "MLOPS_IMAGE_URI",
     "bento_uri": "MLOPS_BENTO_URI",
 }
 """The settings a resource takes verbatim, and the variable that sets each."""
@@ -366,6 +368,18 @@ class Settings:
         folder (default `profiles/` under the data home) or an object-store URI
         (MLOPS_PROFILE_URI=s3://bucket/profiles)."""
         return _uri_from_env(VARIABLES["profile_uri"], self.data_home / "profiles")
+
+    @property
+    def defect_drops_uri(self) -> str:
+        """Where image drops land (a ZIP of images with labels.csv, or a Parquet of encoded
+        images), one sub-folder per source: a folder or an object-store URI."""
+        return _uri_from_env(VARIABLES["defect_drops_uri"], self.data_home / "drops" / "defects")
+
+    @property
+    def image_uri(self) -> str:
+        """Where valid cell images are kept by content id (what training, Label Studio and
+        the reports read): a folder or an object-store URI."""
+        return _uri_from_env(VARIABLES["image_uri"], self.data_home / "images")
 
     @property
     def bento_uri(self) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 import yaml
 from dagster import Definitions, ExecutorDefinition
 
+from assets.defects import definitions as defects
 from assets.demand import definitions as demand
 from assets.monitoring import definitions as monitoring
 from assets.requests import definitions as requests
@@ -42,6 +43,7 @@ def build_definitions(settings: Settings, demand_source: DemandSource) -> Defini
         warehouse.definitions,
         requests.definitions,
         demand.demand_definitions(demand_source),
+        defects.definitions,
         serving.definitions,
         monitoring.definitions,
         Definitions(resources=build_resources(settings), executor=executor_for(settings)),

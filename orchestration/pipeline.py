@@ -10,6 +10,8 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
 
+from assets.defects.intake import defect_drops
+from assets.defects.sensors import scan_defect_drops
 from assets.requests.annotation import project_title, review_title
 from assets.requests.intake import request_drops
 from assets.requests.sensors import scan_request_drops
@@ -114,27 +116,53 @@ def ingest_request_file(
     _ingest(defs, instance, [register_drop(uri, source, data_home.drop_registry_dir)], run)
 
 
+@dataclass(frozen=True)
+class DropIntake:
+    """How one domain's drops are ingested: their partitions, the job, what says done."""
+
+    domain: str
+    partitions: str
+    job: str
+    validated: str
+
+
+REQUEST_INTAKE = DropIntake(
+    "requests", request_drops.name, "request_ingest_job", "validated_requests"
+)
+DEFECT_INTAKE = DropIntake(
+    "defects", defect_drops.name, "defect_ingest_job", "validated_defect_images"
+)
+
+
 def _ingest(
     defs: Definitions,
     instance: DagsterInstance,
     registrations: list[DropRegistration],
     run: PipelineRun,
+    intake: DropIntake = REQUEST_INTAKE,
 ) -> None:
     """One run per drop not yet validated: a drop whose earlier run failed is retried, a
     validated one is left alone, and known content under a new name is only recorded."""
-    validated = instance.get_materialized_partitions(AssetKey("validated_requests"))
+    validated = instance.get_materialized_partitions(AssetKey(intake.validated))
     for registration in registrations:
         drop_id = registration.drop.drop_id
+        name = f"{intake.domain} {drop_id}"
         if registration.is_redrop:
             run.redrops.append(registration.seen_uri)
-        if drop_id in validated or f"requests {drop_id}" in run.results:
+        if drop_id in validated or name in run.results:
             continue
-        if not instance.has_dynamic_partition(request_drops.name, drop_id):
-            instance.add_dynamic_partitions(request_drops.name, [drop_id])
-        run.record(
-            f"requests {drop_id}",
-            execute_quietly(defs, instance, "request_ingest_job", partition=drop_id),
-        )
+        if not instance.has_dynamic_partition(intake.partitions, drop_id):
+            instance.add_dynamic_partitions(intake.partitions, [drop_id])
+        run.record(name, execute_quietly(defs, instance, intake.job, partition=drop_id))
+
+
+def ingest_defect_drops(
+    defs: Definitions, instance: DagsterInstance, data_home: DataHome, run: PipelineRun
+) -> None:
+    """Register the image drops in their folder and ingest every one not yet validated."""
+    intake = defs.resources["defect_intake"].process_config_and_initialize()
+    scan = scan_defect_drops(data_home, intake, {})
+    _ingest(defs, instance, scan.registrations, run, DEFECT_INTAKE)
 
 
 def ingest_demand(defs: Definitions, instance: DagsterInstance, run: PipelineRun) -> None:
@@ -165,11 +193,12 @@ def run_platform(
     report: Callable[[str], None] = lambda line: None,
 ) -> PipelineRun:
     """Everything in dependency order: request drops (and `(source, uri)` files read in place),
-    every demand period, then the calendar and the dbt models."""
+    image drops, every demand period, then the calendar and the dbt models."""
     run = PipelineRun(report=report)
     for source, uri in request_files:
         ingest_request_file(defs, instance, data_home, uri, source, run)
     ingest_request_drops(defs, instance, data_home, run)
+    ingest_defect_drops(defs, instance, data_home, run)
     ingest_demand(defs, instance, run)
     build_warehouse(defs, instance, run)
     return run

@@ -3,66 +3,28 @@ current labeled training and validation splits."""
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import polars as pl
-from dagster import (
-    AssetExecutionContext,
-    Config,
-    MaterializeResult,
-    MetadataValue,
-    asset,
-)
+from dagster import AssetExecutionContext, MaterializeResult, asset
 
-from assets.metadata import counts_table
 from assets.requests import GROUP, OWNERS
 from assets.resources import DUCKDB_POOL, RequestIntake, Warehouse
+from assets.test_sets import FrozenTestSets, TestSetConfig
 from ml.requests.classifiers import (
     LabeledTexts,
     check_training_data,
 )
 
-TEST_SETS_TABLE = "request_test_sets"
+TEST_SETS = FrozenTestSets("request_test_sets", "request_id", "intent", "request_test_set")
+TEST_SETS_TABLE = TEST_SETS.table
 
 
 # --- the frozen test version -----------------------------------------------------------------
 
 
-class TestSetConfig(Config):
-    cut_new_version: bool = False
-    """Freeze the labeled test split as it is now into a new test version (a recorded act)."""
-    reason: str = ""
-    """Why a new test version is cut; required with cut_new_version."""
-
-
-def _test_versions(warehouse: Warehouse) -> pl.DataFrame:
-    return warehouse.query_if_exists(
-        TEST_SETS_TABLE,
-        f"select test_version, count(*) as rows, min(frozen_at) as frozen_at, "
-        f"min(reason) as reason from {TEST_SETS_TABLE} group by 1 order by 1",
-        None,
-        {"test_version": pl.Int64, "rows": pl.Int64, "frozen_at": pl.Datetime, "reason": pl.Utf8},
-    )
-
-
 def frozen_test_set(warehouse: Warehouse) -> tuple[int, LabeledTexts]:
     """The latest frozen test version and its rows: the one every model is compared on."""
-    versions = _test_versions(warehouse)
-    if versions.is_empty():
-        raise ValueError(
-            f"no frozen test version yet ({TEST_SETS_TABLE} is empty): materialize "
-            "request_test_set first"
-        )
-    version = int(versions["test_version"].max())
-    rows = warehouse.query(
-        f"select text, intent from {TEST_SETS_TABLE} where test_version = ? order by request_id",
-        [version],
-    )
-    if rows.filter(pl.col("intent").is_not_null()).is_empty():
-        raise ValueError(
-            f"{TEST_SETS_TABLE}: test_version {version} holds no labeled row; models cannot be "
-            "compared on an empty frozen test (cut a new test version with labels)"
-        )
+    version, rows = TEST_SETS.latest(warehouse, "text, intent")
     return version, LabeledTexts(rows["text"].to_list(), rows["intent"].to_list())
 
 
@@ -86,47 +48,7 @@ def request_test_set(
         "select request_id, text, intent from request_splits "
         "where split = 'test' and intent is not null order by request_id"
     )
-    versions = _test_versions(warehouse)
-    if versions.is_empty() or config.cut_new_version:
-        if config.cut_new_version and not config.reason.strip():
-            raise ValueError("cutting a new test version is a recorded act: give a reason")
-        if labeled.is_empty():
-            raise ValueError(
-                "no labeled request in the test split of request_splits: nothing to freeze"
-            )
-        version = 1 if versions.is_empty() else int(versions["test_version"].max()) + 1
-        frozen = labeled.with_columns(
-            pl.lit(version, pl.Int64).alias("test_version"),
-            pl.lit(datetime.now(UTC)).alias("frozen_at"),
-            pl.lit(config.reason.strip() or "first test version").alias("reason"),
-        )
-        warehouse.replace_rows(TEST_SETS_TABLE, frozen, "test_version = ?", [version])
-        context.log.info(f"froze test version {version} with {frozen.height} rows")
-        versions = _test_versions(warehouse)
-    version = int(versions["test_version"].max())
-    frozen_ids = warehouse.query(
-        f"select request_id, intent from {TEST_SETS_TABLE} where test_version = ?", [version]
-    )
-    not_frozen = labeled.join(frozen_ids, on="request_id", how="anti").height
-    per_intent = frozen_ids.group_by("intent").len().sort("len", descending=True)
-    return MaterializeResult(
-        metadata={
-            "test_version": version,
-            "dagster/row_count": frozen_ids.height,
-            "labeled_test_rows_not_in_this_version": not_frozen,
-            "versions": MetadataValue.md(
-                "| version | rows | frozen at | reason |\n|---|---|---|---|\n"
-                + "\n".join(
-                    f"| {row['test_version']} | {row['rows']} | {row['frozen_at']} | "
-                    f"{row['reason']} |"
-                    for row in versions.iter_rows(named=True)
-                )
-            ),
-            "per_intent": counts_table(
-                dict(zip(per_intent["intent"], per_intent["len"], strict=True)), "intent"
-            ),
-        }
-    )
+    return MaterializeResult(metadata=TEST_SETS.freeze(context, config, warehouse, labeled))
 
 
 # --- training data and the shared evaluation / registration ----------------------------------

@@ -30,8 +30,8 @@ from assets.resources import GPU_STEP, REGISTRY_POOL, ModelRegistry, RequestInta
 from ml.lifecycle.model_card import ModelCard
 from ml.lifecycle.promotion import check_margin
 from ml.lifecycle.pyfunc import INTENT_CLASSIFIER_ENTRY
-from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
-from ml.lifecycle.registration import Candidate, register_candidate
+from ml.lifecycle.registered_models import REQUEST_CLASSIFIER, latest_of_kind
+from ml.lifecycle.registration import Candidate, lineage_tags, register_candidate, role_of
 from ml.lifecycle.registry import ModelVersion, Registry, Trial
 from ml.metrics import ClassificationScores, measure_latency, score_classification
 from ml.plots import confusion_figure
@@ -60,16 +60,7 @@ EXAMPLE_TEXTS = (
 def _latest_of(
     registry: Registry, kind: str, test_version: int, dataset_version: str | None = None
 ) -> ModelVersion | None:
-    """The latest `kind` version scored on this test version (and trained on this dataset
-    version, when given)."""
-    candidates = [
-        v
-        for v in registry.versions(REQUEST_CLASSIFIER)
-        if v.tags.get("kind") == kind
-        and v.tags.get("test_version") == str(test_version)
-        and dataset_version in (None, v.tags.get("dataset_version"))
-    ]
-    return candidates[-1] if candidates else None
+    return latest_of_kind(registry, REQUEST_CLASSIFIER, kind, test_version, dataset_version)
 
 
 def _metrics_table(rows: dict[str, ClassificationScores | None]) -> MetadataValue:
@@ -135,12 +126,15 @@ def evaluate_and_register(
         test.confusion, data.classes, f"{kind}: test confusion", "true", "predicted"
     )
 
+    run_tags, version_tags = lineage_tags(
+        data.dataset_version, data.test_version, context.run.run_id
+    )
     version, card = register_candidate(
         registry,
         Candidate(
             model_name=REQUEST_CLASSIFIER,
             kind=kind,
-            role="baseline" if kind == "baseline" else "candidate",
+            role=role_of(kind),
             run_name=f"{kind}-{context.run.run_id[:8]}",
             card=ModelCard(
                 f"{REQUEST_CLASSIFIER}: {kind}",
@@ -167,16 +161,8 @@ def evaluate_and_register(
             params={**params, "train_rows": len(data.train)},
             metrics=metrics,
             tagged_scores=test.as_metrics("test"),
-            run_tags={
-                "dataset_version": data.dataset_version,
-                "test_version": str(data.test_version),
-                "taxonomy": data.taxonomy,
-                "dagster_run_id": context.run.run_id,
-            },
-            version_tags={
-                "dataset_version": data.dataset_version,
-                "test_version": str(data.test_version),
-            },
+            run_tags={**run_tags, "taxonomy": data.taxonomy},
+            version_tags=version_tags,
             epoch_metrics=epoch_metrics,
             trials=trials,
             report={

@@ -15,6 +15,7 @@ from dagster import (
     sensor,
 )
 
+from assets.drop_sensors import drop_sensor_result
 from assets.requests.annotation import annotation_batches, project_title
 from assets.requests.intake import request_drops
 from assets.requests.jobs import (
@@ -29,7 +30,7 @@ from assets.resources import (
 )
 from ml.annotation.agreement import doubly_annotated
 from ml.annotation.label_studio_client import LabelStudioClient
-from ml.data.drops import DropScan, RefusedFile, scan_drops
+from ml.data.drops import DropScan, scan_drops
 
 
 def scan_request_drops(
@@ -48,20 +49,6 @@ def scan_request_drops(
         cursor,
         settle=settle,
         max_bytes=request_intake.max_drop_bytes,
-    )
-
-
-def refusal_observation(refused: RefusedFile) -> AssetObservation:
-    """A refused file on raw_requests' timeline: it has no partition (it is not a drop)."""
-    return AssetObservation(
-        asset_key="raw_requests",
-        metadata={
-            "refused_file": refused.uri,
-            "source_folder": refused.source,
-            "reason": refused.reason,
-            "quarantine_manifest": refused.manifest,
-            "note": "not ingested; fix or replace the file and it is looked at again",
-        },
     )
 
 
@@ -85,40 +72,7 @@ def request_drop_sensor(
     scan = scan_request_drops(
         data_home, request_intake, json.loads(context.cursor or "{}"), settle=True
     )
-    new, runs = [], []
-    observations = [refusal_observation(refused) for refused in scan.refusals]
-    for registration in scan.registrations:
-        drop_id = registration.drop.drop_id
-        known = context.instance.has_dynamic_partition(request_drops.name, drop_id)
-        if registration.is_new or not known:
-            new.append(drop_id)
-            runs.append(RunRequest(partition_key=drop_id, run_key=drop_id))
-        elif registration.is_redrop:
-            observations.append(
-                AssetObservation(
-                    asset_key="raw_requests",
-                    partition=drop_id,
-                    metadata={
-                        "redropped_as": registration.seen_uri,
-                        "note": "identical content dropped again; not re-ingested",
-                    },
-                )
-            )
-    cursor = json.dumps(scan.cursor)
-    if not runs and not observations:
-        if cursor == (context.cursor or "{}"):
-            return SkipReason("no new or changed files in the drops folder")
-        return SensorResult(
-            skip_reason=f"{len(scan.pending)} file(s) new or still changing: each is "
-            "registered once a tick sees it unchanged",
-            cursor=cursor,
-        )
-    return SensorResult(
-        run_requests=runs,
-        dynamic_partitions_requests=[request_drops.build_add_request(new)] if new else [],
-        asset_events=observations,
-        cursor=cursor,
-    )
+    return drop_sensor_result(context, scan, request_drops, "raw_requests")
 
 
 def batches_to_send(instance: DagsterInstance) -> list[str]:

@@ -174,10 +174,13 @@ def _local_entry(name: str, info: dict, root: str) -> tuple[int, str, str]:
     return status.st_size, stamp, ""
 
 
-def list_supported_files(root: str) -> list[FoundFile]:
-    """Every CSV or Parquet entry below `root` (a path or any fsspec URI), in a stable order;
-    hidden names (a writer's temporary files) are skipped, entries that are not readable files
-    come back with their `problem`."""
+def list_supported_files(
+    root: str, suffixes: tuple[str, ...] = SUPPORTED_SUFFIXES
+) -> list[FoundFile]:
+    """Every entry below `root` (a path or any fsspec URI) whose name ends in one of `suffixes`
+    (CSV or Parquet unless a domain says otherwise), in a stable order; hidden names (a
+    writer's temporary files) are skipped, entries that are not readable files come back with
+    their `problem`."""
     fs, path = fsspec.core.url_to_fs(root)
     if not fs.exists(path) or not fs.isdir(path):
         return []
@@ -187,7 +190,7 @@ def list_supported_files(root: str) -> list[FoundFile]:
     for name, info in sorted(fs.find(path, detail=True).items()):
         relative = name[len(path.rstrip("/")) + 1 :]
         parts = tuple(relative.split("/"))
-        if file_suffix(name) not in SUPPORTED_SUFFIXES or any(p.startswith(".") for p in parts):
+        if file_suffix(name) not in suffixes or any(p.startswith(".") for p in parts):
             continue
         if local:
             size, stamp, problem = _local_entry(name, info, real_root)
@@ -209,10 +212,14 @@ def list_supported_files(root: str) -> list[FoundFile]:
     return found
 
 
-def discover_drop_files(root: str) -> list[tuple[str, FoundFile]]:
+def discover_drop_files(
+    root: str, suffixes: tuple[str, ...] = SUPPORTED_SUFFIXES
+) -> list[tuple[str, FoundFile]]:
     """(source, file) for every supported file under `root/<source>/`."""
     return [
-        (f.relative_parts[0], f) for f in list_supported_files(root) if len(f.relative_parts) > 1
+        (f.relative_parts[0], f)
+        for f in list_supported_files(root, suffixes)
+        if len(f.relative_parts) > 1
     ]
 
 
@@ -284,6 +291,7 @@ def scan_drops(
     settle: bool,
     max_bytes: int = DEFAULT_MAX_DROP_BYTES,
     now: datetime | None = None,
+    suffixes: tuple[str, ...] = SUPPORTED_SUFFIXES,
 ) -> DropScan:
     """Register every file under `root/<source>/` not yet handled with its current stamp, one
     file at a time: a file that cannot be a drop is refused and recorded, the rest go on.
@@ -295,7 +303,7 @@ def scan_drops(
     now = now or datetime.now(UTC)
     registrations, refusals, pending = [], [], []
     state: dict[str, dict[str, str]] = {}
-    for source, found in discover_drop_files(root):
+    for source, found in discover_drop_files(root, suffixes):
         stamp, seen = _cursor_entry(cursor.get(found.uri, {"stamp": "", "state": ""}))
         if stamp == found.stamp and seen in (REGISTERED, REFUSED):
             state[found.uri] = {"stamp": stamp, "state": seen}

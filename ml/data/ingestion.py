@@ -59,10 +59,16 @@ def _read_error(uri: str, error: OSError) -> IngestionError:
     return IngestionError(f"{uri}: cannot be read ({error})")
 
 
+def _compression(uri: str) -> str | None:
+    """gzip for a `.gz` name, else none: an archive (a ZIP image drop) is read as the bytes it
+    is, not as its first member."""
+    return "gzip" if uri.lower().endswith(".gz") else None
+
+
 def read_bytes(uri: str) -> bytes:
-    """The file's bytes, decompressed if its name says so."""
+    """The file's bytes, decompressed if its name ends in `.gz`."""
     try:
-        with fsspec.open(uri, "rb", compression="infer") as handle:
+        with fsspec.open(uri, "rb", compression=_compression(uri)) as handle:
             return handle.read()
     except OSError as error:
         raise _read_error(uri, error) from error
@@ -82,7 +88,7 @@ def content_sha256(uri: str, max_bytes: int = DEFAULT_MAX_DROP_BYTES) -> tuple[s
     its name. More than `max_bytes` is refused as soon as the stream passes the cap."""
     digest, size = hashlib.sha256(), 0
     try:
-        with fsspec.open(uri, "rb", compression="infer") as handle:
+        with fsspec.open(uri, "rb", compression=_compression(uri)) as handle:
             while chunk := handle.read(_CHUNK_BYTES):
                 size += len(chunk)
                 if size > max_bytes:

@@ -31,14 +31,17 @@ ENTRY_POINTS = Path(__file__).parent / "pyfunc_entry_points"
 """MLflow models-from-code: each file sets one model class (no pickled Python objects)."""
 INTENT_CLASSIFIER_ENTRY = ENTRY_POINTS / "intent_classifier.py"
 DEMAND_FORECASTER_ENTRY = ENTRY_POINTS / "demand_forecaster.py"
+DEFECT_CLASSIFIER_ENTRY = ENTRY_POINTS / "defect_classifier.py"
 
 TEXT_COLUMN = "text"
 SERVING_PACKAGES = (
     "darts",
+    "efficientnet-lite-pytorch",
     "lightgbm",
     "mlflow",
     "numpy",
     "pandas",
+    "pillow",
     "polars",
     "pytorch-lightning",
     "safetensors",
@@ -92,6 +95,37 @@ class IntentClassifierModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return intent_frame(self.classifier, texts_of(model_input))
+
+
+class DefectClassifierModel(mlflow.pyfunc.PythonModel):
+    """Encoded cell images in (a frame with an `image` column: bytes or base64 text); per image
+    the calibrated defect probability, the label at the version's threshold, and the threshold."""
+
+    def load_context(self, context) -> None:
+        from ml.defects.classifiers import load_defect_classifier
+
+        stored = Path(context.artifacts["classifier"])
+        with decrypted_folder(at_rest_cipher(), stored) as folder:
+            self.classifier = load_defect_classifier(folder)
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        from ml.defects.images import images_of
+
+        return defect_frame(self.classifier, images_of(model_input))
+
+
+def defect_frame(classifier, images: list[np.ndarray]) -> pd.DataFrame:
+    """One row per image: `label`, `defect_probability` and the `threshold` that decided."""
+    from ml.defects.classifiers import CLASSES
+
+    probability = classifier.defect_probability(images) if images else np.zeros(0)
+    return pd.DataFrame(
+        {
+            "label": [CLASSES[int(p >= classifier.threshold)] for p in probability],
+            "defect_probability": probability.astype(float),
+            "threshold": np.full(len(probability), float(classifier.threshold)),
+        }
+    )
 
 
 class DemandForecasterModel(mlflow.pyfunc.PythonModel):

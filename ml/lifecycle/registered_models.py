@@ -5,10 +5,11 @@ One registered model per domain; every candidate, baselines included, is a versi
 from __future__ import annotations
 
 from ml.lifecycle.aliases import CHALLENGER
-from ml.lifecycle.registry import Registry
+from ml.lifecycle.registry import ModelVersion, Registry
 
 REQUEST_CLASSIFIER = "request_classifier"
 DEMAND_FORECASTER = "demand_forecaster"
+DEFECT_CLASSIFIER = "defect_classifier"
 SERVED_MODELS = (REQUEST_CLASSIFIER, DEMAND_FORECASTER)
 """What the champion Bento serves, in the order its version names them."""
 
@@ -28,3 +29,22 @@ def challenger_versions(registry: Registry) -> dict[str, str]:
         model: (found.version if (found := registry.by_alias(model, CHALLENGER)) else "")
         for model in SERVED_MODELS
     }
+
+
+def latest_of_kind(
+    registry: Registry,
+    model_name: str,
+    kind: str,
+    test_version: str | int,
+    dataset_version: str | None = None,
+) -> ModelVersion | None:
+    """The latest `kind` version of `model_name` scored on this test version (and trained on
+    this dataset version, when given): what a candidate is reported against."""
+    found = [
+        v
+        for v in registry.versions(model_name)
+        if v.tags.get("kind") == kind
+        and v.tags.get("test_version") == str(test_version)
+        and dataset_version in (None, v.tags.get("dataset_version"))
+    ]
+    return found[-1] if found else None

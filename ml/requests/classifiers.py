@@ -19,9 +19,11 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import Pipeline, make_union
 from sklearn.svm import LinearSVC
 
+from ml.calibration import fit_temperature, softmax
+from ml.devices import pick_device
 from ml.lifecycle.registry import Registry
 from ml.metrics import score_classification
-from ml.requests.backbone import pad_batch, pick_device, quiet_transformers
+from ml.requests.backbone import pad_batch, quiet_transformers
 
 META_FILE = "classifier.json"
 PIPELINE_FILE = "pipeline.skops"
@@ -71,26 +73,6 @@ def check_training_data(
                 f"{name} labels never seen in training: {unseen[:10]}; the model cannot predict "
                 "them (label training examples for them first)"
             )
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    scaled = logits / temperature
-    scaled = scaled - scaled.max(axis=1, keepdims=True)
-    exp = np.exp(scaled)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
-def fit_temperature(logits: np.ndarray, true_index: np.ndarray) -> float:
-    """The softmax temperature that minimizes validation log-loss (temperature scaling)."""
-    if len(true_index) == 0:
-        return 1.0
-    best, best_loss = 1.0, math.inf
-    for temperature in np.geomspace(0.02, 50.0, 240):
-        chosen = softmax(logits, temperature)[np.arange(len(true_index)), true_index]
-        loss = float(-np.log(np.clip(chosen, 1e-12, None)).mean())
-        if loss < best_loss:
-            best, best_loss = float(temperature), loss
-    return best
 
 
 class IntentClassifier(abc.ABC):

@@ -15,15 +15,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ml.calibration import softmax
+from ml.devices import pick_device, seed_everything
 from ml.metrics import score_classification
-from ml.requests.backbone import (
-    length_bucketed_batches,
-    load_backbone,
-    pad_batch,
-    pick_device,
-    seed_everything,
-)
-from ml.requests.classifiers import LabeledTexts, TransformerClassifier, softmax
+from ml.requests.backbone import length_bucketed_batches, load_backbone, pad_batch
+from ml.requests.classifiers import LabeledTexts, TransformerClassifier
 from ml.settings import DistributedProcess
 
 # --- transformer ------------------------------------------------------------------------------

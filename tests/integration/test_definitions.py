@@ -19,7 +19,7 @@ def test_every_asset_has_a_description_a_domain_an_owner_and_a_code_version(
         node = graph.get(key)
         name = key.to_user_string()
         assert node.description, f"{name} has no description"
-        assert node.group_name in {"requests", "demand", "serving"}, (
+        assert node.group_name in {"requests", "demand", "defects", "serving"}, (
             f"{name} is in group {node.group_name}"
         )
         assert node.owners, f"{name} has no owner"
@@ -42,6 +42,11 @@ def test_the_graph_runs_raw_to_validated_to_dbt_marts_to_serving_and_drift(
     assert upstream("validated_demand") == {"raw_demand"}
     assert upstream("stg_demand") == {"validated_demand"}
     assert upstream("mart_demand") == {"stg_demand", "calendar_days"}
+    assert upstream("validated_defect_images") == {"raw_defect_images"}
+    assert upstream("stg_defect_images") == {"validated_defect_images"}
+    assert upstream("defect_image_splits") == {"stg_defect_images", "defect_split_assignments"}
+    assert upstream("defect_cnn") == {"defect_image_splits", "defect_test_set", "defect_baseline"}
+    assert upstream("defect_classifier_promotion") == {"defect_baseline", "defect_cnn"}
     assert upstream("champion_bento") == {
         "request_classifier_promotion",
         "demand_forecaster_promotion",
@@ -61,6 +66,8 @@ def test_the_graph_runs_raw_to_validated_to_dbt_marts_to_serving_and_drift(
         ):
             assert (asset, check) in checks
     assert ("request_splits", "no_text_key_straddles_splits") in checks
+    for check in ("rows_reconcile", "no_duplicate_images", "quarantine_share_within_limit"):
+        assert ("validated_defect_images", check) in checks
 
 
 def test_a_setting_from_the_environment_reaches_a_run_as_its_variable(

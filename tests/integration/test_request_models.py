@@ -16,10 +16,10 @@ from mlflow import MlflowClient
 
 from assets.resources import DataHome, Warehouse
 from ml.annotation.selection import prediction_margins
+from ml.calibration import softmax
 from ml.lifecycle.artifacts import ARTIFACT_ENCRYPTION, ARTIFACT_SHA256
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry
-from ml.requests.classifiers import softmax
 from ml.settings import Settings
 from orchestration.definitions import build_definitions
 from orchestration.pipeline import execute_quietly, run_platform

@@ -15,12 +15,13 @@ import pytest
 import skops.io
 import torch
 
+from ml.calibration import fit_temperature, softmax
+from ml.devices import pick_device
 from ml.metrics import score_classification
 from ml.requests.backbone import (
     default_checkpoint_dir,
     length_bucketed_batches,
     pad_batch,
-    pick_device,
     resolve_checkpoint,
 )
 from ml.requests.classifiers import (
@@ -32,10 +33,8 @@ from ml.requests.classifiers import (
     TransformerClassifier,
     check_training_data,
     fit_ensemble,
-    fit_temperature,
     load_classifier,
     search_linear,
-    softmax,
     train_baseline,
 )
 from ml.requests.training import (

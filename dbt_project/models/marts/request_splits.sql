@@ -2,9 +2,7 @@
 -- label: the source's own, else the latest version of the annotation loop's (label_source says
 -- which; label_version which version).
 {% set labeled = source('warehouse', 'labeled_requests') %}
-{% set labeled_exists = execute and adapter.get_relation(
-    database=labeled.database, schema=labeled.schema, identifier=labeled.identifier
-) is not none %}
+{% set labeled_exists = relation_exists(labeled) %}
 
 with annotated as (
     {% if labeled_exists %}
