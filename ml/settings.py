@@ -483,6 +483,10 @@ class ServingSettings:
     latency of the admitted stays bounded under overload (benchmarks/serve_open_loop.py)."""
     max_in_flight_forecast: int = 4
     """The same for /forecast, whose calls are whole model runs, not batched."""
+    max_images: int = 16
+    """Images per /inspect request (base64 in JSON: 16 cells of 300×300 are ~1 MB)."""
+    max_in_flight_inspect: int = 8
+    """Requests a worker holds on /inspect at once (429 past it)."""
     request_timeout_s: int = 30
     """BentoML's per-request time limit (504 past it)."""
     shadow_queue: int = 16
@@ -514,6 +518,8 @@ class ServingSettings:
             max_body_bytes=_int_from_env("MLOPS_SERVING_MAX_BODY_BYTES", 2 * 1024 * 1024),
             max_in_flight_classify=_int_from_env("MLOPS_SERVING_MAX_IN_FLIGHT_CLASSIFY", 16),
             max_in_flight_forecast=_int_from_env("MLOPS_SERVING_MAX_IN_FLIGHT_FORECAST", 4),
+            max_images=_int_from_env("MLOPS_SERVING_MAX_IMAGES", 16),
+            max_in_flight_inspect=_int_from_env("MLOPS_SERVING_MAX_IN_FLIGHT_INSPECT", 8),
             request_timeout_s=_int_from_env("MLOPS_SERVING_REQUEST_TIMEOUT_S", 30),
             shadow_queue=_int_from_env("MLOPS_SERVING_SHADOW_QUEUE", 16),
         )

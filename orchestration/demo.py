@@ -32,14 +32,20 @@ from ml.annotation.label_studio_client import LabelStudioClient  # noqa: E402
 from ml.data.ingestion import IngestionError  # noqa: E402
 from ml.data.sources import DemandSource, demand_source_of, orange_juice_source  # noqa: E402
 from ml.data.warehouse import warehouse_location  # noqa: E402
+from ml.defects.packaged import elpv_cells  # noqa: E402
 from ml.lifecycle.aliases import GATE_REASON, GATE_SCORE, GATE_TEST_VERSION  # noqa: E402
-from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER  # noqa: E402
+from ml.lifecycle.registered_models import (  # noqa: E402
+    DEFECT_CLASSIFIER,
+    DEMAND_FORECASTER,
+    REQUEST_CLASSIFIER,
+)
 from ml.lifecycle.registry import ModelVersion, Registry  # noqa: E402
 from ml.lifecycle.release import ReleaseState, read_release_states  # noqa: E402
 from ml.monitoring.prediction_log import read_predictions  # noqa: E402
 from ml.security.encryption import generated_keys_into_environment  # noqa: E402
 from ml.security.erasure import ERASURE_LOG, erasure_records  # noqa: E402
 from ml.settings import Settings, set_environment_defaults  # noqa: E402
+from ml.synthetic.defect_images import generate_cell_images, image_drop_zip  # noqa: E402
 from ml.synthetic.demand import generate_demand  # noqa: E402
 from ml.synthetic.requests import generate_requests  # noqa: E402
 from orchestration.definitions import build_definitions  # noqa: E402
@@ -47,11 +53,14 @@ from orchestration.front_door import admin_port_from_env  # noqa: E402
 from orchestration.instance import open_instance  # noqa: E402
 from orchestration.labelstudio import LabelStudioConfig, is_up, start_server  # noqa: E402
 from orchestration.pipeline import (  # noqa: E402
+    FULL_CNN,
     FULL_TRANSFORMER,
+    QUICK_CNN,
     QUICK_TRANSFORMER,
     execute_quietly,
     run_annotation_round,
     run_platform,
+    train_defect_models,
     train_demand_models,
     train_request_models,
 )
@@ -85,6 +94,10 @@ DEMO_UNLABELED_DROP = (
     datetime(2026, 1, 1, tzinfo=UTC),
     datetime(2026, 1, 31, tzinfo=UTC),
 )
+DEMO_DEFECT_DROP = ("line1", "cells_2025_12.zip", 600, 11)
+"""(source folder, file, cells, seed): generated cell images with their labels, as one ZIP."""
+REAL_DEFECT_DROP = ("elpv", "elpv_cells.parquet")
+"""Where `make demo-real` drops the packaged cells (one Parquet of the PNGs as shipped)."""
 DEMO_BATCH_SIZE = 60
 DEMO_DEMAND = {
     "stores": 5,
@@ -111,6 +124,12 @@ def write_demo_sources(settings: Settings) -> list[Path]:
         unlabeled.parent.mkdir(parents=True, exist_ok=True)
         generate_requests(rows, seed=seed, start=start, end=end).write_csv(unlabeled)
         written.append(unlabeled)
+    source, name, cells, seed = DEMO_DEFECT_DROP
+    images = Path(settings.defect_drops_uri) / source / name
+    if not images.exists():
+        images.parent.mkdir(parents=True, exist_ok=True)
+        images.write_bytes(image_drop_zip(generate_cell_images(cells, seed=seed)))
+        written.append(images)
     demand_dir = settings.data_home / "sources" / "demand"
     demand_dir.mkdir(parents=True, exist_ok=True)
     demand_path = demand_dir / "demand.csv"
@@ -134,6 +153,11 @@ def real_data_deployment(
         settings.moved_to(settings.data_home / "real"),
         intent_taxonomy=banking77 / "categories.json",
     )
+    source, name = REAL_DEFECT_DROP
+    cells = Path(real.defect_drops_uri) / source / name
+    if not cells.exists():  # the packaged images arrive as one drop, read from the wheel
+        cells.parent.mkdir(parents=True, exist_ok=True)
+        elpv_cells().write_parquet(cells)
     return (
         real,
         orange_juice_source(settings.shared_data),
@@ -186,11 +210,19 @@ def transformer_run(real: bool, quick: bool) -> tuple[dict, str]:
     )
 
 
+GATE_MEASURES = {
+    REQUEST_CLASSIFIER: ("test_f1_macro", "test F1-macro"),
+    DEMAND_FORECASTER: ("backtest_wape", "backtest WAPE"),
+    DEFECT_CLASSIFIER: ("test_defect_f1", "test defect F1"),
+}
+"""Each registered model's gate metric: (MLflow metric, as said to a person)."""
+
+
 def latest_versions(registry: Registry) -> dict[str, int]:
     """The newest version number of each registered model (0: none yet)."""
     return {
         model: max((int(v.version) for v in registry.versions(model)), default=0)
-        for model in (REQUEST_CLASSIFIER, DEMAND_FORECASTER)
+        for model in GATE_MEASURES
     }
 
 
@@ -199,10 +231,7 @@ def print_registry(settings: Settings, before: dict[str, int]) -> None:
     its score on the frozen test split and the reason the gate gave."""
     registry = Registry(settings.tracking_uri, settings.artifact_root)
     print(f"MLflow registry ({settings.tracking_uri}):")
-    for model, metric in (
-        (REQUEST_CLASSIFIER, "test_f1_macro"),
-        (DEMAND_FORECASTER, "backtest_wape"),
-    ):
+    for model, (metric, _) in GATE_MEASURES.items():
         versions = [v for v in registry.versions(model) if int(v.version) > before[model]]
         if versions:
             print(f"  {model} (versions this run registered):")
@@ -220,7 +249,7 @@ def print_registry(settings: Settings, before: dict[str, int]) -> None:
 def champion_line(model: str, champion: ModelVersion) -> str:
     """`model`'s champion, the gate's score of it and why the gate chose it."""
     test = champion.tags.get(GATE_TEST_VERSION, "?")
-    measure = "test F1-macro" if model == REQUEST_CLASSIFIER else "backtest WAPE"
+    measure = GATE_MEASURES[model][1]
     return (
         f"{model} champion: v{champion.version} ({champion.tags.get('kind', '')}), "
         f"{measure} {champion.metric(GATE_SCORE) or 0:.4f} on the frozen test version {test}; "
@@ -516,9 +545,17 @@ def main(argv: list[str] | None = None) -> int:
                 run,
                 DEMO_BATCH_SIZE,
             )
-    report("Models: request classifiers and demand forecasters → MLflow → promotion gates…")
+    report(
+        "Models: request classifiers, demand forecasters and defect classifiers → MLflow → "
+        "promotion gates…"
+    )
     transformer, said = transformer_run(args.real, args.quick)
     report(said)
+    cnn = FULL_CNN if args.real and not args.quick else QUICK_CNN
+    report(
+        f"  the defect CNN trains {cnn['epochs']} epochs at {cnn['input_size']} px"
+        + (" (about 15 min on 2 CPU cores)" if cnn is FULL_CNN else "")
+    )
     before = latest_versions(Registry(settings.tracking_uri, settings.artifact_root))
     with (
         log_path.open("a", encoding="utf-8") as log,
@@ -527,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         train_request_models(defs, instance, run, transformer)
         train_demand_models(defs, instance, run)
+        train_defect_models(defs, instance, run, cnn)
     report("Serving: champion Bento → bentoml serve → /classify, /forecast → drift report…")
     with (
         log_path.open("a", encoding="utf-8") as log,
@@ -566,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
         f"  serving      make serve (the champion Bento on http://127.0.0.1:3001)\n"
         f"  credentials  {settings.secrets_dir} (serving API keys; mode 0600) and "
         f"{settings.data_home / 'labelstudio'} (.admin_password, .admin_token)\n"
-        f"  new data     drop request files into {settings.request_drops_uri}/<source>/"
+        f"  new data     drop request files into {settings.request_drops_uri}/<source>/, "
+        f"image drops (.zip, .parquet) into {settings.defect_drops_uri}/<source>/"
     )
     return 0 if run.success else 1
 

@@ -295,6 +295,29 @@ def train_request_models(
     )
 
 
+QUICK_CNN = {"input_size": 96, "epochs": 3, "batch_size": 32}
+"""The demo's CNN on its small generated cells: a minute on CPU."""
+FULL_CNN = {"input_size": 160, "epochs": 8, "progress_bar": True}
+"""`make demo-real`'s CNN on the 2,624 packaged cells, sized for 2 CPU cores (about 15 min);
+`benchmarks/defect_quality.py` trains it at its own 224 px for the reported figures."""
+
+
+def train_defect_models(
+    defs: Definitions, instance: DagsterInstance, run: PipelineRun, cnn: dict
+) -> None:
+    """Freeze the test version (first time only), train the baseline and the CNN (`cnn`'s
+    config), register both and let the promotion gate pick the champion."""
+    run.record(
+        "defect models (baseline, CNN, promotion gate)",
+        execute_quietly(
+            defs,
+            instance,
+            "defect_training_job",
+            config={"ops": {"defect_cnn": {"config": cnn}}},
+        ),
+    )
+
+
 CPU_FORECASTING = {"epochs": 8, "hidden_size": 32, "trees": 80}
 """The global models' training kept to a couple of minutes each on 2 CPU cores."""
 

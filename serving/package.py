@@ -27,14 +27,14 @@ from pathlib import Path
 from ml.data import objects
 from ml.data.atomic_files import write_text_atomically
 from ml.lifecycle.artifacts import ARTIFACT_SHA256, verify_artifact
-from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
+from ml.lifecycle.registered_models import DEFECT_CLASSIFIER, DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry
 from ml.security.encryption import KEYS_VARIABLE as ENCRYPTION_KEYS_VARIABLE
 from ml.settings import PROJECT_ROOT, REGISTRY_CLIENT_SECRETS, environment_with, executable
 
 BENTO_NAME = "mlops_platform"
 SERVICE = "serving.service:Champions"
-SERVED = {REQUEST_CLASSIFIER: "rc", DEMAND_FORECASTER: "df"}
+SERVED = {REQUEST_CLASSIFIER: "rc", DEMAND_FORECASTER: "df", DEFECT_CLASSIFIER: "dc"}
 """Registered model → its short name in the Bento version."""
 SOURCES = ("serving/*.py", "ml/**/*.py", "ml/**/*.json")
 """What the Bento carries besides the lock file: the service and the plain `ml` package."""
@@ -260,7 +260,9 @@ def package(
                     **{f"{model}_version": v for model, v in versions.items() if v},
                     **{f"{model}_challenger": v for model, v in challengers.items()},
                 },
-                description="The platform's champions and challengers: /classify, /forecast.",
+                description=(
+                    "The platform's champions and challengers: /classify, /forecast, /inspect."
+                ),
                 python={"requirements_txt": "requirements.lock", "lock_packages": False},
                 args={**tags, **challenger_tags},
             )

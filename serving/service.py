@@ -1,6 +1,7 @@
-"""The platform's HTTP service (BentoML): the MLflow champions of `request_classifier` and
-`demand_forecaster`, imported into the BentoML model store with their MLflow version in the tag,
-behind `POST /classify` (adaptive batching) and `POST /forecast`.
+"""The platform's HTTP service (BentoML): the MLflow champions of `request_classifier`,
+`demand_forecaster` and `defect_classifier`, imported into the BentoML model store with their
+MLflow version in the tag, behind `POST /classify` and `POST /inspect` (adaptive batching) and
+`POST /forecast`.
 
 Which versions it serves is fixed when the Bento is built (`serving/package.py`, called by the
 `champion_bento` asset): they are Bento arguments, never a hard-coded file. Bad input is a 400
@@ -31,8 +32,10 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from ml.defects.features import image_statistics
+from ml.defects.images import image_id_of, image_pixels
 from ml.demand.panel import ForecastingError
-from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
+from ml.lifecycle.registered_models import DEFECT_CLASSIFIER, DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.lifecycle.release import (
     CHALLENGER_VARIANT,
     CHAMPION_VARIANT,
@@ -70,8 +73,10 @@ class ServedModels(BaseModel):
 
     request_classifier: str = ""
     demand_forecaster: str = ""
+    defect_classifier: str = ""
     request_classifier_challenger: str = ""
     demand_forecaster_challenger: str = ""
+    defect_classifier_challenger: str = ""
 
 
 LOGGER = logging.getLogger(__name__)
@@ -80,9 +85,16 @@ SETTINGS = ServingSettings.from_env()
 MODELS = bentoml.use_arguments(ServedModels)
 CLASSIFY_CHALLENGER = f"{INTERNAL_PREFIX}classify-challenger"
 FORECAST_CHALLENGER = f"{INTERNAL_PREFIX}forecast-challenger"
+INSPECT_CHALLENGER = f"{INTERNAL_PREFIX}inspect-challenger"
 RELEASE_STATES_ROUTE = f"{ADMIN_PREFIX}release-states"
 HALT_RELEASE_ROUTE = f"{ADMIN_PREFIX}halt-release"
-ModelName = Literal["request_classifier", "demand_forecaster"]
+ADAPTIVE_BATCHING = {
+    "batchable": SETTINGS.batching,
+    "max_batch_size": SETTINGS.max_batch_size,
+    "max_latency_ms": SETTINGS.max_latency_ms,
+}
+"""How /classify and /inspect (and their challengers) merge concurrent requests."""
+ModelName = Literal["request_classifier", "demand_forecaster", "defect_classifier"]
 
 
 def _mlflow_version(tag: str) -> str:
@@ -102,6 +114,12 @@ ROUTES = {
         _mlflow_version(MODELS.demand_forecaster),
         _mlflow_version(MODELS.demand_forecaster_challenger),
         FORECAST_CHALLENGER,
+    ),
+    "/inspect": Route(
+        DEFECT_CLASSIFIER,
+        _mlflow_version(MODELS.defect_classifier),
+        _mlflow_version(MODELS.defect_classifier_challenger),
+        INSPECT_CHALLENGER,
     ),
 }
 """Each public model endpoint, its model, and where its challenger answers (the router)."""
@@ -147,6 +165,57 @@ Texts = Annotated[
         }
     ),
 ]
+
+
+def _valid_image(encoded: str) -> str:
+    """A base64 image the defect classifier can take: decoded whole and checked by the intake
+    rules here, per request (a bad image never fails the adaptive batch it would join)."""
+    image_pixels(encoded, "image")
+    return encoded
+
+
+IMAGE_SCHEMA = {
+    "type": "string",
+    "contentEncoding": "base64",
+    "minLength": 1,
+    "description": (
+        "An encoded image file (PNG, JPEG, TIFF or BMP), base64: 8-bit grayscale, 32 to 4096 "
+        "pixels a side, neither blank nor saturated."
+    ),
+}
+EncodedImage = Annotated[str, Field(min_length=1), AfterValidator(_valid_image)]
+Images = Annotated[
+    list[EncodedImage],
+    BeforeValidator(_one_or_many),
+    Field(min_length=1, max_length=SETTINGS.max_images),
+    WithJsonSchema(
+        {
+            "title": "Images",
+            "description": "One base64 image, or a list of them.",
+            "anyOf": [
+                IMAGE_SCHEMA,
+                {
+                    "type": "array",
+                    "items": IMAGE_SCHEMA,
+                    "minItems": 1,
+                    "maxItems": SETTINGS.max_images,
+                },
+            ],
+        }
+    ),
+]
+
+
+class Inspection(BaseModel):
+    request_id: str
+    image_id: str
+    """The image's content id (the same picture, the same id, as at intake)."""
+    label: Literal["functional", "defective"]
+    defect_probability: float
+    """Calibrated; the label is `defective` at or above `threshold`."""
+    threshold: float
+    model_version: str
+    variant: str = CHAMPION_VARIANT
 
 
 class ScoredIntent(BaseModel):
@@ -262,7 +331,7 @@ INFERENCE_SECONDS = bentoml.metrics.Histogram(
 )
 BATCH_ITEMS = bentoml.metrics.Histogram(
     name="mlops_batch_items",
-    documentation="Texts per model call on /classify (adaptive batching merges requests)",
+    documentation="Texts or images per model call (adaptive batching merges requests)",
     labelnames=["model_name", "model_version"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
@@ -322,6 +391,10 @@ class Champions:
         )
     if MODELS.demand_forecaster_challenger:
         forecaster_challenger_model = bentoml.models.BentoModel(MODELS.demand_forecaster_challenger)
+    if MODELS.defect_classifier:
+        inspector_model = bentoml.models.BentoModel(MODELS.defect_classifier)
+    if MODELS.defect_classifier_challenger:
+        inspector_challenger_model = bentoml.models.BentoModel(MODELS.defect_classifier_challenger)
 
     def __init__(self) -> None:
         import torch
@@ -329,6 +402,7 @@ class Champions:
         torch.set_num_threads(SETTINGS.threads_per_worker)
         self.classifier = self.forecaster = None
         self.classifier_challenger = self.forecaster_challenger = None
+        self.inspector = self.inspector_challenger = None
         if MODELS.request_classifier:
             self.classifier = load_verified(self.classifier_model)
             self.classifier_version = _version_of(self.classifier_model)
@@ -342,6 +416,12 @@ class Champions:
         if MODELS.demand_forecaster_challenger:
             self.forecaster_challenger = load_verified(self.forecaster_challenger_model)
             self.forecaster_challenger_version = _version_of(self.forecaster_challenger_model)
+        if MODELS.defect_classifier:
+            self.inspector = load_verified(self.inspector_model)
+            self.inspector_version = _version_of(self.inspector_model)
+        if MODELS.defect_classifier_challenger:
+            self.inspector_challenger = load_verified(self.inspector_challenger_model)
+            self.inspector_challenger_version = _version_of(self.inspector_challenger_model)
         self.release = ReleaseStates(SETTINGS.release_state_path)
         self.shadow = None
         if self.classifier is not None and self.classifier_challenger is not None:
@@ -386,11 +466,7 @@ class Champions:
         self.log.close()
         close_outcome_logs()
 
-    @bentoml.api(
-        batchable=SETTINGS.batching,
-        max_batch_size=SETTINGS.max_batch_size,
-        max_latency_ms=SETTINGS.max_latency_ms,
-    )
+    @bentoml.api(**ADAPTIVE_BATCHING)
     def classify(self, texts: Texts) -> list[Classification]:
         """One text or a list of texts → intent, confidence and the top-k intents per text."""
         if self.classifier is None:
@@ -407,12 +483,7 @@ class Champions:
                 self.shadow.submit(sample)
         return answers
 
-    @bentoml.api(
-        route=CLASSIFY_CHALLENGER,
-        batchable=SETTINGS.batching,
-        max_batch_size=SETTINGS.max_batch_size,
-        max_latency_ms=SETTINGS.max_latency_ms,
-    )
+    @bentoml.api(route=CLASSIFY_CHALLENGER, **ADAPTIVE_BATCHING)
     def classify_challenger(self, texts: Texts) -> list[Classification]:
         """/classify answered by the challenger: the router sends the canary share here."""
         if self.classifier_challenger is None:
@@ -492,6 +563,65 @@ class Champions:
                 )
             )
         self._keep(records, "classify", REQUEST_CLASSIFIER, version)
+
+    @bentoml.api(**ADAPTIVE_BATCHING)
+    def inspect(self, images: Images) -> list[Inspection]:
+        """One base64 cell image or a list of them → defect probability and label per image,
+        from the defect-inspection champion. An image that does not decode whole, is not
+        8-bit grayscale, is too small or large, blank or saturated is a 400 naming it."""
+        if self.inspector is None:
+            raise ServiceUnavailable("no defect_classifier champion is served by this Bento")
+        return self._inspect(self.inspector, self.inspector_version, CHAMPION_VARIANT, images)
+
+    @bentoml.api(route=INSPECT_CHALLENGER, **ADAPTIVE_BATCHING)
+    def inspect_challenger(self, images: Images) -> list[Inspection]:
+        """/inspect answered by the challenger: the router sends the canary share here."""
+        if self.inspector_challenger is None:
+            raise ServiceUnavailable("no defect_classifier challenger is served by this Bento")
+        return self._inspect(
+            self.inspector_challenger,
+            self.inspector_challenger_version,
+            CHALLENGER_VARIANT,
+            images,
+        )
+
+    def _inspect(self, model, version: str, variant: str, images: list[str]) -> list[Inspection]:
+        labels = ("inspect", DEFECT_CLASSIFIER, version)
+        pixels = [image_pixels(encoded, f"images[{i}]") for i, encoded in enumerate(images)]
+        classifier = model.unwrap_python_model().classifier
+        started = time.perf_counter()
+        probability = classifier.defect_probability(pixels)
+        INFERENCE_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+        BATCH_ITEMS.labels(*labels[1:]).observe(len(images))
+        answers, records = [], []
+        for picture, p in zip(pixels, probability, strict=True):
+            label = "defective" if p >= classifier.threshold else "functional"
+            image_id = image_id_of(picture)
+            record = prediction_record(
+                "inspect",
+                DEFECT_CLASSIFIER,
+                version,
+                {"image_id": image_id, **image_statistics(picture)},
+                None,
+                intent=label,
+                confidence=float(p),
+                variant=variant,
+            )
+            answer = Inspection(
+                request_id=str(record["request_id"]),
+                image_id=image_id,
+                label=label,
+                defect_probability=float(p),
+                threshold=float(classifier.threshold),
+                model_version=version,
+                variant=variant,
+            )
+            record["output"] = answer.model_dump_json()
+            answers.append(answer)
+            records.append(record)
+        self._keep(records, *labels)
+        PREDICTIONS.labels(*labels).inc(len(images))
+        return answers
 
     @bentoml.api
     def forecast(
@@ -674,6 +804,7 @@ Champions.add_asgi_middleware(
     max_in_flight={
         "/classify": SETTINGS.max_in_flight_classify,
         "/forecast": SETTINGS.max_in_flight_forecast,
+        "/inspect": SETTINGS.max_in_flight_inspect,
     },
 )
 Champions.add_asgi_middleware(  # inside HttpContract: the request id is set, errors are shaped

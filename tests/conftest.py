@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,7 @@ from dagster import AssetKey
 from ml.annotation.label_studio_client import LabelStudioClient
 from ml.data.sources import DemandSource
 from ml.settings import PROJECT_ROOT, Settings, executable
+from ml.synthetic.defect_images import generate_cell_images, image_drop_zip
 from ml.synthetic.demand import generate_demand
 from ml.synthetic.requests import generate_requests
 from orchestration.instance import scratch_database
@@ -394,6 +395,9 @@ SERVED_TRANSFORMER = {
     "max_length": 32,
 }
 SERVED_FORECASTING = {"epochs": 2, "hidden_size": 16, "trees": 30}
+SERVED_CNN = {"input_size": 64, "epochs": 1, "batch_size": 16, "max_train_samples": 96}
+SERVED_CELLS = 160
+"""Generated cell images the served defect classifier learns from (64×64)."""
 BASELINE_AND_TRANSFORMER = [
     "request_test_set",
     "lineage_snapshot",
@@ -407,8 +411,9 @@ between a weak and a strong baseline are known (the other candidates have their 
 
 @pytest.fixture(scope="session")
 def served_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedPlatform]:
-    """Generated requests and 15 months of daily demand → both model families trained,
-    registered and gated → `champion_bento` and `reference_profiles` materialized."""
+    """Generated requests, 15 months of daily demand and a drop of cell images → every model
+    family trained, registered and gated → `champion_bento` and `reference_profiles`
+    materialized."""
     from dagster import DagsterInstance
 
     from assets.resources import DataHome
@@ -432,6 +437,9 @@ def served_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served
         source = DemandSource(
             name="synthetic", uri=str(folder), format="contract", freq="D", start=start, end=end
         )
+        cells = Path(settings.defect_drops_uri) / "line1" / "cells.zip"
+        cells.parent.mkdir(parents=True)
+        cells.write_bytes(image_drop_zip(generate_cell_images(SERVED_CELLS, seed=5, size=64)))
         defs = build_definitions(settings, source)
         instance = DagsterInstance.ephemeral()
         assert run_platform(defs, instance, DataHome(path=str(home))).success
@@ -455,6 +463,7 @@ def served_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served
         steps = [
             request_models(0.0005),
             ("demand_models_job", demand),
+            ("defect_training_job", {"ops": {"defect_cnn": {"config": SERVED_CNN}}}),
             ("champion_bento_job", {}),
             request_models(0.5),
             ("champion_bento_job", {}),
@@ -469,6 +478,25 @@ def served_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served
             .value
         )
         yield ServedPlatform(settings, defs, instance, bento, source)
+
+
+def logged_once_flushed(platform: ServedPlatform, request_ids: set[str]) -> pl.DataFrame:
+    """The prediction-log records of `request_ids`, waiting (at most 15 s) until the workers
+    have flushed them all."""
+    now = datetime.now(UTC)
+    from ml.monitoring.prediction_log import read_predictions
+
+    deadline = time.monotonic() + 15
+    while True:
+        logged = read_predictions(
+            platform.settings.prediction_log_dir,
+            now - timedelta(hours=1),
+            now + timedelta(hours=1),
+        )
+        mine = logged.filter(logged["request_id"].is_in(list(request_ids)))
+        if mine.height >= len(request_ids) or time.monotonic() > deadline:
+            return mine
+        time.sleep(0.2)
 
 
 def serve_for_tests(platform: ServedPlatform, bento: str, log_name: str) -> BentoServer:

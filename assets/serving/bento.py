@@ -5,6 +5,7 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 
+from assets.defects.models import defect_classifier_promotion
 from assets.demand.forecasting import demand_forecaster_promotion
 from assets.requests.models import request_classifier_promotion
 from assets.resources import BentoStore, ModelRegistry
@@ -14,17 +15,18 @@ from serving.package import bento_version, record_current_bento
 
 
 @asset(
-    deps=[request_classifier_promotion, demand_forecaster_promotion],
+    deps=[request_classifier_promotion, demand_forecaster_promotion, defect_classifier_promotion],
     group_name=GROUP,
     owners=OWNERS,
     code_version="1",
     kinds={"bentoml", "mlflow"},
     description=(
         "The versioned Bento serving the MLflow champion of each model (POST /classify, POST "
-        "/forecast) and, beside it, its challenger for shadow and canary traffic, each imported "
-        "into the BentoML model store with its MLflow version in the tag. Its version names the "
-        "model versions (rc<v>[c<challenger>]-df<v>): after a rollback the earlier Bento is "
-        "served again. `make serve` follows it, switching only after a smoke test."
+        "/forecast, POST /inspect) and, beside it, its challenger for shadow and canary "
+        "traffic, each imported into the BentoML model store with its MLflow version in the "
+        "tag. Its version names the model versions (rc<v>[c<challenger>]-df<v>-dc<v>): after a "
+        "rollback the earlier Bento is served again. `make serve` follows it, switching only "
+        "after a smoke test."
     ),
 )
 def champion_bento(

@@ -14,12 +14,13 @@ from dagster import (
 from assets.metadata import alias_history
 from assets.resources import REGISTRY_POOL, ModelRegistry
 from assets.serving.bento import champion_bento
-from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
+from ml.lifecycle.registered_models import DEFECT_CLASSIFIER, DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry
 
 PROMOTION_ASSETS = {
     REQUEST_CLASSIFIER: AssetKey("request_classifier_promotion"),
     DEMAND_FORECASTER: AssetKey("demand_forecaster_promotion"),
+    DEFECT_CLASSIFIER: AssetKey("defect_classifier_promotion"),
 }
 """Where a rollback is shown in the Dagster UI: the promotion asset of each registered model."""
 

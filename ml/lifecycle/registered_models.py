@@ -10,7 +10,7 @@ from ml.lifecycle.registry import ModelVersion, Registry
 REQUEST_CLASSIFIER = "request_classifier"
 DEMAND_FORECASTER = "demand_forecaster"
 DEFECT_CLASSIFIER = "defect_classifier"
-SERVED_MODELS = (REQUEST_CLASSIFIER, DEMAND_FORECASTER)
+SERVED_MODELS = (REQUEST_CLASSIFIER, DEMAND_FORECASTER, DEFECT_CLASSIFIER)
 """What the champion Bento serves, in the order its version names them."""
 
 

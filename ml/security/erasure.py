@@ -38,7 +38,13 @@ from ml.data.atomic_files import (
     write_text_atomically,
 )
 from ml.data.drops import drop_id_for, load_drop
-from ml.data.ingestion import ROW_COLUMN, file_sha256, file_suffix, read_bytes
+from ml.data.ingestion import (
+    ROW_COLUMN,
+    SUPPORTED_SUFFIXES,
+    file_sha256,
+    file_suffix,
+    read_bytes,
+)
 from ml.data.lineage_snapshot import MANIFEST, row_digest, sql_path, utc_session
 from ml.data.objects import (
     files_under,
@@ -331,6 +337,8 @@ def erase_from_drops(
         drop = load_drop(manifest.stem, registry_dir)
         if drop.drop_id != manifest.stem:
             continue  # the alias of an earlier erasure's content
+        if file_suffix(drop.uri) not in SUPPORTED_SUFFIXES:
+            continue  # another domain's drop (a ZIP of images) holds no request
         try:
             data = read_bytes(drop.uri)
         except FileNotFoundError:

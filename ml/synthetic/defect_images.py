@@ -9,6 +9,7 @@ Deterministic: the same seed gives the same bytes.
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,3 +123,20 @@ def labels_frame(cells: list[CellImage]) -> pl.DataFrame:
             "module_type": [c.module_type for c in cells],
         }
     )
+
+
+def image_drop_zip(cells: list[CellImage], folder: str = "") -> bytes:
+    """`cells` as one ZIP image drop: the PNGs (under `folder`) and their labels.csv."""
+    prefix = f"{folder.strip('/')}/" if folder else ""
+    labels = labels_frame(cells).with_columns(
+        (pl.lit(prefix) + pl.col("file_name")).alias("file_name")
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in [
+            *((prefix + cell.file_name, cell.png) for cell in cells),
+            ("labels.csv", labels.write_csv().encode()),
+        ]:
+            # A fixed time stamp: the same cells, the same bytes (the same drop id).
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2025, 1, 1, 0, 0, 0)), data)
+    return buffer.getvalue()

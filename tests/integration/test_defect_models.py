@@ -4,8 +4,6 @@ from the packaged ImageNet weights) trained, registered through the one life cyc
 registered version predicts from encoded images and refuses a bad one by name."""
 
 import base64
-import io
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ from ml.lifecycle.aliases import GATE_DECISION, GATE_SCORE
 from ml.lifecycle.registered_models import DEFECT_CLASSIFIER
 from ml.lifecycle.registry import Registry
 from ml.settings import Settings
-from ml.synthetic.defect_images import generate_cell_images, labels_frame
+from ml.synthetic.defect_images import generate_cell_images, image_drop_zip
 from orchestration.definitions import build_definitions
 from orchestration.pipeline import execute_quietly
 from tests.conftest import ingest_and_build_warehouse, small_demand_source
@@ -59,14 +57,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
         env.delenv("MLFLOW_TRACKING_URI", raising=False)
         settings = Settings.from_env()
         cells = generate_cell_images(300, seed=8, size=64)
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w") as archive:
-            for cell in cells:
-                archive.writestr(cell.file_name, cell.png)
-            archive.writestr("labels.csv", labels_frame(cells).write_csv())
         drop = Path(settings.defect_drops_uri) / "line1" / "cells.zip"
         drop.parent.mkdir(parents=True)
-        drop.write_bytes(buffer.getvalue())
+        drop.write_bytes(image_drop_zip(cells))
         ingest_and_build_warehouse(settings)
         defs = build_definitions(settings, small_demand_source(settings))
         instance = DagsterInstance.ephemeral()

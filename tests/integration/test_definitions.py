@@ -50,6 +50,7 @@ def test_the_graph_runs_raw_to_validated_to_dbt_marts_to_serving_and_drift(
     assert upstream("champion_bento") == {
         "request_classifier_promotion",
         "demand_forecaster_promotion",
+        "defect_classifier_promotion",
     }
     assert upstream("reference_profiles") == {"champion_bento"}
     assert upstream("serving_profiles") == {"prediction_logs", "reference_profiles"}

@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import polars as pl
 import psutil
 import pytest
 import requests
@@ -29,7 +28,7 @@ from ml.synthetic.requests import generate_requests
 from orchestration.pipeline import execute_quietly
 from orchestration.serving import BentoServer, is_alive, start_bento_server
 from serving.package import current_bento
-from tests.conftest import ServedPlatform, free_port
+from tests.conftest import ServedPlatform, free_port, logged_once_flushed
 
 
 def post(server: BentoServer, route: str, body: object, timeout: float = 60) -> requests.Response:
@@ -218,23 +217,6 @@ def test_concurrent_requests_are_batched_and_answered_as_if_alone(
     assert metric_total(metrics, "mlops_batch_items_sum") > metric_total(
         metrics, "mlops_batch_items_count"
     ), "adaptive batching never merged two requests"
-
-
-def logged_once_flushed(platform: ServedPlatform, request_ids: set[str]) -> pl.DataFrame:
-    """The prediction-log records of `request_ids`, waiting (at most 15 s) until the workers
-    have flushed them all."""
-    now = datetime.now(UTC)
-    deadline = time.monotonic() + 15
-    while True:
-        logged = read_predictions(
-            platform.settings.prediction_log_dir,
-            now - timedelta(hours=1),
-            now + timedelta(hours=1),
-        )
-        mine = logged.filter(logged["request_id"].is_in(list(request_ids)))
-        if mine.height >= len(request_ids) or time.monotonic() > deadline:
-            return mine
-        time.sleep(0.2)
 
 
 def test_every_answer_is_logged_with_its_model_and_version(

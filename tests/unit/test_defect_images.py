@@ -192,3 +192,45 @@ def test_a_tiny_cnn_trains_an_epoch_calibrates_and_loads_back(cells, tmp_path: P
     assert isinstance(loaded, CnnDefectClassifier) and loaded.input_size == 64
     np.testing.assert_allclose(loaded.logits(images[80:90]), model.logits(images[80:90]), atol=1e-5)
     assert not list((tmp_path / "cnn").glob("*.pkl")) and not list((tmp_path / "cnn").glob("*.pt"))
+
+
+def test_a_generated_zip_drop_reads_back_as_its_images_and_labels() -> None:
+    from ml.defects.drops import read_image_drop
+    from ml.synthetic.defect_images import image_drop_zip
+
+    cells = generate_cell_images(5, seed=3, size=48)
+    images, labels = read_image_drop("line1/cells.zip", image_drop_zip(cells, "images"))
+    assert images["file_name"].to_list() == [f"images/{c.file_name}" for c in cells]
+    assert images["image"].to_list() == [c.png for c in cells]
+    assert labels is not None and labels["file_name"].to_list() == images["file_name"].to_list()
+    assert [float(p) for p in labels["defect_probability"]] == pytest.approx(
+        [c.defect_probability for c in cells], abs=1e-4
+    )
+
+
+def test_erasing_requests_leaves_image_drops_in_the_shared_registry_alone(tmp_path: Path) -> None:
+    from ml.data.drops import register_drop
+    from ml.security.erasure import erase_from_drops
+    from ml.synthetic.defect_images import image_drop_zip
+
+    registry = tmp_path / "registry"
+    images = tmp_path / "drops" / "line1" / "cells.zip"
+    images.parent.mkdir(parents=True)
+    images.write_bytes(image_drop_zip(generate_cell_images(3, seed=1, size=48)))
+    requests = tmp_path / "drops" / "crm" / "requests.csv"
+    requests.parent.mkdir(parents=True)
+    requests.write_text("request_id,text\nr1,call me on 555 0100\nr2,where is my card\n")
+    kept = images.read_bytes()
+    register_drop(str(images), "line1", registry)
+    register_drop(str(requests), "crm", registry)
+    assert erase_from_drops(registry, {}, {"r1"}) == 1
+    assert images.read_bytes() == kept
+    assert "555" not in requests.read_text()
+
+
+def test_the_same_cells_zip_to_the_same_bytes() -> None:
+    from ml.synthetic.defect_images import image_drop_zip
+
+    assert image_drop_zip(generate_cell_images(3, seed=2, size=48)) == image_drop_zip(
+        generate_cell_images(3, seed=2, size=48)
+    )
