@@ -13,6 +13,7 @@ from dagster import AssetKey, DagsterInstance, Definitions
 
 from assets.resources import DataHome, Warehouse
 from ml.settings import Settings
+from ml.synthetic.defect_images import generate_cell_images, image_drop_zip
 from orchestration.definitions import build_definitions
 from orchestration.pipeline import PipelineRun, ingest_demand, ingest_request_drops, run_platform
 from tests.conftest import small_demand_source, write_request_drop
@@ -39,7 +40,8 @@ class Platform:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    """Two request drops and two months of daily demand, built once for the module."""
+    """Two request drops, one image drop and two months of daily demand, built once for the
+    module."""
     with pytest.MonkeyPatch.context() as env:
         home = tmp_path_factory.mktemp("platform") / "data_home"
         env.setenv("MLOPS_DATA_HOME", str(home))
@@ -47,6 +49,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         settings = Settings.from_env()
         write_request_drop(settings, "jan.csv", rows=700, seed=1)
         write_request_drop(settings, "feb.csv", rows=300, seed=2)
+        cells = Path(settings.defect_drops_uri) / "line1" / "cells.zip"
+        cells.parent.mkdir(parents=True)
+        cells.write_bytes(image_drop_zip(generate_cell_images(40, seed=3, size=48)))
         defs = build_definitions(settings, small_demand_source(settings))
         instance = DagsterInstance.ephemeral()
         run = run_platform(defs, instance, DataHome(path=str(home)))
@@ -59,9 +64,10 @@ def test_the_whole_graph_materializes_with_every_check_passing(platform: Platfor
     assert failed == 0 and passed >= 29
     # Beyond the warehouse, each stage has its own tests: the annotation loop needs Label Studio
     # (test_annotation_loop.py), the models train and register (test_request_models.py,
-    # test_forecasting.py), serving and drift run on a served champion (test_serving.py,
-    # test_drift_loop.py), the lineage snapshot before training (test_lineage_snapshot.py);
-    # prediction_logs is written by the service, not materialized.
+    # test_forecasting.py, test_defect_models.py), serving and drift run on a served champion
+    # (test_serving.py, test_inspect.py, test_drift_loop.py), the lineage snapshot before
+    # training (test_lineage_snapshot.py); prediction_logs is written by the service, not
+    # materialized.
     beyond_the_warehouse = {
         "annotation_candidates",
         "annotation_batch",
@@ -86,6 +92,10 @@ def test_the_whole_graph_materializes_with_every_check_passing(platform: Platfor
         "serving_profiles",
         "drift_report",
         "demand_forecast_drift",
+        "defect_test_set",
+        "defect_baseline",
+        "defect_cnn",
+        "defect_classifier_promotion",
     }
     for key in platform.defs.resolve_asset_graph().get_all_asset_keys():
         if key.to_user_string() not in beyond_the_warehouse:
