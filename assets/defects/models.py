@@ -434,13 +434,16 @@ class DefectPromotionConfig(Config):
     _margin_bound = field_validator("margin")(check_margin)
 
 
-def registered_defect_f1(registry: Registry, version: str, test: LabeledImages) -> float:
+def registered_defect_f1(
+    registry: Registry, version: str, stored: pd.DataFrame, defective: np.ndarray
+) -> float:
     """Defect F1 on the frozen test of a registered version, loaded through the registry (its
-    digests verified) and fed the images as stored: the score the gate decides on."""
+    digests verified) and fed the images as stored (`stored`: their bytes, read once per gate
+    run): the score the gate decides on."""
     model = registry.load(DEFECT_CLASSIFIER, version)
-    answer = model.predict(pd.DataFrame({"image": [objects.read_bytes(u) for u in test.uris]}))
+    answer = model.predict(stored)
     return score_defects(
-        test.defective, answer["defect_probability"].to_numpy(), float(answer["threshold"].iloc[0])
+        defective, answer["defect_probability"].to_numpy(), float(answer["threshold"].iloc[0])
     ).defect_f1
 
 
@@ -467,9 +470,11 @@ def defect_classifier_promotion(
     registry.ping()
     test_version, test = frozen_defect_test(warehouse)
 
+    stored = pd.DataFrame({"image": [objects.read_bytes(uri) for uri in test.uris]})
+
     def rescore(version: ModelVersion) -> float:
         context.log.info(f"scoring v{version.version} on test version {test_version}")
-        return registered_defect_f1(registry, version.version, test)
+        return registered_defect_f1(registry, version.version, stored, test.defective)
 
     gate = run_promotion_gate(
         context,
