@@ -219,6 +219,8 @@ class DefectIntake(ConfigurableResource):
     max_quarantine_share: float = 0.5
     """A drop with more of its files quarantined than this is blocked as a whole (a wrong
     camera setting, a wrong folder): its valid images are not published either."""
+    hidden_label_sources: list[str] = Field(default_factory=list)
+    """Sources whose labels are kept aside at ingestion: their images arrive unlabeled."""
 
     def image_location(self, image_id: str, file_name: str) -> str:
         suffix = Path(file_name).suffix.lower() or ".png"
@@ -418,6 +420,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             drops_uri=_configured(settings, "defect_drops_uri"),
             image_uri=_configured(settings, "image_uri"),
             max_drop_bytes=settings.max_drop_bytes,
+            hidden_label_sources=list(settings.hidden_label_sources),
         ),
         "label_studio": LabelStudioResource(
             url=_configured(settings, "label_studio_url"),

@@ -230,9 +230,10 @@ class Settings:
     request_max_age_days: float | None = None
     """Cadence promise of a live request feed; None: drops are not checked for freshness."""
     label_studio_url: str = "http://127.0.0.1:8080"
-    hidden_label_sources: tuple[str, ...] = ("synthetic_unlabeled",)
+    hidden_label_sources: tuple[str, ...] = ("synthetic_unlabeled", "line1_unlabeled")
     """Sources ingested with their labels hidden: the labels are kept aside (for simulated
-    annotators and for measuring annotation quality), the requests arrive unlabeled."""
+    annotators and for measuring annotation quality), the requests or images arrive
+    unlabeled."""
     max_drop_bytes: int = DEFAULT_MAX_DROP_BYTES
     """A dropped file larger than this (MLOPS_MAX_DROP_BYTES, default 2 GiB) is refused."""
     mlflow_tracking_uri: str = ""
@@ -305,7 +306,7 @@ class Settings:
             hidden_label_sources=tuple(
                 name.strip()
                 for name in os.environ.get(
-                    "MLOPS_HIDDEN_LABEL_SOURCES", "synthetic_unlabeled"
+                    "MLOPS_HIDDEN_LABEL_SOURCES", ",".join(cls.hidden_label_sources)
                 ).split(",")
                 if name.strip()
             ),
@@ -455,6 +456,9 @@ class ServingSettings:
     prediction_log_uri: str
     """Where every worker appends its prediction log (a folder under the data home by default,
     or an object-store URI)."""
+    image_uri: str
+    """The image home (MLOPS_IMAGE_URI): every image /inspect answers is kept there by its
+    content id, beside the intake's."""
     request_log_dir: Path
     release_state_path: Path
     workers: int = 1
@@ -502,6 +506,7 @@ class ServingSettings:
         settings = Settings.from_env()
         return cls(
             prediction_log_uri=settings.prediction_log_uri,
+            image_uri=settings.image_uri,
             request_log_dir=settings.request_log_dir,
             release_state_path=settings.release_state_path,
             workers=_int_from_env("MLOPS_SERVING_WORKERS", 1),

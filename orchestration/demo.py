@@ -3,6 +3,7 @@ defaults, and say what was built and where to look. `--real` does the same on th
 datasets (banking77 requests, Dominick's orange-juice demand), read in place."""
 
 import argparse
+import base64
 import contextlib
 import json
 import logging
@@ -29,9 +30,11 @@ warnings.filterwarnings("ignore", category=PreviewWarning)
 from assets.monitoring.drift import window_partition_key  # noqa: E402
 from assets.resources import DataHome, Warehouse, warehouse_of  # noqa: E402
 from ml.annotation.label_studio_client import LabelStudioClient  # noqa: E402
+from ml.data import objects  # noqa: E402
 from ml.data.ingestion import IngestionError  # noqa: E402
 from ml.data.sources import DemandSource, demand_source_of, orange_juice_source  # noqa: E402
 from ml.data.warehouse import warehouse_location  # noqa: E402
+from ml.defects.classifiers import CLASSES  # noqa: E402
 from ml.defects.packaged import elpv_cells  # noqa: E402
 from ml.lifecycle.aliases import GATE_REASON, GATE_SCORE, GATE_TEST_VERSION  # noqa: E402
 from ml.lifecycle.registered_models import (  # noqa: E402
@@ -53,10 +56,12 @@ from orchestration.front_door import admin_port_from_env  # noqa: E402
 from orchestration.instance import open_instance  # noqa: E402
 from orchestration.labelstudio import LabelStudioConfig, is_up, start_server  # noqa: E402
 from orchestration.pipeline import (  # noqa: E402
+    DEFECT_ROUND,
     FULL_CNN,
     FULL_TRANSFORMER,
     QUICK_CNN,
     QUICK_TRANSFORMER,
+    REQUEST_ROUND,
     execute_quietly,
     run_annotation_round,
     run_platform,
@@ -96,6 +101,9 @@ DEMO_UNLABELED_DROP = (
 )
 DEMO_DEFECT_DROP = ("line1", "cells_2025_12.zip", 600, 11)
 """(source folder, file, cells, seed): generated cell images with their labels, as one ZIP."""
+DEMO_UNLABELED_DEFECT_DROP = ("line1_unlabeled", "cells_2026_01.zip", 120, 12)
+"""New cells whose labels are hidden at ingestion (MLOPS_HIDDEN_LABEL_SOURCES): annotated."""
+DEMO_DEFECT_BATCH_SIZE = 40
 REAL_DEFECT_DROP = ("elpv", "elpv_cells.parquet")
 """Where `make demo-real` drops the packaged cells (one Parquet of the PNGs as shipped)."""
 DEMO_BATCH_SIZE = 60
@@ -124,12 +132,12 @@ def write_demo_sources(settings: Settings) -> list[Path]:
         unlabeled.parent.mkdir(parents=True, exist_ok=True)
         generate_requests(rows, seed=seed, start=start, end=end).write_csv(unlabeled)
         written.append(unlabeled)
-    source, name, cells, seed = DEMO_DEFECT_DROP
-    images = Path(settings.defect_drops_uri) / source / name
-    if not images.exists():
-        images.parent.mkdir(parents=True, exist_ok=True)
-        images.write_bytes(image_drop_zip(generate_cell_images(cells, seed=seed)))
-        written.append(images)
+    for source, name, cells, seed in (DEMO_DEFECT_DROP, DEMO_UNLABELED_DEFECT_DROP):
+        images = Path(settings.defect_drops_uri) / source / name
+        if not images.exists():
+            images.parent.mkdir(parents=True, exist_ok=True)
+            images.write_bytes(image_drop_zip(generate_cell_images(cells, seed=seed)))
+            written.append(images)
     demand_dir = settings.data_home / "sources" / "demand"
     demand_dir.mkdir(parents=True, exist_ok=True)
     demand_path = demand_dir / "demand.csv"
@@ -306,6 +314,15 @@ def serve_and_monitor(settings: Settings, defs, instance, run, report, log_path:
         report(
             f"  ok   {sent} requests answered on /classify, logged in {settings.prediction_log_uri}"
         )
+        cells = inspection_cells(settings, DEMO_INSPECTIONS)
+        inspector = Registry(settings.tracking_uri, settings.artifact_root).champion(
+            DEFECT_CLASSIFIER
+        )
+        if cells and inspector is not None:
+            report(
+                f"  ok   {send_inspections(server, cells)} cell images answered on /inspect, "
+                f"kept by id in {settings.image_uri}"
+            )
         release_in_stages(settings, defs, instance, server, texts[DEMO_TRAFFIC:], report)
     report("  ok   front door and bentoml serve stopped (make serve or make dev keep them running)")
     report(f"  ok   {redaction_shown(settings, private['request_id'])}")
@@ -316,11 +333,17 @@ def serve_and_monitor(settings: Settings, defs, instance, run, report, log_path:
             execute_quietly(defs, instance, "monitoring_job", partition=hour),
             f"(window {hour})",
         )
-    latest = instance.get_latest_materialization_event(AssetKey("drift_report"))
-    if latest is not None:
-        report(
-            f"       drift report {hour}: {latest.asset_materialization.metadata['verdict'].value}"
-        )
+        if instance.get_latest_materialization_event(AssetKey("defect_image_reference")):
+            run.record(
+                "image drift report",
+                execute_quietly(defs, instance, "defect_monitoring_job", partition=hour),
+                f"(window {hour})",
+            )
+    for asset, what in (("drift_report", "drift report"), ("defect_image_drift", "image drift")):
+        latest = instance.get_latest_materialization_event(AssetKey(asset))
+        verdict = latest and latest.asset_materialization.metadata.get("verdict")
+        if verdict is not None:
+            report(f"       {what} {hour}: {verdict.value}")
     erase_on_request(settings, defs, instance, run, private["request_id"], report)
 
 
@@ -462,7 +485,41 @@ def show_answers(server: FollowedChampion, settings: Settings) -> list[str]:
             f"{first['p10']:.1f} / P50 {first['p50']:.1f} / P90 {first['p90']:.1f} "
             f"(demand_forecaster v{answer['model_version']}; assumed {answer['assumed'][0]})"
         )
+    cells = inspection_cells(settings, 1)
+    if cells and registry.champion(DEFECT_CLASSIFIER) is not None:
+        (inspected,) = post_json(server, "/inspect", {"images": cells})
+        lines.append(
+            f"POST /inspect one cell image → {inspected['label']} (defect probability "
+            f"{inspected['defect_probability']:.2f}, threshold {inspected['threshold']:.2f}, "
+            f"defect_classifier v{inspected['model_version']})"
+        )
     return lines
+
+
+DEMO_INSPECTIONS = 64
+"""Cell images the demo sends to /inspect: enough for the hour's image drift report."""
+
+
+def inspection_cells(settings: Settings, n: int) -> list[str]:
+    """`n` test-split cell images as a camera station would send them (base64 of the file)."""
+    warehouse = warehouse_of(settings)
+    if not warehouse.table_exists("defect_image_splits"):
+        return []
+    uris = warehouse.query(
+        "select image_uri from defect_image_splits where split = 'test' order by image_id limit ?",
+        [n],
+    )["image_uri"]
+    return [base64.b64encode(objects.read_bytes(uri)).decode("ascii") for uri in uris]
+
+
+def send_inspections(server: FollowedChampion, cells: list[str]) -> int:
+    """`cells` sent to /inspect four at a time by 4 clients; how many images were answered."""
+
+    def call(batch: list[str]) -> int:
+        return len(post_json(server, "/inspect", {"images": batch}, uuid.uuid4().hex))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return sum(pool.map(call, [cells[i : i + 4] for i in range(0, len(cells), 4)]))
 
 
 def post_json(server: FollowedChampion, route: str, body: object, request_id: str = "") -> object:
@@ -530,21 +587,21 @@ def main(argv: list[str] | None = None) -> int:
         run = run_platform(
             defs, instance, DataHome(path=str(settings.data_home)), request_files, report=report
         )
-    if not args.real:
-        report("Annotation: Label Studio, simulated annotators, kappa gate, review…")
+
+    def annotation_round(batch_size: int, **round_) -> None:
+        """One batch through Label Studio (started for it, if need be) and the kappa gate."""
         with (
             label_studio_running(settings, report) as admin,
             log_path.open("a", encoding="utf-8") as log,
             contextlib.redirect_stdout(log),
         ):
             run_annotation_round(
-                defs,
-                instance,
-                admin,
-                warehouse_of(settings),
-                run,
-                DEMO_BATCH_SIZE,
+                defs, instance, admin, warehouse_of(settings), run, batch_size, **round_
             )
+
+    if not args.real:
+        report("Annotation: Label Studio, simulated annotators, kappa gate, review…")
+        annotation_round(DEMO_BATCH_SIZE)
     report(
         "Models: request classifiers, demand forecasters and defect classifiers → MLflow → "
         "promotion gates…"
@@ -565,6 +622,12 @@ def main(argv: list[str] | None = None) -> int:
         train_request_models(defs, instance, run, transformer)
         train_demand_models(defs, instance, run)
         train_defect_models(defs, instance, run, cnn)
+    if not args.real:
+        report(
+            "Annotation of new cell images: the defect champion's least certain first, its "
+            "guess pre-filled; simulated annotators, kappa gate, review…"
+        )
+        annotation_round(DEMO_DEFECT_BATCH_SIZE, labels=CLASSES, round_=DEFECT_ROUND)
     report("Serving: champion Bento → bentoml serve → /classify, /forecast → drift report…")
     with (
         log_path.open("a", encoding="utf-8") as log,
@@ -580,17 +643,18 @@ def main(argv: list[str] | None = None) -> int:
     assets = len(defs.resolve_asset_graph().get_all_asset_keys())
     print(f"\nAssets in the graph: {assets}; asset checks: {passed} passed, {failed} failed")
     warehouse = warehouse_of(settings)
-    if warehouse.table_exists("annotation_batch_agreement"):
-        for batch in warehouse.query(
-            "select batch_id, status, kappa from annotation_batch_agreement order by collected_at"
-        ).iter_rows(named=True):
-            kappa = f"{batch['kappa']:.2f}" if batch["kappa"] is not None else "n/a"
-            print(f"Annotation batch {batch['batch_id']}: kappa {kappa}, {batch['status']}")
-    if warehouse.table_exists("labeled_request_versions"):
-        latest = warehouse.query(
-            "select version, rows from labeled_request_versions order by version desc limit 1"
-        ).row(0, named=True)
-        print(f"Labeled requests: version {latest['version']}, {latest['rows']} labels")
+    for loop, what in ((REQUEST_ROUND.loop, "requests"), (DEFECT_ROUND.loop, "images")):
+        if warehouse.table_exists(loop.agreement_table):
+            for batch in warehouse.query(
+                f"select batch_id, status, kappa from {loop.agreement_table} order by collected_at"
+            ).iter_rows(named=True):
+                kappa = f"{batch['kappa']:.2f}" if batch["kappa"] is not None else "n/a"
+                print(f"Annotation batch {batch['batch_id']}: kappa {kappa}, {batch['status']}")
+        if warehouse.table_exists(loop.versions_table):
+            latest = warehouse.query(
+                f"select version, rows from {loop.versions_table} order by version desc limit 1"
+            ).row(0, named=True)
+            print(f"Labeled {what}: version {latest['version']}, {latest['rows']} labels")
     print_registry(settings, before)
     print("Warehouse tables:")
     for table, rows in summarize(warehouse_of(settings)):

@@ -10,13 +10,21 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
 
+from assets.annotation_loop import AnnotationLoop
+from assets.defects.annotation import DEFECT_ANNOTATION
 from assets.defects.intake import defect_drops
 from assets.defects.sensors import scan_defect_drops
-from assets.requests.annotation import project_title, review_title
+from assets.requests.annotation import REQUEST_ANNOTATION
 from assets.requests.intake import request_drops
 from assets.requests.sensors import scan_request_drops
 from assets.resources import DataHome, Warehouse
-from ml.annotation.label_studio_client import LabelStudioClient
+from ml.annotation.label_studio_client import (
+    FROM_NAME,
+    IMAGE_FROM_NAME,
+    IMAGE_TO_NAME,
+    TO_NAME,
+    LabelStudioClient,
+)
 from ml.data.drops import DropRegistration, register_drop
 from ml.settings import PROJECT_ROOT, executable
 from orchestration.simulated_annotators import simulated_annotator
@@ -204,6 +212,47 @@ def run_platform(
     return run
 
 
+@dataclass(frozen=True)
+class AnnotationRound:
+    """One domain's annotation jobs, and where the simulated annotators find their answers."""
+
+    what: str
+    loop: AnnotationLoop
+    candidates: str
+    """The candidates asset (its job is `<candidates>_job`)."""
+    answers_sql: str
+    """(ext_id, label) of a batch's items, from the labels hidden at ingestion."""
+    control: tuple[str, str]
+    batch_job: str
+    annotated_job: str
+    labels_job: str
+
+
+REQUEST_ROUND = AnnotationRound(
+    "requests",
+    REQUEST_ANNOTATION,
+    "annotation_candidates",
+    "select i.ext_id, h.intent from annotation_items i "
+    "join hidden_labels h using (request_id) where i.batch_id = ?",
+    (FROM_NAME, TO_NAME),
+    "annotation_batch_job",
+    "annotated_batch_job",
+    "labeled_requests_job",
+)
+DEFECT_ROUND = AnnotationRound(
+    "images",
+    DEFECT_ANNOTATION,
+    "defect_annotation_candidates",
+    "select i.ext_id, case when h.defective then 'defective' else 'functional' end "
+    "from defect_annotation_items i join hidden_defect_labels h using (image_id) "
+    "where i.batch_id = ?",
+    (IMAGE_FROM_NAME, IMAGE_TO_NAME),
+    "defect_annotation_batch_job",
+    "defect_annotated_batch_job",
+    "labeled_defect_images_job",
+)
+
+
 def run_annotation_round(
     defs: Definitions,
     instance: DagsterInstance,
@@ -212,50 +261,52 @@ def run_annotation_round(
     run: PipelineRun,
     batch_size: int,
     error_rates: tuple[float, float] = (0.05, 0.1),
+    labels: Sequence[str] = (),
+    round_: AnnotationRound = REQUEST_ROUND,
 ) -> None:
     """One batch through the loop with simulated annotators (the demo's stand-in for people):
-    candidates → tasks → two annotators → reviews of disagreements → gate → labeled data."""
-
+    candidates → tasks → two annotators → reviews of disagreements → gate → labeled data.
+    `labels`: the choices (default: the intent taxonomy)."""
+    loop = round_.loop
     picked = execute_quietly(
         defs,
         instance,
-        "annotation_candidates_job",
-        config={"ops": {"annotation_candidates": {"config": {"batch_size": batch_size}}}},
+        f"{round_.candidates}_job",
+        config={"ops": {round_.candidates: {"config": {"batch_size": batch_size}}}},
     )
-    event = instance.get_latest_materialization_event(AssetKey("annotation_candidates"))
+    event = instance.get_latest_materialization_event(AssetKey(round_.candidates))
     batch = event.asset_materialization.metadata["batch"].value if picked.success else "none"
-    run.record("annotation candidates", picked, f"(batch {batch})")
+    run.record(f"annotation candidates ({round_.what})", picked, f"(batch {batch})")
     if batch == "none":
         return
     run.record(
-        "annotation batch → Label Studio",
-        execute_quietly(defs, instance, "annotation_batch_job", partition=batch),
+        f"annotation batch ({round_.what}) → Label Studio",
+        execute_quietly(defs, instance, round_.batch_job, partition=batch),
     )
-    answers = dict(
-        warehouse.query(
-            "select i.ext_id, h.intent from annotation_items i "
-            "join hidden_labels h using (request_id) where i.batch_id = ?",
-            [batch],
-        ).iter_rows()
-    )
-    intents = defs.resources["request_intake"].process_config_and_initialize().taxonomy().intents
-    project = admin.find_project(project_title(batch))
+    answers = dict(warehouse.query(round_.answers_sql, [batch]).iter_rows())
+    if not labels:
+        intake = defs.resources["request_intake"].process_config_and_initialize()
+        labels = intake.taxonomy().intents
+    project = admin.find_project(loop.project_title(batch))
     for seed, (name, rate) in enumerate(zip(("ada", "ben"), error_rates, strict=True)):
         annotator = simulated_annotator(admin, name, rate, seed)
-        done = annotator.annotate(project, answers, intents)
+        done = annotator.annotate(project, answers, labels, control=round_.control)
         run.report(f"  ok   {done} annotations by {annotator.email} (simulated)")
     run.record(
-        "annotated batch (kappa gate)",
-        execute_quietly(defs, instance, "annotated_batch_job", partition=batch),
+        f"annotated batch ({round_.what}, kappa gate)",
+        execute_quietly(defs, instance, round_.annotated_job, partition=batch),
     )
-    review = admin.find_project(review_title(batch))
+    review = admin.find_project(loop.review_title(batch))
     if review is not None:
         reviewer = simulated_annotator(admin, "cleo", 0.0, seed=7)
         reviewed = reviewer.annotate(
-            review, {f"review:{ext}": label for ext, label in answers.items()}, intents
+            review,
+            {f"review:{ext}": label for ext, label in answers.items()},
+            labels,
+            control=round_.control,
         )
         run.report(f"  ok   {reviewed} reviews by {reviewer.email} (simulated)")
-    run.record("labeled requests", execute_quietly(defs, instance, "labeled_requests_job"))
+    run.record(f"labeled {round_.what}", execute_quietly(defs, instance, round_.labels_job))
     build_warehouse(defs, instance, run)
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import psutil
 
-from ml.lifecycle.registered_models import DEMAND_FORECASTER, REQUEST_CLASSIFIER
+from ml.lifecycle.registered_models import DEFECT_CLASSIFIER, DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.lifecycle.rollouts import (
     FAILED_SMOKE_TEST,
     FAILED_TO_START,
@@ -259,6 +259,24 @@ def _forecast_problems(
     return problems + _version_problem(pointer, DEMAND_FORECASTER, body, where)
 
 
+def _inspect_problems(
+    url: str, pointer: dict[str, object], example: dict, headers: dict
+) -> list[str]:
+    where = "POST /inspect"
+    status, body = _call(f"{url}/inspect", example, headers=headers)
+    if status != 200:
+        return [f"{where} answered {status}: {body}"]
+    if not isinstance(body, list) or len(body) != 1 or not isinstance(body[0], dict):
+        return [f"{where}: expected a list of one answer, got {body!r}"[:500]]
+    answer, problems = body[0], []
+    if answer.get("label") not in ("functional", "defective"):
+        problems.append(f"{where}: label is {answer.get('label')!r}, expected functional/defective")
+    probability = answer.get("defect_probability")
+    if not isinstance(probability, int | float) or not 0 <= probability <= 1:
+        problems.append(f"{where}: defect_probability is {probability!r}, expected 0..1")
+    return problems + _version_problem(pointer, DEFECT_CLASSIFIER, answer, where)
+
+
 def smoke_test(url: str, pointer: dict[str, object], headers: dict[str, str]) -> list[str]:
     """What is wrong with the server at `url` as the Bento `pointer` describes it (empty: fit to
     serve): /readyz answers 200, and each model it names answers a real request well, from the
@@ -274,6 +292,9 @@ def smoke_test(url: str, pointer: dict[str, object], headers: dict[str, str]) ->
         series = ((pointer.get("smoke") or {}).get("forecast") or {}).get("series") or []
         if DEMAND_FORECASTER in models and series:
             problems += _forecast_problems(url, pointer, series[0], headers)
+        inspect = (pointer.get("smoke") or {}).get("inspect")
+        if DEFECT_CLASSIFIER in models and inspect:
+            problems += _inspect_problems(url, pointer, inspect, headers)
         return problems
     except (urllib.error.URLError, OSError) as error:
         return [f"{url} did not answer: {error}"]

@@ -7,7 +7,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ml.annotation.label_studio_client import LabelStudioClient
+from ml.annotation.label_studio_client import FROM_NAME, TO_NAME, LabelStudioClient
 
 SIMULATED_DOMAIN = "simulated.annotators.local"
 
@@ -25,8 +25,11 @@ class SimulatedAnnotator:
         answers: Mapping[str, str],
         taxonomy: Sequence[str],
         limit: int | None = None,
+        control: tuple[str, str] = (FROM_NAME, TO_NAME),
     ) -> int:
-        """Label tasks from the stream until none is left (or `limit`); returns how many."""
+        """Label tasks from the stream until none is left (or `limit`); returns how many.
+        `control` names the project's choice (intent of a text by default; a cell image's
+        label: `(IMAGE_FROM_NAME, IMAGE_TO_NAME)`)."""
         rng = random.Random(self.seed)
         done = 0
         while limit is None or done < limit:
@@ -37,7 +40,9 @@ class SimulatedAnnotator:
             label = truth
             if rng.random() < self.error_rate:
                 label = rng.choice([intent for intent in taxonomy if intent != truth] or [truth])
-            self.client.submit_choice(task["id"], label, lead_time=round(rng.uniform(2, 20), 1))
+            self.client.submit_choice(
+                task["id"], label, lead_time=round(rng.uniform(2, 20), 1), control=control
+            )
             done += 1
         return done
 

@@ -7,6 +7,11 @@ BentoML answers validation errors with a list of pydantic errors (or a one-eleme
 `Content-Type` with a 500, and logs every client mistake at ERROR with a traceback. An ASGI
 middleware in front of the service's routes (`Champions.add_asgi_middleware`) fixes all three
 without touching BentoML's internals; everything here is plain ASGI and JSON.
+
+A route may also take its files as `multipart/form-data` (/inspect's images): the middleware
+reads the parts, checks them, and hands BentoML the JSON body it already validates (the files
+base64 in a list), so both forms get the same answers, limits, errors and log; an error about
+the n-th file names its file name too.
 """
 
 from __future__ import annotations
@@ -16,9 +21,21 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from base64 import b64encode
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from copy import deepcopy
 from typing import Any
+
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -29,6 +46,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 LOGGER = logging.getLogger("mlops.serving")
 REQUEST_ID_HEADER = "x-request-id"
 JSON_MEDIA_TYPE = "application/json"
+MULTIPART_MEDIA_TYPE = "multipart/form-data"
 OPENAPI_PATH = "/docs.json"
 ADMIN_PREFIX = "/admin/"
 """Routes only an admin key may call."""
@@ -43,7 +61,11 @@ ERROR_CODES: dict[int, tuple[str, str]] = {
     404: ("not_found", "no such route"),
     405: ("method_not_allowed", "the route does not take this method"),
     413: ("payload_too_large", "the body is larger than the service accepts"),
-    415: ("unsupported_media_type", "the body is not sent as `application/json`"),
+    415: (
+        "unsupported_media_type",
+        "the body is not sent as `application/json` (or `multipart/form-data` where the route "
+        "takes files)",
+    ),
     429: ("too_many_requests", "the service is at capacity: retry after a while"),
     500: ("internal", "the service failed: quote `request_id` when reporting it"),
     503: ("unavailable", "the service cannot answer now (no model served, or not ready)"),
@@ -158,7 +180,8 @@ def request_id_of(scope: Scope) -> str:
 
 class HttpContract:
     """ASGI middleware: see the module docstring. `api_paths` are the POST endpoints whose bodies
-    are checked before BentoML parses them."""
+    are checked before BentoML parses them; `file_fields` names those that also take files as
+    `multipart/form-data`, and the JSON field (a list of base64 strings) the files go into."""
 
     def __init__(
         self,
@@ -166,10 +189,12 @@ class HttpContract:
         api_paths: Iterable[str],
         max_body_bytes: int,
         max_in_flight: Mapping[str, int] | None = None,
+        file_fields: Mapping[str, str] | None = None,
     ) -> None:
         self.app = app
         self.api_paths = frozenset(api_paths)
         self.max_body_bytes = max_body_bytes
+        self.file_fields = dict(file_fields or {})
         self.max_in_flight = dict(max_in_flight or {})
         """Admission control: requests a path holds at once in this worker; one more is a 429
         at once (with Retry-After), before its body is read."""
@@ -189,7 +214,13 @@ class HttpContract:
     async def _handle(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         path, method = scope["path"], scope["method"]
         if path == OPENAPI_PATH and method == "GET":
-            await self._forward(scope, receive, send, request_id, rewrite=publish_openapi)
+            await self._forward(
+                scope,
+                receive,
+                send,
+                request_id,
+                rewrite=lambda document: publish_openapi(document, self.file_fields),
+            )
             return
         if path in self.api_paths and method == "POST":
             limit = self.max_in_flight.get(path)
@@ -212,12 +243,17 @@ class HttpContract:
         await self._forward(scope, receive, send, request_id)
 
     async def _admitted(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        """Check the headers, then the body, before BentoML sees the request."""
+        """Check the headers, then the body, before BentoML sees the request; files sent as
+        multipart become the JSON body BentoML takes."""
         path, method = scope["path"], scope["method"]
         refusal = self._refuse_headers(scope)
+        file_names: list[str] = []
         if refusal is None:
             body, refusal = await self._read_body(receive)
-        if refusal is None:
+        if refusal is None and _media_type(scope) == MULTIPART_MEDIA_TYPE:
+            body, file_names, refusal = await _files_as_json(scope, body, self.file_fields[path])
+            scope = _as_json(scope, len(body))
+        elif refusal is None:
             refusal = _refuse_json(body)
         if refusal is not None:
             status, message, fields = refusal
@@ -234,17 +270,26 @@ class HttpContract:
             )
             return
         receive = _replay(body, receive)
-        await self._forward(scope, receive, send, request_id)
+        await self._forward(scope, receive, send, request_id, file_names=file_names)
 
     def _refuse_headers(self, scope: Scope) -> tuple[int, str, list[str]] | None:
         content_type = header_value(scope, b"content-type")
         if content_type is not None:
             media_type, _, parameters = content_type.partition(";")
-            if media_type.strip().lower() != JSON_MEDIA_TYPE:
+            takes_files = scope["path"] in self.file_fields
+            if media_type.strip().lower() == MULTIPART_MEDIA_TYPE and takes_files:
+                if not re.search(r"boundary=", parameters, re.IGNORECASE):
+                    return (
+                        400,
+                        f"Content-Type: {MULTIPART_MEDIA_TYPE} without a boundary",
+                        ["Content-Type"],
+                    )
+            elif media_type.strip().lower() != JSON_MEDIA_TYPE:
+                accepted = f" or {MULTIPART_MEDIA_TYPE}" if takes_files else ""
                 return (
                     415,
                     f"Content-Type: {media_type.strip() or '(empty)'} is not accepted; "
-                    f"send the body as {JSON_MEDIA_TYPE}",
+                    f"send the body as {JSON_MEDIA_TYPE}{accepted}",
                     ["Content-Type"],
                 )
             charset = re.search(r"charset=\"?([\w-]+)", parameters, re.IGNORECASE)
@@ -287,9 +332,11 @@ class HttpContract:
         send: Send,
         request_id: str,
         rewrite: Callable[[bytes], bytes] | None = None,
+        file_names: Sequence[str] = (),
     ) -> None:
         """Call the app; error answers (and, with `rewrite`, the whole answer) are held back and
-        sent again in our shape. Successful answers stream through untouched."""
+        sent again in our shape, naming the files sent (`file_names`) where they name their
+        place. Successful answers stream through untouched."""
         held: dict[str, Any] = {}
         chunks: list[bytes] = []
 
@@ -314,6 +361,7 @@ class HttpContract:
                     await send_json(send, 200, rewrite(b"".join(chunks)), request_id)
                     return
                 text, fields = translate_error(status, b"".join(chunks))
+                text = _with_file_names(text, file_names)
                 await send_json(
                     send,
                     status,
@@ -343,6 +391,71 @@ def _refuse_json(body: bytes) -> tuple[int, str, list[str]] | None:
     if not isinstance(parsed, dict):
         return 400, f"body: expected a JSON object, got {type(parsed).__name__}", ["body"]
     return None
+
+
+def _media_type(scope: Scope) -> str:
+    return (header_value(scope, b"content-type") or "").partition(";")[0].strip().lower()
+
+
+async def _files_as_json(
+    scope: Scope, body: bytes, field: str
+) -> tuple[bytes, list[str], tuple[int, str, list[str]] | None]:
+    """A multipart body of files, each a part named `field`, as the JSON body `{field: [base64,
+    …]}` and the files' names in order; or why it is refused, naming the part."""
+
+    async def whole() -> AsyncIterator[bytes]:
+        yield body
+
+    try:
+        form = await MultiPartParser(Headers(scope=scope), whole()).parse()
+    except MultiPartException as error:
+        return b"", [], (400, f"body: not valid {MULTIPART_MEDIA_TYPE} ({error.message})", ["body"])
+    encoded, names = [], []
+    try:
+        for name, part in form.multi_items():
+            place = f"{field}.{len(encoded)}"
+            if name != field:
+                message = (
+                    f"{name}: not a field of this route; send each file as a part named {field}"
+                )
+                return b"", [], (400, message, [name])
+            if not isinstance(part, UploadFile):
+                message = f"{place}: a text part, expected a file (a part with a filename)"
+                return b"", [], (400, message, [place])
+            encoded.append(b64encode(await part.read()).decode("ascii"))
+            names.append(part.filename or place)
+    finally:
+        await form.close()
+    if not encoded:
+        return b"", [], (400, f"{field}: no file; send each file as a part named {field}", [field])
+    return json.dumps({field: encoded}).encode(), names, None
+
+
+def _as_json(scope: Scope, size: int) -> Scope:
+    """`scope` with the headers of the JSON body the files became."""
+    kept = [
+        (k, v) for k, v in scope["headers"] if k.lower() not in (b"content-type", b"content-length")
+    ]
+    headers = [
+        *kept,
+        (b"content-type", JSON_MEDIA_TYPE.encode()),
+        (b"content-length", str(size).encode()),
+    ]
+    return {**scope, "headers": headers}
+
+
+def _with_file_names(message: str, file_names: Sequence[str]) -> str:
+    """`images.1: …` → `images.1 (cell2.png): …` for the files sent as multipart."""
+    if not file_names:
+        return message
+
+    def named(found: re.Match[str]) -> str:
+        index = int(found.group(2))
+        if index >= len(file_names):
+            return found.group(0)
+        return f"{found.group(1)} ({file_names[index]}): "
+
+    return re.sub(r"(?:^|(?<=; ))([A-Za-z_]\w*\.(\d+)): ", named, message)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -384,10 +497,11 @@ async def send_json(
 # --- the published OpenAPI document ---------------------------------------------------------
 
 
-def publish_openapi(document: bytes) -> bytes:
+def publish_openapi(document: bytes, file_fields: Mapping[str, str] | None = None) -> bytes:
     """BentoML's generated document made valid and self-contained: OpenAPI 3.1 (pydantic writes
     JSON Schema 2020-12: `type: null`, numeric `exclusiveMinimum`), every `$defs` hoisted into
-    `components/schemas`, and every error status of every route declared with the one shape."""
+    `components/schemas`, every error status of every route declared with the one shape, and
+    the multipart form of the routes that take files (`file_fields`)."""
     spec = json.loads(document)
     spec["openapi"] = "3.1.0"
     spec["paths"] = {
@@ -424,6 +538,8 @@ def publish_openapi(document: bytes) -> bytes:
             operation["responses"] = responses
             if "requestBody" in operation:
                 _refer_to_full_input(operation, schemas)
+            if path in (file_fields or {}) and "requestBody" in operation:
+                _add_multipart_form(operation, file_fields[path], schemas)
     return json.dumps(spec).encode()
 
 
@@ -437,6 +553,40 @@ def _refer_to_full_input(operation: dict[str, Any], schemas: dict[str, Any]) -> 
         for media in body.get("content", {}).values():
             media["schema"] = {"$ref": f"#/components/schemas/{full}"}
     body["required"] = True
+
+
+def _add_multipart_form(operation: dict[str, Any], field: str, schemas: dict[str, Any]) -> None:
+    """The route's files may also come as `multipart/form-data`, one file part per item of
+    `field`, as many as its JSON list takes."""
+    full = schemas.get(f"{operation.get('x-bentoml-name', '')}__Input", {})
+    branches = full.get("properties", {}).get(field, {}).get("anyOf", [])
+    limits = {
+        key: branch[key]
+        for branch in branches
+        if branch.get("type") == "array"
+        for key in ("minItems", "maxItems")
+        if key in branch
+    }
+    body = operation["requestBody"]
+    body["description"] = (
+        f"JSON, or `{MULTIPART_MEDIA_TYPE}` with each file as a part named `{field}`."
+    )
+    body.setdefault("content", {})[MULTIPART_MEDIA_TYPE] = {
+        "schema": {
+            "type": "object",
+            "required": [field],
+            "additionalProperties": False,
+            "properties": {
+                field: {
+                    "type": "array",
+                    "items": {"type": "string", "format": "binary"},
+                    "minItems": 1,
+                    **limits,
+                    "description": "The files, each a part of this name with a filename.",
+                }
+            },
+        }
+    }
 
 
 def _error_statuses(path: str, method: str) -> list[int]:

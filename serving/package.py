@@ -15,6 +15,7 @@ service before the model's files are read.
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import shutil
@@ -31,11 +32,14 @@ from ml.lifecycle.registered_models import DEFECT_CLASSIFIER, DEMAND_FORECASTER,
 from ml.lifecycle.registry import Registry
 from ml.security.encryption import KEYS_VARIABLE as ENCRYPTION_KEYS_VARIABLE
 from ml.settings import PROJECT_ROOT, REGISTRY_CLIENT_SECRETS, environment_with, executable
+from ml.synthetic.defect_images import generate_cell_images
 
 BENTO_NAME = "mlops_platform"
 SERVICE = "serving.service:Champions"
 SERVED = {REQUEST_CLASSIFIER: "rc", DEMAND_FORECASTER: "df", DEFECT_CLASSIFIER: "dc"}
 """Registered model → its short name in the Bento version."""
+SMOKE_CELL_SEED = 20261
+"""The generated cell image a new Bento is asked to inspect before it takes traffic."""
 SOURCES = ("serving/*.py", "ml/**/*.py", "ml/**/*.json")
 """What the Bento carries besides the lock file: the service and the plain `ml` package."""
 MLFLOW_MODEL_FOLDER = "mlflow_model"
@@ -220,12 +224,17 @@ def build_context(folder: Path) -> None:
 
 def smoke_examples(registry: Registry, versions: Mapping[str, str]) -> dict[str, object]:
     """What the serving supervisor asks a new Bento before it takes traffic: a series the
-    forecasting champion knows."""
-    if not versions.get(DEMAND_FORECASTER):
-        return {}
-    model = registry.load(DEMAND_FORECASTER, versions[DEMAND_FORECASTER])
-    store, item = model.unwrap_python_model().forecaster.keys[0]
-    return {"forecast": {"series": [{"store": str(store), "item": str(item)}]}}
+    forecasting champion knows, and a cell image the defect champion can take (generated,
+    always the same)."""
+    examples: dict[str, object] = {}
+    if versions.get(DEMAND_FORECASTER):
+        model = registry.load(DEMAND_FORECASTER, versions[DEMAND_FORECASTER])
+        store, item = model.unwrap_python_model().forecaster.keys[0]
+        examples["forecast"] = {"series": [{"store": str(store), "item": str(item)}]}
+    if versions.get(DEFECT_CLASSIFIER):
+        cell = generate_cell_images(1, seed=SMOKE_CELL_SEED, size=64)[0]
+        examples["inspect"] = {"images": [base64.b64encode(cell.png).decode("ascii")]}
+    return examples
 
 
 def package(

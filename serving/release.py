@@ -7,9 +7,10 @@ changes, no restart) and sends a stable share of request ids to the challenger's
 clients never call those routes themselves (404). Every request to a model endpoint leaves an
 outcome record, so error rates and latencies are measured per variant where clients see them.
 
-`ShadowScorer` runs the challenger on a sample of champion answers in a thread of the worker:
-its answers are logged with the variant `shadow`, never returned; a full queue skips (and
-counts) a sample instead of slowing the champion.
+`OffRequestQueue` is a thread of the worker for what an answer must not wait for: it runs the
+challenger on a sample of champion answers (logged with the variant `shadow`, never returned)
+and keeps served images (`serving.served_images`); a full queue skips (and counts) the work
+instead of slowing the champion.
 """
 
 from __future__ import annotations
@@ -221,17 +222,23 @@ async def _not_found(send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class ShadowScorer:
-    """One thread per worker scoring champion answers with the challenger, off the request path.
-    `score(items)` does the work and logs; `submit` never blocks."""
+class OffRequestQueue:
+    """One thread per worker doing what an answer must not wait for (shadow scoring, keeping
+    served images). `work(items)` does it; `submit` never blocks: a full queue skips the items
+    and tells `on_skip` how many."""
 
     def __init__(
-        self, score: Callable[[list], None], max_queued: int, on_skip: Callable[[int], None]
+        self,
+        work: Callable[[list], None],
+        max_queued: int,
+        on_skip: Callable[[int], None],
+        name: str,
     ):
-        self._score = score
+        self._work = work
         self._on_skip = on_skip
+        self.name = name
         self._queue: queue.Queue[list | None] = queue.Queue(maxsize=max_queued)
-        self._thread = threading.Thread(target=self._run, name="shadow-scorer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, items: list) -> None:
@@ -243,9 +250,9 @@ class ShadowScorer:
     def _run(self) -> None:
         while (items := self._queue.get()) is not None:
             try:
-                self._score(items)
-            except Exception:  # a failing challenger must not stop shadow scoring, nor serving
-                LOGGER.exception("shadow scoring of %d items failed", len(items))
+                self._work(items)
+            except Exception:  # a failing challenger must not stop this thread, nor serving
+                LOGGER.exception("%s of %d items failed", self.name, len(items))
 
     def close(self, timeout_s: float = 10) -> None:
         with contextlib.suppress(queue.Full):

@@ -6,8 +6,9 @@ MLflow version in the tag, behind `POST /classify` and `POST /inspect` (adaptive
 Which versions it serves is fixed when the Bento is built (`serving/package.py`, called by the
 `champion_bento` asset): they are Bento arguments, never a hard-coded file. Bad input is a 400
 naming the field; every answer is logged (`ml.monitoring.prediction_log`), off the request
-path. Every error has one shape, declared in the published OpenAPI document
-(`serving.http_contract`).
+path, and every image /inspect answers is kept in the image home (`serving.served_images`).
+/inspect also takes image files as `multipart/form-data`. Every error has one shape, declared
+in the published OpenAPI document (`serving.http_contract`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pydantic import (
 )
 
 from ml.defects.features import image_statistics
-from ml.defects.images import image_id_of, image_pixels
+from ml.defects.images import image_id_of, image_pixels, served_image_uri
 from ml.demand.panel import ForecastingError
 from ml.lifecycle.registered_models import DEFECT_CLASSIFIER, DEMAND_FORECASTER, REQUEST_CLASSIFIER
 from ml.lifecycle.release import (
@@ -58,13 +59,14 @@ from serving.http_contract import (
 )
 from serving.package import load_verified
 from serving.release import (
+    OffRequestQueue,
     ReleaseRouter,
     ReleaseStates,
     Route,
-    ShadowScorer,
     close_outcome_logs,
     shadow_share,
 )
+from serving.served_images import QUEUED_BATCHES, keep_served_images
 
 
 class ServedModels(BaseModel):
@@ -350,6 +352,11 @@ SHADOW_SKIPPED = bentoml.metrics.Counter(
     documentation="Champion answers not shadow-scored because the shadow queue was full",
     labelnames=["model_name"],
 )
+SERVED_IMAGES_NOT_KEPT = bentoml.metrics.Counter(
+    name="mlops_served_images_not_kept",
+    documentation="Images /inspect answered but did not keep in the image home, by reason",
+    labelnames=["reason"],
+)
 LOG_REFUSED = bentoml.metrics.Counter(
     name="mlops_prediction_log_refused",
     documentation="Records refused by a full prediction-log buffer under a persistent failure",
@@ -425,10 +432,16 @@ class Champions:
         self.release = ReleaseStates(SETTINGS.release_state_path)
         self.shadow = None
         if self.classifier is not None and self.classifier_challenger is not None:
-            self.shadow = ShadowScorer(
+            self.shadow = OffRequestQueue(
                 self._shadow_classify,
                 SETTINGS.shadow_queue,
                 lambda skipped: SHADOW_SKIPPED.labels(REQUEST_CLASSIFIER).inc(skipped),
+                "shadow scoring",
+            )
+        self.served_images = None
+        if self.inspector is not None or self.inspector_challenger is not None:
+            self.served_images = OffRequestQueue(
+                self._keep_images, QUEUED_BATCHES, self._images_skipped, "keeping served images"
             )
         worker = f"worker{bentoml.server_context.worker_index or 0}"
         self.log = PredictionLogWriter(
@@ -459,10 +472,20 @@ class Champions:
             LOG_REFUSED.labels(endpoint, model, version).inc(refused)
         self._log_health()
 
+    def _keep_images(self, images: list[tuple[str, np.ndarray]]) -> None:
+        if failed := keep_served_images(SETTINGS.image_uri, images):
+            SERVED_IMAGES_NOT_KEPT.labels("write_failed").inc(len(failed))
+
+    def _images_skipped(self, skipped: int) -> None:
+        LOGGER.warning("%d served images not kept: the queue of images to keep is full", skipped)
+        SERVED_IMAGES_NOT_KEPT.labels("queue_full").inc(skipped)
+
     @bentoml.on_shutdown
     def flush_log(self) -> None:
         if self.shadow is not None:
             self.shadow.close()
+        if self.served_images is not None:
+            self.served_images.close()
         self.log.close()
         close_outcome_logs()
 
@@ -566,9 +589,10 @@ class Champions:
 
     @bentoml.api(**ADAPTIVE_BATCHING)
     def inspect(self, images: Images) -> list[Inspection]:
-        """One base64 cell image or a list of them → defect probability and label per image,
-        from the defect-inspection champion. An image that does not decode whole, is not
-        8-bit grayscale, is too small or large, blank or saturated is a 400 naming it."""
+        """One base64 cell image or a list of them (or image files as `multipart/form-data`,
+        each a part named `images`) → defect probability and label per image, from the
+        defect-inspection champion. An image that does not decode whole, is not 8-bit
+        grayscale, is too small or large, blank or saturated is a 400 naming it."""
         if self.inspector is None:
             raise ServiceUnavailable("no defect_classifier champion is served by this Bento")
         return self._inspect(self.inspector, self.inspector_version, CHAMPION_VARIANT, images)
@@ -593,15 +617,20 @@ class Champions:
         probability = classifier.defect_probability(pixels)
         INFERENCE_SECONDS.labels(*labels).observe(time.perf_counter() - started)
         BATCH_ITEMS.labels(*labels[1:]).observe(len(images))
-        answers, records = [], []
+        answers, records, served = [], [], []
         for picture, p in zip(pixels, probability, strict=True):
             label = "defective" if p >= classifier.threshold else "functional"
             image_id = image_id_of(picture)
+            served.append((image_id, picture))
             record = prediction_record(
                 "inspect",
                 DEFECT_CLASSIFIER,
                 version,
-                {"image_id": image_id, **image_statistics(picture)},
+                {
+                    "image_id": image_id,
+                    **image_statistics(picture),
+                    "image_uri": served_image_uri(SETTINGS.image_uri, image_id),
+                },
                 None,
                 intent=label,
                 confidence=float(p),
@@ -620,6 +649,7 @@ class Champions:
             answers.append(answer)
             records.append(record)
         self._keep(records, *labels)
+        self.served_images.submit(served)
         PREDICTIONS.labels(*labels).inc(len(images))
         return answers
 
@@ -806,6 +836,7 @@ Champions.add_asgi_middleware(
         "/forecast": SETTINGS.max_in_flight_forecast,
         "/inspect": SETTINGS.max_in_flight_inspect,
     },
+    file_fields={"/inspect": "images"},  # its challenger gets the JSON the router passes on
 )
 Champions.add_asgi_middleware(  # inside HttpContract: the request id is set, errors are shaped
     ReleaseRouter,

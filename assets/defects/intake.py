@@ -35,6 +35,8 @@ defect_drops = DynamicPartitionsDefinition(name="defect_drops")
 """One partition per dropped file, keyed `<source>-<content hash>`: the same bytes, the same key."""
 
 VALIDATED, QUARANTINE = "validated_defect_images", "quarantine_defect_images"
+HIDDEN_LABELS = "hidden_defect_labels"
+"""The labels of hidden-label sources, kept aside: the simulated annotators' answers."""
 CHECKS = {
     "rows_reconcile": "Files and label rows in = valid + quarantined, for this drop.",
     "no_duplicate_images": "No image content appears twice among the published images.",
@@ -197,12 +199,22 @@ def validate_defect_images(
     ]
     publication = publication_of(checks)
     this_drop = ("drop_id = ?", [drop.drop_id])
-    warehouse.replace_rows_together(
-        [
-            (VALIDATED, publication.stamp(valid), *this_drop),
-            (QUARANTINE, quarantine, *this_drop),
-        ]
-    )
+    changes = [(QUARANTINE, quarantine, *this_drop)]
+    hides_labels = drop.source in defect_intake.hidden_label_sources
+    if hides_labels:
+        hidden = valid.filter(pl.col("defective").is_not_null()).select(
+            "image_id", "defective", "defect_probability", "source", "drop_id"
+        )
+        # The labels go aside (the simulated annotators' answers; a blocked drop's are not
+        # kept); the images enter as unlabeled work for the annotation loop.
+        changes.append(
+            (HIDDEN_LABELS, hidden if publication.published else hidden.clear(), *this_drop)
+        )
+        valid = valid.with_columns(
+            pl.lit(None, dtype=pl.Boolean).alias("defective"),
+            pl.lit(None, dtype=pl.Float64).alias("defect_probability"),
+        )
+    warehouse.replace_rows_together([(VALIDATED, publication.stamp(valid), *this_drop), *changes])
     shown = valid.head(SHOWN)
     labels_of = valid.group_by(
         pl.when(pl.col("defective")).then(pl.lit("defective"))
@@ -215,6 +227,7 @@ def validate_defect_images(
         "quarantined": quarantine.height,
         **publication.metadata(),
         "labels": counts_table(dict(labels_of.sort("label").iter_rows()), "label"),
+        "labels_hidden": hides_labels,
         "dagster/column_schema": column_schema(valid),
         "preview": preview(valid.drop("image_uri")),
     }

@@ -1,11 +1,18 @@
-"""Sensors of the defect-inspection domain: new image drops."""
+"""Sensors of the defect-inspection domain: new image drops, image batches to send to Label
+Studio, and image batches fully annotated."""
 
 import json
 
 from dagster import DefaultSensorStatus, SensorEvaluationContext, sensor
 
+from assets.annotation_sensors import annotation_sensors
+from assets.defects.annotation import DEFECT_ANNOTATION
 from assets.defects.intake import defect_drops
-from assets.defects.jobs import defect_ingest_job
+from assets.defects.jobs import (
+    defect_annotated_batch_job,
+    defect_annotation_batch_job,
+    defect_ingest_job,
+)
 from assets.drop_sensors import drop_sensor_result
 from assets.resources import DataHome, DefectIntake
 from ml.data.drops import DropScan, scan_drops
@@ -50,3 +57,13 @@ def defect_drop_sensor(
         data_home, defect_intake, json.loads(context.cursor or "{}"), settle=True
     )
     return drop_sensor_result(context, scan, defect_drops, "raw_defect_images")
+
+
+defect_annotation_batch_sensor, defect_annotation_complete_sensor = annotation_sensors(
+    DEFECT_ANNOTATION,
+    "defect_",
+    defect_annotation_batch_job.name,
+    defect_annotated_batch_job.name,
+    "defect_annotation_batch",
+    "defect_annotated_batch",
+)

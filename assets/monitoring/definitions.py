@@ -2,7 +2,7 @@
 
 from dagster import Definitions
 
-from assets.monitoring import drift, jobs, retention, schedules, sensors
+from assets.monitoring import drift, image_drift, jobs, retention, schedules, sensors
 
 definitions = Definitions(
     assets=[
@@ -11,12 +11,20 @@ definitions = Definitions(
         drift.serving_profiles,
         drift.drift_report,
         drift.demand_forecast_drift,
+        image_drift.defect_image_reference,
+        image_drift.defect_image_drift,
     ],
-    jobs=[jobs.monitoring_job, jobs.demand_drift_job, retention.retention_job],
+    jobs=[
+        jobs.monitoring_job,
+        jobs.defect_monitoring_job,
+        jobs.demand_drift_job,
+        retention.retention_job,
+    ],
     schedules=[
         schedules.monitoring_schedule,
+        schedules.defect_monitoring_schedule,
         schedules.demand_drift_schedule,
         retention.retention_schedule,
     ],
-    sensors=[sensors.drift_sensor, sensors.demand_drift_sensor],
+    sensors=[sensors.drift_sensor, sensors.defect_drift_sensor, sensors.demand_drift_sensor],
 )

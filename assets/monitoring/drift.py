@@ -5,12 +5,14 @@ its own backtest errors are the signal.
 
 Files live under the monitoring resource's profile store (a folder under the data home, or an
 object-store prefix: MLOPS_PROFILE_URI): `reference/<version>/`, `serving/<window>.bin`,
-`drift/<window>.json`.
+`drift/<window>.json`; another domain's traffic (cell images: image_drift.py) has the same
+under a prefix of its own.
 """
 
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -113,12 +115,19 @@ def reference_profile(folder: str) -> DatasetProfileView:
     return deserialize_profile(objects.read_bytes(objects.join(folder, PROFILE_FILE)))
 
 
-def current_reference(monitoring: Monitoring) -> CurrentReference:
-    """The latest reference profile (written by reference_profiles)."""
-    pointer = monitoring.profile("reference", "current.json")
+def reference_pointer(monitoring: Monitoring, *domain: str) -> str:
+    """Where the latest reference of requests (or of `domain`'s traffic) is named."""
+    return monitoring.profile(*domain, "reference", "current.json")
+
+
+def current_reference(monitoring: Monitoring, *domain: str) -> CurrentReference:
+    """The latest reference profile (of requests, written by reference_profiles; of another
+    `domain`'s traffic, under `<domain>/reference/`)."""
+    pointer = reference_pointer(monitoring, *domain)
     if not objects.exists(pointer):
         raise FileNotFoundError(
-            f"no reference profile yet ({pointer} missing): materialize reference_profiles"
+            f"no reference profile yet ({pointer} missing): materialize its reference asset "
+            "(reference_profiles for requests, defect_image_reference for cell images)"
         )
     current = objects.read_json(pointer)
     folder = str(current["folder"])
@@ -126,6 +135,14 @@ def current_reference(monitoring: Monitoring) -> CurrentReference:
     if rows is None:  # written before the pointer counted them
         rows = profile_rows(reference_profile(folder))
     return CurrentReference(str(current["version"]), folder, int(rows))
+
+
+def make_current(monitoring: Monitoring, reference: CurrentReference, *domain: str) -> None:
+    """Point `current_reference` at `reference` (its profile and files already written)."""
+    objects.write_json(
+        reference_pointer(monitoring, *domain),
+        {"version": reference.version, "folder": reference.folder, "rows": reference.rows},
+    )
 
 
 def held_out_requests(warehouse: Warehouse, rows: int, fill_to: int) -> pl.DataFrame:
@@ -203,10 +220,7 @@ def reference_profiles(
     folder = _reference_folder(monitoring, champion.version)
     reference.save(folder)
     objects.write_bytes(objects.join(folder, PROFILE_FILE), serialize_profile(profile(features)))
-    objects.write_json(
-        monitoring.profile("reference", "current.json"),
-        {"version": champion.version, "folder": folder, "rows": features.height},
-    )
+    make_current(monitoring, CurrentReference(champion.version, folder, features.height))
     context.log.info(f"reference for {REQUEST_CLASSIFIER} v{champion.version} in {folder}")
     return MaterializeResult(
         metadata={
@@ -293,29 +307,125 @@ def serving_profiles(context: AssetExecutionContext, monitoring: Monitoring) -> 
     )
 
 
-def drift_report_path(monitoring: Monitoring, window_key: str) -> str:
-    return monitoring.profile("drift", f"{window_key}.json")
+def drift_report_path(monitoring: Monitoring, window_key: str, *domain: str) -> str:
+    return monitoring.profile(*domain, "drift", f"{window_key}.json")
 
 
-def read_drift_reports(monitoring: Monitoring) -> list[dict[str, object]]:
-    """Every persisted drift evaluation, oldest window first (what the drift sensor reads)."""
-    reports = objects.files_under(monitoring.profile("drift"), ".json")
+def read_drift_reports(monitoring: Monitoring, *domain: str) -> list[dict[str, object]]:
+    """Every persisted drift evaluation (of requests, or of `domain`'s traffic), oldest window
+    first (what the drift sensors read)."""
+    reports = objects.files_under(monitoring.profile(*domain, "drift"), ".json")
     return [objects.read_json(uri) for uri in reports]
 
 
+def write_serving_drop(drops_uri: str, window_key: str, suffix: str, data: bytes) -> str:
+    """`data` (a window's drifted traffic) as the `serving` drop `window-<window><suffix>`; its
+    drop id. The same window gives the same bytes, so re-running this is a recorded no-op,
+    never a second drop. Written whole under a hidden name the drop sensors never list, then
+    renamed in."""
+    write_drop(drops_uri, SERVING_SOURCE, f"window-{window_key}{suffix}", data)
+    return drop_id_for(SERVING_SOURCE, hashlib.sha256(data).hexdigest())
+
+
 def write_drifted_traffic(intake: RequestIntake, window_key: str, texts: pl.DataFrame) -> str:
-    """The window's served texts as an unlabeled `serving` request drop; its drop id. The same
-    window gives the same bytes, so re-running this is a recorded no-op, never a second drop.
-    Each text keeps the request id the service answered with, so erasure by that id finds it.
-    Written whole under a hidden name the drop sensor never lists, then renamed in."""
+    """The window's served texts as an unlabeled `serving` request drop; its drop id. Each text
+    keeps the request id the service answered with, so erasure by that id finds it."""
     data = (
         texts.select("request_id", "text", "received_at")
         .sort("received_at", "request_id")
         .write_csv()
         .encode()
     )
-    write_drop(intake.drops_uri, SERVING_SOURCE, f"window-{window_key}.csv", data)
-    return drop_id_for(SERVING_SOURCE, hashlib.sha256(data).hexdigest())
+    return write_serving_drop(intake.drops_uri, window_key, ".csv", data)
+
+
+def window_outcome(
+    context: AssetExecutionContext, reference: CurrentReference, rows: int
+) -> dict[str, object]:
+    """What a window's drift evaluation file records before it is judged (what the drift
+    sensors read: `plan_retraining`)."""
+    start, end = _window(context)
+    evaluated_at = datetime.now(UTC)
+    return {
+        "window": start.strftime(WINDOW_FORMAT),
+        "partition": context.partition_key,
+        "window_start": start.isoformat(),
+        "window_end": end.isoformat(),
+        "complete": end <= evaluated_at,
+        "evaluated_at": evaluated_at.isoformat(),
+        "reference_version": reference.version,
+        "reference_rows": reference.rows,
+        "rows": rows,
+        "judged_rows": 0,
+        "drifted": False,
+        "drifted_columns": [],
+        "reasons": [],
+        "drop_id": None,
+    }
+
+
+def judge_window(
+    monitoring: Monitoring,
+    reference: CurrentReference,
+    served: pl.DataFrame,
+    columns: Sequence[str],
+    outcome: dict[str, object],
+    *domain: str,
+    whole: DatasetProfileView | None = None,
+) -> DriftReport:
+    """The window's served features (`columns` of `served`) against the reference, recorded in
+    its `outcome`: all rows (their profile `whole`, when already made) or a sample seeded by
+    the window when the reference is too small for all."""
+    window_key = str(outcome["window"])
+    at_most = int(reference.rows / monitoring.min_reference_ratio)
+    judged, sampled = judged_sample(served, at_most, window_key)
+    target = whole if whole is not None and not sampled else profile(judged.select(list(columns)))
+    report = compare_profiles(reference_profile(reference.folder), target, monitoring.thresholds())
+    start = datetime.fromisoformat(str(outcome["window_start"]))
+    since = (
+        drifted_since(drifted_starts(read_drift_reports(monitoring, *domain)), start)
+        if report.drifted
+        else None
+    )
+    outcome.update(
+        judged_outcome(report, judged.height, report.reasons()),
+        drifted_columns=list(report.drifted_columns),
+        drifted_since=since.isoformat() if since else None,
+    )
+    if sampled:
+        outcome["note"] = sampled_note(
+            judged.height, served.height, "answers", reference.rows, monitoring.min_reference_ratio
+        )
+    return report
+
+
+def record_drift_report(
+    context: AssetExecutionContext,
+    monitoring: Monitoring,
+    outcome: dict[str, object],
+    metadata: dict[str, object],
+    reference: str,
+    *domain: str,
+) -> MaterializeResult:
+    """Write the window's evaluation file and say its verdict (`reference`: what it was
+    compared with, in words)."""
+    window_key = str(outcome["window"])
+    objects.write_json(drift_report_path(monitoring, window_key, *domain), outcome)
+    verdict = drift_verdict(outcome)
+    context.log.info(f"{window_key}: {verdict}")
+    metadata.update(
+        {
+            "drifted": bool(outcome["drifted"]),
+            "verdict": verdict,
+            "why": MetadataValue.md(
+                "\n".join(f"- {reason}" for reason in outcome["reasons"]) or "no column drifted"
+            ),
+            "judged_rows": int(outcome["judged_rows"]),
+            "reference": reference,
+            "re_annotation_drop": outcome["drop_id"] or "none",
+        }
+    )
+    return MaterializeResult(metadata=metadata)
 
 
 @asset(
@@ -335,30 +445,13 @@ def write_drifted_traffic(intake: RequestIntake, window_key: str, texts: pl.Data
 def drift_report(
     context: AssetExecutionContext, monitoring: Monitoring, request_intake: RequestIntake
 ) -> MaterializeResult:
-    start, end = _window(context)
-    window_key = start.strftime(WINDOW_FORMAT)
-    evaluated_at = datetime.now(UTC)
+    start, _ = _window(context)
     profile_path, features_path = _serving_paths(monitoring, start)
     reference = current_reference(monitoring)
     served = objects.read_parquet(features_path) if objects.exists(profile_path) else pl.DataFrame()
     rows = served.height
-    judged_at_most = int(reference.rows / monitoring.min_reference_ratio)
-    outcome: dict[str, object] = {
-        "window": window_key,
-        "partition": context.partition_key,
-        "window_start": start.isoformat(),
-        "window_end": end.isoformat(),
-        "complete": end <= evaluated_at,
-        "evaluated_at": evaluated_at.isoformat(),
-        "reference_version": reference.version,
-        "reference_rows": reference.rows,
-        "rows": rows,
-        "judged_rows": 0,
-        "drifted": False,
-        "drifted_columns": [],
-        "reasons": [],
-        "drop_id": None,
-    }
+    outcome = window_outcome(context, reference, rows)
+    window_key = str(outcome["window"])
     metadata: dict[str, object] = {"window": window_key, "rows": rows}
     if rows < monitoring.min_rows:
         outcome["note"] = (
@@ -366,56 +459,23 @@ def drift_report(
             f"{monitoring.min_rows}; no verdict"
         )
     else:
-        judged, sampled = judged_sample(served, judged_at_most, window_key)
-        target = (
-            profile(judged.select(list(REQUEST_FEATURES)))
-            if sampled
-            else deserialize_profile(objects.read_bytes(profile_path))
-        )
-        report = compare_profiles(
-            reference_profile(reference.folder),
-            target,
-            monitoring.thresholds(),
-        )
-        since = (
-            drifted_since(drifted_starts(read_drift_reports(monitoring)), start)
-            if report.drifted
-            else None
-        )
-        outcome.update(
-            judged_outcome(report, judged.height, report.reasons()),
-            drifted_columns=list(report.drifted_columns),
-            drifted_since=since.isoformat() if since else None,
-        )
-        if sampled:
-            outcome["note"] = sampled_note(
-                judged.height, rows, "answers", reference.rows, monitoring.min_reference_ratio
-            )
+        whole = deserialize_profile(objects.read_bytes(profile_path))
+        report = judge_window(monitoring, reference, served, REQUEST_FEATURES, outcome, whole=whole)
         metadata.update(report_metadata(report, f"Drift {window_key}"))
         if report.drifted:
             outcome["drop_id"] = write_drifted_traffic(
                 request_intake, window_key, served.rename({"served_at": "received_at"})
             )
             metadata["drifted_texts"] = preview(served.select("text", "predicted_intent"))
-    objects.write_json(drift_report_path(monitoring, window_key), outcome)
-    verdict = drift_verdict(outcome)
-    context.log.info(f"{window_key}: {verdict}")
-    metadata.update(
-        {
-            "drifted": bool(outcome["drifted"]),
-            "verdict": verdict,
-            "why": MetadataValue.md(
-                "\n".join(f"- {reason}" for reason in outcome["reasons"]) or "no column drifted"
-            ),
-            "judged_rows": int(outcome["judged_rows"]),
-            "reference": (
-                f"v{reference.version}: {reference.rows} held-out answers "
-                f"(judges up to {judged_at_most} answers a window)"
-            ),
-            "re_annotation_drop": outcome["drop_id"] or "none",
-        }
+    judged_at_most = int(reference.rows / monitoring.min_reference_ratio)
+    return record_drift_report(
+        context,
+        monitoring,
+        outcome,
+        metadata,
+        f"v{reference.version}: {reference.rows} held-out answers "
+        f"(judges up to {judged_at_most} answers a window)",
     )
-    return MaterializeResult(metadata=metadata)
 
 
 def judged_outcome(report: DriftReport, judged_rows: int, reasons: list[str]) -> dict:

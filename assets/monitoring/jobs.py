@@ -1,5 +1,5 @@
-"""Jobs of monitoring: an hour of traffic profiled and scored, and the demand champion's
-realized error."""
+"""Jobs of monitoring: an hour of traffic (requests, inspected images) profiled and scored,
+and the demand champion's realized error."""
 
 from dagster import (
     AssetSelection,
@@ -12,12 +12,19 @@ from assets.monitoring.drift import (
     monitoring_windows,
     serving_profiles,
 )
+from assets.monitoring.image_drift import defect_image_drift
 
 monitoring_job = define_asset_job(
     "monitoring_job",
     selection=AssetSelection.assets(serving_profiles, drift_report),
     partitions_def=monitoring_windows,
     description="Profile one hour of served traffic with whylogs and score its drift.",
+)
+
+defect_monitoring_job = define_asset_job(
+    "defect_monitoring_job",
+    selection=AssetSelection.assets(defect_image_drift),
+    description="Measure one hour of inspected images, profile them with whylogs, score drift.",
 )
 
 

@@ -18,7 +18,8 @@ from pydantic import Field
 
 from assets.metadata import counts_table
 from assets.monitoring.drift import SERVING_SOURCE
-from assets.resources import Monitoring, ReleaseControl, RequestIntake
+from assets.monitoring.image_drift import IMAGES
+from assets.resources import DefectIntake, Monitoring, ReleaseControl, RequestIntake
 from ml.monitoring.retention import RetentionReport, expire
 
 
@@ -40,6 +41,7 @@ def apply_retention(
     monitoring: Monitoring,
     release_control: ReleaseControl,
     request_intake: RequestIntake,
+    defect_intake: DefectIntake,
 ) -> None:
     cutoff = datetime.now(UTC) - timedelta(days=config.days)
     report = RetentionReport(cutoff)
@@ -49,6 +51,8 @@ def apply_retention(
         "serving_profiles": monitoring.profile("serving"),
         "drift_results": monitoring.profile("drift"),
         "drifted_traffic": f"{request_intake.drops_uri.rstrip('/')}/{SERVING_SOURCE}",
+        "image_drift_results": monitoring.profile(IMAGES, "drift"),
+        "drifted_images": f"{defect_intake.drops_uri.rstrip('/')}/{SERVING_SOURCE}",
     }
     for store, uri in stores.items():
         deleted = expire(uri, store, cutoff, report)

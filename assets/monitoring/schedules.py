@@ -1,15 +1,19 @@
-"""Schedules of monitoring: the hourly drift check and the daily demand error."""
+"""Schedules of monitoring: the hourly drift checks and the daily demand error."""
 
 from dagster import (
     DefaultScheduleStatus,
     RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
+    SkipReason,
     schedule,
 )
 
-from assets.monitoring.drift import window_partition_key
-from assets.monitoring.jobs import demand_drift_job, monitoring_job
+from assets.monitoring.drift import reference_pointer, window_partition_key
+from assets.monitoring.image_drift import IMAGES
+from assets.monitoring.jobs import defect_monitoring_job, demand_drift_job, monitoring_job
+from assets.resources import Monitoring
+from ml.data import objects
 from ml.monitoring.prediction_log import WINDOW
 
 
@@ -20,6 +24,24 @@ from ml.monitoring.prediction_log import WINDOW
     description="Hourly, five minutes past: profile the hour that just ended and score its drift.",
 )
 def monitoring_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+    key = window_partition_key(context.scheduled_execution_time - WINDOW)
+    return RunRequest(run_key=key, partition_key=key)
+
+
+@schedule(
+    job=defect_monitoring_job,
+    cron_schedule="10 * * * *",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description=(
+        "Hourly, ten minutes past: measure the images inspected in the hour that just ended "
+        "and score their drift (skipped until defect_image_reference exists)."
+    ),
+)
+def defect_monitoring_schedule(
+    context: ScheduleEvaluationContext, monitoring: Monitoring
+) -> RunRequest | SkipReason:
+    if not objects.exists(reference_pointer(monitoring, IMAGES)):
+        return SkipReason("no image reference yet: materialize defect_image_reference")
     key = window_partition_key(context.scheduled_execution_time - WINDOW)
     return RunRequest(run_key=key, partition_key=key)
 

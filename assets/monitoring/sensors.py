@@ -1,4 +1,4 @@
-"""Sensors that turn drift into retraining, for requests and for demand."""
+"""Sensors that turn drift into retraining, for requests, cell images and demand."""
 
 import json
 from dataclasses import dataclass
@@ -15,6 +15,7 @@ from dagster import (
     sensor,
 )
 
+from assets.defects.jobs import defect_retraining_job
 from assets.demand.jobs import demand_models_job
 from assets.monitoring.drift import (
     DEMAND_DRIFT_FILE,
@@ -26,12 +27,9 @@ from assets.monitoring.drift import (
     hours_between,
     read_drift_reports,
 )
-from assets.requests.jobs import (
-    request_retraining_job,
-)
-from assets.resources import (
-    Monitoring,
-)
+from assets.monitoring.image_drift import IMAGES, defect_image_drift
+from assets.requests.jobs import request_retraining_job
+from assets.resources import Monitoring
 from ml.data import objects
 
 
@@ -102,6 +100,75 @@ def plan_retraining(
 RETRAINING_CANDIDATES = {"batch_size": 50, "prefer_sources": [SERVING_SOURCE]}
 
 
+@dataclass(frozen=True)
+class DriftLoop:
+    """One domain's way from drift to retraining: where its drift reports live, which asset
+    says a drop is ingested, and which op of its retraining job takes the candidates' config."""
+
+    domain: tuple[str, ...]
+    """The reports' prefix in the profile store (() for requests)."""
+    report_asset: AssetKey
+    validated: AssetKey
+    candidates_op: str
+    run_key: str
+    """Each run's key: this and the drifted window (never twice a window)."""
+
+
+REQUEST_LOOP = DriftLoop(
+    (), drift_report.key, AssetKey("validated_requests"), "annotation_candidates", "retrain"
+)
+DEFECT_LOOP = DriftLoop(
+    (IMAGES,),
+    defect_image_drift.key,
+    AssetKey("validated_defect_images"),
+    "defect_annotation_candidates",
+    "retrain-defects",
+)
+
+
+def retraining_request(
+    context: SensorEvaluationContext, monitoring: Monitoring, loop: DriftLoop, sensor_name: str
+) -> SensorResult | SkipReason:
+    """`plan_retraining` on `loop`'s reports: at most one run requested, and why each newly
+    decided window does or does not trigger one recorded on its drift asset."""
+    reports = read_drift_reports(monitoring, *loop.domain)
+    partitions = {str(report["window"]): str(report["partition"]) for report in reports}
+    plan = plan_retraining(
+        reports,
+        json.loads(context.cursor or "{}"),
+        context.instance.get_materialized_partitions(loop.validated),
+        datetime.now(UTC),
+        monitoring.retrain_min_interval_hours,
+        monitoring.drift_persistence,
+    )
+    observations = [
+        AssetObservation(
+            asset_key=loop.report_asset,
+            partition=partitions[window],
+            metadata={sensor_name: note},
+        )
+        for window, note in plan.notes.items()
+    ]
+    runs = []
+    if plan.window is not None:
+        runs.append(
+            RunRequest(
+                run_key=f"{loop.run_key}:{plan.window}",
+                run_config={"ops": {loop.candidates_op: {"config": RETRAINING_CANDIDATES}}},
+                tags={
+                    "mlops/trigger": "drift",
+                    "mlops/drift_window": plan.window,
+                    "mlops/reason": plan.reason[:250],
+                },
+            )
+        )
+    if not runs and not observations:
+        return SkipReason("no newly complete drift report to act on")
+    return SensorResult(
+        run_requests=runs, asset_events=observations, cursor=json.dumps(plan.cursor)
+    )
+
+
 @sensor(
     job=request_retraining_job,
     minimum_interval_seconds=60,
@@ -116,42 +183,24 @@ RETRAINING_CANDIDATES = {"batch_size": 50, "prefer_sources": [SERVING_SOURCE]}
     ),
 )
 def drift_sensor(context: SensorEvaluationContext, monitoring: Monitoring):
-    reports = read_drift_reports(monitoring)
-    partitions = {str(report["window"]): str(report["partition"]) for report in reports}
-    plan = plan_retraining(
-        reports,
-        json.loads(context.cursor or "{}"),
-        context.instance.get_materialized_partitions(AssetKey("validated_requests")),
-        datetime.now(UTC),
-        monitoring.retrain_min_interval_hours,
-        monitoring.drift_persistence,
-    )
-    observations = [
-        AssetObservation(
-            asset_key=drift_report.key,
-            partition=partitions[window],
-            metadata={"drift_sensor": note},
-        )
-        for window, note in plan.notes.items()
-    ]
-    runs = []
-    if plan.window is not None:
-        runs.append(
-            RunRequest(
-                run_key=f"retrain:{plan.window}",
-                run_config={"ops": {"annotation_candidates": {"config": RETRAINING_CANDIDATES}}},
-                tags={
-                    "mlops/trigger": "drift",
-                    "mlops/drift_window": plan.window,
-                    "mlops/reason": plan.reason[:250],
-                },
-            )
-        )
-    if not runs and not observations:
-        return SkipReason("no newly complete drift report to act on")
-    return SensorResult(
-        run_requests=runs, asset_events=observations, cursor=json.dumps(plan.cursor)
-    )
+    return retraining_request(context, monitoring, REQUEST_LOOP, "drift_sensor")
+
+
+@sensor(
+    job=defect_retraining_job,
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "The drift sensor for cell images: reads each complete hour's defect_image_drift; when "
+        "it drifted (for `drift_persistence` hours in a row, and the drifted images have been "
+        "ingested as a `serving` image drop) it requests one defect retraining run: "
+        "re-annotation candidates from the drifted images, train, gate, Bento. Never twice for "
+        "a window, at most once per minimum interval; why is recorded on the run's tags and "
+        "as an observation of defect_image_drift."
+    ),
+)
+def defect_drift_sensor(context: SensorEvaluationContext, monitoring: Monitoring):
+    return retraining_request(context, monitoring, DEFECT_LOOP, "defect_drift_sensor")
 
 
 @sensor(

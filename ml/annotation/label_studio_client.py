@@ -24,10 +24,14 @@ from ml.requests.taxonomy import Taxonomy
 
 T = TypeVar("T")
 FROM_NAME, TO_NAME = "intent", "text"
+IMAGE_FROM_NAME, IMAGE_TO_NAME = "label", "image"
 
 
 class LabelStudioUnavailable(RuntimeError):
     """Label Studio did not answer (or kept answering 5xx) after every retry."""
+
+
+REVIEW_HEADER = '  <Header value="The two annotators said: $proposals" size="6"/>\n'
 
 
 def labeling_config(taxonomy: Taxonomy, review: bool = False) -> str:
@@ -42,7 +46,7 @@ def labeling_config(taxonomy: Taxonomy, review: bool = False) -> str:
     return (
         "<View>\n"
         '  <Header value="Which intent does this customer request express?"/>\n'
-        + ('  <Header value="The two annotators said: $proposals" size="6"/>\n' if review else "")
+        + (REVIEW_HEADER if review else "")
         + f'  <Text name="{TO_NAME}" value="$text"/>\n'
         f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" '
         'showInline="false" required="true">\n'
@@ -63,6 +67,65 @@ REVIEW_INSTRUCTIONS = (
     "<p>Two annotators disagreed on these requests. Pick the right intent; your answer is "
     "final. Do not review a request you annotated yourself: such a review is discarded.</p>"
 )
+
+
+@dataclass(frozen=True)
+class LabelingInterface:
+    """What a project shows and asks: its labeling config and instructions, for double
+    annotation and for review, and the control that holds the answer."""
+
+    config: str
+    review_config: str
+    instructions: str
+    review_instructions: str
+    from_name: str = FROM_NAME
+    to_name: str = TO_NAME
+
+
+def text_interface(taxonomy: Taxonomy) -> LabelingInterface:
+    """Requests: one text, one intent of the taxonomy."""
+    return LabelingInterface(
+        labeling_config(taxonomy),
+        labeling_config(taxonomy, review=True),
+        INSTRUCTIONS,
+        REVIEW_INSTRUCTIONS,
+    )
+
+
+def image_interface(question: str, choices: dict[str, str]) -> LabelingInterface:
+    """One image, one choice among `choices` (value → hint); a review task also shows the two
+    annotators' answers. The pre-annotation (the champion's guess) comes pre-selected."""
+
+    def config(review: bool) -> str:
+        options = "\n".join(
+            f"    <Choice value={quoteattr(value)} hint={quoteattr(hint)}/>"
+            for value, hint in choices.items()
+        )
+        return (
+            "<View>\n"
+            f"  <Header value={quoteattr(question)}/>\n"
+            + (REVIEW_HEADER if review else "")
+            + f'  <Image name="{IMAGE_TO_NAME}" value="$image" zoom="true" '
+            'brightnessControl="true" contrastControl="true"/>\n'
+            f'  <Choices name="{IMAGE_FROM_NAME}" toName="{IMAGE_TO_NAME}" choice="single" '
+            'showInline="true" required="true">\n'
+            f"{options}\n"
+            "  </Choices>\n"
+            "</View>"
+        )
+
+    return LabelingInterface(
+        config(False),
+        config(True),
+        "<p>Look at the whole cell (zoom in; brightness and contrast help). Pick one answer; "
+        "the model's guess may be pre-selected: change it when it is wrong. Skip an image you "
+        "cannot judge. Every image is labeled by two people; disagreements go to a "
+        "reviewer.</p>",
+        "<p>Two annotators disagreed on these images. Pick the right answer; yours is final. "
+        "Do not review an image you annotated yourself: such a review is discarded.</p>",
+        IMAGE_FROM_NAME,
+        IMAGE_TO_NAME,
+    )
 
 
 @dataclass(frozen=True)
@@ -107,17 +170,23 @@ class LabelStudioClient:
         projects = self.call("list projects", lambda: list(self.sdk.projects.list(title=title)))
         return next((project.id for project in projects if project.title == title), None)
 
-    def ensure_project(self, title: str, taxonomy: Taxonomy, review: bool = False) -> int:
+    def ensure_project(
+        self, title: str, interface: Taxonomy | LabelingInterface, review: bool = False
+    ) -> int:
         """The project with this title, created once: for double annotation, or (`review`) for
-        adjudication, where one reviewer answers each task."""
+        adjudication, where one reviewer answers each task. A taxonomy means request texts."""
         if (existing := self.find_project(title)) is not None:
             return existing
+        if isinstance(interface, Taxonomy):
+            interface = text_interface(interface)
         created = self.call(
             f"create project {title!r}",
             lambda: self.sdk.projects.create(
                 title=title,
-                label_config=labeling_config(taxonomy, review),
-                expert_instruction=REVIEW_INSTRUCTIONS if review else INSTRUCTIONS,
+                label_config=interface.review_config if review else interface.config,
+                expert_instruction=interface.review_instructions
+                if review
+                else interface.instructions,
                 show_instruction=True,
                 maximum_annotations=1 if review else 2,
                 overlap_cohort_percentage=0 if review else 100,
@@ -234,15 +303,22 @@ class LabelStudioClient:
         response.raise_for_status()
         return response.json()
 
-    def submit_choice(self, task_id: int, label: str, lead_time: float) -> None:
+    def submit_choice(
+        self,
+        task_id: int,
+        label: str,
+        lead_time: float,
+        control: tuple[str, str] = (FROM_NAME, TO_NAME),
+    ) -> None:
+        """Answer a task as the UI does; `control` is the (from_name, to_name) of the choice."""
         self.call(
             f"submit an annotation for task {task_id}",
             lambda: self.sdk.annotations.create(
                 id=task_id,
                 result=[
                     {
-                        "from_name": FROM_NAME,
-                        "to_name": TO_NAME,
+                        "from_name": control[0],
+                        "to_name": control[1],
                         "type": "choices",
                         "value": {"choices": [label]},
                     }

@@ -14,8 +14,6 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-POOL_COLUMNS = ("request_id", "text", "text_key", "source")
-
 
 def _shuffle_key(seed: int, request_id: str) -> str:
     return hashlib.sha256(f"{seed}:{request_id}".encode()).hexdigest()
@@ -52,38 +50,41 @@ def pick_candidates(
     n: int,
     seed: int,
     prefer_sources: Sequence[str] = (),
+    item: str = "request_id",
+    key: str = "text_key",
 ) -> pl.DataFrame:
-    """The next `n` requests to annotate, with the strategy that chose each. Requests of
-    `prefer_sources` (drifted serving traffic) go first, then the rest as usual."""
-    missing = [c for c in POOL_COLUMNS if c not in pool.columns]
+    """The next `n` items to annotate (the pool's columns, `margin` aside), with the strategy
+    that chose each. Items of `prefer_sources` (drifted serving traffic) go first, then the
+    rest as usual. `item` is the id column, `key` the one whose duplicates go out once (the
+    normalized text; an image's content id is its own key)."""
+    missing = [c for c in (item, key, "source") if c not in pool.columns]
     if missing:
         raise ValueError(f"the candidate pool lacks columns {missing}")
     if n < 1:
         raise ValueError(f"a batch needs at least one item, got batch size {n}")
     if prefer_sources:
         preferred = pl.col("source").is_in(list(prefer_sources))
-        first = pick_candidates(pool.filter(preferred), out_for_annotation, n, seed)
+        first = pick_candidates(
+            pool.filter(preferred), out_for_annotation, n, seed, item=item, key=key
+        )
         first = first.with_columns(("preferred source, " + pl.col("strategy")).alias("strategy"))
         if first.height == n:
             return first
-        taken = pl.concat(
-            [
-                out_for_annotation.select("request_id", "text_key"),
-                first.select("request_id", "text_key"),
-            ]
+        taken = pl.concat([out_for_annotation.select(item, key), first.select(item, key)]).unique()
+        rest = pick_candidates(
+            pool.filter(~preferred), taken, n - first.height, seed, item=item, key=key
         )
-        rest = pick_candidates(pool.filter(~preferred), taken, n - first.height, seed)
         return pl.concat([first, rest])
     fresh = pool.filter(
-        ~pl.col("request_id").is_in(out_for_annotation["request_id"].implode())
-        & ~pl.col("text_key").is_in(out_for_annotation["text_key"].implode())
+        ~pl.col(item).is_in(out_for_annotation[item].implode())
+        & ~pl.col(key).is_in(out_for_annotation[key].implode())
     )
     ordered = fresh.with_columns(
-        pl.col("request_id")
+        pl.col(item)
         .map_elements(lambda rid: _shuffle_key(seed, rid), return_dtype=pl.Utf8)
         .alias("_order")
     ).sort("_order")
-    one_per_text = ordered.unique("text_key", keep="first", maintain_order=True)
+    one_per_text = ordered.unique(key, keep="first", maintain_order=True)
     if "margin" in one_per_text.columns and one_per_text["margin"].is_not_null().any():
         chosen = one_per_text.sort("margin", nulls_last=True).head(n)
         strategy = "smallest margin"
@@ -101,4 +102,5 @@ def pick_candidates(
             or [one_per_text.head(0)]
         ).sort("_order")
         strategy = "stratified random (cold start)"
-    return chosen.select(*POOL_COLUMNS).with_columns(pl.lit(strategy).alias("strategy"))
+    columns = [c for c in pool.columns if c != "margin"]
+    return chosen.select(columns).with_columns(pl.lit(strategy).alias("strategy"))

@@ -6,7 +6,7 @@ task, never silently dropped."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from ml.annotation.label_studio_client import LabeledTask
@@ -46,13 +46,6 @@ class AnnotatorAllowList:
         return email in self.emails or email.rpartition("@")[2] in self.domains
 
 
-@dataclass(frozen=True)
-class BatchItem:
-    request_id: str
-    text: str
-    """As imported (redacted)."""
-
-
 @dataclass
 class VettedTasks:
     tasks: list[LabeledTask]
@@ -69,12 +62,11 @@ class VettedTasks:
 
 def vet_tasks(
     tasks: Iterable[LabeledTask],
-    items: Mapping[str, BatchItem],
+    items: Mapping[str, Mapping[str, str]],
     allowed: AnnotatorAllowList,
-    as_imported: Callable[[str], str] = lambda text: text,
 ) -> VettedTasks:
-    """`tasks` of a batch's project judged against its `items` (by external id) and the
-    allow-list; `as_imported` turns an item's text into what was sent to Label Studio."""
+    """`tasks` of a batch's project judged against its `items` (by external id: the task
+    fields as they were sent to Label Studio) and the allow-list."""
     if not allowed:
         raise AllowListError(
             "no annotator is allow-listed: set MLOPS_ANNOTATORS (e-mail addresses or @domain, "
@@ -87,11 +79,7 @@ def vet_tasks(
         if item is None:
             vetted.foreign.append(f"{where}: not an item of this batch")
             continue
-        changed = [
-            name
-            for name, sent in (("request_id", item.request_id), ("text", as_imported(item.text)))
-            if str(task.data.get(name)) != sent
-        ]
+        changed = [name for name, sent in item.items() if str(task.data.get(name)) != sent]
         if changed:
             vetted.edited.append(f"{where}: {' and '.join(changed)} changed since import")
             continue

@@ -22,6 +22,8 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
+from ml.data import objects
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 LABELS_FILE = "labels.csv"
 MODULE_TYPES = ("mono", "poly")
@@ -82,6 +84,19 @@ def decode(data: bytes) -> tuple[Image.Image, np.ndarray]:
         image = Image.open(io.BytesIO(data))
         image.load()
     return image, np.asarray(image)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """8-bit grayscale pixels as a PNG file: lossless, so it decodes to the same image id."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def served_image_uri(image_uri: str, image_id: str) -> str:
+    """Where an image /inspect answered is kept: the intake's place for a PNG of that id (the
+    service writes it, monitoring reads it back)."""
+    return objects.join(image_uri, f"{image_id}.png")
 
 
 def check_image(file: ImageFile, rules: ImageRules = ImageRules()) -> CheckedImage:

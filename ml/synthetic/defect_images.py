@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from PIL import Image
+
+from ml.defects.images import png_bytes
 
 PROBABILITIES = (0.0, 1 / 3, 2 / 3, 1.0)
 PROBABILITY_SHARES = (0.55, 0.12, 0.08, 0.25)
@@ -93,12 +94,6 @@ def _draw(rng: np.random.Generator, size: int, probability: float, module_type: 
     elif probability > 0:  # a faint mark an expert would call unlikely a defect
         _crack(rng, image, rng.uniform(0.12, 0.25))
     return np.clip(image, 0, 255).astype(np.uint8)
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def generate_cell_images(n: int, *, seed: int = 7, size: int = 96) -> list[CellImage]:

@@ -44,7 +44,12 @@ def test_the_graph_runs_raw_to_validated_to_dbt_marts_to_serving_and_drift(
     assert upstream("mart_demand") == {"stg_demand", "calendar_days"}
     assert upstream("validated_defect_images") == {"raw_defect_images"}
     assert upstream("stg_defect_images") == {"validated_defect_images"}
-    assert upstream("defect_image_splits") == {"stg_defect_images", "defect_split_assignments"}
+    assert upstream("defect_image_splits") == {
+        "stg_defect_images",
+        "defect_split_assignments",
+        "labeled_defect_images",
+    }
+    assert upstream("labeled_defect_images") == {"defect_annotated_batch"}
     assert upstream("defect_cnn") == {"defect_image_splits", "defect_test_set", "defect_baseline"}
     assert upstream("defect_classifier_promotion") == {"defect_baseline", "defect_cnn"}
     assert upstream("champion_bento") == {

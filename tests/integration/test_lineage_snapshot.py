@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 from dagster import AssetKey, DagsterInstance, Definitions, materialize
 
-from assets.requests.annotation import MIN_KAPPA_THRESHOLD
+from assets.annotation_loop import MIN_KAPPA_THRESHOLD
 from assets.requests.datasets import request_test_set
 from assets.resources import DataHome, Warehouse
 from ml.annotation.label_studio_client import LabelStudioClient

@@ -96,6 +96,12 @@ def test_the_whole_graph_materializes_with_every_check_passing(platform: Platfor
         "defect_baseline",
         "defect_cnn",
         "defect_classifier_promotion",
+        "defect_annotation_candidates",
+        "defect_annotation_batch",
+        "defect_annotated_batch",
+        "labeled_defect_images",
+        "defect_image_reference",
+        "defect_image_drift",
     }
     for key in platform.defs.resolve_asset_graph().get_all_asset_keys():
         if key.to_user_string() not in beyond_the_warehouse:

@@ -7,7 +7,7 @@ import pytest
 
 from ml.annotation.agreement import Annotation
 from ml.annotation.label_studio_client import LabeledTask
-from ml.annotation.trust import AllowListError, AnnotatorAllowList, BatchItem, vet_tasks
+from ml.annotation.trust import AllowListError, AnnotatorAllowList, vet_tasks
 
 WHEN = datetime(2026, 12, 1, tzinfo=UTC)
 ALLOWED = AnnotatorAllowList.parse("ann@bank.example, @simulated.annotators.local")
@@ -34,9 +34,9 @@ def test_the_allow_list_takes_addresses_and_domains_and_refuses_anything_else():
 
 def test_only_allow_listed_annotations_on_the_batchs_unchanged_tasks_count():
     items = {
-        "b1:r1": BatchItem("r1", "where is my card?"),
-        "b1:r2": BatchItem("r2", "my card 4111 1111 1111 1111"),
-        "b1:r3": BatchItem("r3", "close my account"),
+        "b1:r1": {"request_id": "r1", "text": "where is my card?"},
+        "b1:r2": {"request_id": "r2", "text": "my card <CREDIT_CARD>"},  # as sent: redacted
+        "b1:r3": {"request_id": "r3", "text": "close my account"},
     }
     vetted = vet_tasks(
         [
@@ -48,7 +48,6 @@ def test_only_allow_listed_annotations_on_the_batchs_unchanged_tasks_count():
         ],
         items,
         ALLOWED,
-        as_imported=lambda text: text.replace("4111 1111 1111 1111", "<CREDIT_CARD>"),
     )
     assert [(t.task_id, [a.annotator for a in t.annotations]) for t in vetted.tasks] == [
         (1, ["ann@bank.example"]),
