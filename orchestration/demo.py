@@ -104,6 +104,10 @@ DEMO_DEFECT_DROP = ("line1", "cells_2025_12.zip", 600, 11)
 DEMO_UNLABELED_DEFECT_DROP = ("line1_unlabeled", "cells_2026_01.zip", 120, 12)
 """New cells whose labels are hidden at ingestion (MLOPS_HIDDEN_LABEL_SOURCES): annotated."""
 DEMO_DEFECT_BATCH_SIZE = 40
+DEMO_DEFECT_ERROR_RATES = (0.02, 0.05)
+"""The simulated annotators' slips on a two-way question: at the request rates (5%, 10%), a
+40-image batch has about 6 disagreements, which puts binary kappa at the gate's 0.7 by chance
+alone."""
 REAL_DEFECT_DROP = ("elpv", "elpv_cells.parquet")
 """Where `make demo-real` drops the packaged cells (one Parquet of the PNGs as shipped)."""
 DEMO_BATCH_SIZE = 60
@@ -627,7 +631,12 @@ def main(argv: list[str] | None = None) -> int:
             "Annotation of new cell images: the defect champion's least certain first, its "
             "guess pre-filled; simulated annotators, kappa gate, review…"
         )
-        annotation_round(DEMO_DEFECT_BATCH_SIZE, labels=CLASSES, round_=DEFECT_ROUND)
+        annotation_round(
+            DEMO_DEFECT_BATCH_SIZE,
+            labels=CLASSES,
+            round_=DEFECT_ROUND,
+            error_rates=DEMO_DEFECT_ERROR_RATES,
+        )
     report("Serving: champion Bento → bentoml serve → /classify, /forecast → drift report…")
     with (
         log_path.open("a", encoding="utf-8") as log,

@@ -146,6 +146,7 @@ def defect_annotation_candidates(
         config.prefer_sources,
         item="image_id",
         key="image_id",
+        balance_by="guess" if scored_by.startswith(DEFECT_CLASSIFIER) else None,
     )
     if chosen.is_empty():
         return MaterializeResult(

@@ -44,6 +44,18 @@ def proportional_allocation(available: dict[str, int], n: int) -> dict[str, int]
     return allocation
 
 
+def even_allocation(available: dict[str, int], n: int) -> dict[str, int]:
+    """Split `n` as evenly as the strata allow (seats a small stratum cannot fill go to the
+    others), in name order."""
+    allocation = dict.fromkeys(available, 0)
+    while n > 0 and any(allocation[name] < available[name] for name in available):
+        for name in sorted(available):
+            if n > 0 and allocation[name] < available[name]:
+                allocation[name] += 1
+                n -= 1
+    return allocation
+
+
 def pick_candidates(
     pool: pl.DataFrame,
     out_for_annotation: pl.DataFrame,
@@ -52,11 +64,14 @@ def pick_candidates(
     prefer_sources: Sequence[str] = (),
     item: str = "request_id",
     key: str = "text_key",
+    balance_by: str | None = None,
 ) -> pl.DataFrame:
     """The next `n` items to annotate (the pool's columns, `margin` aside), with the strategy
     that chose each. Items of `prefer_sources` (drifted serving traffic) go first, then the
     rest as usual. `item` is the id column, `key` the one whose duplicates go out once (the
-    normalized text; an image's content id is its own key)."""
+    normalized text; an image's content id is its own key). `balance_by` (the model's guess):
+    the smallest margins of each of its values in even shares, so that a confident model does
+    not send a batch of one class (where Cohen's kappa says little)."""
     missing = [c for c in (item, key, "source") if c not in pool.columns]
     if missing:
         raise ValueError(f"the candidate pool lacks columns {missing}")
@@ -65,14 +80,14 @@ def pick_candidates(
     if prefer_sources:
         preferred = pl.col("source").is_in(list(prefer_sources))
         first = pick_candidates(
-            pool.filter(preferred), out_for_annotation, n, seed, item=item, key=key
+            pool.filter(preferred), out_for_annotation, n, seed, (), item, key, balance_by
         )
         first = first.with_columns(("preferred source, " + pl.col("strategy")).alias("strategy"))
         if first.height == n:
             return first
         taken = pl.concat([out_for_annotation.select(item, key), first.select(item, key)]).unique()
         rest = pick_candidates(
-            pool.filter(~preferred), taken, n - first.height, seed, item=item, key=key
+            pool.filter(~preferred), taken, n - first.height, seed, (), item, key, balance_by
         )
         return pl.concat([first, rest])
     fresh = pool.filter(
@@ -86,8 +101,19 @@ def pick_candidates(
     ).sort("_order")
     one_per_text = ordered.unique(key, keep="first", maintain_order=True)
     if "margin" in one_per_text.columns and one_per_text["margin"].is_not_null().any():
-        chosen = one_per_text.sort("margin", nulls_last=True).head(n)
-        strategy = "smallest margin"
+        by_margin = one_per_text.sort("margin", nulls_last=True)
+        if balance_by is None:
+            chosen, strategy = by_margin.head(n), "smallest margin"
+        else:
+            counts = by_margin.group_by(balance_by).len()
+            shares = even_allocation(dict(zip(counts[balance_by], counts["len"], strict=True)), n)
+            chosen = pl.concat(
+                [
+                    by_margin.filter(pl.col(balance_by) == value).head(k)
+                    for value, k in shares.items()
+                ]
+            ).sort("margin", nulls_last=True)
+            strategy = f"smallest margin per {balance_by}"
     else:
         counts = one_per_text.group_by("source").len()
         allocation = proportional_allocation(

@@ -62,7 +62,7 @@ def test_image_batches_go_through_label_studio_with_the_kappa_gate(
         assert run.success
         event = instance.get_latest_materialization_event(AssetKey("defect_annotation_candidates"))
         metadata = event.asset_materialization.metadata
-        assert metadata["strategy"].value == "smallest margin"
+        assert metadata["strategy"].value == "smallest margin per guess"
         assert metadata["scored_by"].value.startswith("defect_classifier v")
         batch = metadata["batch"].value
         run = execute_quietly(defs, instance, "defect_annotation_batch_job", partition=batch)

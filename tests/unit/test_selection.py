@@ -76,3 +76,28 @@ def test_drifted_traffic_goes_first_then_the_rest_as_usual() -> None:
     assert chosen["strategy"][0].startswith("preferred source")
     few = pick_candidates(pool(rows), NOTHING_OUT, n=3, seed=1, prefer_sources=["serving"])
     assert set(few["source"]) == {"serving"}
+
+
+def test_balanced_by_the_guess_a_confident_model_still_sends_both_classes() -> None:
+    rows = [(f"r{i}", f"k{i}", "line1") for i in range(40)]
+    scored = pool(rows).with_columns(
+        pl.Series("margin", [0.01 * i for i in range(40)]),
+        # The 30 smallest margins are all one guess: a plain pick would send one class only.
+        pl.Series("guess", ["functional"] * 30 + ["defective"] * 10),
+    )
+    plain = pick_candidates(scored, NOTHING_OUT, n=10, seed=1)
+    assert set(plain["guess"]) == {"functional"}
+    balanced = pick_candidates(scored, NOTHING_OUT, n=10, seed=1, balance_by="guess")
+    assert balanced.group_by("guess").len().sort("guess").rows() == [
+        ("defective", 5),
+        ("functional", 5),
+    ]
+    assert set(balanced.filter(pl.col("guess") == "functional")["request_id"]) == {
+        f"r{i}" for i in range(5)
+    }, "within a guess, the smallest margins"
+    assert balanced["strategy"].unique().to_list() == ["smallest margin per guess"]
+    few = pick_candidates(scored.head(32), NOTHING_OUT, n=10, seed=1, balance_by="guess")
+    assert few.group_by("guess").len().sort("guess").rows() == [
+        ("defective", 2),
+        ("functional", 8),
+    ], "seats a small stratum cannot fill go to the others"
