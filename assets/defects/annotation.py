@@ -4,6 +4,7 @@ champion's guess → Cohen's kappa gate → review of disagreements → versione
 splits (dbt) give to training."""
 
 import base64
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -67,6 +68,11 @@ def image_data_uri(uri: str) -> str:
     kind = "jpeg" if data[:3] == b"\xff\xd8\xff" else "tiff" if data[:2] in (b"II", b"MM") else ""
     kind = kind or ("bmp" if data[:2] == b"BM" else "png")
     return f"data:image/{kind};base64,{base64.b64encode(data).decode()}"
+
+
+def image_as_sent(item: Mapping[str, object]) -> str:
+    """An item's image as its task shows it (and as vetting expects it)."""
+    return image_data_uri(str(item["image_uri"]))
 
 
 class DefectCandidateConfig(Config):
@@ -176,7 +182,7 @@ def _task(row: dict[str, object]) -> dict[str, object]:
         "data": {
             "ext_id": row["ext_id"],
             "image_id": row["image_id"],
-            "image": image_data_uri(str(row["image_uri"])),
+            "image": image_as_sent(row),
         }
     }
     if row.get("guess"):
@@ -268,7 +274,7 @@ def defect_annotated_batch(
         label_studio.allow_list(),
         INTERFACE,
         CLASSES,
-        lambda item: image_data_uri(str(item["image_uri"])),
+        image_as_sent,
     )
 
 

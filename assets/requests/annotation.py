@@ -2,6 +2,8 @@
 people → agreement (Cohen's kappa), gated: a low-agreement batch is never merged, it goes back
 for re-annotation as a new batch."""
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -53,6 +55,12 @@ REQUEST_ANNOTATION = AnnotationLoop(
 )
 project_title = REQUEST_ANNOTATION.project_title
 review_title = REQUEST_ANNOTATION.review_title
+
+
+def text_as_sent(item: Mapping[str, object]) -> str:
+    """A request's text as its task shows it (and as vetting expects it): annotators need no
+    card number."""
+    return redact(str(item["text"]))
 
 
 class CandidateConfig(Config):
@@ -167,7 +175,7 @@ def annotation_batch(
             {
                 "data": {
                     "ext_id": row["ext_id"],
-                    "text": redact(row["text"]),  # annotators need no card number
+                    "text": text_as_sent(row),
                     "request_id": row["request_id"],
                 }
             }
@@ -223,5 +231,5 @@ def annotated_batch(
         label_studio.allow_list(),
         text_interface(taxonomy),
         taxonomy.intents,
-        lambda item: redact(str(item["text"])),  # annotators need no card number
+        text_as_sent,
     )
