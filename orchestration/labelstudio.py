@@ -6,6 +6,7 @@ The admin token comes from MLOPS_LABEL_STUDIO_TOKEN, or is generated once and ke
 in the data home; it is never printed or logged.
 """
 
+import hashlib
 import secrets
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from ml.security.secret_files import read_private_file, write_private_file
 from ml.settings import PostgresURL, Settings, environment_with
 
 LABEL_STUDIO_VERSION = "1.23.2"
+LABEL_STUDIO_CONSTRAINTS = Path(__file__).with_name("labelstudio-constraints.txt")
 START_TIMEOUT_SECONDS = 240.0
 
 
@@ -82,9 +84,13 @@ def _kept_secret(folder: Path, name: str, size: int) -> str:
 
 
 def ensure_installed(venv: Path) -> Path:
-    """The `label-studio` executable, installing the pinned server into `venv` on first use."""
+    """The `label-studio` executable, installing the pinned server into `venv` on first use.
+
+    Every package is pinned by the constraints file (a new release of one of its loose
+    dependencies has broken its start before); a changed file reinstalls the venv."""
     executable = venv / "bin" / "label-studio"
-    stamp = venv / f".installed-{LABEL_STUDIO_VERSION}"
+    pins = hashlib.sha256(LABEL_STUDIO_CONSTRAINTS.read_bytes()).hexdigest()[:12]
+    stamp = venv / f".installed-{LABEL_STUDIO_VERSION}-{pins}"
     if executable.exists() and stamp.exists():
         return executable
     print(
@@ -94,7 +100,10 @@ def ensure_installed(venv: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, f"label-studio=={LABEL_STUDIO_VERSION}"], check=True)
+    subprocess.run(
+        [*pip, "-c", str(LABEL_STUDIO_CONSTRAINTS), f"label-studio=={LABEL_STUDIO_VERSION}"],
+        check=True,
+    )
     stamp.touch()
     return executable
 
