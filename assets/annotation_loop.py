@@ -254,6 +254,7 @@ def collect_batch(
                 "label": a.label,
                 "created_at": a.created_at,
                 "cancelled": a.cancelled,
+                "lead_seconds": a.lead_seconds,
             }
             for task in tasks
             for a in task.annotations
@@ -267,8 +268,10 @@ def collect_batch(
             "label": pl.Utf8,
             "created_at": pl.Datetime("us", "UTC"),
             "cancelled": pl.Boolean,
+            "lead_seconds": pl.Float64,
         },
     )
+    warehouse.add_column_if_missing(loop.annotations_table, "lead_seconds", "double precision")
     warehouse.replace_rows(loop.annotations_table, rows, "batch_id = ?", [batch_id])
     deleted = sorted(set(items["ext_id"]) - {t.ext_id for t in in_project})
     accepted = report.kappa is not None and report.kappa >= config.kappa_threshold

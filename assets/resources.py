@@ -28,6 +28,7 @@ from ml.data.warehouse import (
     WarehouseSession,
     open_warehouse,
 )
+from ml.lifecycle.economics import BusinessCase, load_business_case
 from ml.lifecycle.registry import Registry
 from ml.lifecycle.release import ReleasePolicy
 from ml.monitoring.drift import DriftThresholds
@@ -398,6 +399,15 @@ def _configured(settings: Settings, setting: str) -> str:
     return value
 
 
+class BusinessCaseFile(ConfigurableResource):
+    """The prices and business figures models are priced with (ml/lifecycle/economics.py)."""
+
+    path: str
+
+    def load(self) -> BusinessCase:
+        return load_business_case(Path(self.path))
+
+
 def build_resources(settings: Settings) -> dict[str, object]:
     """The resources of one deployment, from `Settings`; what the environment set stays an
     `EnvVar`."""
@@ -444,6 +454,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             request_log_dir=str(settings.request_log_dir),
             prediction_log_dir=_configured(settings, "prediction_log_uri"),
         ),
+        "business_case": BusinessCaseFile(path=_configured(settings, "business_case")),
         "dbt": DbtCliResource(
             project_dir=str(DBT_PROJECT_DIR),
             profiles_dir=str(DBT_PROJECT_DIR),

@@ -168,3 +168,38 @@ def image_grid_figure(
             axis.set_title(captions[i], fontsize=6)
     figure.suptitle(title, fontsize=9)
     return figure
+
+
+def cost_effect_figure(
+    curve: Sequence[tuple[str, float, float]], metric: str, champion: str | None
+) -> plt.Figure:
+    """Each version's test metric against the money spent up to it (training and annotation):
+    where further spending stopped buying quality. The champion is ringed."""
+    figure, axis = plt.subplots(figsize=(7, 3))
+    spent = [cost for _, cost, _ in curve]
+    scores = [score for _, _, score in curve]
+    axis.plot(spent, scores, marker="o", color=BLUE)
+    for version, cost, score in curve:
+        axis.annotate(f"v{version}", (cost, score), textcoords="offset points", xytext=(4, 4))
+        if version == champion:
+            axis.scatter([cost], [score], s=180, facecolors="none", edgecolors="#e67e22", lw=2)
+    axis.set_xlabel("cumulative cost (training + annotation)")
+    axis.set_ylabel(metric)
+    axis.set_title("Cost-effect curve (ringed: champion)")
+    return figure
+
+
+def traffic_figure(hourly: pl.DataFrame, title: str) -> plt.Figure:
+    """Requests per hour (bars, errors in red) and p95 latency (line): a service's last day."""
+    figure, requests_axis = plt.subplots(figsize=(8, 2.8))
+    hours = list(hourly["hour"])
+    requests_axis.bar(hours, list(hourly["requests"]), width=0.03, color=BLUE, label="requests")
+    requests_axis.bar(hours, list(hourly["errors"]), width=0.03, color="#c0392b", label="5xx")
+    requests_axis.set_ylabel("requests per hour")
+    latency_axis = requests_axis.twinx()
+    latency_axis.plot(hours, list(hourly["p95_ms"]), color="#e67e22", marker=".", label="p95")
+    latency_axis.set_ylabel("p95 latency (ms)")
+    requests_axis.set_title(title)
+    requests_axis.legend(loc="upper left", fontsize=7)
+    figure.autofmt_xdate()
+    return figure

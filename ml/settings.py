@@ -170,6 +170,7 @@ VARIABLES = {
     "defect_drops_uri": "MLOPS_DEFECT_DROPS_URI",
     "image_uri": "MLOPS_IMAGE_URI",
     "bento_uri": "MLOPS_BENTO_URI",
+    "business_case": "MLOPS_BUSINESS_CASE",
 }
 """The settings a resource takes verbatim, and the variable that sets each."""
 
@@ -279,6 +280,8 @@ class Settings:
     run records who launched it."""
     dagster_viewers: tuple[str, ...] = ("viewer",)
     """MLOPS_DAGSTER_VIEWERS: the accounts of the read-only Dagster UI."""
+    business_case: Path = PROJECT_ROOT / "ml" / "lifecycle" / "business_case.toml"
+    """MLOPS_BUSINESS_CASE: the prices and business figures the model ROI assets use."""
     variables: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
     """Setting → (the variable that set it, its text), for what came from the environment:
     resources take those as Dagster `EnvVar`s, so the UI shows where a value came from."""
@@ -336,6 +339,7 @@ class Settings:
             annotators=os.environ.get("MLOPS_ANNOTATORS", ""),
             dagster_engineers=_names_from_env("MLOPS_DAGSTER_ENGINEERS", "engineer"),
             dagster_viewers=_names_from_env("MLOPS_DAGSTER_VIEWERS", "viewer"),
+            business_case=_path_from_env(VARIABLES["business_case"], cls.business_case),
             variables={
                 setting: (name, os.environ[name])
                 for setting, name in VARIABLES.items()

@@ -20,7 +20,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from dagster import AssetKey, BetaWarning, PreviewWarning
+from dagster import AssetKey, BetaWarning, DagsterInstance, PreviewWarning
 
 # The demo talks to a person: API-maturity warnings of Dagster and MLflow's notices belong in the
 # developer's log (and in the UIs), not on the terminal.
@@ -256,6 +256,30 @@ def print_registry(settings: Settings, before: dict[str, int]) -> None:
         champion = registry.champion(model)
         if champion is not None:
             print(f"  {champion_line(model, champion)}")
+
+
+ROI_ASSETS = ("request_classifier_roi", "defect_classifier_roi", "demand_forecaster_roi")
+
+
+def returns(instance: DagsterInstance) -> list[str]:
+    """What each champion earns and cost, as its ROI asset priced it (ml/lifecycle/economics)."""
+    lines = ["Returns (prices: ml/lifecycle/business_case.toml or MLOPS_BUSINESS_CASE):"]
+    for name in ROI_ASSETS:
+        event = instance.get_latest_materialization_event(AssetKey(name))
+        if event is None or event.asset_materialization is None:
+            lines.append(f"  {name}: not materialized")
+            continue
+        m = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        if "benefit_per_month" not in m:
+            lines.append(f"  {name}: {m.get('priced', 'not priced')}")
+            continue
+        roi = f"{m['roi']:,.1f}×" if isinstance(m["roi"], float) else str(m["roi"])
+        lines.append(
+            f"  {name}: {m['champion']} earns {m['benefit_per_month']:,.2f} a month; spent "
+            f"{m['spent']:,.2f}, serving {m['serving_per_month']:,.2f} a month; ROI {roi} over "
+            f"the horizon, payback {m['payback']}"
+        )
+    return lines
 
 
 def champion_line(model: str, champion: ModelVersion) -> str:
@@ -665,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
             ).row(0, named=True)
             print(f"Labeled {what}: version {latest['version']}, {latest['rows']} labels")
     print_registry(settings, before)
+    for line in returns(instance):
+        print(line)
     print("Warehouse tables:")
     for table, rows in summarize(warehouse_of(settings)):
         print(f"  {table:<24} {rows:>8,} rows")

@@ -2,7 +2,7 @@
 
 from dagster import Definitions
 
-from assets.defects import annotation, intake, jobs, models, sensors
+from assets.defects import annotation, intake, jobs, models, roi, sensors
 
 definitions = Definitions(
     assets=[
@@ -12,6 +12,7 @@ definitions = Definitions(
         models.defect_baseline,
         models.defect_cnn,
         models.defect_classifier_promotion,
+        roi.defect_classifier_roi,
         annotation.defect_annotation_candidates,
         annotation.defect_annotation_batch,
         annotation.defect_annotated_batch,

@@ -15,6 +15,7 @@ from assets.defects.models import (
     defect_cnn,
     defect_test_set,
 )
+from assets.defects.roi import defect_classifier_roi
 from assets.warehouse.dbt import warehouse_dbt_models
 
 defect_ingest_job = define_asset_job(
@@ -30,6 +31,7 @@ defect_training_job = define_asset_job(
         defect_baseline,
         defect_cnn,
         defect_classifier_promotion,
+        defect_classifier_roi,
         "defect_image_reference",
     ),
     description=(
@@ -73,6 +75,7 @@ defect_retraining_job = define_asset_job(
         defect_baseline,
         defect_cnn,
         defect_classifier_promotion,
+        defect_classifier_roi,
         "champion_bento",
         "defect_image_reference",
     ),

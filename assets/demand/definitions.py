@@ -3,7 +3,7 @@ frequency fixes the partitions; a live feed gets an ingest schedule)."""
 
 from dagster import Definitions
 
-from assets.demand import forecasting, forecasts, intake, jobs, schedules
+from assets.demand import forecasting, forecasts, intake, jobs, roi, schedules
 from ml.data.sources import DemandSource
 
 
@@ -15,6 +15,7 @@ def demand_definitions(source: DemandSource) -> Definitions:
             forecasting.demand_backtests,
             forecasting.demand_forecaster,
             forecasting.demand_forecaster_promotion,
+            roi.demand_forecaster_roi,
             forecasts.demand_forecasts,
             forecasts.demand_forecast_errors,
         ],

@@ -4,6 +4,7 @@ logged and registered as versions of `demand_forecaster` → the shared promotio
 of the champion in DuckDB → their realized error as actuals arrive."""
 
 import hashlib
+import time
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -209,7 +210,9 @@ def _fit_and_register(
     config: ForecastingConfig,
     role: str,
 ) -> ModelVersion:
+    started = time.perf_counter()
     forecaster = fit_forecaster(panel, kind, results, config.global_model())
+    training_seconds = time.perf_counter() - started
     row = summary.filter(pl.col("model") == kind).row(0, named=True)
     metrics = {
         f"backtest_{m}": float(row[m])
@@ -256,7 +259,7 @@ def _fit_and_register(
                 "epochs": config.epochs if kind == "tide" else 0,
                 "trees": config.trees if kind == "lightgbm" else 0,
             },
-            metrics=metrics,
+            metrics={**metrics, "training_seconds": training_seconds},
             tagged_scores=metrics,
             run_tags={"backtest_version": version, "dagster_run_id": context.run.run_id},
             version_tags={"test_version": version},

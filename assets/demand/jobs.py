@@ -12,6 +12,7 @@ from assets.demand.forecasting import (
 )
 from assets.demand.forecasts import demand_forecast_errors, demand_forecasts
 from assets.demand.intake import STORE_ATTRIBUTES_TABLE
+from assets.demand.roi import demand_forecaster_roi
 
 demand_ingest_job = define_asset_job(
     "demand_ingest_job",
@@ -27,6 +28,7 @@ demand_models_job = define_asset_job(
         demand_backtests,
         demand_forecaster,
         demand_forecaster_promotion,
+        demand_forecaster_roi,
         demand_forecasts,
         demand_forecast_errors,
     ),

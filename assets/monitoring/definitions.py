@@ -2,7 +2,7 @@
 
 from dagster import Definitions
 
-from assets.monitoring import drift, image_drift, jobs, retention, schedules, sensors
+from assets.monitoring import dashboards, drift, image_drift, jobs, retention, schedules, sensors
 
 definitions = Definitions(
     assets=[
@@ -13,18 +13,24 @@ definitions = Definitions(
         drift.demand_forecast_drift,
         image_drift.defect_image_reference,
         image_drift.defect_image_drift,
+        dashboards.request_dashboard,
+        dashboards.defect_dashboard,
+        dashboards.demand_dashboard,
     ],
     jobs=[
         jobs.monitoring_job,
         jobs.defect_monitoring_job,
         jobs.demand_drift_job,
         retention.retention_job,
+        jobs.dashboards_job,
+        jobs.model_roi_job,
     ],
     schedules=[
         schedules.monitoring_schedule,
         schedules.defect_monitoring_schedule,
         schedules.demand_drift_schedule,
         retention.retention_schedule,
+        schedules.dashboards_schedule,
     ],
     sensors=[sensors.drift_sensor, sensors.defect_drift_sensor, sensors.demand_drift_sensor],
 )

@@ -6,6 +6,7 @@ from dagster import (
     define_asset_job,
 )
 
+from assets.monitoring.dashboards import PAGES
 from assets.monitoring.drift import (
     demand_forecast_drift,
     drift_report,
@@ -32,4 +33,18 @@ demand_drift_job = define_asset_job(
     "demand_drift_job",
     selection=AssetSelection.assets("demand_forecast_errors", demand_forecast_drift),
     description="Realized forecast error of the demand champion against its threshold.",
+)
+
+dashboards_job = define_asset_job(
+    "dashboards_job",
+    selection=AssetSelection.assets(*PAGES),
+    description="Refresh each domain's monitoring page: traffic, errors, latency, drift, ROI.",
+)
+
+model_roi_job = define_asset_job(
+    "model_roi_job",
+    selection=AssetSelection.assets(
+        "request_classifier_roi", "defect_classifier_roi", "demand_forecaster_roi"
+    ),
+    description="Price every domain's models again (after the business case changed, say).",
 )

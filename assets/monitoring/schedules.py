@@ -11,7 +11,12 @@ from dagster import (
 
 from assets.monitoring.drift import reference_pointer, window_partition_key
 from assets.monitoring.image_drift import IMAGES
-from assets.monitoring.jobs import defect_monitoring_job, demand_drift_job, monitoring_job
+from assets.monitoring.jobs import (
+    dashboards_job,
+    defect_monitoring_job,
+    demand_drift_job,
+    monitoring_job,
+)
 from assets.resources import Monitoring
 from ml.data import objects
 from ml.monitoring.prediction_log import WINDOW
@@ -52,4 +57,13 @@ demand_drift_schedule = ScheduleDefinition(
     cron_schedule="30 6 * * *",
     default_status=DefaultScheduleStatus.RUNNING,
     description="Daily at 06:30, after the forecasts: the champion's realized error as drift.",
+)
+
+
+dashboards_schedule = ScheduleDefinition(
+    name="dashboards_schedule",
+    job=dashboards_job,
+    cron_schedule="20 * * * *",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Hourly, twenty past (after the drift checks): refresh the monitoring pages.",
 )

@@ -11,6 +11,7 @@ from assets.requests import (
     labels,
     lineage,
     models,
+    roi,
     schedules,
     sensors,
 )
@@ -30,6 +31,7 @@ definitions = Definitions(
         models.request_classifier,
         models.request_ensemble,
         models.request_classifier_promotion,
+        roi.request_classifier_roi,
     ],
     jobs=[
         jobs.request_ingest_job,

@@ -16,6 +16,7 @@ from assets.requests.models import (
     request_ensemble,
     request_tuned_linear,
 )
+from assets.requests.roi import request_classifier_roi
 from assets.warehouse.dbt import warehouse_dbt_models
 
 request_ingest_job = define_asset_job(
@@ -63,11 +64,12 @@ request_models_job = define_asset_job(
         request_classifier,
         request_ensemble,
         request_classifier_promotion,
+        request_classifier_roi,
     ),
     description=(
         "Snapshot the lineage tables, train the baseline, the tuned linear model, the "
         "transformer and their ensemble on the current labels, register them in MLflow, and "
-        "let the promotion gate decide the champion."
+        "let the promotion gate decide the champion, then price it."
     ),
 )
 
@@ -85,6 +87,7 @@ request_retraining_job = define_asset_job(
         request_classifier,
         request_ensemble,
         request_classifier_promotion,
+        request_classifier_roi,
         "champion_bento",
         "reference_profiles",
     ),

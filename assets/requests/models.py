@@ -27,6 +27,7 @@ from assets.requests.datasets import (
     request_test_set,
 )
 from assets.resources import GPU_STEP, REGISTRY_POOL, ModelRegistry, RequestIntake, Warehouse
+from ml.lifecycle.economics import OWN_TRAINING
 from ml.lifecycle.model_card import ModelCard
 from ml.lifecycle.promotion import check_margin
 from ml.lifecycle.pyfunc import INTENT_CLASSIFIER_ENTRY
@@ -83,10 +84,13 @@ def evaluate_and_register(
     training_seconds: float,
     epoch_metrics: list[dict[str, float]] = (),
     trials: Sequence[Trial] = (),
+    own_training_seconds: float | None = None,
 ) -> MaterializeResult:
     """Score on validation and the frozen test, time it, log everything a reviewer wants to
     MLflow and register the model as a new version (no alias moves: that is the gate's).
-    `training_seconds`: what producing the model cost, wall time (a search's every trial)."""
+    `training_seconds`: what producing the model cost, wall time (a search's every trial);
+    `own_training_seconds`: for a model built from other versions (the ensemble), what it took
+    beyond them (what pricing adds, the members being priced as versions of their own)."""
     test = score_classification(
         data.test.intents, classifier.predict_proba(data.test.texts), data.classes
     )
@@ -113,6 +117,7 @@ def evaluate_and_register(
         **(validation.as_metrics("validation") if validation else {}),
         **latency.as_metrics(),
         "training_seconds": training_seconds,
+        **({} if own_training_seconds is None else {OWN_TRAINING: own_training_seconds}),
     }
     data_summary = {
         "taxonomy": data.taxonomy,
@@ -546,6 +551,7 @@ def request_ensemble(
         },
         members_seconds + fit_seconds,
         trials=trials,
+        own_training_seconds=fit_seconds,
     )
     outcome.metadata.update({"registered": f"yes: {members_text}", "weights": search})
     return outcome

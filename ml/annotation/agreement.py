@@ -26,6 +26,8 @@ class Annotation:
     cancelled: bool = False
     annotation_id: int | None = None
     """The annotation tool's own id, when it has one (to withdraw an invalid answer)."""
+    lead_seconds: float | None = None
+    """How long the annotator spent on it, as the annotation tool measured (what it cost)."""
 
 
 @dataclass(frozen=True)

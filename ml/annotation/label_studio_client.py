@@ -364,4 +364,14 @@ def _annotation(task_id: int, raw: dict[str, Any], users: dict[int, str]) -> Ann
         created_at=datetime.fromisoformat(raw["created_at"].replace("Z", "+00:00")),
         cancelled=bool(raw.get("was_cancelled")),
         annotation_id=raw.get("id"),
+        lead_seconds=_seconds(raw.get("lead_time")),
     )
+
+
+def _seconds(value: object) -> float | None:
+    """Label Studio's `lead_time`, or None when it did not record one."""
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds >= 0 else None

@@ -47,7 +47,14 @@ class DefectScores:
         }
         if self.roc_auc is not None:
             metrics[f"{prefix}_roc_auc"] = self.roc_auc
+        metrics[f"{prefix}_false_positive_rate"] = self.false_positive_rate
         return metrics
+
+    @property
+    def false_positive_rate(self) -> float:
+        """Share of functional cells flagged defective: the false alarms someone re-checks."""
+        false_alarms, functional = int(self.confusion[0, 1]), int(self.confusion[0].sum())
+        return false_alarms / functional if functional else 0.0
 
     def markdown(self) -> str:
         """All images, then each module type: what a reviewer reads."""

@@ -26,6 +26,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -70,6 +71,15 @@ QUIET_CLIENT = {
 
 _FLUENT_URIS = threading.RLock()
 """Held while MLflow's process-wide tracking and registry URIs are set for one registry."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a version's training run recorded: when it started, its metrics and parameters."""
+
+    started_at: datetime
+    metrics: Mapping[str, float]
+    params: Mapping[str, str]
 
 
 class RegistryUnavailable(RuntimeError):
@@ -364,3 +374,42 @@ class Registry(AliasMoves):
             )
         verify_artifact(local, manifest, f"{name} v{version}")
         return local
+
+    def run_record(self, version: ModelVersion) -> RunRecord:
+        run = self.client.get_run(version.run_id)
+        return RunRecord(
+            datetime.fromtimestamp(run.info.start_time / 1000, UTC),
+            dict(run.data.metrics),
+            dict(run.data.params),
+        )
+
+    def add_to_report(
+        self, version: ModelVersion, files: Mapping[str, str | bytes], card_section: str
+    ) -> None:
+        """Write `files` into the version's `report/` and put `card_section` (a markdown section
+        starting with its `## ` title) into its model card, replacing an earlier section of the
+        same title: priced again, a card says the latest figures once."""
+        title = card_section.splitlines()[0]
+        with tempfile.TemporaryDirectory(prefix="report-") as folder:
+            report = Path(folder) / "report"
+            report.mkdir()
+            for name, content in files.items():
+                path = report / name
+                if isinstance(content, bytes):
+                    path.write_bytes(content)
+                else:
+                    path.write_text(content, encoding="utf-8")
+            with self._active():
+                card = Path(
+                    mlflow.artifacts.download_artifacts(
+                        run_id=version.run_id, artifact_path="report/model_card.md", dst_path=folder
+                    )
+                ).read_text(encoding="utf-8")
+            kept = card.split(f"\n{title}\n")[0].rstrip("\n")
+            after = card.split(f"\n{title}\n", 1)[1] if f"\n{title}\n" in card else ""
+            rest = after[after.find("\n## ") :] if "\n## " in after else ""
+            (report / "model_card.md").write_text(
+                f"{kept}\n\n{card_section.rstrip()}\n{rest}", encoding="utf-8"
+            )
+            for path in sorted(report.iterdir()):
+                self.client.log_artifact(version.run_id, str(path), "report")

@@ -162,6 +162,13 @@ def test_an_agreeing_batch_is_collected_once_and_accepted(loop: Loop) -> None:
         ).item()
         == 24
     )
+    # Label Studio's own timing of each answer (the simulated annotators take 2–20 s): what
+    # annotation cost, for the ROI assets.
+    spent = loop.warehouse.query(
+        "select min(lead_seconds), max(lead_seconds) from batch_annotations where batch_id = ?",
+        [batch],
+    ).row(0)
+    assert 2 <= spent[0] <= spent[1] <= 20, spent
     metadata = loop.instance.get_latest_materialization_event(
         AssetKey("annotated_batch")
     ).asset_materialization.metadata

@@ -57,6 +57,16 @@ def test_the_graph_runs_raw_to_validated_to_dbt_marts_to_serving_and_drift(
         "demand_forecaster_promotion",
         "defect_classifier_promotion",
     }
+    for domain, model in (
+        ("request", "request_classifier"),
+        ("defect", "defect_classifier"),
+        ("demand", "demand_forecaster"),
+    ):
+        assert upstream(f"{model}_roi") == {f"{model}_promotion"}
+        assert (
+            graph.get(AssetKey(f"{domain}_dashboard")).group_name
+            == graph.get(AssetKey(f"{model}_roi")).group_name
+        )
     assert upstream("reference_profiles") == {"champion_bento"}
     assert upstream("serving_profiles") == {"prediction_logs", "reference_profiles"}
     assert upstream("drift_report") == {"serving_profiles", "reference_profiles"}

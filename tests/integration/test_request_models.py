@@ -18,6 +18,11 @@ from assets.resources import DataHome, Warehouse
 from ml.annotation.selection import prediction_margins
 from ml.calibration import softmax
 from ml.lifecycle.artifacts import ARTIFACT_ENCRYPTION, ARTIFACT_SHA256
+from ml.lifecycle.economics import (
+    load_business_case,
+    priced_training_seconds,
+    request_benefit_per_month,
+)
 from ml.lifecycle.registered_models import REQUEST_CLASSIFIER
 from ml.lifecycle.registry import Registry
 from ml.settings import Settings
@@ -187,6 +192,50 @@ def test_training_metadata_shows_scores_against_the_baseline_and_a_picture(
     assert metadata["baseline_test_f1_macro"].value > metadata["test_f1_macro"].value
     assert "| metric | this model | baseline |" in metadata["model_card"].value
     assert metadata["device"].value == "cpu"
+
+
+def test_the_champion_is_priced_from_what_was_measured_and_its_card_says_so(
+    trained: Trained,
+) -> None:
+    for _ in range(2):  # priced again: the model card's section is replaced, not repeated
+        assert execute_quietly(trained.defs, trained.instance, "model_roi_job").success
+    priced = {
+        key: value.value
+        for key, value in trained.instance.get_latest_materialization_event(
+            AssetKey("request_classifier_roi")
+        ).asset_materialization.metadata.items()
+    }
+    champion = trained.registry.champion(REQUEST_CLASSIFIER)
+    versions = trained.registry.versions(REQUEST_CLASSIFIER)
+    client = MlflowClient(trained.settings.tracking_uri)
+    measured = sum(priced_training_seconds(client.get_run(v.run_id).data.metrics) for v in versions)
+    case = load_business_case()
+    assert priced["champion"] == f"v{champion.version}"
+    assert priced["spent"] == pytest.approx(measured / 3600 * case.prices.cpu_hour)
+    assert priced["benefit_per_month"] == pytest.approx(
+        request_benefit_per_month(case.requests, champion.metric("test_accuracy"))
+    )
+    assert priced["serving_per_1000"] > 0
+    assert priced["roi"] == pytest.approx(
+        (12 * priced["benefit_per_month"] - priced["spent"] - 12 * priced["serving_per_month"])
+        / (priced["spent"] + 12 * priced["serving_per_month"])
+    )
+    assert all(f"| v{v.version} |" in priced["versions"] for v in versions)
+    assert "data:image/png;base64," in priced["cost_effect_curve"]
+    assert "rent" in priced["rent_or_own_gpu"] or "own" in priced["rent_or_own_gpu"]
+    card = Path(
+        client.download_artifacts(
+            champion.run_id, "report/model_card.md", str(trained.settings.data_home)
+        )
+    ).read_text(encoding="utf-8")
+    assert card.count("## Cost and return") == 1
+    assert card.index("## Scores on the frozen test version") < card.index("## Cost and return")
+    assert "## Limits" in card
+    reports = {a.path for a in client.list_artifacts(champion.run_id, "report")}
+    assert {"report/cost_effect.png", "report/economics.md"} <= reports
+    # Nothing else was trained or gated: the other domains have no champion to price.
+    demand = trained.instance.get_latest_materialization_event(AssetKey("demand_forecaster_roi"))
+    assert demand.asset_materialization.metadata["priced"].value == "no: no champion yet"
 
 
 def test_rollback_moves_the_champion_back_and_shows_in_the_ui(trained: Trained) -> None:
