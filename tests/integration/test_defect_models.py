@@ -85,11 +85,15 @@ def test_baseline_and_cnn_are_registered_and_the_baseline_learns(trained: Traine
             run.data.metrics
         )
         reports = {a.path for a in client.list_artifacts(version.run_id, "report")}
-        assert reports == {
+        # A champion, once priced by the job's defect_classifier_roi, has its economics too.
+        priced = {"report/cost_effect.png", "report/economics.md"}
+        assert reports - priced == {
             "report/confusion_matrix.png",
             "report/model_card.md",
             "report/per_module_type.md",
         }
+    champion = trained.registry.champion(DEFECT_CLASSIFIER)
+    assert priced <= {a.path for a in client.list_artifacts(champion.run_id, "report")}
     real_baseline = versions[2]
     weak_baseline = versions[0]
     test_defective = (

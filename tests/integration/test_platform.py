@@ -66,8 +66,9 @@ def test_the_whole_graph_materializes_with_every_check_passing(platform: Platfor
     # (test_annotation_loop.py), the models train and register (test_request_models.py,
     # test_forecasting.py, test_defect_models.py), serving and drift run on a served champion
     # (test_serving.py, test_inspect.py, test_drift_loop.py), the lineage snapshot before
-    # training (test_lineage_snapshot.py); prediction_logs is written by the service, not
-    # materialized.
+    # training (test_lineage_snapshot.py), the pricing after training and the monitoring pages
+    # on served traffic (test_request_models.py, test_serving_pages.py); prediction_logs is
+    # written by the service, not materialized.
     beyond_the_warehouse = {
         "annotation_candidates",
         "annotation_batch",
@@ -102,6 +103,12 @@ def test_the_whole_graph_materializes_with_every_check_passing(platform: Platfor
         "labeled_defect_images",
         "defect_image_reference",
         "defect_image_drift",
+        "request_classifier_roi",
+        "demand_forecaster_roi",
+        "defect_classifier_roi",
+        "request_dashboard",
+        "defect_dashboard",
+        "demand_dashboard",
     }
     for key in platform.defs.resolve_asset_graph().get_all_asset_keys():
         if key.to_user_string() not in beyond_the_warehouse:
