@@ -86,20 +86,19 @@ def price_model(
     records = {
         v.version: (v, registry.run_record(v)) for v in registry.versions(pricing.model_name)
     }
+    seconds = {v: priced_training_seconds(record.metrics) for v, (_, record) in records.items()}
     trained = [
         TrainedVersion(
             version.version,
             version.tags.get("kind", ""),
             record.started_at,
-            priced_training_seconds(record.metrics) or 0.0,
+            seconds[version.version] or 0.0,
             record.params.get("device", "cpu"),
             version.metric(pricing.metric),
         )
         for version, record in records.values()
     ]
-    untimed = [
-        f"v{v.version}" for v, r in records.values() if not priced_training_seconds(r.metrics)
-    ]
+    untimed = [f"v{version}" for version, recorded in seconds.items() if recorded is None]
     costs, pending_hours = version_costs(
         trained, annotator_time(warehouse, pricing.annotations_table), case.prices
     )
