@@ -18,7 +18,7 @@ endif
 export MLOPS_DATA_HOME ?= $(CURDIR)/.data
 export DAGSTER_HOME ?= $(abspath $(MLOPS_DATA_HOME))/dagster
 
-.PHONY: install demo demo-real dev workers labelstudio object-store mlflow mlflow-server serve restore test lint format benchmark clean
+.PHONY: install browser demo demo-real dev workers labelstudio object-store mlflow mlflow-server serve restore test screenshots lint format benchmark clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+browser:  ## Debian's Chromium for the UI tests (Playwright cannot download browsers here)
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 demo: install  ## materialize the whole asset graph on the embedded defaults
 	$(BIN)/python -m orchestration.demo
@@ -61,12 +64,15 @@ SNAPSHOT ?= latest
 restore: install  ## lineage tables back from a snapshot: make restore SNAPSHOT=<folder|latest> [FORCE=1]
 	$(BIN)/python -m orchestration.restore "$(SNAPSHOT)" $(if $(FORCE),--force)
 
-test: install  ## lint, then the whole suite
+test: install browser  ## lint, then the whole suite (the browser tests of the four UIs last)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m orchestration.instance
 	$(BIN)/dagster definitions validate -w workspace.yaml
 	$(BIN)/pytest
+
+screenshots: install browser  ## the UI tests, saving the README's pictures in tests/ui/screenshots/
+	MLOPS_SCREENSHOTS_DIR=tests/ui/screenshots $(BIN)/pytest tests/ui
 
 lint: install
 	$(BIN)/ruff check .

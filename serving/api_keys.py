@@ -5,8 +5,10 @@ A key file has one caller per line, `<caller> <role> sha256:<hex digest>` (`#` s
 comment); it is read from `MLOPS_SERVING_API_KEYS_FILE`, or the same lines from
 `MLOPS_SERVING_API_KEYS`. Roles: `application` calls the model endpoints; `admin` may also call
 the admin routes. A key travels as `Authorization: Bearer <key>` or `X-API-Key: <key>`. The
-probes (`/livez`, `/readyz`) stay open; `/metrics` answers only clients on the loopback address
-(Prometheus beside the service), and the front door does not route it.
+probes (`/livez`, `/readyz`) stay open, and so does the published contract: `/docs.json` and
+the page that shows it (`GET /` and the page's own files under `/static_content/`), where a
+developer enters a key before trying an endpoint; `/metrics` answers only clients on the
+loopback address (Prometheus beside the service), and the front door does not route it.
 
 Keys are random 32-byte tokens, so one SHA-256 is a sufficient digest (no salt or slow hash: a
 key cannot be guessed from a dictionary). Every stored digest is compared, in constant time,
@@ -21,6 +23,7 @@ import hmac
 import ipaddress
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -48,6 +51,10 @@ APPLICATION, ADMIN = "application", "admin"
 ROLES = (APPLICATION, ADMIN)
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/docs.json"})
 """The probes and the published contract (it holds no data)."""
+DOCS_PAGE = "/"
+DOCS_PAGE_FILES = "/static_content/"
+_PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+"""One file name directly in the folder: no sub-path, no hidden (dot) file."""
 LOOPBACK_ONLY_PATHS = frozenset({"/metrics"})
 DIGEST_PREFIX = "sha256:"
 _caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
@@ -223,6 +230,20 @@ def match_key(keys: Iterable[ApiKey], key: str) -> ApiKey | None:
     return found
 
 
+def is_open(scope: Scope) -> bool:
+    """The probes and the contract for any method; the documentation page (Swagger UI) and its
+    own files only to read (GET or HEAD): the page itself holds no data and no key."""
+    path = scope["path"]
+    if path in OPEN_PATHS:
+        return True
+    if scope.get("method") not in ("GET", "HEAD"):
+        return False
+    if path == DOCS_PAGE:
+        return True
+    name = path.removeprefix(DOCS_PAGE_FILES)
+    return name != path and _PLAIN_FILE_NAME.fullmatch(name) is not None
+
+
 def _is_loopback(scope: Scope) -> bool:
     client = scope.get("client")
     if not client:
@@ -246,7 +267,7 @@ class ApiKeyAuth:
         self.admin_paths = frozenset(admin_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or is_open(scope):
             await self.app(scope, receive, send)
             return
         path = scope["path"]

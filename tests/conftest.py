@@ -23,7 +23,7 @@ from dagster import AssetKey
 
 from ml.annotation.label_studio_client import LabelStudioClient
 from ml.data.sources import DemandSource
-from ml.settings import PROJECT_ROOT, Settings, executable
+from ml.settings import PROJECT_ROOT, Settings, environment_with, executable
 from ml.synthetic.defect_images import generate_cell_images, image_drop_zip
 from ml.synthetic.demand import generate_demand
 from ml.synthetic.requests import generate_requests
@@ -31,7 +31,7 @@ from orchestration.instance import scratch_database
 from orchestration.labelstudio import LabelStudioConfig, LabelStudioServer, start_server
 from orchestration.processes import stop_process_group, wait_until_ready
 from orchestration.serving import BentoServer, start_bento_server
-from orchestration.simulated_annotators import SIMULATED_DOMAIN
+from orchestration.simulated_annotators import SIMULATED_DOMAIN, simulated_annotator
 
 # The tests' annotators are the simulated ones: they are the deployment's allow-list.
 os.environ.setdefault("MLOPS_ANNOTATORS", f"@{SIMULATED_DOMAIN}")
@@ -43,6 +43,8 @@ KNOWN_ENVIRONMENT_SECRET = os.environ["MLFLOW_TRACKING_PASSWORD"]
 os.environ.setdefault("MLOPS_ENCRYPTION_KEYS", Fernet.generate_key().decode())
 
 if TYPE_CHECKING:  # imported where used: MLflow and scikit-learn slow every test session's start
+    from dagster import DagsterInstance, Definitions
+
     from assets.resources import Warehouse
     from ml.lifecycle.registry import ModelVersion, Registry
     from ml.requests.classifiers import BaselineClassifier, LabeledTexts
@@ -294,6 +296,44 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield url
 
 
+DAGSTER_WEBSERVER_START_TIMEOUT_S = 240
+
+
+@contextlib.contextmanager
+def dagster_webserver(
+    settings: Settings,
+    log_path: Path,
+    *flags: str,
+    code: tuple[str, ...] = ("-w", str(PROJECT_ROOT / "workspace.yaml")),
+    environment: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """The real `dagster-webserver` over `code` (default: this project's code location) and the
+    instance in `settings.dagster_home`; its URL. The process group is stopped on exit."""
+    port = free_port()
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [executable("dagster-webserver"), *flags, *code, "-h", "127.0.0.1", "-p", str(port)],
+            cwd=PROJECT_ROOT,
+            env=environment or environment_with(DAGSTER_HOME=str(settings.dagster_home)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(
+            process,
+            f"{url}/server_info",
+            log_path,
+            DAGSTER_WEBSERVER_START_TIMEOUT_S,
+            "dagster-webserver",
+        )
+        yield url
+    finally:
+        stop_process_group(process)
+
+
 STRONG_C = 0.5
 STARVED_C = 0.0005
 """The same baseline with almost no capacity left: a real, much weaker model."""
@@ -376,15 +416,166 @@ def label_studio_admin(label_studio: LabelStudioServer) -> LabelStudioClient:
 
 
 @dataclass
+class Loop:
+    """A deployment of its own with unlabeled requests ingested, before Label Studio: its
+    annotation jobs run in-process against an ephemeral instance."""
+
+    settings: Settings
+    defs: Definitions
+    instance: DagsterInstance
+    admin: LabelStudioClient
+
+    @property
+    def warehouse(self) -> Warehouse:
+        from assets.resources import Warehouse
+
+        return Warehouse(path=str(self.settings.warehouse_path))
+
+    def run(self, job: str, partition: str | None = None, config: dict | None = None):
+        return self.defs.resolve_job_def(job).execute_in_process(
+            instance=self.instance, partition_key=partition, run_config=config, raise_on_error=False
+        )
+
+    def new_batch(self, size: int) -> str:
+        from assets.requests.sensors import batches_to_send
+
+        config = {"ops": {"annotation_candidates": {"config": {"batch_size": size, "seed": 5}}}}
+        assert self.run("annotation_candidates_job", config=config).success
+        event = self.instance.get_latest_materialization_event(AssetKey("annotation_candidates"))
+        batch = event.asset_materialization.metadata["batch"].value
+        assert batches_to_send(self.instance) == [batch]
+        assert self.run("annotation_batch_job", batch).success
+        return batch
+
+    def answers(self, batch: str) -> dict[str, str]:
+        """What the source said before its labels were hidden: the simulated annotators' key."""
+        rows = self.warehouse.query(
+            "select i.ext_id, h.intent from annotation_items i "
+            "join hidden_labels h using (request_id) where i.batch_id = ?",
+            [batch],
+        )
+        return dict(zip(rows["ext_id"], rows["intent"], strict=True))
+
+    def review(self, batch: str) -> tuple[int, dict[str, str]]:
+        """The batch's review project and its key (a review task is `review:<ext_id>`)."""
+        answers = {f"review:{ext}": intent for ext, intent in self.answers(batch).items()}
+        return self.admin.find_project(f"Review {batch}"), answers
+
+    def status(self, batch: str) -> set[str]:
+        return set(
+            self.warehouse.query(
+                "select distinct status from annotation_items where batch_id = ?", [batch]
+            )["status"]
+        )
+
+
+@pytest.fixture
+def loop(
+    settings: Settings,
+    label_studio: LabelStudioServer,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> Loop:
+    from dagster import DagsterInstance
+
+    from assets.resources import DataHome
+    from orchestration.definitions import build_definitions
+    from orchestration.pipeline import run_platform
+
+    monkeypatch.setenv("MLOPS_LABEL_STUDIO_URL", label_studio.config.url)
+    monkeypatch.setenv("MLOPS_LABEL_STUDIO_TOKEN", label_studio.config.token)
+    settings = Settings.from_env()
+    folder = Path(settings.request_drops_uri) / "synthetic_unlabeled"
+    folder.mkdir(parents=True)
+    seed = 100 + len(request.node.name)  # each test its own requests, hence its own batches
+    generate_requests(
+        80, seed=seed, start=datetime(2026, 1, 1, tzinfo=UTC), end=datetime(2026, 1, 31, tzinfo=UTC)
+    ).write_csv(folder / "stream.csv")
+    defs = build_definitions(settings, small_demand_source(settings))
+    instance = DagsterInstance.ephemeral()
+    assert run_platform(defs, instance, DataHome(path=str(settings.data_home))).success
+    return Loop(
+        settings,
+        defs,
+        instance,
+        LabelStudioClient(label_studio.config.url, label_studio.config.token),
+    )
+
+
+def annotate(loop: Loop, batch: str, error_rates: tuple[float, float]) -> None:
+    """Two simulated annotators (`ann-…`, `bob-…`) label the whole batch."""
+    from ml.requests.taxonomy import synthetic_taxonomy
+
+    project = loop.admin.find_project(f"Requests {batch}")
+    intents = synthetic_taxonomy().intents
+    for name, rate in zip(("ann", "bob"), error_rates, strict=True):
+        annotator = simulated_annotator(
+            loop.admin, f"{name}-{int(rate * 100)}", rate, seed=len(name)
+        )
+        annotator.annotate(project, loop.answers(batch), intents)
+
+
+@dataclass
 class ServedPlatform:
     """A deployment with a champion of each model and its Bento built (by the real assets)."""
 
     settings: Settings
     defs: object
     instance: object
+    """Persistent, in `settings.dagster_home`: a `dagster-webserver` there shows its runs."""
     bento: str
     demand_source: DemandSource
     """What `defs` read demand from (for definitions of the same deployment built otherwise)."""
+
+    def code_location(self) -> Path:
+        """A Python file whose `defs` are this deployment's definitions (the same demand
+        source), for a `dagster-webserver -f` over its instance."""
+        path = self.settings.dagster_home / "served_definitions.py"
+        path.write_text(
+            '"""The served platform of the test session, as its webserver loads it."""\n\n'
+            "import datetime\n\n"
+            "from ml.data.sources import DemandSource\n"
+            "from ml.settings import Settings\n"
+            "from orchestration.definitions import build_definitions\n\n"
+            f"defs = build_definitions(Settings.from_env(), {self.demand_source!r})\n",
+            encoding="utf-8",
+        )
+        return path
+
+    def environment(self) -> dict[str, str]:
+        """What a process of this deployment is started with (a webserver, a run worker)."""
+        settings = self.settings
+        environment = environment_with(
+            MLOPS_DATA_HOME=str(settings.data_home),
+            MLOPS_WAREHOUSE_PATH=str(settings.warehouse_path),
+            DAGSTER_HOME=str(settings.dagster_home),
+        )
+        for name in ("MLFLOW_TRACKING_URI", "BENTOML_HOME"):
+            environment.pop(name, None)
+        return environment
+
+
+TEST_INSTANCE_CONFIG = """\
+# The test session's persistent instance: runs launched from its webserver start at once, with
+# no daemon to dequeue them; no newsletter dialog over the UI.
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: DefaultRunCoordinator
+telemetry:
+  enabled: false
+nux:
+  enabled: false
+"""
+
+
+def persistent_instance(dagster_home: Path):
+    """A SQLite-backed instance in `dagster_home` (what `make dev` keeps), which a
+    `dagster-webserver` started there shows."""
+    from dagster import DagsterInstance
+
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    (dagster_home / "dagster.yaml").write_text(TEST_INSTANCE_CONFIG, encoding="utf-8")
+    return DagsterInstance.from_config(str(dagster_home))
 
 
 SERVED_TRANSFORMER = {
@@ -414,8 +605,6 @@ def served_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served
     """Generated requests, 15 months of daily demand and a drop of cell images → every model
     family trained, registered and gated → `champion_bento` and `reference_profiles`
     materialized."""
-    from dagster import DagsterInstance
-
     from assets.resources import DataHome
     from orchestration.definitions import build_definitions
     from orchestration.pipeline import execute_quietly, run_platform
@@ -424,6 +613,7 @@ def served_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served
         home = tmp_path_factory.mktemp("served") / "data_home"
         env.setenv("MLOPS_DATA_HOME", str(home))
         env.setenv("MLOPS_WAREHOUSE_PATH", str(home / "warehouse.duckdb"))
+        env.setenv("DAGSTER_HOME", str(home / "dagster"))
         env.delenv("MLFLOW_TRACKING_URI", raising=False)
         env.delenv("BENTOML_HOME", raising=False)
         settings = Settings.from_env()
@@ -441,7 +631,7 @@ def served_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served
         cells.parent.mkdir(parents=True)
         cells.write_bytes(image_drop_zip(generate_cell_images(SERVED_CELLS, seed=5, size=64)))
         defs = build_definitions(settings, source)
-        instance = DagsterInstance.ephemeral()
+        instance = persistent_instance(settings.dagster_home)
         assert run_platform(defs, instance, DataHome(path=str(home))).success
 
         def request_models(svm_c: float) -> tuple[str, dict]:

@@ -2,7 +2,6 @@
 sensor fires once → kappa gate. A low-agreement batch is never merged: it comes back."""
 
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,8 +10,6 @@ import pytest
 import requests
 from dagster import (
     AssetKey,
-    DagsterInstance,
-    Definitions,
     SensorResult,
     SkipReason,
     build_sensor_context,
@@ -24,100 +21,14 @@ from assets.requests.sensors import (
     completed_batches,
     scan_request_drops,
 )
-from assets.resources import DataHome, Warehouse, build_resources
-from ml.annotation.label_studio_client import LabelStudioClient
+from assets.resources import DataHome, build_resources
 from ml.data.lineage_snapshot import complete_snapshots, snapshots_dir, verify_snapshot
 from ml.monitoring.prediction_log import PredictionLogWriter, prediction_record, read_predictions
 from ml.requests.taxonomy import synthetic_taxonomy
 from ml.security.erasure import erasure_records
-from ml.settings import Settings
-from ml.synthetic.requests import generate_requests
-from orchestration.definitions import build_definitions
 from orchestration.labelstudio import LabelStudioServer
-from orchestration.pipeline import run_platform
 from orchestration.simulated_annotators import SIMULATED_DOMAIN, simulated_annotator
-from tests.conftest import small_demand_source
-
-
-@dataclass
-class Loop:
-    settings: Settings
-    defs: Definitions
-    instance: DagsterInstance
-    admin: LabelStudioClient
-
-    @property
-    def warehouse(self) -> Warehouse:
-        return Warehouse(path=str(self.settings.warehouse_path))
-
-    def run(self, job: str, partition: str | None = None, config: dict | None = None):
-        return self.defs.resolve_job_def(job).execute_in_process(
-            instance=self.instance, partition_key=partition, run_config=config, raise_on_error=False
-        )
-
-    def new_batch(self, size: int) -> str:
-        config = {"ops": {"annotation_candidates": {"config": {"batch_size": size, "seed": 5}}}}
-        assert self.run("annotation_candidates_job", config=config).success
-        event = self.instance.get_latest_materialization_event(AssetKey("annotation_candidates"))
-        batch = event.asset_materialization.metadata["batch"].value
-        assert batches_to_send(self.instance) == [batch]
-        assert self.run("annotation_batch_job", batch).success
-        return batch
-
-    def answers(self, batch: str) -> dict[str, str]:
-        """What the source said before its labels were hidden: the simulated annotators' key."""
-        rows = self.warehouse.query(
-            "select i.ext_id, h.intent from annotation_items i "
-            "join hidden_labels h using (request_id) where i.batch_id = ?",
-            [batch],
-        )
-        return dict(zip(rows["ext_id"], rows["intent"], strict=True))
-
-    def review(self, batch: str) -> tuple[int, dict[str, str]]:
-        """The batch's review project and its key (a review task is `review:<ext_id>`)."""
-        answers = {f"review:{ext}": intent for ext, intent in self.answers(batch).items()}
-        return self.admin.find_project(f"Review {batch}"), answers
-
-    def status(self, batch: str) -> set[str]:
-        return set(
-            self.warehouse.query(
-                "select distinct status from annotation_items where batch_id = ?", [batch]
-            )["status"]
-        )
-
-
-@pytest.fixture
-def loop(
-    settings: Settings, label_studio: LabelStudioServer, monkeypatch: pytest.MonkeyPatch, request
-) -> Loop:
-    monkeypatch.setenv("MLOPS_LABEL_STUDIO_URL", label_studio.config.url)
-    monkeypatch.setenv("MLOPS_LABEL_STUDIO_TOKEN", label_studio.config.token)
-    settings = Settings.from_env()
-    folder = Path(settings.request_drops_uri) / "synthetic_unlabeled"
-    folder.mkdir(parents=True)
-    seed = 100 + len(request.node.name)  # each test its own requests, hence its own batches
-    generate_requests(
-        80, seed=seed, start=datetime(2026, 1, 1, tzinfo=UTC), end=datetime(2026, 1, 31, tzinfo=UTC)
-    ).write_csv(folder / "stream.csv")
-    defs = build_definitions(settings, small_demand_source(settings))
-    instance = DagsterInstance.ephemeral()
-    assert run_platform(defs, instance, DataHome(path=str(settings.data_home))).success
-    return Loop(
-        settings,
-        defs,
-        instance,
-        LabelStudioClient(label_studio.config.url, label_studio.config.token),
-    )
-
-
-def annotate(loop: Loop, batch: str, error_rates: tuple[float, float]) -> None:
-    project = loop.admin.find_project(f"Requests {batch}")
-    intents = synthetic_taxonomy().intents
-    for name, rate in zip(("ann", "bob"), error_rates, strict=True):
-        annotator = simulated_annotator(
-            loop.admin, f"{name}-{int(rate * 100)}", rate, seed=len(name)
-        )
-        annotator.annotate(project, loop.answers(batch), intents)
+from tests.conftest import Loop, annotate
 
 
 def test_hidden_labels_are_kept_aside_and_requests_arrive_unlabeled(loop: Loop) -> None:

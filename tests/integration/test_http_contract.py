@@ -324,3 +324,26 @@ def test_every_route_but_the_probes_and_the_contract_needs_a_valid_key(
     assert published["paths"]["/readyz"]["get"]["security"] == []
     assert "security" not in published["paths"]["/classify"]["post"], "it needs the key"
     assert "403" in published["paths"]["/admin/halt-release"]["post"]["responses"]
+
+
+def test_the_documentation_page_loads_without_a_key_and_opens_nothing_else(
+    bento_server: BentoServer,
+) -> None:
+    page = requests.get(f"{bento_server.url}/", timeout=30)
+    assert page.status_code == 200 and "swagger-ui" in page.text, page.text[:300]
+    files = re.findall(r"""(?:href|src)="\./static_content/([^"]+)\"""", page.text)
+    assert "swagger-ui-bundle.js" in files and "swagger-ui.css" in files, files
+    for name in files:
+        answer = requests.get(f"{bento_server.url}/static_content/{name}", timeout=30)
+        assert answer.status_code == 200 and answer.content, name
+    assert requests.head(f"{bento_server.url}/", timeout=30).status_code != 401
+    for method, path in (
+        ("POST", "/"),
+        ("PUT", "/static_content/swagger-ui.css"),
+        ("GET", "/static_content/.env"),
+        ("GET", "/static_content/"),
+        ("GET", "/static_content/nested/swagger-ui.css"),
+    ):
+        answer = requests.request(method, f"{bento_server.url}{path}", timeout=30)
+        assert answer.status_code == 401, (method, path, answer.status_code)
+        assert answer.json()["error"] == "unauthorized"

@@ -3,10 +3,8 @@ it): no account or a wrong password is a 401; an ML engineer reaches the full we
 viewer reaches only the read-only one, and that webserver (`dagster-webserver --read-only`,
 the real one over this code location) refuses to launch a run."""
 
-import subprocess
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,11 +13,11 @@ import pytest
 import requests
 
 from assets.resources import LAUNCHED_BY_TAG
-from ml.settings import PROJECT_ROOT, Settings, environment_with, executable
+from ml.settings import Settings
 from orchestration.launch_recorder import start_launch_recorder
-from orchestration.processes import stop_process_group, wait_until_ready
+from orchestration.processes import stop_process_group
 from orchestration.ui_gateway import ACCOUNTS_FILE, ENGINEER, VIEWER, start_ui_gateway, ui_accounts
-from tests.conftest import free_port
+from tests.conftest import dagster_webserver, free_port
 
 
 def upstream(name: str) -> ThreadingHTTPServer:
@@ -74,37 +72,6 @@ def test_each_account_reaches_only_its_webserver_and_nobody_gets_in_without_one(
         gateway.stop()
         full.shutdown()
         read_only.shutdown()
-
-
-@contextmanager
-def dagster_webserver(settings: Settings, log_path: Path, *flags: str) -> Iterator[str]:
-    """The real `dagster-webserver` over this code location; its URL."""
-    port = free_port()
-    settings.dagster_home.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                executable("dagster-webserver"),
-                *flags,
-                "-w",
-                str(PROJECT_ROOT / "workspace.yaml"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-            ],
-            cwd=PROJECT_ROOT,
-            env=environment_with(DAGSTER_HOME=str(settings.dagster_home)),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_ready(process, f"{url}/server_info", log_path, 240, "dagster-webserver")
-        yield url
-    finally:
-        stop_process_group(process)
 
 
 @pytest.fixture

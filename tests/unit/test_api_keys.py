@@ -1,6 +1,7 @@
 """API keys on the service: stored as digests, checked in constant time by an ASGI middleware;
-401 without or with a wrong key, 403 for an application key on an admin route, probes open,
-/metrics only from the loopback address, key files only when no one else can read them."""
+401 without or with a wrong key, 403 for an application key on an admin route, probes open, the
+documentation page open to read, /metrics only from the loopback address, key files only when
+no one else can read them."""
 
 import asyncio
 import json
@@ -40,12 +41,17 @@ async def _inner(scope, receive, send):
     await send({"type": "http.response.body", "body": body})
 
 
-def call(path: str, headers: dict[str, str] | None = None, client: str = "127.0.0.1"):
+def call(
+    path: str,
+    headers: dict[str, str] | None = None,
+    client: str = "127.0.0.1",
+    method: str = "POST",
+):
     app = ApiKeyAuth(_inner, KEYS, admin_paths={"/admin/release-share"})
     scope = {
         "type": "http",
         "path": path,
-        "method": "POST",
+        "method": method,
         "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
         "client": (client, 50000),
     }
@@ -96,6 +102,30 @@ def test_probes_stay_open_and_metrics_answer_only_the_loopback_address():
     assert call("/metrics")[0] == 200
     assert call("/metrics", client="10.1.2.3")[0] == 404
     assert call("/metrics", {"Authorization": f"Bearer {ADMIN_KEY}"}, client="10.1.2.3")[0] == 404
+
+
+def test_a_developer_reads_the_documentation_page_without_a_key_but_calls_nothing_through_it():
+    page = ["/", "/static_content/swagger-ui-bundle.js", "/static_content/favicon-light-32x32.png"]
+    for path in page:
+        for method in ("GET", "HEAD"):
+            assert call(path, method=method)[0] == 200, (method, path)
+    assert call("/docs.json", method="GET")[0] == 200
+    still_closed = [
+        ("POST", "/"),
+        ("PUT", "/static_content/swagger-ui.css"),
+        ("DELETE", "/static_content/swagger-ui.css"),
+        ("GET", "/static_content/"),
+        ("GET", "/static_content"),
+        ("GET", "/static_content/nested/file.js"),
+        ("GET", "/static_content/../serving-api-keys"),
+        ("GET", "/static_content/.env"),
+        ("GET", "/static_contentswagger-ui.css"),
+        ("GET", "/classify"),
+        ("GET", "/admin/release-share"),
+    ]
+    for method, path in still_closed:
+        status, _, body = call(path, method=method)
+        assert status == 401 and body["error"] == "unauthorized", (method, path)
 
 
 def test_key_files_hold_digests_only_and_must_be_private(tmp_path):
