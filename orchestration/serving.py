@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -84,6 +85,8 @@ class BentoServer:
     started_in_seconds: float
     credentials: ServingCredentials
     """The keys the platform's own callers send to it."""
+    home: Path | None = None
+    """Its own BENTOML_HOME (`server_home`), removed when it stops."""
     workers: list[psutil.Process] = field(default_factory=list)
     """Last seen worker processes: BentoML starts each in a session of its own, so a server
     killed outright leaves them answering on its socket until they are stopped by pid."""
@@ -112,6 +115,8 @@ class BentoServer:
         for worker in alive:
             with contextlib.suppress(psutil.Error):
                 worker.kill()
+        if self.home is not None:  # its metric files and the links to the shared stores
+            shutil.rmtree(self.home, ignore_errors=True)
 
 
 def is_alive(process: psutil.Process) -> bool:
@@ -123,12 +128,32 @@ def is_alive(process: psutil.Process) -> bool:
         return False
 
 
+SHARED_STORES = ("bentos", "models")
+
+
+def server_home(bentoml_home: Path, port: int) -> Path:
+    """A BENTOML_HOME for the server on `port`: links to the shared Bento and model stores, and
+    a Prometheus folder of its own. `bentoml serve` empties `<BENTOML_HOME>/
+    prometheus_multiproc_dir` as it starts, so a Bento started beside the one serving (each
+    rollout does) would otherwise zero the serving one's /metrics."""
+    home = bentoml_home / "servers" / str(port)
+    home.mkdir(parents=True, exist_ok=True)
+    for store in SHARED_STORES:
+        shared = bentoml_home / store
+        shared.mkdir(parents=True, exist_ok=True)
+        link = home / store
+        if not link.is_symlink():
+            link.symlink_to(shared.resolve(), target_is_directory=True)
+    return home
+
+
 def start_bento_server(
     settings: Settings, bento: str, port: int, log_path: Path, **environment: str
 ) -> BentoServer:
     """`bentoml serve <bento>` on 127.0.0.1:`port`, waiting until /readyz answers. It checks
     the API keys the environment configures, else the platform's generated ones."""
     credentials = platform_credentials(settings.secrets_dir)
+    home = server_home(settings.bentoml_home, port)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     if log_path.exists():  # a restart keeps the log of the run before (how it died)
         log_path.replace(log_path.with_suffix(".previous.log"))
@@ -137,7 +162,7 @@ def start_bento_server(
             [executable("bentoml"), "serve", bento, "--host", "127.0.0.1", "--port", str(port)],
             cwd=log_path.parent,  # not the checkout: the Bento serves its own copy of the code
             env=bentoml_environment(
-                settings.bentoml_home,
+                home,
                 # the operator's API keys if given inline, and the log's encryption keys
                 passing=(KEYS_VARIABLE, ENCRYPTION_KEYS_VARIABLE),
                 MLOPS_DATA_HOME=str(settings.data_home),
@@ -156,7 +181,7 @@ def start_bento_server(
         f"bentoml serve {bento}",
         failure_marker="Application startup failed",
     )
-    return BentoServer(bento, port, process, log_path, seconds, credentials)
+    return BentoServer(bento, port, process, log_path, seconds, credentials, home)
 
 
 def spare_port() -> int:

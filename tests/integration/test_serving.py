@@ -376,6 +376,36 @@ def test_a_transformer_answers_batched_requests_as_it_answers_each_alone(
     ), "adaptive batching never merged two requests"
 
 
+def test_a_server_started_beside_the_serving_one_leaves_its_metrics_whole(
+    served_platform: ServedPlatform, bento_server: BentoServer
+) -> None:
+    """Each rollout starts the next Bento beside the one serving, and `bentoml serve` empties
+    its Prometheus folder as it starts: each server has a BENTOML_HOME of its own."""
+
+    def predictions(server: BentoServer) -> float:
+        metrics = requests.get(f"{server.url}/metrics", timeout=10).text
+        return metric_total(metrics, "mlops_predictions_total")
+
+    assert post(bento_server, "classify", {"texts": texts(3, seed=77)}).status_code == 200
+    before = predictions(bento_server)
+    assert before >= 3
+    beside = start_bento_server(
+        served_platform.settings,
+        bento_server.bento,
+        free_port(),
+        served_platform.settings.data_home / "logs" / "bentoml-beside.log",
+    )
+    try:
+        assert post(beside, "classify", {"texts": "card"}).status_code == 200
+        assert predictions(beside) >= 1
+        assert predictions(bento_server) >= before, "starting a server zeroed the other's"
+        assert beside.home != bento_server.home
+    finally:
+        beside.stop()
+    assert not beside.home.exists()
+    assert predictions(bento_server) >= before
+
+
 def test_a_rollback_serves_the_previous_champions_bento_again(
     served_platform: ServedPlatform,
 ) -> None:

@@ -1,10 +1,5 @@
 """The monitoring pages on the session's served platform: real traffic through `bentoml serve`,
-read back from the service's request log by the real dashboards job.
-
-Named to run after test_serving.py: the first test to ask for the session's `bento_server`
-starts it, and every later `bentoml serve` on the same BENTOML_HOME (the drift loop's, the front
-door's) empties BentoML's shared Prometheus folder, so the metric-reading tests must find the
-session server started after those."""
+read back from the service's request log by the real dashboards job."""
 
 import time
 from datetime import UTC, datetime, timedelta
