@@ -173,14 +173,18 @@ def start_bento_server(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    seconds = wait_until_ready(
-        process,
-        f"http://127.0.0.1:{port}/readyz",
-        log_path,
-        START_TIMEOUT_SECONDS,
-        f"bentoml serve {bento}",
-        failure_marker="Application startup failed",
-    )
+    try:
+        seconds = wait_until_ready(
+            process,
+            f"http://127.0.0.1:{port}/readyz",
+            log_path,
+            START_TIMEOUT_SECONDS,
+            f"bentoml serve {bento}",
+            failure_marker="Application startup failed",
+        )
+    except RuntimeError:  # stopped, or never started: its home goes with it
+        shutil.rmtree(home, ignore_errors=True)
+        raise
     return BentoServer(bento, port, process, log_path, seconds, credentials, home)
 
 

@@ -406,6 +406,20 @@ def test_a_server_started_beside_the_serving_one_leaves_its_metrics_whole(
     assert predictions(bento_server) >= before
 
 
+def test_a_bento_that_fails_to_start_leaves_no_server_home(
+    served_platform: ServedPlatform,
+) -> None:
+    port = free_port()
+    with pytest.raises(RuntimeError, match="mlops_platform:no-such-version"):
+        start_bento_server(
+            served_platform.settings,
+            "mlops_platform:no-such-version",
+            port,
+            served_platform.settings.data_home / "logs" / "bentoml-missing.log",
+        )
+    assert not (served_platform.settings.bentoml_home / "servers" / str(port)).exists()
+
+
 def test_a_rollback_serves_the_previous_champions_bento_again(
     served_platform: ServedPlatform,
 ) -> None:
