@@ -85,7 +85,7 @@ class BentoServer:
     started_in_seconds: float
     credentials: ServingCredentials
     """The keys the platform's own callers send to it."""
-    home: Path | None = None
+    home: Path
     """Its own BENTOML_HOME (`server_home`), removed when it stops."""
     workers: list[psutil.Process] = field(default_factory=list)
     """Last seen worker processes: BentoML starts each in a session of its own, so a server
@@ -115,8 +115,7 @@ class BentoServer:
         for worker in alive:
             with contextlib.suppress(psutil.Error):
                 worker.kill()
-        if self.home is not None:  # its metric files and the links to the shared stores
-            shutil.rmtree(self.home, ignore_errors=True)
+        shutil.rmtree(self.home, ignore_errors=True)  # its metric files, links to the stores
 
 
 def is_alive(process: psutil.Process) -> bool:
